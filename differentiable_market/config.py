@@ -1,0 +1,236 @@
+"""The one tree of frozen dataclasses that configures data, features, env, policy, training and backtests.
+
+The CLI builds it, the run folder's ``config.json`` stores it, the checkpoint embeds it, and the backtester rebuilds
+the policy and the env from it. ``config_from_dict`` refuses unknown keys and wrong choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+Execution = Literal["open", "close"]
+SplitName = Literal["train", "validation", "test", "all"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+DTypeName = Literal["auto", "float32", "bfloat16"]
+CompileMode = Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the OHLC files are and which symbols to use."""
+
+    root: str = "trainingdata"  # folder of per-symbol files; falls back to the bundled sample if absent
+    glob: str = "*"  # file pattern inside root; only .csv, .csv.gz and .parquet files are read
+    include: tuple[str, ...] = ()  # symbols to keep (empty: all)
+    exclude: tuple[str, ...] = ()  # symbols to leave out
+    max_assets: int | None = None  # keep the first N symbols in sorted order after include/exclude
+    max_fill_bars: int = 3  # longest run of missing bars that may be forward-filled
+    val_fraction: float = 0.15  # share of the scorable bars given to validation
+    test_fraction: float = 0.15  # share of the scorable bars given to test
+    embargo_bars: int | None = None  # gap between splits in bars; None means the lookback
+
+    def __post_init__(self) -> None:
+        if self.max_fill_bars < 0:
+            raise ConfigError(f"data.max_fill_bars must be >= 0, got {self.max_fill_bars}.")
+        if not (0.0 < self.val_fraction < 0.5 and 0.0 < self.test_fraction < 0.5):
+            raise ConfigError(
+                f"data.val_fraction and data.test_fraction must lie in (0, 0.5); got {self.val_fraction} and "
+                f"{self.test_fraction}."
+            )
+        if self.max_assets is not None and self.max_assets < 1:
+            raise ConfigError(f"data.max_assets must be >= 1, got {self.max_assets}.")
+        if self.embargo_bars is not None and self.embargo_bars < 0:
+            raise ConfigError(f"data.embargo_bars must be >= 0, got {self.embargo_bars}.")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Causal per-bar features computed from OHLC(V). Normalisers are fitted on the training split only."""
+
+    return_windows: tuple[int, ...] = (1, 5, 20)  # trailing close-to-close log-return horizons, in bars
+    volatility_window: int = 20  # trailing window of the realised-volatility feature, in bars
+    normalise: bool = True  # z-score each feature with mean/std fitted on the training split
+
+    def __post_init__(self) -> None:
+        if not self.return_windows or min(self.return_windows) < 1:
+            raise ConfigError(f"features.return_windows must be positive integers, got {self.return_windows}.")
+        if self.volatility_window < 2:
+            raise ConfigError(f"features.volatility_window must be >= 2, got {self.volatility_window}.")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Market accounting, costs and the risk terms of the training objective."""
+
+    cost_bps: float = 10.0  # one-way proportional fee on traded wealth of non-cash assets, basis points
+    include_cash: bool = False  # add a cash asset with price 1, no return and no fee
+    execution: Execution = "open"  # "open": fill at the open of t+1; "close": fill at the close of t (24/7 markets)
+    risk_aversion: float = 0.0  # weight of the variance penalty (per-bar log growth variance times bars)
+    drawdown_lambda: float = 0.0  # weight of the smooth maximum drawdown of log wealth
+    smooth_abs_eps: float = 1e-6  # smoothing of |x| in the training cost, fraction of wealth
+    drawdown_temperature: float = 0.01  # temperature of the smooth running maximum, log-wealth units
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.cost_bps < 10_000.0):
+            raise ConfigError(f"env.cost_bps must lie in [0, 10000), got {self.cost_bps}.")
+        if self.risk_aversion < 0 or self.drawdown_lambda < 0:
+            raise ConfigError("env.risk_aversion and env.drawdown_lambda must be >= 0.")
+        if self.smooth_abs_eps <= 0 or self.drawdown_temperature <= 0:
+            raise ConfigError("env.smooth_abs_eps and env.drawdown_temperature must be > 0.")
+        if self.execution not in get_args(Execution):
+            raise ConfigError(f"env.execution must be one of {get_args(Execution)}, got {self.execution!r}.")
+
+    @property
+    def cost_rate(self) -> float:
+        """One-way fee as a fraction of traded wealth."""
+        return self.cost_bps * 1e-4
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Dirichlet GRU policy."""
+
+    hidden_size: int = 64  # GRU hidden units
+    num_layers: int = 1  # stacked GRU layers
+    head_hidden: int = 64  # hidden units of the head that mixes GRU state and held weights
+    alpha_floor: float = 0.05  # lower bound added to every Dirichlet concentration
+    alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
+    gradient_checkpointing: bool = False  # recompute GRU activations in backward to save memory
+
+    def __post_init__(self) -> None:
+        if self.hidden_size < 1 or self.num_layers < 1 or self.head_hidden < 1:
+            raise ConfigError("policy sizes must be >= 1.")
+        if not (0.0 < self.alpha_floor < self.alpha_max):
+            raise ConfigError("policy.alpha_floor must be > 0 and below policy.alpha_max.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """GRPO training loop."""
+
+    lookback: int = 192  # bars per training window
+    batch_windows: int = 128  # windows per optimizer step
+    rollout_groups: int = 4  # Dirichlet rollouts per window (the GRPO group)
+    epochs: int = 600  # optimizer steps
+    microbatch_windows: int | None = None  # windows per forward/backward; gradients accumulate to batch_windows
+    lr: float = 2e-3  # AdamW learning rate
+    muon_lr: float = 2e-2  # Muon learning rate (hidden matrices)
+    weight_decay: float = 1e-4
+    use_muon: bool = True
+    grad_clip: float = 1.0  # global gradient-norm clip
+    pg_weight: float = 1.0  # weight of the clipped-ratio GRPO policy-gradient loss
+    pathwise_weight: float = 1.0  # weight of the pathwise (differentiable-env) objective of the mean action
+    kl_weight: float = 0.01  # weight of KL(policy || EMA reference)
+    entropy_weight: float = 1e-3  # weight of the Dirichlet entropy bonus
+    clip_eps: float = 0.2  # PPO/GRPO ratio clip
+    ema_decay: float = 0.99  # reference policy = EMA of policy weights with this decay per step
+    device: DeviceName = "auto"
+    dtype: DTypeName = "auto"  # autocast dtype for the GRU; Dirichlet math stays in float32
+    compile: CompileMode = "auto"
+    seed: int = 0
+    eval_interval: int = 50  # optimizer steps between validation evaluations and checkpoints
+    log_interval: int = 10  # optimizer steps between metric reads (one host sync each)
+    save_dir: str = "differentiable_market/runs"
+    max_nonfinite_steps: int = 10  # consecutive non-finite steps that stop the run
+
+    def __post_init__(self) -> None:
+        if self.lookback < 8:
+            raise ConfigError(f"train.lookback must be >= 8 bars, got {self.lookback}.")
+        if self.batch_windows < 1 or self.rollout_groups < 2:
+            raise ConfigError("train.batch_windows must be >= 1 and train.rollout_groups >= 2 (GRPO needs a group).")
+        if self.epochs < 0:
+            raise ConfigError(f"train.epochs must be >= 0, got {self.epochs}.")
+        mb = self.microbatch_windows
+        if mb is not None and (mb < 1 or self.batch_windows % mb != 0):
+            raise ConfigError(
+                f"train.microbatch_windows ({mb}) must divide train.batch_windows ({self.batch_windows})."
+            )
+        if self.eval_interval < 1 or self.log_interval < 1:
+            raise ConfigError("train.eval_interval and train.log_interval must be >= 1.")
+
+    @property
+    def microbatch(self) -> int:
+        """Windows per forward/backward pass."""
+        return self.microbatch_windows or self.batch_windows
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a training run needs; stored in config.json and in every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def embargo_bars(self) -> int:
+        return self.train.lookback if self.data.embargo_bars is None else self.data.embargo_bars
+
+
+T = TypeVar("T")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-able dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected an object, got {type(value).__name__}.")
+        return config_from_dict(hint, value, where)
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(hint))}.")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: null is not allowed.")
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}.")
+        (elem,) = get_args(hint)[:1]
+        return tuple(_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}.")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}.")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}.")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}.")
+        return value
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build a config dataclass from a dict, refusing unknown keys and values of the wrong type or choice."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}.")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
