@@ -99,7 +99,7 @@ class PolicyConfig:
     hidden_size: int = 64  # GRU hidden units
     num_layers: int = 1  # stacked GRU layers
     head_hidden: int = 64  # hidden units of the head that mixes GRU state and held weights
-    alpha_floor: float = 0.05  # lower bound added to every Dirichlet concentration
+    alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
     gradient_checkpointing: bool = False  # recompute GRU activations in backward to save memory
 
@@ -120,7 +120,7 @@ class TrainConfig:
     epochs: int = 600  # optimizer steps
     microbatch_windows: int | None = None  # windows per forward/backward; gradients accumulate to batch_windows
     lr: float = 2e-3  # AdamW learning rate
-    muon_lr: float = 2e-2  # Muon learning rate (hidden matrices)
+    muon_lr: float = 2e-3  # Muon learning rate (hidden matrices; RMS-matched to AdamW)
     weight_decay: float = 1e-4
     use_muon: bool = True
     grad_clip: float = 1.0  # global gradient-norm clip

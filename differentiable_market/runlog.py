@@ -1,0 +1,98 @@
+"""Run folders and ``metrics.jsonl``: one JSON object per line, flushed per line; the first says config and versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .atomic import atomic_write_text, json_safe
+from .errors import ConfigError
+
+
+def environment_record(device: torch.device) -> dict[str, Any]:
+    return {
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training if the save folder cannot be created or written (read-only, not a folder, full disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write to save directory {folder}: {exc.strerror or exc}. Choose a writable folder with --save-dir "
+            "or free some disk space."
+        ) from None
+
+
+def create_run_dir(save_dir: str | Path) -> Path:
+    """A new folder ``<save_dir>/<UTC timestamp>[-n]``; never reuses an existing one, even within one second."""
+    root = Path(save_dir)
+    check_writable(root)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        run_dir = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (run_dir / "checkpoints").mkdir()
+        return run_dir
+    raise ConfigError(f"Could not create a new run folder under {root}: too many runs started at {stamp}.")
+
+
+class MetricsLog:
+    """Append-only JSON-lines log; each record is flushed when written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @staticmethod
+    def truncate_after(path: Path, step: int) -> int:
+        """Drop rows logged after ``step`` (a resumed run replays those steps); returns how many were dropped."""
+        if not path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1  # a line torn by the interruption
+                continue
+            if row.get("type") in ("train", "validation") and row.get("step", 0) > step:
+                dropped += 1
+                continue
+            kept.append(line)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        return dropped
