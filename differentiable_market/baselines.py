@@ -1,0 +1,149 @@
+"""Simple strategies to beat, as target weights on the backtester's windows.
+
+Every function returns target weights [W, L, A (+1 cash)] for W windows of L decision bars, to be accounted by
+``env.account`` exactly like the policy (same windows, same costs, same start from cash). Baselines never hold cash:
+when the cash column exists its weight is 0, so they are fully invested in the risky assets.
+
+Causality: a signal for the decision at bar t uses close prices up to bar t only (the decision is made after bar t
+closes). ``decision_bars`` [W, L] holds, for every window and step, the bar index t of the decision in the full
+price array, so trailing statistics may reach back before the window's first bar (that is the past, not
+look-ahead). Only ``best_single_hindsight`` looks at the window's outcomes, and is labelled as such.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+OLMAR_WINDOW = 5  # Li & Hoi (2012) and universal-portfolios defaults
+OLMAR_EPS = 10.0
+VOL_LOOKBACK = 63  # trailing close-to-close returns for inverse volatility, in bars (about a quarter of days)
+
+
+def _with_cash(w_wla: Tensor, include_cash: bool) -> Tensor:
+    if not include_cash:
+        return w_wla
+    return torch.cat([w_wla, torch.zeros_like(w_wla[..., :1])], dim=-1)
+
+
+def equal_weight(shape_wl: tuple[int, int], n_assets: int, include_cash: bool, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> Tensor:
+    """1/A in every risky asset at every bar: the uniform constant-rebalanced portfolio (UCRP)."""
+    w = torch.full((*shape_wl, n_assets), 1.0 / n_assets, dtype=dtype, device=device)
+    return _with_cash(w, include_cash)
+
+
+def single_asset(index: int, shape_wl: tuple[int, int], n_assets: int, include_cash: bool,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+    """All wealth in asset ``index`` at every bar (held: after the entry trade nothing is traded)."""
+    w = torch.zeros((*shape_wl, n_assets), dtype=dtype, device=device)
+    w[..., index] = 1.0
+    return _with_cash(w, include_cash)
+
+
+def buy_and_hold(growth_wla: Tensor, include_cash: bool) -> Tensor:
+    """Equal weight at the window's first bar, never rebalanced afterwards.
+
+    growth_wla: [W, L, A (+1)] gross growth of each decision (``env.decision_growth`` gathered on the windows). The
+    target at step k is the entry portfolio drifted through steps 0..k-1, w_k,i proportional to prod_{s<k} g_s,i,
+    which is exactly what the account holds before trading, so only the entry trade pays a fee.
+    """
+    g = growth_wla[..., : growth_wla.shape[-1] - int(include_cash)]
+    # Log space keeps long windows of a rising asset from overflowing.
+    log_cum = torch.cumsum(torch.log(g), dim=-2) - torch.log(g)
+    w = torch.softmax(log_cum, dim=-1)
+    return _with_cash(w, include_cash)
+
+
+def best_single_hindsight(growth_wla: Tensor, include_cash: bool) -> tuple[Tensor, Tensor]:
+    """HINDSIGHT, not a strategy one could trade: in each window, all wealth in the asset that grew most over it.
+
+    Returns (weights [W, L, A (+1)], chosen asset index per window [W]). Every single-asset hold pays the same entry
+    fee and nothing after, so the asset with the largest gross growth is also the best after costs.
+    """
+    n_risky = growth_wla.shape[-1] - int(include_cash)
+    window_log_growth = torch.log(growth_wla[..., :n_risky]).sum(dim=-2)  # [W, A]
+    best = window_log_growth.argmax(dim=-1)
+    w = torch.nn.functional.one_hot(best, n_risky).to(growth_wla.dtype)
+    w = w[:, None, :].expand(-1, growth_wla.shape[-2], -1)
+    return _with_cash(w, include_cash), best
+
+
+def simplex_projection(y: Tensor) -> Tensor:
+    """Euclidean projection of each row of y [..., A] onto the probability simplex (sort-based, exact)."""
+    u, _ = torch.sort(y, dim=-1, descending=True)
+    css = torch.cumsum(u, dim=-1) - 1.0
+    k = torch.arange(1, y.shape[-1] + 1, dtype=y.dtype, device=y.device)
+    support = u - css / k > 0
+    rho = support.to(torch.int64).cumsum(dim=-1).amax(dim=-1, keepdim=True)  # support is a prefix of the sorted row
+    theta = torch.gather(css, -1, rho - 1) / rho.to(y.dtype)
+    return torch.clamp(y - theta, min=0.0)
+
+
+def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = OLMAR_WINDOW,
+          eps: float = OLMAR_EPS) -> Tensor:
+    """OLMAR-1 (Li & Hoi, 2012): on-line moving-average reversion, restarted from equal weight in every window.
+
+    At decision bar t the predicted price relative is x_t = mean(C[t-window+1 .. t]) / C[t] (closes up to t only).
+    The new target is the simplex projection of b + lam * (x_t - mean(x_t)), with b the previous target (equal weight
+    at the window's first bar) and lam = max(0, (eps - b . x_t) / ||x_t - mean(x_t)||^2), 0 when x_t is flat. Until
+    ``window + 1`` closes exist (t < window) the target stays b, as in universal-portfolios' warm-up.
+
+    close_ta: [T, A] close prices; decision_bars_wl: [W, L] int64 bar index of each decision. Returns [W, L, A (+1)].
+    The loop runs over the L steps only, batched over windows.
+    """
+    if window < 2:
+        raise ValueError(f"OLMAR window must be >= 2, got {window}.")
+    close = close_ta.to(torch.float64)
+    n_bars, n_assets = close.shape
+    cum = torch.cat([torch.zeros_like(close[:1]), torch.cumsum(close, dim=0)], dim=0)
+    idx = torch.arange(n_bars, device=close.device)
+    lo = torch.clamp(idx - window + 1, min=0)
+    moving_average = (cum[idx + 1] - cum[lo]) / (idx + 1 - lo).unsqueeze(-1).to(close.dtype)
+    x_pred = moving_average / close  # [T, A]
+    ready = idx >= window  # [T]
+
+    x_wla = x_pred[decision_bars_wl]
+    ready_wl = ready[decision_bars_wl]
+    n_windows, length = decision_bars_wl.shape
+    b = torch.full((n_windows, n_assets), 1.0 / n_assets, dtype=close.dtype, device=close.device)
+    out = torch.empty((n_windows, length, n_assets), dtype=close.dtype, device=close.device)
+    for k in range(length):
+        x = x_wla[:, k]
+        excess = x - x.mean(dim=-1, keepdim=True)
+        denom = (excess * excess).sum(dim=-1, keepdim=True)
+        gap = eps - (b * x).sum(dim=-1, keepdim=True)
+        lam = torch.where(denom > 0, torch.clamp(gap, min=0.0) / torch.where(denom > 0, denom, 1.0), 0.0)
+        updated = simplex_projection(b + lam * excess)
+        b = torch.where(ready_wl[:, k, None], updated, b)
+        out[:, k] = b
+    return _with_cash(out, include_cash)
+
+
+def inverse_volatility(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool,
+                       lookback: int = VOL_LOOKBACK) -> Tensor:
+    """Weights proportional to 1 / sigma_i, rebalanced every bar.
+
+    sigma_i at decision bar t is the standard deviation of the last ``lookback`` close-to-close log returns
+    log(C[s] / C[s-1]) for s <= t (fewer at the start of the data; equal weight while fewer than 2 returns exist).
+    A flat asset's sigma is floored at 1e-8 so the weights stay finite.
+    """
+    if lookback < 2:
+        raise ValueError(f"inverse-volatility lookback must be >= 2, got {lookback}.")
+    close = close_ta.to(torch.float64)
+    n_bars, n_assets = close.shape
+    r = torch.log(close[1:] / close[:-1])  # r[s-1] is the return into bar s
+    zero = torch.zeros_like(close[:1])
+    c1 = torch.cat([zero, torch.cumsum(r, dim=0)], dim=0)  # c1[k] = sum of the first k returns
+    c2 = torch.cat([zero, torch.cumsum(r * r, dim=0)], dim=0)
+    idx = torch.arange(n_bars, device=close.device)  # returns available up to bar t: r[0 .. t-1]
+    lo = torch.clamp(idx - lookback, min=0)
+    count = (idx - lo).to(close.dtype).unsqueeze(-1)
+    s1 = c1[idx] - c1[lo]
+    s2 = c2[idx] - c2[lo]
+    var = (s2 - s1 * s1 / count.clamp(min=1)) / (count - 1).clamp(min=1)
+    sigma = torch.sqrt(var.clamp(min=0)).clamp(min=1e-8)
+    inv = 1.0 / sigma
+    w_ta = inv / inv.sum(dim=-1, keepdim=True)
+    w_ta = torch.where(count >= 2, w_ta, torch.full_like(w_ta, 1.0 / n_assets))
+    return _with_cash(w_ta[decision_bars_wl], include_cash)
