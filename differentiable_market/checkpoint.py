@@ -1,0 +1,174 @@
+"""Checkpoints: plain tensors and JSON-able data, written atomically, read with ``weights_only=True`` only.
+
+A checkpoint holds everything needed to rebuild the policy and the env exactly (config tree, symbols, feature spec
+with its train-fitted normaliser, cost settings). ``latest.pt`` also holds the training state used by ``--resume``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .atomic import atomic_write_bytes
+from .config import ExperimentConfig, config_from_dict, config_to_dict
+from .errors import CheckpointError, ConfigError
+from .features import FeatureSpec
+from .policy import DirichletGRUPolicy
+
+FORMAT = "differentiable_market.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    config: ExperimentConfig
+    symbols: tuple[str, ...]
+    feature_spec: FeatureSpec
+    policy_state: dict[str, torch.Tensor]
+    step: int
+    data_fingerprint: dict[str, Any]
+    splits: dict[str, Any]
+    best_score: float | None
+    training_state: dict[str, Any] | None
+    path: str
+    sha256: str
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_spec.names)
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: ExperimentConfig,
+    symbols: tuple[str, ...],
+    feature_spec: FeatureSpec,
+    policy: DirichletGRUPolicy,
+    step: int,
+    data_fingerprint: dict[str, Any],
+    splits: dict[str, Any],
+    best_score: float | None,
+    training_state: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically. Pass the uncompiled policy."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "config": config_to_dict(config),
+        "symbols": list(symbols),
+        "feature_spec": feature_spec.to_dict(),
+        "policy": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
+        "step": int(step),
+        "data_fingerprint": data_fingerprint,
+        "splits": splits,
+        "best_score": None if best_score is None else float(best_score),
+        "training_state": training_state,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint safely; refuses any file whose pickle would construct arbitrary objects."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "checkpoints" / "best.pt"
+        if not candidate.exists():
+            raise CheckpointError(f"{path} is a folder without checkpoints/best.pt; pass a .pt file or a run folder.")
+        path = candidate
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist; pass a run folder or a path to a .pt file.")
+    data = path.read_bytes()
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"Refused to load {path}: it contains pickled objects other than tensors and plain data, which could run "
+            f"code when loaded. Only checkpoints written by differentiable_market are accepted. ({_first_line(exc)})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(
+            f"Cannot read {path} as a checkpoint (truncated or not a torch file): {_first_line(exc)}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a differentiable_market checkpoint (no '{FORMAT}' marker).")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload.get('format_version')}; this version of "
+            f"differentiable_market reads version {FORMAT_VERSION}."
+        )
+    try:
+        config = config_from_dict(ExperimentConfig, payload["config"], "checkpoint.config")
+        spec = FeatureSpec.from_dict(payload["feature_spec"])
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an invalid config or feature spec: {exc}") from None
+    return Checkpoint(
+        config=config,
+        symbols=tuple(payload["symbols"]),
+        feature_spec=spec,
+        policy_state=payload["policy"],
+        step=int(payload["step"]),
+        data_fingerprint=payload["data_fingerprint"],
+        splits=payload["splits"],
+        best_score=payload["best_score"],
+        training_state=payload.get("training_state"),
+        path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def build_policy(ckpt: Checkpoint, include_cash: bool | None = None) -> DirichletGRUPolicy:
+    """The checkpoint's policy in eval mode. ``include_cash`` must match what it was trained with."""
+    trained_cash = ckpt.config.env.include_cash
+    if include_cash is not None and include_cash != trained_cash:
+        raise CheckpointError(
+            f"{ckpt.path} was trained with include_cash={trained_cash}; its policy emits "
+            f"{len(ckpt.symbols) + int(trained_cash)} weights and cannot be run with include_cash={include_cash}. "
+            "Drop the --include-cash/--no-include-cash override."
+        )
+    policy = DirichletGRUPolicy(ckpt.config.policy, len(ckpt.symbols), ckpt.n_features, trained_cash)
+    try:
+        policy.load_state_dict(ckpt.policy_state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ckpt.path}: policy weights do not fit the policy its config describes: {exc}") from None
+    return policy.eval()
+
+
+def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...], feature_spec: FeatureSpec | None = None) -> None:
+    """Raise CheckpointError naming the difference when data or features do not match the checkpoint."""
+    if tuple(symbols) != ckpt.symbols:
+        missing = [s for s in ckpt.symbols if s not in symbols]
+        extra = [s for s in symbols if s not in ckpt.symbols]
+        detail = []
+        if missing:
+            detail.append(f"missing from the data: {missing}")
+        if extra:
+            detail.append(f"not in the checkpoint: {extra}")
+        if not missing and not extra:
+            detail.append(f"same symbols in a different order: data {list(symbols)} vs checkpoint {list(ckpt.symbols)}")
+        raise CheckpointError(
+            f"The data's symbols do not match checkpoint {ckpt.path} ({len(symbols)} vs {len(ckpt.symbols)} assets; "
+            + "; ".join(detail)
+            + "). Point --data-root/--data-glob at the data it was trained on, or use --include to select its symbols."
+        )
+    if feature_spec is not None and feature_spec.names != ckpt.feature_spec.names:
+        raise CheckpointError(
+            f"Feature spec differs from checkpoint {ckpt.path}: data gives {list(feature_spec.names)}, checkpoint "
+            f"expects {list(ckpt.feature_spec.names)}."
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,362 @@
+"""Train CLI: ``python -m differentiable_market.train``.
+
+Builds the config tree from flags, loads and validates the data (the bundled sample when no data root exists),
+trains with GRPO, and leaves a run folder: config.json, metrics.jsonl, checkpoints/latest.pt and best.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_write_json
+from .checkpoint import Checkpoint, check_market_matches, load_checkpoint, save_checkpoint
+from .config import (
+    DataConfig,
+    EnvConfig,
+    ExperimentConfig,
+    FeatureConfig,
+    PolicyConfig,
+    TrainConfig,
+    config_to_dict,
+)
+from .data import MarketData, load_market, resolve_data_root
+from .env import execution_horizon
+from .errors import CheckpointError, ConfigError, DifferentiableMarketError, TrainingError
+from .runlog import MetricsLog, check_writable, create_run_dir, environment_record
+from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
+
+# flag -> (config section, field); every flag defaults to None so that "given on the command line" is visible.
+FLAG_FIELDS: dict[str, tuple[str, str]] = {
+    "data_root": ("data", "root"),
+    "data_glob": ("data", "glob"),
+    "include": ("data", "include"),
+    "exclude": ("data", "exclude"),
+    "max_assets": ("data", "max_assets"),
+    "max_fill_bars": ("data", "max_fill_bars"),
+    "val_fraction": ("data", "val_fraction"),
+    "test_fraction": ("data", "test_fraction"),
+    "embargo_bars": ("data", "embargo_bars"),
+    "cost_bps": ("env", "cost_bps"),
+    "include_cash": ("env", "include_cash"),
+    "execution": ("env", "execution"),
+    "risk_aversion": ("env", "risk_aversion"),
+    "drawdown_lambda": ("env", "drawdown_lambda"),
+    "hidden_size": ("policy", "hidden_size"),
+    "num_layers": ("policy", "num_layers"),
+    "gradient_checkpointing": ("policy", "gradient_checkpointing"),
+    "lookback": ("train", "lookback"),
+    "batch_windows": ("train", "batch_windows"),
+    "rollout_groups": ("train", "rollout_groups"),
+    "epochs": ("train", "epochs"),
+    "microbatch_windows": ("train", "microbatch_windows"),
+    "lr": ("train", "lr"),
+    "muon_lr": ("train", "muon_lr"),
+    "use_muon": ("train", "use_muon"),
+    "pg_weight": ("train", "pg_weight"),
+    "pathwise_weight": ("train", "pathwise_weight"),
+    "kl_weight": ("train", "kl_weight"),
+    "entropy_weight": ("train", "entropy_weight"),
+    "ema_decay": ("train", "ema_decay"),
+    "device": ("train", "device"),
+    "dtype": ("train", "dtype"),
+    "compile": ("train", "compile"),
+    "seed": ("train", "seed"),
+    "eval_interval": ("train", "eval_interval"),
+    "log_interval": ("train", "log_interval"),
+    "save_dir": ("train", "save_dir"),
+}
+# Flags that may change when resuming: they do not alter what the run computes, or extend it.
+RESUME_OVERRIDABLE = {"epochs", "data_root", "data_glob", "device"}
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d, e, p, t = DataConfig(), EnvConfig(), PolicyConfig(), TrainConfig()
+    ap = argparse.ArgumentParser(
+        prog="python -m differentiable_market.train",
+        description="Train a Dirichlet GRU portfolio policy with GRPO through the differentiable market env.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None,
+    )
+    g = ap.add_argument_group("data")
+    g.add_argument("--data-root", help=f"folder of per-symbol OHLC files; if '{d.root}' does not exist the bundled "
+                   f"4-stock daily sample is used (default: {d.root})")
+    g.add_argument("--data-glob", help=f"file pattern inside --data-root; .csv, .csv.gz, .parquet (default: {d.glob})")
+    g.add_argument("--include", type=_csv, help="comma-separated symbols to keep (default: all)")
+    g.add_argument("--exclude", type=_csv, help="comma-separated symbols to leave out")
+    g.add_argument("--max-assets", type=int, help="keep at most N symbols, in sorted order (default: all)")
+    g.add_argument("--max-fill-bars", type=int, help=f"longest gap in bars that is forward-filled; longer gaps drop "
+                   f"the asset (default: {d.max_fill_bars})")
+    g.add_argument("--val-fraction", type=float, help=f"fraction of bars for validation (default: {d.val_fraction})")
+    g.add_argument("--test-fraction", type=float, help=f"fraction of bars for test (default: {d.test_fraction})")
+    g.add_argument("--embargo-bars", type=int, help="bars left unused between splits (default: the lookback)")
+    g = ap.add_argument_group("market and objective")
+    g.add_argument("--cost-bps", type=float, help=f"one-way fee on traded wealth, basis points (default: {e.cost_bps})")
+    g.add_argument("--include-cash", action="store_const", const=True, help="add a cash asset (price 1, no fee)")
+    g.add_argument("--execution", choices=["open", "close"], help="'open': decide after bar t closes, fill at the "
+                   "open of t+1 (default); 'close': fill at the close of t, for 24/7 markets only")
+    g.add_argument("--risk-aversion", type=float, help=f"weight of the variance of per-bar log growth (times bars) "
+                   f"in the objective (default: {e.risk_aversion})")
+    g.add_argument("--drawdown-lambda", type=float, help=f"weight of the smooth max drawdown of log wealth "
+                   f"(default: {e.drawdown_lambda})")
+    g = ap.add_argument_group("policy")
+    g.add_argument("--hidden-size", type=int, help=f"GRU hidden units (default: {p.hidden_size})")
+    g.add_argument("--num-layers", type=int, help=f"GRU layers (default: {p.num_layers})")
+    g.add_argument("--gradient-checkpointing", action="store_const", const=True,
+                   help="recompute GRU activations in the backward pass to save memory")
+    g = ap.add_argument_group("training")
+    g.add_argument("--lookback", type=int, help=f"bars per training window (default: {t.lookback})")
+    g.add_argument("--batch-windows", type=int, help=f"windows per optimizer step (default: {t.batch_windows})")
+    g.add_argument("--rollout-groups", type=int, help=f"rollouts per window, the GRPO group (default: "
+                   f"{t.rollout_groups})")
+    g.add_argument("--epochs", type=int, help=f"optimizer steps (default: {t.epochs})")
+    g.add_argument("--microbatch-windows", type=int, help="windows per forward/backward; gradients accumulate so the "
+                   "effective batch stays --batch-windows (default: all at once)")
+    g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {t.lr})")
+    g.add_argument("--muon-lr", type=float, help=f"Muon learning rate, RMS-matched to AdamW (default: {t.muon_lr})")
+    g.add_argument("--no-muon", dest="use_muon", action="store_const", const=False,
+                   help="use AdamW for every parameter instead of Muon for hidden matrices")
+    g.add_argument("--pg-weight", type=float, help=f"weight of the GRPO policy-gradient loss (default: {t.pg_weight})")
+    g.add_argument("--pathwise-weight", type=float, help=f"weight of the pathwise objective of the mean action "
+                   f"(default: {t.pathwise_weight})")
+    g.add_argument("--kl-weight", type=float, help=f"weight of KL to the EMA reference (default: {t.kl_weight})")
+    g.add_argument("--entropy-weight", type=float, help=f"weight of the entropy bonus (default: {t.entropy_weight})")
+    g.add_argument("--ema-decay", type=float, help=f"EMA decay of the reference policy per step "
+                   f"(default: {t.ema_decay})")
+    g.add_argument("--seed", type=int, help=f"seed of initialisation, window sampling and rollouts (default: {t.seed})")
+    g.add_argument("--eval-interval", type=int, help=f"steps between validation and checkpoints "
+                   f"(default: {t.eval_interval})")
+    g.add_argument("--log-interval", type=int, help=f"steps between metrics rows (default: {t.log_interval})")
+    g = ap.add_argument_group("hardware")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device (default: auto, CUDA if present)")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="autocast dtype of the GRU; auto is "
+                   "bfloat16 on CPU and on CUDA cards that support it (default: auto)")
+    g.add_argument("--no-compile", dest="compile", action="store_const", const="off",
+                   help="never torch.compile (default: compile on CUDA only; on CPU it costs more than it saves)")
+    g.add_argument("--compile", dest="compile", action="store_const", const="on", help="torch.compile also on CPU")
+    g = ap.add_argument_group("run folder")
+    g.add_argument("--save-dir", help=f"parent folder of run folders (default: {t.save_dir})")
+    g.add_argument("--resume", metavar="RUN_OR_CKPT", help="continue a run from its checkpoints/latest.pt (a run "
+                   "folder or a .pt path); only --epochs, --data-root, --data-glob and --device may change")
+    g.add_argument("--init-checkpoint", metavar="CKPT", help="start from this checkpoint's policy weights and "
+                   "feature normaliser (new optimiser, new run folder)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still print per eval)")
+    return ap
+
+
+def config_from_args(args: argparse.Namespace, base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Apply every flag given on the command line to ``base`` (defaults when None)."""
+    base = base or ExperimentConfig()
+    sections: dict[str, dict[str, Any]] = {name: {} for name in ("data", "features", "env", "policy", "train")}
+    for flag, (section, name) in FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            sections[section][name] = value
+    return ExperimentConfig(
+        **{name: dataclasses.replace(getattr(base, name), **changes) for name, changes in sections.items()}
+    )
+
+
+def given_flags(args: argparse.Namespace) -> set[str]:
+    return {flag for flag in FLAG_FIELDS if getattr(args, flag, None) is not None}
+
+
+def resolve_resume_path(path: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "latest.pt"
+    if not p.is_file():
+        raise CheckpointError(f"Cannot resume: {p} does not exist. Pass a run folder that has checkpoints/latest.pt.")
+    return p
+
+
+def load_data(cfg: ExperimentConfig) -> MarketData:
+    root, bundled = resolve_data_root(cfg.data.root)
+    if bundled:
+        print(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).", flush=True)
+    min_bars = cfg.train.lookback + execution_horizon(cfg.env.execution) + 1
+    market = load_market(dataclasses.replace(cfg.data, root=str(root)), min_bars=min_bars)
+    for note in market.notes:
+        print(f"data: {note}", flush=True)
+    return market
+
+
+def _fingerprint_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = sorted((set(a) | set(b)) - {"source"})
+    return [f"{k}: checkpoint {b.get(k)!r} vs data {a.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    *,
+    resume: Checkpoint | None = None,
+    init: Checkpoint | None = None,
+    progress: bool = True,
+    argv: list[str] | None = None,
+) -> Path:
+    """Train and return the run folder. ``resume`` continues its run folder in place."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(cfg.train.device)
+    if resume is None:
+        check_writable(Path(cfg.train.save_dir))  # before the data is loaded, so the user hears at once
+    market = load_data(cfg)
+    source = resume or init
+    if source is not None:
+        check_market_matches(source, market.symbols)
+    if resume is not None:
+        diff = _fingerprint_difference(market.fingerprint(), resume.data_fingerprint)
+        if diff:
+            raise CheckpointError(
+                f"The data differs from the data run {resume.path} was trained on ({'; '.join(diff)}); a resumed run "
+                "must see the same prices. Point --data-root at the original data."
+            )
+    tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
+    trainer = Trainer(cfg, tensors, device)
+    if resume is not None:
+        run_dir = Path(resume.path).parent.parent
+        assert resume.training_state is not None
+        trainer.load_training_state(resume.policy_state, resume.training_state, resume.step, resume.best_score)
+        dropped = MetricsLog.truncate_after(run_dir / "metrics.jsonl", resume.step)
+        print(f"Resuming {run_dir} at step {resume.step} (dropped {dropped} log rows written after it).", flush=True)
+    else:
+        if init is not None:
+            trainer.policy.load_state_dict(init.policy_state)
+            trainer.reference.load_state_dict(init.policy_state)
+        run_dir = create_run_dir(cfg.train.save_dir)
+    header = {
+        "type": "header",
+        "config": config_to_dict(cfg),
+        "data": market.fingerprint(),
+        "splits": tensors.splits.to_dict(),
+        "feature_spec": spec.to_dict(),
+        "environment": environment_record(device),
+        "autocast": str(trainer.autocast),
+        "compiled": trainer.compiled,
+        "command": argv,
+        "resumed_from_step": resume.step if resume else None,
+        "init_checkpoint": init.path if init else None,
+    }
+    if resume is None:
+        atomic_write_json(run_dir / "config.json", header)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    log.write(header)
+    print(f"Run folder: {run_dir}", flush=True)
+
+    tc = cfg.train
+
+    def save(name: str, with_state: bool) -> None:
+        save_checkpoint(
+            run_dir / "checkpoints" / name, config=cfg, symbols=market.symbols, feature_spec=spec,
+            policy=trainer.policy, step=trainer.step_count, data_fingerprint=market.fingerprint(),
+            splits=tensors.splits.to_dict(), best_score=trainer.best_score,
+            training_state=trainer.training_state() if with_state else None,
+        )
+
+    pending: list[torch.Tensor] = []
+    bar = tqdm(total=tc.epochs, initial=trainer.step_count, disable=not progress, unit="step", dynamic_ncols=True)
+    t_mark, steps_mark = time.perf_counter(), trainer.step_count
+    try:
+        while trainer.step_count < tc.epochs or trainer.step_count == 0 == tc.epochs:
+            if tc.epochs > 0:
+                stats = trainer.step()
+                if stats is not None:
+                    pending.append(stats)
+                if trainer.nonfinite_run >= tc.max_nonfinite_steps:
+                    raise TrainingError(
+                        f"{trainer.nonfinite_run} optimizer steps in a row had a non-finite loss or gradient (step "
+                        f"{trainer.step_count}); the run stops with the last good checkpoint in {run_dir}. Likely "
+                        "causes: a learning rate too high (--lr, --muon-lr) or bad prices in the data."
+                    )
+                bar.update(1)
+            step = trainer.step_count
+            is_eval = step % tc.eval_interval == 0 or step >= tc.epochs
+            if pending and (step % tc.log_interval == 0 or is_eval):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed = time.perf_counter() - t_mark
+                means = torch.stack(pending).mean(0).tolist()  # the one read of metrics per interval
+                row = dict(zip(TRAIN_STATS, means))
+                row.update(
+                    type="train", step=step, windows=tc.batch_windows, microbatch=tc.microbatch,
+                    env_steps_per_s=env_steps_per_step(cfg) * (step - steps_mark) / max(elapsed, 1e-9),
+                    peak_mem_gb=peak_memory_gb(device), nonfinite_steps=trainer.nonfinite_total,
+                )
+                log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", reward=f"{row['reward_mean']:.4f}",
+                                steps_s=f"{row['env_steps_per_s']:.3g}")
+                pending.clear()
+            if is_eval:
+                val = trainer.evaluate("validation")
+                score = val["policy"]["objective"]
+                improved = trainer.best_score is None or score > trainer.best_score
+                if improved:
+                    trainer.best_score = score
+                log.write({"type": "validation", "step": step, "score": score, "best": improved, **val})
+                save("latest.pt", with_state=True)
+                if improved:
+                    save("best.pt", with_state=False)
+                p, ew = val["policy"], val["equal_weight"]
+                bar.write(
+                    f"step {step:>6}  val log growth {p['log_growth']:+.4f} (equal weight {ew['log_growth']:+.4f})  "
+                    f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  turnover {p['turnover']:.4f}"
+                    + ("  * best" if improved else "")
+                )
+                t_mark, steps_mark = time.perf_counter(), step
+            if tc.epochs == 0:
+                break
+    finally:
+        bar.close()
+        log.close()
+    print(f"Done: {run_dir} (best validation objective {trainer.best_score:.4f}; "
+          f"{trainer.nonfinite_total} non-finite steps skipped).", flush=True)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resume:
+            if args.init_checkpoint:
+                raise ConfigError("--resume and --init-checkpoint cannot be combined.")
+            extra = given_flags(args) - RESUME_OVERRIDABLE
+            if extra:
+                flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
+                raise ConfigError(f"When resuming, the run's own config is used; drop {flags} (only --epochs, "
+                                  "--data-root, --data-glob and --device may change).")
+            ckpt = load_checkpoint(resolve_resume_path(args.resume))
+            if ckpt.training_state is None:
+                raise CheckpointError(f"{ckpt.path} holds no training state (best.pt does not); resume from the run "
+                                      "folder or its checkpoints/latest.pt.")
+            cfg = config_from_args(args, ckpt.config)
+            run_training(cfg, resume=ckpt, progress=not args.no_progress, argv=argv)
+        else:
+            cfg = config_from_args(args)
+            init = load_checkpoint(args.init_checkpoint) if args.init_checkpoint else None
+            if init is not None and init.config.env.include_cash != cfg.env.include_cash:
+                raise CheckpointError(f"{init.path} was trained with include_cash={init.config.env.include_cash}; "
+                                      "pass the same --include-cash setting to start from it.")
+            run_training(cfg, init=init, progress=not args.no_progress, argv=argv)
+    except DifferentiableMarketError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted. Continue with --resume <run folder> (checkpoints/latest.pt holds the last eval step).",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
