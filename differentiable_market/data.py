@@ -1,0 +1,547 @@
+"""Read a folder of per-symbol OHLC(V) files, validate every bar, and align the assets on one calendar.
+
+One file per symbol (``.csv``, ``.csv.gz`` or ``.parquet``; the symbol is the file name without that suffix). Columns
+are matched case-insensitively: a time column (``timestamp``, ``date``, ``datetime`` or ``time``), ``open``,
+``high``, ``low``, ``close`` and optionally ``volume``. Times may be dates, ISO date-times with or without a zone (no
+zone means UTC), or epoch seconds / milliseconds (told apart by magnitude); all become UTC instants.
+
+Alignment: the calendar is the union of the assets' timestamps from the latest first bar to the earliest last bar,
+so nothing is ever backfilled. A bar an asset lacks on that calendar is forward-filled from its previous close
+(open = high = low = close = previous close, volume 0), at most ``max_fill_bars`` in a row; an asset with a longer gap
+is dropped and reported by name. Nothing is interpolated and nothing is left out silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import DataConfig
+from .errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_ROOT = "trainingdata"
+DATA_SUFFIXES = (".csv.gz", ".csv", ".parquet")
+TIME_COLUMNS = ("timestamp", "date", "datetime", "time")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+BUNDLED_SOURCE = "bundled sample"  # MarketData.source of the bundled sample, the same on every machine
+OHLC_TOLERANCE = 1e-6  # relative slack for high >= max(open, close) and low <= min(open, close) (rounded files)
+
+
+def bundled_sample_dir() -> Path:
+    """Folder of the bundled daily sample (AAPL, GOOG, IBM, MSFT; see its README.md)."""
+    return Path(__file__).resolve().parent / "sample_data"
+
+
+def resolve_data_root(root: str) -> tuple[Path, bool]:
+    """Folder to read, and whether it is the bundled sample.
+
+    The default root ``trainingdata`` falls back to the bundled sample when that folder does not exist (the caller
+    should say so); any other root must exist.
+    """
+    path = Path(root).expanduser()
+    if path.is_dir():
+        return path, False
+    if root == DEFAULT_ROOT and not path.exists():
+        return bundled_sample_dir(), True
+    what = "is not a folder" if path.exists() else "does not exist"
+    raise DataError(f"data root {str(path)!r} {what}. Pass --data-root with a folder of per-symbol OHLC files.")
+
+
+def _iso(ns: int | np.datetime64) -> str:
+    """UTC ISO-8601 text of a timestamp; plain YYYY-MM-DD for midnight."""
+    t = np.datetime64(int(ns) if not isinstance(ns, np.datetime64) else ns, "ns")
+    text = np.datetime_as_string(t, unit="s")
+    return text[:10] if text.endswith("T00:00:00") else text + "+00:00"
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class MarketData:
+    """Aligned prices of A assets over T bars. Arrays are read-only.
+
+    timestamps: datetime64[ns] [T], strictly increasing UTC instants.
+    open, high, low, close: float64 [T, A], positive; volume: float64 [T, A], >= 0 (0 on filled bars).
+    filled: bool [T, A], True where the bar was forward-filled from the previous close.
+    dropped: (symbol, reason) for every asset the loader had to leave out; notes: human-readable lines.
+    """
+
+    symbols: tuple[str, ...]
+    timestamps: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    filled: np.ndarray
+    source: str = "arrays"
+    dropped: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        syms = self.symbols
+        if not syms or any(not isinstance(s, str) or not s for s in syms) or len(set(syms)) != len(syms):
+            raise DataError(f"MarketData needs unique, non-empty symbol names; got {syms!r}.")
+        ts = self.timestamps
+        if ts.dtype != np.dtype("datetime64[ns]") or ts.ndim != 1 or len(ts) < 1:
+            raise DataError(f"MarketData.timestamps must be a non-empty 1-D datetime64[ns] array, got {ts.dtype}.")
+        steps = np.diff(ts.view(np.int64))
+        if (steps <= 0).any():
+            i = int(np.argmax(steps <= 0))
+            raise DataError(f"MarketData.timestamps must strictly increase; bar {i + 1} ({_iso(ts[i + 1])}) does not.")
+        shape = (len(ts), len(syms))
+        for name in ("open", "high", "low", "close", "volume", "filled"):
+            a = getattr(self, name)
+            want = np.bool_ if name == "filled" else np.float64
+            if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != want:
+                got = (a.shape, a.dtype) if isinstance(a, np.ndarray) else type(a).__name__
+                raise DataError(f"MarketData.{name} must be {np.dtype(want)} of shape {shape} (bars, assets): {got}.")
+            object.__setattr__(self, name, _readonly(a))
+        object.__setattr__(self, "timestamps", _readonly(ts))
+        self._check_prices()
+
+    def _check_prices(self) -> None:
+        for name in PRICE_COLUMNS:
+            a = getattr(self, name)
+            bad = ~(np.isfinite(a) & (a > 0))
+            if bad.any():
+                t, i = np.argwhere(bad)[0]
+                raise DataError(f"MarketData.{name} of {self.symbols[i]} at bar {t} is {a[t, i]}; prices must be > 0.")
+        v = self.volume
+        if not (np.isfinite(v) & (v >= 0)).all():
+            raise DataError("MarketData.volume must be finite and >= 0.")
+        tol = OHLC_TOLERANCE
+        hi_bad = self.high < np.maximum(self.open, self.close) * (1 - tol)
+        lo_bad = self.low > np.minimum(self.open, self.close) * (1 + tol)
+        for bad, what in ((hi_bad, "high below max(open, close)"), (lo_bad, "low above min(open, close)")):
+            if bad.any():
+                t, i = np.argwhere(bad)[0]
+                raise DataError(f"MarketData: {self.symbols[i]} at bar {t} ({_iso(self.timestamps[t])}) has {what}.")
+
+    @classmethod
+    def from_arrays(
+        cls,
+        symbols: tuple[str, ...] | list[str],
+        timestamps: Any,
+        open: Any,
+        high: Any,
+        low: Any,
+        close: Any,
+        volume: Any = None,
+        *,
+        filled: Any = None,
+        source: str = "arrays",
+        notes: tuple[str, ...] = (),
+    ) -> MarketData:
+        """Build (and validate) a market from [T, A] price arrays; inputs are copied.
+
+        timestamps: anything ``numpy.asarray(..., dtype='datetime64[ns]')`` accepts (tz-aware pandas times are
+        converted to UTC), or None for consecutive days from 2000-01-01. volume None means zeros.
+        """
+        o = np.array(open, dtype=np.float64)
+        if o.ndim != 2:
+            raise DataError(f"from_arrays: prices must be 2-D [bars, assets], got shape {o.shape}.")
+        n_bars = o.shape[0]
+        if timestamps is None:
+            ts = np.datetime64("2000-01-01", "ns") + np.arange(n_bars) * np.timedelta64(1, "D")
+        else:
+            if hasattr(timestamps, "tz") and timestamps.tz is not None:
+                timestamps = timestamps.tz_convert("UTC").tz_localize(None)
+            ts = np.array(timestamps, dtype="datetime64[ns]").reshape(-1)
+        if len(ts) != n_bars:
+            raise DataError(f"from_arrays: {len(ts)} timestamps for {n_bars} bars of prices.")
+        vol = np.zeros_like(o) if volume is None else np.array(volume, dtype=np.float64)
+        fill = np.zeros(o.shape, dtype=np.bool_) if filled is None else np.array(filled, dtype=np.bool_)
+        return cls(
+            symbols=tuple(symbols),
+            timestamps=ts,
+            open=o,
+            high=np.array(high, dtype=np.float64),
+            low=np.array(low, dtype=np.float64),
+            close=np.array(close, dtype=np.float64),
+            volume=vol,
+            filled=fill,
+            source=source,
+            notes=tuple(notes),
+        )
+
+    @property
+    def n_bars(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.symbols)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the data a model was trained on: symbols, range, bar count and a hash of O/H/L/C."""
+        h = hashlib.sha256()
+        for a in (self.open, self.high, self.low, self.close):
+            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+        return {
+            "symbols": list(self.symbols),
+            "first_timestamp": _iso(self.timestamps[0]),
+            "last_timestamp": _iso(self.timestamps[-1]),
+            "n_bars": self.n_bars,
+            "ohlc_sha256": h.hexdigest(),
+            "source": self.source,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"MarketData({self.n_assets} assets {list(self.symbols)[:8]}{'...' if self.n_assets > 8 else ''}, "
+            f"{self.n_bars} bars {_iso(self.timestamps[0])}..{_iso(self.timestamps[-1])}, source={self.source!r})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One file's validated bars, sorted by time. ts: int64 ns UTC [n]; o, h, l, c, v: float64 [n]."""
+
+    ts: np.ndarray
+    o: np.ndarray
+    h: np.ndarray
+    l: np.ndarray  # noqa: E741
+    c: np.ndarray
+    v: np.ndarray
+    notes: tuple[str, ...]
+
+
+def load_market(cfg: DataConfig, min_bars: int) -> MarketData:
+    """Load, validate and align the files under ``cfg.root`` (or the bundled sample, see ``resolve_data_root``).
+
+    min_bars: the fewest aligned bars the caller can use (the lookback plus what the splits need). A file with fewer
+    bars, or a common calendar shorter than this, is a DataError.
+    """
+    root, bundled = resolve_data_root(cfg.root)
+    notes: list[str] = []
+    if bundled:
+        notes.append(f"'{cfg.root}' not found: using the bundled sample in {root}")
+    files = _list_files(root, cfg.glob)
+    selected = _select(sorted(files), cfg, root, notes)
+    series = {}
+    for sym in selected:
+        s = _read_series(files[sym], min_bars)
+        notes.extend(s.notes)
+        series[sym] = s
+    source = BUNDLED_SOURCE if bundled else str(root.resolve())
+    return _align(series, cfg.max_fill_bars, min_bars, source, notes)
+
+
+def _symbol_of(path: Path) -> str | None:
+    name = path.name
+    for suffix in DATA_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _list_files(root: Path, glob: str) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(root.glob(glob)):
+        sym = _symbol_of(path)
+        if sym is None or not path.is_file():
+            continue
+        if sym in files:
+            raise DataError(
+                f"two files for symbol {sym!r}: {files[sym]} and {path}. Keep one, or pick one with --data-glob."
+            )
+        files[sym] = path
+    if not files:
+        present = sorted(p.name for p in root.iterdir())[:10] if root.is_dir() else []
+        raise DataError(
+            f"no .csv, .csv.gz or .parquet files match {glob!r} in {root} (it holds: {present or 'nothing'}). "
+            "Point --data-root at a folder of per-symbol OHLC files or change --data-glob."
+        )
+    return files
+
+
+def _select(available: list[str], cfg: DataConfig, root: Path, notes: list[str]) -> list[str]:
+    missing = [s for s in cfg.include if s not in available]
+    if missing:
+        raise DataError(
+            f"--include names {missing} but {root} has no such file; available symbols: {available}."
+        )
+    chosen = [s for s in available if s in cfg.include] if cfg.include else list(available)
+    absent_excl = [s for s in cfg.exclude if s not in available]
+    if absent_excl:
+        notes.append(f"exclude lists {absent_excl}, which are not in {root}")
+    excluded = [s for s in chosen if s in cfg.exclude]
+    chosen = [s for s in chosen if s not in cfg.exclude]
+    if excluded:
+        notes.append(f"excluded by request: {', '.join(excluded)}")
+    if cfg.max_assets is not None and len(chosen) > cfg.max_assets:
+        notes.append(f"max_assets={cfg.max_assets}: left out {', '.join(chosen[cfg.max_assets:])}")
+        chosen = chosen[: cfg.max_assets]
+    if not chosen:
+        raise DataError(f"no symbols left after --include/--exclude in {root}; available symbols: {available}.")
+    return chosen
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    sym = _symbol_of(path)
+    try:
+        if path.name.lower().endswith(".parquet"):
+            df = pd.read_parquet(path)
+            if not isinstance(df.index, pd.RangeIndex):
+                df = df.reset_index()
+        else:
+            df = pd.read_csv(path, skipinitialspace=True, float_precision="round_trip")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty. Delete it or leave it out with --exclude {sym}.") from None
+    except Exception as exc:  # parser, encoding, gzip and parquet errors all mean the same to the user
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}). Fix or remove the file.") from None
+    if len(df) == 0:
+        raise DataError(f"{path}: the file has a header but no data rows. Delete it or --exclude {sym}.")
+    return df
+
+
+def _columns(df: pd.DataFrame, path: Path) -> dict[str, Any]:
+    by_name: dict[str, Any] = {}
+    for col in df.columns:
+        key = str(col).strip().lower()
+        if key in by_name:
+            raise DataError(f"{path}: columns {by_name[key]!r} and {col!r} differ only in case. Keep one.")
+        by_name[key] = col
+    found = list(df.columns)
+    if not any(p in by_name for p in PRICE_COLUMNS):
+        raise DataError(
+            f"{path}: does not look like an OHLC price file (columns: {found[:12]}). If it is not price data, leave "
+            f"it out with --exclude {_symbol_of(path)} or narrow --data-glob; otherwise name its columns open, high, "
+            "low, close."
+        )
+    missing = [p for p in PRICE_COLUMNS if p not in by_name]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {missing} (columns: {found[:12]}). Add them.")
+    time_key = next((k for k in TIME_COLUMNS if k in by_name), None)
+    if time_key is None:
+        raise DataError(
+            f"{path}: no time column (looked for {', '.join(TIME_COLUMNS)}; columns: {found[:12]}). Add one."
+        )
+    out = {k: by_name[k] for k in PRICE_COLUMNS}
+    out["time"] = by_name[time_key]
+    out["volume"] = by_name.get("volume")
+    return out
+
+
+class _Where:
+    """Formats 'file: row N (line N+1, timestamp ...)' for errors; row is the 1-based data row in the file."""
+
+    def __init__(self, path: Path, ts_ns: np.ndarray | None = None):
+        self.path, self.ts_ns, self.csv = path, ts_ns, not path.name.lower().endswith(".parquet")
+
+    def __call__(self, i: int) -> str:
+        parts = [f"line {i + 2}"] if self.csv else []
+        if self.ts_ns is not None:
+            parts.append(f"timestamp {_iso(self.ts_ns[i])}")
+        return f"{self.path}: row {i + 1}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _parse_times(values: pd.Series, path: Path) -> np.ndarray:
+    """int64 nanoseconds since the epoch, UTC, one per row (file order)."""
+    import pandas as pd
+
+    where = _Where(path)
+    nulls = values.isna().to_numpy()
+    if nulls.any():
+        raise DataError(f"{where(int(np.argmax(nulls)))}: the time is missing. Fill it in or delete the row.")
+    try:
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            parsed = values.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(values.dtype):
+            parsed = values.dt.tz_localize("UTC")
+        elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+            parsed = _parse_numeric_times(values)
+        else:
+            parsed = pd.to_datetime(values.astype(str).str.strip(), utc=True, format="ISO8601", errors="coerce")
+    except (ValueError, OverflowError) as exc:
+        raise DataError(f"{path}: the time column cannot be read as dates ({exc}).") from None
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{where(i)}: time {values.iloc[i]!r} is not a date. Use YYYY-MM-DD, an ISO date-time such as "
+            "2024-01-31T14:30:00+00:00 (no zone means UTC), or epoch seconds or milliseconds."
+        )
+    return parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _parse_numeric_times(values: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    v = values.to_numpy(dtype=np.float64)
+    if np.all(v == np.round(v)) and v.min() >= 1900_01_01 and v.max() <= 2100_12_31:
+        # YYYYMMDD integers; as epoch seconds they would all fall in 1970-1973
+        as_dates = pd.to_datetime(values.astype(np.int64).astype(str), format="%Y%m%d", utc=True, errors="coerce")
+        if not as_dates.isna().any():
+            return as_dates
+    mag = np.abs(v).max()
+    unit = "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
+    return pd.to_datetime(values, unit=unit, utc=True)
+
+
+def _numeric(values: pd.Series, name: str, where: _Where, allow_zero: bool) -> np.ndarray:
+    import pandas as pd
+
+    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        i = int(np.argmax(missing))
+        raise DataError(f"{where(i)}: {name} is missing. Fill it in or delete the row (short gaps are filled).")
+    bad = ~np.isfinite(num)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{where(i)}: {name} is not a number ({values.iloc[i]!r}). Fix the value or delete the row.")
+    low = num < 0 if allow_zero else num <= 0
+    if low.any():
+        i = int(np.argmax(low))
+        need = ">= 0" if allow_zero else "> 0"
+        raise DataError(f"{where(i)}: {name} is {num[i]:g}, but it must be {need}. Fix the value or delete the row.")
+    return num
+
+
+def _read_series(path: Path, min_bars: int) -> _Series:
+    df = _read_frame(path)
+    cols = _columns(df, path)
+    ts = _parse_times(df[cols["time"]], path)
+    where = _Where(path, ts)
+    o, h, l, c = (_numeric(df[cols[k]], k, where, allow_zero=False) for k in PRICE_COLUMNS)  # noqa: E741
+    v = np.zeros(len(df)) if cols["volume"] is None else _numeric(df[cols["volume"]], "volume", where, True)
+    hi_ref, lo_ref = np.maximum(o, c), np.minimum(o, c)
+    for bad, text in (
+        (h < hi_ref * (1 - OHLC_TOLERANCE), lambda i: f"high {h[i]:g} is below max(open, close) = {hi_ref[i]:g}"),
+        (l > lo_ref * (1 + OHLC_TOLERANCE), lambda i: f"low {l[i]:g} is above min(open, close) = {lo_ref[i]:g}"),
+    ):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{where(i)}: {text(i)}. Fix the bar (high is the bar's highest price, low its lowest) or delete "
+                f"the row ({int(bad.sum())} such row(s) in the file)."
+            )
+    notes = []
+    order = np.argsort(ts, kind="stable")
+    if (np.diff(ts) < 0).any():
+        notes.append(f"{path.name}: rows were not in time order; sorted them")
+    ts_sorted = ts[order]
+    dup = np.flatnonzero(np.diff(ts_sorted) == 0)
+    if dup.size:
+        a, b = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
+        raise DataError(
+            f"{path}: timestamp {_iso(ts_sorted[dup[0]])} appears more than once (rows {a + 1} and {b + 1}; "
+            f"{dup.size} duplicate(s) in the file). Remove the duplicate rows."
+        )
+    if len(ts) < min_bars:
+        raise DataError(
+            f"{path}: has {len(ts)} bars but at least {min_bars} are needed (the lookback plus the splits). Add "
+            f"history, use a shorter --lookback, or leave it out with --exclude {_symbol_of(path)}."
+        )
+    return _Series(ts_sorted, o[order], h[order], l[order], c[order], v[order], tuple(notes))
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start indices and lengths of the runs of True in a 1-D bool array."""
+    d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    starts = np.flatnonzero(d == 1)
+    return starts, np.flatnonzero(d == -1) - starts
+
+
+def _calendar(series: dict[str, _Series], active: list[str]) -> np.ndarray:
+    start = max(series[s].ts[0] for s in active)
+    end = min(series[s].ts[-1] for s in active)
+    if start > end:
+        ranges = "; ".join(f"{s} {_iso(series[s].ts[0])}..{_iso(series[s].ts[-1])}" for s in active)
+        raise DataError(
+            f"the assets share no common dates ({ranges}). Leave out the ones that do not overlap with --exclude."
+        )
+    parts = [series[s].ts[(series[s].ts >= start) & (series[s].ts <= end)] for s in active]
+    return np.unique(np.concatenate(parts))
+
+
+def _align(
+    series: dict[str, _Series], max_fill: int, min_bars: int, source: str, notes: list[str]
+) -> MarketData:
+    active = list(series)
+    dropped: list[tuple[str, str]] = []
+    while True:
+        if not active:
+            reasons = "; ".join(f"{s}: {r}" for s, r in dropped)
+            raise DataError(f"every asset was dropped ({reasons}). Raise --max-fill-bars or fix the files.")
+        cal = _calendar(series, active)
+        gaps = {}
+        for sym in active:
+            ts = series[sym].ts
+            missing = ts[np.searchsorted(ts, cal, side="right") - 1] != cal
+            starts, lengths = _runs(missing)
+            if lengths.size and lengths.max() > max_fill:
+                k = int(np.argmax(lengths))
+                first, last = cal[starts[k]], cal[starts[k] + lengths[k] - 1]
+                gaps[sym] = (
+                    f"{int(lengths[k])} consecutive bars missing from {_iso(first)} to {_iso(last)} on the common "
+                    f"calendar (max_fill_bars={max_fill}; raise --max-fill-bars or fix the file)"
+                )
+        if not gaps:
+            break
+        dropped.extend(gaps.items())
+        notes.extend(f"dropped {s}: {r}" for s, r in gaps.items())
+        active = [s for s in active if s not in gaps]
+
+    n = len(cal)
+    first_sym = max(active, key=lambda s: series[s].ts[0])
+    last_sym = min(active, key=lambda s: series[s].ts[-1])
+    if n < min_bars:
+        raise DataError(
+            f"the assets share only {n} bars ({_iso(cal[0])}..{_iso(cal[-1])}: {first_sym} starts latest, {last_sym} "
+            f"ends earliest) but {min_bars} are needed. Leave those out with --exclude or use a shorter --lookback."
+        )
+    notes.append(
+        f"calendar: {n} bars {_iso(cal[0])}..{_iso(cal[-1])} (starts at {first_sym}'s first bar, ends at "
+        f"{last_sym}'s last bar)"
+    )
+    shape = (n, len(active))
+    arrays = {k: np.empty(shape) for k in ("o", "h", "l", "c", "v")}
+    filled = np.empty(shape, dtype=np.bool_)
+    for j, sym in enumerate(active):
+        s = series[sym]
+        idx = np.searchsorted(s.ts, cal, side="right") - 1  # last own bar at or before each calendar bar
+        present = s.ts[idx] == cal
+        prev_close = s.c[idx]
+        for k in ("o", "h", "l", "c"):
+            arrays[k][:, j] = np.where(present, getattr(s, k)[idx], prev_close)
+        arrays["v"][:, j] = np.where(present, s.v[idx], 0.0)
+        filled[:, j] = ~present
+        unused = len(s.ts) - int(present.sum())
+        if (~present).any():
+            longest = int(_runs(~present)[1].max())
+            notes.append(f"{sym}: {int((~present).sum())} bar(s) forward-filled (longest run {longest})")
+        if unused:
+            notes.append(f"{sym}: {unused} bar(s) outside the common calendar not used")
+    return MarketData(
+        symbols=tuple(active),
+        timestamps=cal.view("datetime64[ns]"),
+        open=arrays["o"],
+        high=arrays["h"],
+        low=arrays["l"],
+        close=arrays["c"],
+        volume=arrays["v"],
+        filled=filled,
+        source=source,
+        dropped=tuple(dropped),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,98 @@
+"""Shared fixtures: synthetic OHLC markets (seeded, deterministic) and the bundled real sample.
+
+- ``synthetic_ohlc(n_bars=256, n_assets=3, seed=0, **kw) -> MarketData``: factory fixture (``make_synthetic_ohlc``).
+- ``write_ohlc_csvs(market, folder=None) -> Path``: writes one ``SYMBOL.csv`` per asset (into tmp_path/"data" by
+  default) in the loader's format and returns the folder.
+- ``sample_market``: the bundled daily sample, loaded once per session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from differentiable_market.config import DataConfig
+from differentiable_market.data import MarketData, bundled_sample_dir, load_market
+
+
+def make_synthetic_ohlc(
+    n_bars: int = 256,
+    n_assets: int = 3,
+    seed: int = 0,
+    *,
+    start: str = "2020-01-01",
+    step: str = "1D",
+    drift: float = 2e-4,
+    vol: float = 0.02,
+    price0: float = 100.0,
+) -> MarketData:
+    """Geometric random walk with overnight gaps and intrabar ranges; volume is lognormal.
+
+    drift and vol are per bar (log units); O/H/L/C are mutually consistent (low <= open, close <= high).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (n_bars, n_assets)
+    gap = rng.normal(0.0, vol * 0.3, shape)
+    body = rng.normal(drift, vol, shape)
+    log_open = np.log(price0) + np.cumsum(gap + body, axis=0) - body  # open_t = close_{t-1} * exp(gap_t)
+    log_close = log_open + body
+    o, c = np.exp(log_open), np.exp(log_close)
+    h = np.maximum(o, c) * np.exp(np.abs(rng.normal(0.0, vol * 0.5, shape)))
+    lo = np.minimum(o, c) * np.exp(-np.abs(rng.normal(0.0, vol * 0.5, shape)))
+    v = np.round(np.exp(rng.normal(13.0, 0.5, shape)))
+    ts = np.datetime64(start, "ns") + np.arange(n_bars) * np.timedelta64(_step_ns(step), "ns")
+    symbols = tuple(f"S{i:02d}" for i in range(n_assets))
+    return MarketData.from_arrays(symbols, ts, o, h, lo, c, v, source=f"synthetic(seed={seed})")
+
+
+def _step_ns(step: str) -> int:
+    import pandas as pd
+
+    return int(pd.Timedelta(step).value)
+
+
+def write_market_csvs(market: MarketData, folder: Path) -> Path:
+    """One SYMBOL.csv per asset with columns timestamp,open,high,low,close,volume (dates if all at midnight)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ts = pd.DatetimeIndex(market.timestamps)
+    stamps = ts.strftime("%Y-%m-%d") if (ts.normalize() == ts).all() else ts.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    for j, sym in enumerate(market.symbols):
+        frame = pd.DataFrame(
+            {
+                "timestamp": stamps,
+                "open": market.open[:, j],
+                "high": market.high[:, j],
+                "low": market.low[:, j],
+                "close": market.close[:, j],
+                "volume": market.volume[:, j],
+            }
+        )
+        frame.to_csv(folder / f"{sym}.csv", index=False, float_format="%.17g")
+    return folder
+
+
+@pytest.fixture
+def synthetic_ohlc() -> Callable[..., MarketData]:
+    """Factory: ``synthetic_ohlc(n_bars, n_assets, seed, **kw)`` -> MarketData (see make_synthetic_ohlc)."""
+    return make_synthetic_ohlc
+
+
+@pytest.fixture
+def write_ohlc_csvs(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``write_ohlc_csvs(market, folder=None)`` -> the folder (tmp_path / "data" by default)."""
+
+    def write(market: MarketData, folder: Path | None = None) -> Path:
+        return write_market_csvs(market, folder if folder is not None else tmp_path / "data")
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def sample_market() -> MarketData:
+    """The bundled AAPL/GOOG/IBM/MSFT daily sample, aligned (2,148 bars)."""
+    return load_market(DataConfig(root=str(bundled_sample_dir())), min_bars=1)

@@ -1,0 +1,359 @@
+"""Loader, validation and alignment (differentiable_market.data)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from differentiable_market.config import DataConfig
+from differentiable_market.data import (
+    BUNDLED_SOURCE,
+    MarketData,
+    bundled_sample_dir,
+    load_market,
+    resolve_data_root,
+)
+from differentiable_market.errors import DataError
+
+GOOD_ROWS = [
+    ("2021-01-04", 10.0, 11.0, 9.5, 10.5, 1000),
+    ("2021-01-05", 10.5, 10.8, 10.1, 10.2, 1200),
+    ("2021-01-06", 10.2, 10.9, 10.0, 10.8, 900),
+    ("2021-01-07", 10.8, 11.2, 10.6, 11.0, 1100),
+    ("2021-01-08", 11.0, 11.1, 10.4, 10.6, 1000),
+]
+HEADER = "timestamp,open,high,low,close,volume"
+
+
+def _csv(rows: list[tuple], header: str = HEADER) -> str:
+    return "\n".join([header, *(",".join(str(x) for x in r) for r in rows)]) + "\n"
+
+
+def _with(row: int, col: int, value: object) -> list[tuple]:
+    """GOOD_ROWS with the cell at 0-based (row, col) replaced."""
+    rows = [list(r) for r in GOOD_ROWS]
+    rows[row][col] = value
+    return [tuple(r) for r in rows]
+
+
+def _load(folder: Path, min_bars: int = 1, **kw: object) -> MarketData:
+    return load_market(DataConfig(root=str(folder), **kw), min_bars=min_bars)
+
+
+# ------------------------------------------------------------------------------------------------ bundled sample
+
+
+def test_bundled_sample_loads_aligned_and_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./trainingdata here, so the default root falls back to the sample
+    load_market(DataConfig(), min_bars=1)  # warm-up: pandas' lazy imports
+    t0 = time.perf_counter()
+    m = load_market(DataConfig(), min_bars=200)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.5, f"loading the bundled sample took {elapsed:.3f}s"
+    assert m.symbols == ("AAPL", "GOOG", "IBM", "MSFT")
+    assert (m.n_bars, m.n_assets) == (2148, 4)
+    assert m.source == BUNDLED_SOURCE
+    assert not m.filled.any() and m.dropped == ()
+    assert str(m.timestamps[0]) == "2004-08-19T00:00:00.000000000"
+    assert str(m.timestamps[-1]) == "2013-03-01T00:00:00.000000000"
+    assert any("bundled sample" in n for n in m.notes)
+    fp = m.fingerprint()
+    assert fp["first_timestamp"] == "2004-08-19" and fp["last_timestamp"] == "2013-03-01" and fp["n_bars"] == 2148
+    assert len(fp["ohlc_sha256"]) == 64
+
+
+def test_sample_has_no_jumps_and_split_is_adjusted(sample_market: MarketData) -> None:
+    log_ret = np.diff(np.log(sample_market.close), axis=0)
+    assert np.abs(log_ret).max() < 0.25
+    gaps = np.log(sample_market.open[1:] / sample_market.close[:-1])
+    assert np.abs(gaps).max() < 0.25
+    days = pd.DatetimeIndex(sample_market.timestamps)
+    aapl = sample_market.symbols.index("AAPL")
+    t = days.get_loc(pd.Timestamp("2005-02-28"))
+    # unadjusted, the 2:1 split halves the price overnight (open 44.68 after a close of 88.99)
+    assert 0.97 < sample_market.open[t, aapl] / sample_market.close[t - 1, aapl] < 1.03
+    assert 0.97 < sample_market.close[t, aapl] / sample_market.close[t - 1, aapl] < 1.03
+    msft = sample_market.symbols.index("MSFT")
+    t = days.get_loc(pd.Timestamp("2004-11-15"))  # $3 special dividend: an unadjusted -9% gap
+    assert 0.97 < sample_market.open[t, msft] / sample_market.close[t - 1, msft] < 1.03
+
+
+def test_sample_files_match_their_source() -> None:
+    if importlib.util.find_spec("bokeh_sampledata") is None:
+        pytest.skip("bokeh-sampledata not installed (uv sync --group sample)")
+    spec = importlib.util.spec_from_file_location(
+        "build_sample_data", Path(__file__).resolve().parents[2] / "scripts" / "build_sample_data.py"
+    )
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert build.main(["--check"]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ data root
+
+
+def test_resolve_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_root("trainingdata") == (bundled_sample_dir(), True)
+    (tmp_path / "trainingdata").mkdir()
+    assert resolve_data_root("trainingdata") == (Path("trainingdata"), False)
+    with pytest.raises(DataError, match="my_bars.*does not exist"):
+        resolve_data_root(str(tmp_path / "my_bars"))
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+BAD_FILES = {
+    "missing_column": (_csv([r[:3] + r[4:] for r in GOOD_ROWS], "timestamp,open,high,close,volume"),
+                       r"missing required column\(s\) \['low'\]"),
+    "no_time_column": (_csv([r[1:] for r in GOOD_ROWS], "open,high,low,close,volume"), "no time column"),
+    "empty": ("", "file is empty"),
+    "header_only": (HEADER + "\n", "no data rows"),
+    "non_numeric": (_csv(_with(2, 4, "abc")), r"row 3 \(line 4, timestamp 2021-01-06\): close is not a number"),
+    "missing_price": (_csv(_with(1, 1, "")), r"row 2 \(line 3, timestamp 2021-01-05\): open is missing"),
+    "zero_price": (_csv(_with(3, 3, 0)), r"row 4 .*low is 0, but it must be > 0"),
+    "negative_price": (_csv(_with(0, 1, -10.0)), r"row 1 .*open is -10, but it must be > 0"),
+    "high_below": (_csv(_with(2, 2, 10.5)), r"row 3 .*high 10.5 is below max\(open, close\) = 10.8"),
+    "low_above": (_csv(_with(1, 3, 10.3)), r"row 2 .*low 10.3 is above min\(open, close\) = 10.2"),
+    "negative_volume": (_csv(_with(4, 5, -1)), r"row 5 .*volume is -1, but it must be >= 0"),
+    "duplicate_time": (_csv(_with(2, 0, "2021-01-05")), r"2021-01-05 appears more than once \(rows 2 and 3"),
+    "bad_time": (_csv(_with(1, 0, "yesterday")), r"row 2 \(line 3\): time 'yesterday' is not a date"),
+    "not_ohlc": ("symbol,sharpe,sortino\nAAPL,1.2,1.5\nMSFT,0.9,1.1\n",
+                 r"does not look like an OHLC price file.*--exclude BAD.*--data-glob"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_file_error_names_file_row_and_problem(case: str, tmp_path: Path) -> None:
+    text, pattern = BAD_FILES[case]
+    (tmp_path / "GOOD.csv").write_text(_csv(GOOD_ROWS))
+    (tmp_path / "BAD.csv").write_text(text)
+    with pytest.raises(DataError, match=pattern) as err:
+        _load(tmp_path)
+    assert str(tmp_path / "BAD.csv") in str(err.value)
+
+
+def test_tolerance_accepts_rounding_noise(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(_with(2, 2, 10.8 * (1 - 1e-7))))  # high a hair below the close
+    assert _load(tmp_path).n_bars == 5
+
+
+def test_too_few_bars_names_file(tmp_path: Path) -> None:
+    (tmp_path / "SHORT.csv").write_text(_csv(GOOD_ROWS))
+    with pytest.raises(DataError, match=r"SHORT.csv: has 5 bars but at least 10 are needed.*--lookback"):
+        _load(tmp_path, min_bars=10)
+
+
+def test_short_common_calendar_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    (tmp_path / "B.csv").write_text(_csv(GOOD_ROWS[2:] + [("2021-01-11", 10.6, 10.7, 10.5, 10.6, 5)]))
+    with pytest.raises(DataError, match=r"share only 3 bars .*B starts latest, A ends earliest.* 4 are needed"):
+        _load(tmp_path, min_bars=4)
+
+
+def test_no_common_dates(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS[:2]))
+    (tmp_path / "B.csv").write_text(_csv(GOOD_ROWS[3:]))
+    with pytest.raises(DataError, match=r"share no common dates \(A 2021-01-04..2021-01-05; B 2021-01-07"):
+        _load(tmp_path)
+
+
+def test_unsorted_rows_are_sorted_and_noted(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS[::-1]))
+    m = _load(tmp_path)
+    assert np.array_equal(m.close[:, 0], [r[4] for r in GOOD_ROWS])
+    assert any("A.csv: rows were not in time order" in n for n in m.notes)
+
+
+def test_two_files_for_one_symbol(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    with gzip.open(tmp_path / "A.csv.gz", "wt") as f:
+        f.write(_csv(GOOD_ROWS))
+    with pytest.raises(DataError, match="two files for symbol 'A'"):
+        _load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ files and symbols
+
+
+def test_suffixes_and_symbol_names(tmp_path: Path, synthetic_ohlc, write_ohlc_csvs) -> None:
+    folder = write_ohlc_csvs(synthetic_ohlc(30, 3, seed=1))
+    (folder / "README.md").write_text("not data")
+    (folder / "notes.txt").write_text("not data")
+    text = (folder / "S01.csv").read_text()
+    (folder / "S01.csv").unlink()
+    with gzip.open(folder / "S01.csv.gz", "wt") as f:
+        f.write(text)
+    pd.read_csv(folder / "S02.csv", float_precision="round_trip").to_parquet(folder / "S02.parquet")
+    (folder / "S02.csv").unlink()
+    m = _load(folder)
+    assert m.symbols == ("S00", "S01", "S02")
+    ref = synthetic_ohlc(30, 3, seed=1)
+    np.testing.assert_array_equal(m.close, ref.close)
+    np.testing.assert_array_equal(m.timestamps, ref.timestamps)
+    assert _load(folder, glob="*.csv").symbols == ("S00",)
+
+
+def test_include_exclude_max_assets(synthetic_ohlc, write_ohlc_csvs) -> None:
+    folder = write_ohlc_csvs(synthetic_ohlc(20, 4, seed=2))
+    assert _load(folder, include=("S03", "S01")).symbols == ("S01", "S03")
+    m = _load(folder, exclude=("S00",))
+    assert m.symbols == ("S01", "S02", "S03")
+    assert any("excluded by request: S00" in n for n in m.notes)
+    m = _load(folder, max_assets=2)
+    assert m.symbols == ("S00", "S01")
+    assert any("left out S02, S03" in n for n in m.notes)
+    assert _load(folder, include=("S01", "S02", "S03"), exclude=("S02",), max_assets=1).symbols == ("S01",)
+    available = r"available symbols: \['S00', 'S01', 'S02', 'S03'\]"
+    with pytest.raises(DataError, match=r"--include names \['NOPE'\].*" + available):
+        _load(folder, include=("S00", "NOPE"))
+
+
+def test_excluded_file_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    (tmp_path / "summary.csv").write_text(BAD_FILES["not_ohlc"][0])
+    assert _load(tmp_path, exclude=("summary",)).symbols == ("A",)
+    assert _load(tmp_path, glob="[A-Z]*.csv").symbols == ("A",)
+
+
+def test_no_data_files(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(DataError, match=r"no .csv, .csv.gz or .parquet files match '\*'.*README.md"):
+        _load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ timestamps
+
+
+def test_time_formats_give_the_same_utc_instants(tmp_path: Path) -> None:
+    days = pd.date_range("2021-03-01", periods=5, freq="D", tz="UTC")
+    prices = [r[1:] for r in GOOD_ROWS]
+    variants = {
+        "DATES": [d.strftime("%Y-%m-%d") for d in days],
+        "NAIVE": [d.strftime("%Y-%m-%dT%H:%M:%S") for d in days],
+        "ZULU": [d.strftime("%Y-%m-%dT%H:%M:%SZ") for d in days],
+        "PLUS2": [(d + pd.Timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00") for d in days],
+        "MINUS5": [(d - pd.Timedelta(hours=5)).strftime("%Y-%m-%d %H:%M:%S-05:00") for d in days],
+        "EPOCH_S": [str(d.value // 10**9) for d in days],
+        "EPOCH_MS": [str(d.value // 10**6) for d in days],
+        "YYYYMMDD": [d.strftime("%Y%m%d") for d in days],
+    }
+    for name, stamps in variants.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [(s, *p) for s, p in zip(stamps, prices)]
+        (folder / f"{name}.csv").write_text(_csv(rows, "Date,Open,High,Low,Close,Volume"))
+        m = _load(folder)
+        np.testing.assert_array_equal(m.timestamps, days.tz_localize(None).to_numpy(), err_msg=name)
+    folder = tmp_path / "PARQUET"
+    folder.mkdir()
+    frame = pd.DataFrame(prices, columns=["open", "high", "low", "close", "volume"])
+    frame.insert(0, "datetime", days.tz_convert("Asia/Tokyo"))
+    frame.to_parquet(folder / "TOKYO.parquet")
+    np.testing.assert_array_equal(_load(folder).timestamps, days.tz_localize(None).to_numpy())
+
+
+def test_intraday_epoch_ms(tmp_path: Path) -> None:
+    stamps = pd.date_range("2024-05-01 13:30", periods=5, freq="5min", tz="UTC")
+    (tmp_path / "X.csv").write_text(_csv([(s.value // 10**6, *r[1:]) for s, r in zip(stamps, GOOD_ROWS)]))
+    m = _load(tmp_path)
+    assert str(m.timestamps[1]) == "2024-05-01T13:35:00.000000000"
+    assert m.fingerprint()["first_timestamp"] == "2024-05-01T13:30:00+00:00"
+
+
+# ------------------------------------------------------------------------------------------------ alignment
+
+
+def _drop_rows(folder: Path, symbol: str, rows: list[int]) -> None:
+    path = folder / f"{symbol}.csv"
+    frame = pd.read_csv(path, float_precision="round_trip")
+    frame.drop(index=rows).to_csv(path, index=False, float_format="%.17g")
+
+
+def test_forward_fill_within_limit_is_counted_and_marked(synthetic_ohlc, write_ohlc_csvs) -> None:
+    ref = synthetic_ohlc(40, 3, seed=3)
+    folder = write_ohlc_csvs(ref)
+    _drop_rows(folder, "S01", [10, 11, 12])
+    m = _load(folder, max_fill_bars=3)
+    assert m.symbols == ref.symbols and m.n_bars == 40 and m.dropped == ()
+    expected = np.zeros((40, 3), dtype=bool)
+    expected[10:13, 1] = True
+    np.testing.assert_array_equal(m.filled, expected)
+    prev_close = ref.close[9, 1]
+    for field in ("open", "high", "low", "close"):
+        np.testing.assert_array_equal(getattr(m, field)[10:13, 1], prev_close)
+        np.testing.assert_array_equal(getattr(m, field)[~expected], getattr(ref, field)[~expected])
+    np.testing.assert_array_equal(m.volume[10:13, 1], 0.0)
+    assert "S01: 3 bar(s) forward-filled (longest run 3)" in m.notes
+
+
+def test_longer_gap_drops_the_asset_by_name(synthetic_ohlc, write_ohlc_csvs) -> None:
+    folder = write_ohlc_csvs(synthetic_ohlc(40, 3, seed=4))
+    _drop_rows(folder, "S02", list(range(20, 24)))
+    m = _load(folder, max_fill_bars=3)
+    assert m.symbols == ("S00", "S01") and m.n_bars == 40 and not m.filled.any()
+    ((sym, reason),) = m.dropped
+    assert sym == "S02"
+    assert "4 consecutive bars missing from 2020-01-21 to 2020-01-24" in reason
+    assert any(n.startswith("dropped S02: 4 consecutive bars") for n in m.notes)
+
+
+def test_every_asset_dropped_is_an_error(synthetic_ohlc, write_ohlc_csvs) -> None:
+    folder = write_ohlc_csvs(synthetic_ohlc(40, 2, seed=5))
+    _drop_rows(folder, "S00", [5, 6])
+    _drop_rows(folder, "S01", [20, 21])
+    with pytest.raises(DataError, match=r"every asset was dropped \(S00: 2 consecutive.*S01: 2 consecutive"):
+        _load(folder, max_fill_bars=1)
+
+
+def test_calendar_trims_to_common_range_without_backfill(synthetic_ohlc, write_ohlc_csvs) -> None:
+    ref = synthetic_ohlc(30, 2, seed=6)
+    folder = write_ohlc_csvs(ref)
+    _drop_rows(folder, "S01", list(range(5)))  # S01 starts at bar 5
+    # S00 lacks the first common bar (filled from its bar 4, which is in the past) and ends one bar earlier
+    _drop_rows(folder, "S00", [5, 29])
+    m = _load(folder)
+    assert m.n_bars == 24 and m.timestamps[0] == ref.timestamps[5] and m.timestamps[-1] == ref.timestamps[28]
+    assert m.filled[0, 0] and m.filled.sum() == 1
+    assert m.open[0, 0] == m.close[0, 0] == ref.close[4, 0]
+    assert "S00: 5 bar(s) outside the common calendar not used" in m.notes  # bars 0..4
+    assert "S01: 1 bar(s) outside the common calendar not used" in m.notes  # bar 29
+
+
+# ------------------------------------------------------------------------------------------------ MarketData
+
+
+def test_from_arrays_validates_and_is_read_only(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(10, 2, seed=7)
+    with pytest.raises(ValueError):
+        m.close[0, 0] = 1.0
+    with pytest.raises(DataError, match="high must be float64 of shape"):
+        MarketData.from_arrays(m.symbols, m.timestamps, m.open, m.high[:5], m.low, m.close)
+    with pytest.raises(DataError, match="9 timestamps for 10 bars"):
+        MarketData.from_arrays(m.symbols, m.timestamps[:9], m.open, m.high, m.low, m.close)
+    bad = m.close.copy()
+    bad[3, 1] = -1.0
+    with pytest.raises(DataError, match="close of S01 at bar 3"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, bad)
+    with pytest.raises(DataError, match="unique"):
+        MarketData.from_arrays(("A", "A"), None, m.open, m.high, m.low, m.close)
+    flat = np.full((4, 1), 2.0)
+    d = MarketData.from_arrays(["X"], None, flat, flat, flat, flat)
+    assert d.volume.sum() == 0 and str(d.timestamps[3]) == "2000-01-04T00:00:00.000000000"
+
+
+def test_fingerprint_tracks_prices(synthetic_ohlc) -> None:
+    a, b = synthetic_ohlc(50, 2, seed=8), synthetic_ohlc(50, 2, seed=8)
+    assert a.fingerprint() == b.fingerprint()
+    c = b.close.copy()
+    c[-1, 0] *= 1.0000001
+    h = np.maximum(b.high, c)
+    changed = MarketData.from_arrays(b.symbols, b.timestamps, b.open, h, b.low, c, b.volume, source=b.source)
+    assert changed.fingerprint()["ohlc_sha256"] != a.fingerprint()["ohlc_sha256"]
