@@ -461,3 +461,40 @@ def test_gradients_finite_in_float32_with_defaults_including_zero_trades() -> No
     assert torch.equal(acc.cost[0], torch.zeros_like(acc.cost[0]))
     value.sum().backward()
     assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Compilation and devices
+
+
+@pytest.mark.slow
+def test_env_objective_compiles_fullgraph_and_matches_eager() -> None:
+    cfg = EnvConfig(include_cash=True, risk_aversion=0.2, drawdown_lambda=0.2)
+    g = decision_growth(*(torch.as_tensor(x, dtype=torch.float32) for x in make_ohlc(41, 40, 5)), "open", True)
+    w = torch.as_tensor(random_simplex(42, (3, 2) + tuple(g.shape)), dtype=torch.float32)
+    cash = initial_holdings(6, True, dtype=torch.float32)
+    compiled = torch.compile(env_objective, fullgraph=True)
+    for smooth in (True, False):
+        value, acc = compiled(w, g, cash, cfg, smooth)
+        ref_value, ref_acc = env_objective(w, g, cash, cfg, smooth)
+        torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(acc.log_growth, ref_acc.log_growth, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_and_zero_trade_is_free() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cuda = torch.device("cuda")
+    assert torch.equal(smooth_abs(torch.zeros(5, device=cuda), 1e-6).cpu(), torch.zeros(5))
+    cfg = EnvConfig(include_cash=True, risk_aversion=0.2, drawdown_lambda=0.2)
+    g = decision_growth(*(t64(x) for x in make_ohlc(43, 40, 5)), "open", True)
+    w = t64(random_simplex(44, (3, 2) + tuple(g.shape)))
+    cash = initial_holdings(6, True, dtype=F64)
+    w[0, 0] = cash
+    for smooth in (True, False):
+        value, acc = env_objective(w.to(cuda), g.to(cuda), cash.to(cuda), cfg, smooth)
+        ref_value, ref_acc = env_objective(w, g, cash, cfg, smooth)
+        torch.testing.assert_close(value.cpu(), ref_value, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(acc.log_growth.cpu(), ref_acc.log_growth, rtol=1e-12, atol=1e-14)
+        assert torch.equal(acc.cost[0, 0].cpu(), torch.zeros(g.shape[0], dtype=F64))
