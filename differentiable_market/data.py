@@ -239,7 +239,7 @@ def load_market(cfg: DataConfig, min_bars: int) -> MarketData:
         s = _read_series(files[sym], min_bars)
         notes.extend(s.notes)
         series[sym] = s
-    source = BUNDLED_SOURCE if bundled else str(root.resolve())
+    source = BUNDLED_SOURCE if root.resolve() == bundled_sample_dir() else str(root.resolve())
     return _align(series, cfg.max_fill_bars, min_bars, source, notes)
 
 

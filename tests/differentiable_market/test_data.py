@@ -66,6 +66,7 @@ def test_bundled_sample_loads_aligned_and_fast(monkeypatch: pytest.MonkeyPatch, 
     fp = m.fingerprint()
     assert fp["first_timestamp"] == "2004-08-19" and fp["last_timestamp"] == "2013-03-01" and fp["n_bars"] == 2148
     assert len(fp["ohlc_sha256"]) == 64
+    assert load_market(DataConfig(root=str(bundled_sample_dir())), min_bars=1).fingerprint() == fp
 
 
 def test_sample_has_no_jumps_and_split_is_adjusted(sample_market: MarketData) -> None:
