@@ -13,6 +13,7 @@ is dropped and reported by name. Nothing is interpolated and nothing is left out
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ TIME_COLUMNS = ("timestamp", "date", "datetime", "time")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 BUNDLED_SOURCE = "bundled sample"  # MarketData.source of the bundled sample, the same on every machine
 OHLC_TOLERANCE = 1e-6  # relative slack for high >= max(open, close) and low <= min(open, close) (rounded files)
+SPLIT_LIKE_LOG_MOVE = 0.4  # |log(open_t / close_{t-1})| above this (-33% / +49%) gets a note: an unadjusted split?
 
 
 def bundled_sample_dir() -> Path:
@@ -303,7 +305,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
             if not isinstance(df.index, pd.RangeIndex):
                 df = df.reset_index()
         else:
-            df = pd.read_csv(path, skipinitialspace=True, float_precision="round_trip")
+            df = pd.read_csv(path, skipinitialspace=True, float_precision="round_trip", encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty. Delete it or leave it out with --exclude {sym}.") from None
     except Exception as exc:  # parser, encoding, gzip and parquet errors all mean the same to the user
@@ -452,7 +454,23 @@ def _read_series(path: Path, min_bars: int) -> _Series:
             f"{path}: has {len(ts)} bars but at least {min_bars} are needed (the lookback plus the splits). Add "
             f"history, use a shorter --lookback, or leave it out with --exclude {_symbol_of(path)}."
         )
-    return _Series(ts_sorted, o[order], h[order], l[order], c[order], v[order], tuple(notes))
+    series = _Series(ts_sorted, o[order], h[order], l[order], c[order], v[order], tuple(notes))
+    return dataclasses.replace(series, notes=series.notes + _suspicious_moves(series, path, df))
+
+
+def _suspicious_moves(s: _Series, path: Path, df: pd.DataFrame) -> tuple[str, ...]:
+    """Notes (not errors: crypto can halve in a day) on moves that look like an unadjusted split."""
+    jumps = np.abs(np.log(s.o[1:] / s.c[:-1]))
+    if not jumps.size or jumps.max() <= SPLIT_LIKE_LOG_MOVE:
+        return ()
+    i = int(np.argmax(jumps)) + 1
+    adjusted = [c for c in df.columns if "adj" in str(c).lower()]
+    hint = f"; the file has {adjusted} but the loader uses open/high/low/close as given" if adjusted else ""
+    return (
+        f"{path.name}: {int((jumps > SPLIT_LIKE_LOG_MOVE).sum())} overnight move(s) beyond "
+        f"{np.expm1(-SPLIT_LIKE_LOG_MOVE):.0%}/{np.expm1(SPLIT_LIKE_LOG_MOVE):+.0%}, the largest "
+        f"{s.c[i - 1]:g} -> {s.o[i]:g} at {_iso(s.ts[i])}; if that is an unadjusted split, adjust the prices{hint}",
+    )
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

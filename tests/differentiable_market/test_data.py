@@ -358,3 +358,13 @@ def test_fingerprint_tracks_prices(synthetic_ohlc) -> None:
     h = np.maximum(b.high, c)
     changed = MarketData.from_arrays(b.symbols, b.timestamps, b.open, h, b.low, c, b.volume, source=b.source)
     assert changed.fingerprint()["ohlc_sha256"] != a.fingerprint()["ohlc_sha256"]
+
+
+def test_split_like_jump_is_noted_and_bom_header_read(tmp_path: Path) -> None:
+    rows = [(*r[:5], r[4], r[5]) for r in GOOD_ROWS]  # an "adj close" column equal to close
+    rows[3] = ("2021-01-07", 5.4, 5.6, 5.3, 5.5, 5.5, 1100)  # a 2:1 split left in the prices
+    rows[4] = ("2021-01-08", 5.5, 5.55, 5.2, 5.3, 5.3, 1000)
+    (tmp_path / "SPLIT.csv").write_text("\ufeff" + _csv(rows, "Date,Open,High,Low,Close,Adj Close,Volume"))
+    m = _load(tmp_path)
+    (note,) = [n for n in m.notes if n.startswith("SPLIT.csv: 1 overnight move(s)")]
+    assert "10.8 -> 5.4 at 2021-01-07" in note and "['Adj Close']" in note
