@@ -1,0 +1,55 @@
+import torch
+
+from differentiable_market.config import PolicyConfig
+from differentiable_market.policy import DirichletGRUPolicy
+
+
+def _policy(include_cash: bool = False, **kw) -> DirichletGRUPolicy:
+    torch.manual_seed(0)
+    return DirichletGRUPolicy(PolicyConfig(hidden_size=16, head_hidden=8, **kw), n_assets=3, n_features=5,
+                              include_cash=include_cash)
+
+
+def test_concentrations_shape_floor_and_cap():
+    policy = _policy(include_cash=True)
+    with torch.no_grad():
+        policy.head_out.bias.fill_(1e4)  # would overflow the cap
+    feats = torch.randn(2, 7, 3, 5)
+    proj = policy.state_projection(policy.encode(feats))
+    alpha = policy.concentrations(proj[:, None], torch.full((2, 4, 7, 4), 0.25))
+    assert alpha.shape == (2, 4, 7, 4)
+    assert alpha.dtype == torch.float32
+    assert float(alpha.detach().max()) == policy.cfg.alpha_max
+    with torch.no_grad():
+        policy.head_out.bias.fill_(-1e4)
+    alpha = policy.concentrations(proj[:, None], torch.full((2, 4, 7, 4), 0.25))
+    torch.testing.assert_close(alpha, torch.full_like(alpha, policy.cfg.alpha_floor))
+
+
+def test_encoder_is_causal():
+    policy = _policy()
+    feats = torch.randn(1, 12, 3, 5)
+    later = feats.clone()
+    later[:, 6:] += torch.randn_like(later[:, 6:]) * 10
+    h1, h2 = policy.encode(feats), policy.encode(later)
+    torch.testing.assert_close(h1[:, :6], h2[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(h1[:, 6:], h2[:, 6:])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    feats = torch.randn(2, 9, 3, 5)
+    grads = []
+    for ckpt in (False, True):
+        policy = _policy(gradient_checkpointing=ckpt)
+        policy.encode(feats).square().sum().backward()
+        grads.append([p.grad.clone() for p in policy.gru.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_hidden_matrices_are_two_dimensional_hidden_weights():
+    policy = _policy()
+    params = dict(policy.named_parameters())
+    names = policy.hidden_matrix_names()
+    assert names == {"gru.weight_ih_l0", "gru.weight_hh_l0", "head_state.weight"}
+    assert all(params[n].ndim == 2 for n in names)

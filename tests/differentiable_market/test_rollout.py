@@ -1,0 +1,59 @@
+import torch
+
+from differentiable_market.config import PolicyConfig
+from differentiable_market.env import drift
+from differentiable_market.policy import DirichletGRUPolicy
+from differentiable_market.rollout import deterministic_weights, generate_paths, mean_weights
+
+
+def _setup(include_cash: bool):
+    torch.manual_seed(0)
+    policy = DirichletGRUPolicy(PolicyConfig(hidden_size=16, head_hidden=8), 3, 4, include_cash)
+    with torch.no_grad():
+        policy.head_held.weight.normal_()  # make the held weights matter
+        policy.head_out.weight.normal_()  # the zero init would make every action the same
+    feats = torch.randn(2, 10, 3, 4)
+    growth = torch.exp(torch.randn(2, 10, 3 + include_cash) * 0.02)
+    if include_cash:
+        growth[..., -1] = 1.0
+    return policy, feats, growth
+
+
+def test_paths_are_on_the_simplex_and_held_weights_are_the_drift():
+    policy, feats, growth = _setup(include_cash=True)
+    proj = policy.state_projection(policy.encode(feats))
+    gen = torch.Generator().manual_seed(1)
+    paths = generate_paths(policy, proj, growth, 3, True, gen)
+    assert paths.weights.shape == (2, 4, 10, 4)
+    torch.testing.assert_close(paths.weights.sum(-1), torch.ones(2, 4, 10))
+    assert bool((paths.weights > 0).all())
+    # starts in cash, then holds the drift of the previous target
+    torch.testing.assert_close(paths.held[:, :, 0], torch.tensor([0.0, 0, 0, 1]).expand(2, 4, 4))
+    torch.testing.assert_close(paths.held[:, :, 1:], drift(paths.weights[:, :, :-1], growth[:, None, :-1]))
+
+
+def test_teacher_forcing_reproduces_the_mean_path():
+    policy, feats, growth = _setup(include_cash=False)
+    proj = policy.state_projection(policy.encode(feats))
+    paths = generate_paths(policy, proj, growth, 2, True, torch.Generator().manual_seed(0))
+    alpha = policy.concentrations(proj[:, None], paths.held)
+    torch.testing.assert_close(mean_weights(alpha[:, 2]), paths.weights[:, 2])
+
+
+def test_same_generator_seed_same_samples():
+    policy, feats, growth = _setup(include_cash=False)
+    proj = policy.state_projection(policy.encode(feats))
+    a = generate_paths(policy, proj, growth, 3, False, torch.Generator().manual_seed(5)).weights
+    b = generate_paths(policy, proj, growth, 3, False, torch.Generator().manual_seed(5)).weights
+    assert torch.equal(a, b)
+
+
+def test_deterministic_weights_do_not_look_ahead():
+    policy, feats, growth = _setup(include_cash=True)
+    w = deterministic_weights(policy, feats, growth, include_cash=True)
+    feats2, growth2 = feats.clone(), growth.clone()
+    feats2[:, 7:] += 5.0  # features of bar t may move decision t, so perturb from bar 7
+    growth2[:, 6:] *= 1.5  # growth of decision t is realised after t; it may only affect decisions after t
+    w2 = deterministic_weights(policy, feats2, growth2, include_cash=True)
+    torch.testing.assert_close(w[:, :7], w2[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(w[:, 7:], w2[:, 7:])
