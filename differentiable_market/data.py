@@ -277,7 +277,7 @@ def _select(available: list[str], cfg: DataConfig, root: Path, notes: list[str])
     missing = [s for s in cfg.include if s not in available]
     if missing:
         raise DataError(
-            f"--include names {missing} but {root} has no such file; available symbols: {available}."
+            f"--include names {missing} but {root} has no such file; available symbols: {_listing(available)}."
         )
     chosen = [s for s in available if s in cfg.include] if cfg.include else list(available)
     absent_excl = [s for s in cfg.exclude if s not in available]
@@ -291,8 +291,12 @@ def _select(available: list[str], cfg: DataConfig, root: Path, notes: list[str])
         notes.append(f"max_assets={cfg.max_assets}: left out {', '.join(chosen[cfg.max_assets:])}")
         chosen = chosen[: cfg.max_assets]
     if not chosen:
-        raise DataError(f"no symbols left after --include/--exclude in {root}; available symbols: {available}.")
+        raise DataError(f"no symbols left after --include/--exclude in {root}; available: {_listing(available)}.")
     return chosen
+
+
+def _listing(names: list[str], limit: int = 40) -> str:
+    return str(names) if len(names) <= limit else f"{names[:limit]} and {len(names) - limit} more"
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
