@@ -102,7 +102,10 @@ def smooth_abs(x: Tensor, eps: float | Tensor) -> Tensor:
     because hypot(0, eps) == eps in IEEE arithmetic (so a zero trade costs nothing), never below 0, and
     |x| - eps <= smooth_abs(x) <= |x| up to one rounding of |x|. The gradient x / hypot(x, eps) is 0 at x = 0.
     """
-    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    if isinstance(eps, Tensor):
+        eps_t = eps.to(dtype=x.dtype, device=x.device)
+    else:  # a fill on the device, not a host-to-device copy that would synchronise
+        eps_t = torch.full((), eps, dtype=x.dtype, device=x.device)
     return torch.hypot(x, eps_t) - eps_t
 
 
@@ -148,7 +151,7 @@ def account(w: Tensor, g: Tensor, initial: Tensor, cost_rate: float | Tensor, in
     then undercharges by at most ``smooth_eps`` per non-cash asset per period and charges exactly 0 for no trade.
 
     Period t: cost_t = cost_rate * sum_{i non-cash} |w_t,i - pre_t,i| and log growth log(1 - cost_t) + log(w_t . g_t).
-    Outputs at period t depend on w and g only up to t.
+    Outputs at period t depend on w and g only up to t. Valid while cost_t < 1 (always when cost_rate < 0.5).
     """
     wg = w * g
     gross = wg.sum(dim=-1)
