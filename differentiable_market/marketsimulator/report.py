@@ -1,0 +1,389 @@
+"""Backtest outputs: report.json, windows.json, trades.jsonl, equity.png, weights.png, report.html, and the console table.
+
+Every file is written atomically into a new folder ``<report-dir>/<UTC timestamp>[-n]/``; an existing folder is never
+reused. Numbers that are not finite (a Sharpe ratio of a flat path, say) are written as null.
+
+trades.jsonl holds the policy's bars of EVERY window, in window order, one JSON object per line:
+``window`` (id as in windows.json), ``step`` (0-based bar in the window), ``timestamp`` (the decision bar: the
+decision is made after it closes), ``weights`` (target weights keyed by symbol, plus ``CASH`` when cash is included),
+``turnover`` (sum of |traded weight| over non-cash assets), ``fee`` (fraction of wealth paid at the trade,
+cost rate * turnover), ``log_growth`` (net log growth of the period) and ``wealth`` (within the window, starting at 1
+before its first trade: exp of the cumulated log growth). Windows overlap when stride < window length, so a bar can
+appear once per window that contains it.
+
+equity.png and weights.png show the non-overlapping chain of windows (the first window, then each next window that
+starts at or after the previous one's end), compounding their wealth; every window starts from cash again.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .. import __version__
+from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..config import config_to_dict
+from ..env import execution_horizon
+from ..metrics import METRICS, aggregate, json_number
+from .backtester import BacktestResult
+
+REPORT_FORMAT = "differentiable_market.backtest"
+REPORT_VERSION = 1
+PLOTTED = ("policy", "equal_weight", "buy_and_hold", "olmar", "inverse_vol", "best_single_hindsight")
+MAX_LISTED_SINGLES = 12  # more single-asset holds than this are left out of the tables and plots (not the JSON)
+PERCENT = {"total_return", "annualised_return", "annualised_volatility", "max_drawdown", "turnover", "fees_paid",
+           "hit_rate"}
+SHORT = {"total_return": "total", "annualised_return": "ann.ret", "annualised_volatility": "ann.vol",
+         "sharpe": "sharpe", "sortino": "sortino", "calmar": "calmar", "max_drawdown": "max.dd",
+         "turnover": "turnover", "fees_paid": "fees", "hit_rate": "hit"}
+
+
+def iso(t: np.datetime64) -> str:
+    """UTC ISO-8601 text; plain YYYY-MM-DD at midnight."""
+    text = np.datetime_as_string(np.datetime64(t, "ns"), unit="s")
+    return text[:10] if text.endswith("T00:00:00") else text + "Z"
+
+
+def new_report_dir(parent: str | Path) -> Path:
+    """Create and return a fresh ``<parent>/<YYYYmmdd-HHMMSS>[-n]`` folder; never returns an existing one."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a new report folder under {parent}")
+
+
+def _numbers(d: dict[str, Any]) -> dict[str, float | None]:
+    return {k: json_number(v) for k, v in d.items()}
+
+
+def policy_beats(result: BacktestResult) -> dict[str, dict[str, int]]:
+    """Windows in which the policy's total return is strictly above each other strategy's."""
+    mine = result.policy.metrics["total_return"]
+    return {name: {"windows": int(np.sum(mine > s.metrics["total_return"])), "of": result.plan.n_windows}
+            for name, s in result.strategies.items() if name != "policy"}
+
+
+def _split_info(result: BacktestResult) -> dict[str, Any]:
+    plan, ts = result.plan, result.timestamps
+    horizon = execution_horizon(result.effective["execution"])
+    first, last = int(plan.decision_bars[0, 0]), int(plan.decision_bars[-1, -1])
+    return {
+        "name": plan.split,
+        "bars": list(plan.split_bounds),
+        "bar_range": [iso(ts[plan.split_bounds[0]]), iso(ts[plan.split_bounds[1] - 1])],
+        "scorable_decision_bars": list(plan.scorable),
+        "first_decision": iso(ts[first]),
+        "last_decision": iso(ts[last]),
+        "date_range": [iso(ts[first]), iso(ts[last + horizon])],  # first decision to the last price any window earns
+        "n_windows": plan.n_windows,
+        "window_length": plan.length,
+        "stride": result.options.stride,
+    }
+
+
+def report_dict(result: BacktestResult) -> dict[str, Any]:
+    """Content of report.json."""
+    strategies = {}
+    for name, s in result.strategies.items():
+        agg = aggregate(s.metrics)
+        strategies[name] = {"label": s.label, "kind": s.kind, "mean": _numbers(agg["mean"]),
+                            "median": _numbers(agg["median"])}
+    return {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_VERSION,
+        "package_version": __version__,
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "checkpoint": result.checkpoint,
+        "split": _split_info(result),
+        "settings": {**result.effective, "window_length": result.options.window_length,
+                     "stride": result.options.stride, "trades": result.options.trades,
+                     "olmar_window": result.options.olmar_window, "olmar_eps": result.options.olmar_eps,
+                     "vol_lookback": result.options.vol_lookback},
+        "overrides": result.overrides,
+        "data": {**result.data, "symbols": list(result.symbols), "bars_per_year": result.periods_per_year},
+        "metric_conventions": (
+            "Per window, from wealth 1 in cash before the first trade. total_return = final wealth - 1; "
+            "annualised_return = exp(mean log growth * bars_per_year) - 1; annualised_volatility and sharpe "
+            "(risk-free 0) from per-bar simple returns; sortino uses the root mean square of negative returns; "
+            "calmar = annualised_return / max_drawdown; max_drawdown is a fraction of the running peak; turnover is "
+            "the mean per bar of sum |traded weight| over non-cash assets (entry trade included); fees_paid is in "
+            "units of initial wealth; hit_rate is the share of bars with positive net log growth. Aggregates are "
+            "the mean and median over windows; null where undefined."),
+        "strategies": strategies,
+        "policy_beats": policy_beats(result),
+        "notes": list(result.notes),
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "config": config_to_dict(result.config),
+    }
+
+
+def windows_dict(result: BacktestResult) -> dict[str, Any]:
+    """Content of windows.json: per window, its bars, dates and every strategy's metrics."""
+    ts, plan = result.timestamps, result.plan
+    horizon = execution_horizon(result.effective["execution"])
+    rows = []
+    for k in range(plan.n_windows):
+        first, last = int(plan.decision_bars[k, 0]), int(plan.decision_bars[k, -1])
+        rows.append({
+            "window": k,
+            "first_decision_bar": first,
+            "last_decision_bar": last,
+            "first_decision": iso(ts[first]),
+            "last_decision": iso(ts[last]),
+            "last_price_bar": iso(ts[last + horizon]),
+            "hindsight_best_asset": result.symbols[int(result.hindsight_assets[k])],
+            "metrics": {name: _numbers({m: v[k] for m, v in s.metrics.items()})
+                        for name, s in result.strategies.items()},
+        })
+    return {"format": REPORT_FORMAT + ".windows", "format_version": REPORT_VERSION, "windows": rows}
+
+
+def _write_trades(result: BacktestResult, fh: IO[bytes]) -> None:
+    p = result.policy
+    assert p.weights is not None
+    names = list(result.symbols) + (["CASH"] if result.effective["include_cash"] else [])
+    wealth = np.exp(np.cumsum(p.log_growth, axis=-1))
+    for k in range(result.plan.n_windows):
+        for j in range(result.plan.length):
+            row = {
+                "window": k,
+                "step": j,
+                "timestamp": iso(result.timestamps[result.plan.decision_bars[k, j]]),
+                "weights": {n: float(x) for n, x in zip(names, p.weights[k, j])},
+                "turnover": float(p.turnover[k, j]),
+                "fee": float(p.cost[k, j]),
+                "log_growth": float(p.log_growth[k, j]),
+                "wealth": float(wealth[k, j]),
+            }
+            fh.write((json.dumps(row, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def _shown(result: BacktestResult) -> list[str]:
+    singles = [n for n, s in result.strategies.items() if s.kind == "single"]
+    hide = set(singles) if len(singles) > MAX_LISTED_SINGLES else set()
+    return [n for n in result.strategies if n not in hide]
+
+
+def _table(result: BacktestResult) -> tuple[list[str], dict[str, dict[str, float]], dict[str, set[str]]]:
+    """Strategies shown, their mean metrics, and the best strategies per metric (ties all marked; the hindsight
+    line never counts)."""
+    names = _shown(result)
+    means = {n: aggregate(result.strategies[n].metrics)["mean"] for n in names}
+    best: dict[str, set[str]] = {}
+    for metric, higher in METRICS.items():
+        values = {n: v for n in names if result.strategies[n].kind != "hindsight"
+                  and np.isfinite(v := means[n][metric])}
+        if values:
+            top = max(values.values()) if higher else min(values.values())
+            best[metric] = {n for n, v in values.items() if abs(v - top) <= 1e-9 * max(1.0, abs(top))}
+    return names, means, best
+
+
+def _fmt(metric: str, v: float) -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{100 * v:.2f}%" if metric in PERCENT else f"{v:.2f}"
+
+
+def summary_table(result: BacktestResult) -> str:
+    """Console table of mean metrics over windows; '*' marks the best tradeable strategy in each column."""
+    names, means, best = _table(result)
+    beats = policy_beats(result)
+    header = ["strategy"] + [SHORT[m] for m in METRICS] + ["policy beats"]
+    rows = []
+    for n in names:
+        cells = [n + (" (hindsight)" if result.strategies[n].kind == "hindsight" else "")]
+        cells += [_fmt(m, means[n][m]) + ("*" if n in best.get(m, ()) else " ") for m in METRICS]
+        cells.append("-" if n == "policy" else f"{beats[n]['windows']}/{beats[n]['of']}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt_row = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in rows]
+    info = _split_info(result)
+    lines.append(f"Mean over {info['n_windows']} window(s) of {info['window_length']} bars, {info['name']} split "
+                 f"{info['date_range'][0]}..{info['date_range'][1]}, cost {result.effective['cost_bps']:g} bps "
+                 "one-way. * best in column (hindsight excluded); 'policy beats' = windows where the policy's total "
+                 "return is higher.")
+    hidden = len(result.strategies) - len(names)
+    if hidden:
+        lines.append(f"{hidden} single-asset holds are not listed here; they are in report.json.")
+    return "\n".join(lines)
+
+
+def _chain_paths(result: BacktestResult) -> tuple[np.ndarray, dict[str, np.ndarray], list[int]]:
+    """Decision timestamps of the window chain, each plotted strategy's log wealth on it, and window starts."""
+    chain = result.plan.chain()
+    times = result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
+    names = [n for n in PLOTTED if n in result.strategies]
+    singles = [n for n, s in result.strategies.items() if s.kind == "single"]
+    if len(singles) <= MAX_LISTED_SINGLES:
+        names += singles
+    log_w = {n: np.cumsum(result.strategies[n].log_growth[chain].reshape(-1)) for n in names}
+    return times, log_w, [i * result.plan.length for i in range(len(chain))]
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def equity_png(result: BacktestResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times, log_w, starts = _chain_paths(result)
+    fig, (ax, ax_dd) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    for name, lw in log_w.items():
+        s = result.strategies[name]
+        style = {"policy": dict(color="black", lw=2.2, zorder=5),
+                 "best_single_hindsight": dict(color="grey", lw=1.2, ls="--")}.get(name, {})
+        if s.kind == "single":
+            style = dict(lw=0.8, ls=":", alpha=0.8)
+        label = s.label if s.kind != "single" else name
+        ax.plot(times, np.exp(lw), label=label, **{"lw": 1.3, **style})
+        if s.kind in ("policy", "baseline"):
+            dd = 1 - np.exp(lw - np.maximum.accumulate(np.maximum(lw, 0.0)))
+            ax_dd.plot(times, -100 * dd, **{"lw": 1.1, **style})
+    for k in starts[1:]:
+        ax.axvline(times[k], color="0.8", lw=0.8)
+        ax_dd.axvline(times[k], color="0.8", lw=0.8)
+    info = _split_info(result)
+    ax.set_title(f"Wealth on the {info['name']} split ({len(starts)} non-overlapping window(s) of "
+                 f"{info['window_length']} bars, each from cash), cost {result.effective['cost_bps']:g} bps")
+    ax.set_ylabel("wealth (start = 1)")
+    ax.axhline(1.0, color="0.6", lw=0.6)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    ax.grid(alpha=0.3)
+    ax_dd.set_ylabel("drawdown %")
+    ax_dd.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def weights_png(result: BacktestResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = result.policy
+    assert p.weights is not None
+    chain = result.plan.chain()
+    times = result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
+    w = p.weights[chain].reshape(len(times), -1)
+    names = list(result.symbols) + (["CASH"] if result.effective["include_cash"] else [])
+    if len(names) > MAX_LISTED_SINGLES:  # the largest holdings by mean weight, the rest summed
+        order = np.argsort(-w.mean(axis=0))
+        top = order[: MAX_LISTED_SINGLES - 1]
+        rest = w[:, order[MAX_LISTED_SINGLES - 1:]].sum(axis=1, keepdims=True)
+        w, names = np.concatenate([w[:, top], rest], axis=1), [names[i] for i in top] + ["other"]
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    ax.stackplot(times, w.T, labels=names, alpha=0.9)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("target weight")
+    ax.set_title("Policy target weights (chain of non-overlapping windows)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.autofmt_xdate()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def report_html(result: BacktestResult, report: dict[str, Any], equity: bytes, weights: bytes) -> str:
+    """One self-contained page: no scripts, no external resources; the plots are base64 PNGs."""
+    esc = html.escape
+    names, means, best = _table(result)
+    beats = report["policy_beats"]
+    head = "".join(f"<th>{esc(SHORT[m])}</th>" for m in METRICS)
+    body = []
+    for n in names:
+        s = result.strategies[n]
+        cls = {"policy": "policy", "hindsight": "hindsight"}.get(s.kind, "")
+        cells = "".join(
+            f"<td class='{'best' if n in best.get(m, ()) else ''}'>{esc(_fmt(m, means[n][m]))}"
+            f"{' &#9733;' if n in best.get(m, ()) else ''}</td>" for m in METRICS)
+        beat = "&ndash;" if n == "policy" else f"{beats[n]['windows']}/{beats[n]['of']}"
+        body.append(f"<tr class='{cls}'><td class='name'>{esc(n)}<br><small>{esc(s.label)}</small></td>{cells}"
+                    f"<td>{beat}</td></tr>")
+    split, ck = report["split"], report["checkpoint"]
+    facts = [
+        ("Checkpoint", f"{ck['path']} (step {ck['step']})"),
+        ("Checkpoint sha256", ck["sha256"]),
+        ("Split", f"{split['name']}: decisions {split['first_decision']} .. {split['last_decision']}, prices to "
+                  f"{split['date_range'][1]}"),
+        ("Windows", f"{split['n_windows']} of {split['window_length']} bars, stride {split['stride']}"),
+        ("Costs", f"{result.effective['cost_bps']:g} bps one-way on traded non-cash weight"),
+        ("Execution", f"{result.effective['execution']}; cash asset: {result.effective['include_cash']}"),
+        ("Data", f"{report['data']['root']} ({len(result.symbols)} assets: {', '.join(result.symbols[:20])}"
+                 f"{' ...' if len(result.symbols) > 20 else ''}); matches checkpoint: "
+                 f"{report['data']['matches_checkpoint']}"),
+        ("Data sha256 (OHLC)", str(report["data"]["fingerprint"].get("ohlc_sha256"))),
+        ("Bars per year", f"{result.periods_per_year:.1f}"),
+        ("Overrides", ", ".join(f"{k}={v['used']!r} (checkpoint {v['checkpoint']!r})"
+                                for k, v in result.overrides.items()) or "none"),
+    ]
+    fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
+    notes = "".join(f"<li>{esc(n)}</li>" for n in result.notes) or "<li>none</li>"
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Backtest report</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; max-width: 1250px; }}
+table {{ border-collapse: collapse; margin: 12px 0; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td.name, table.facts th, table.facts td {{ text-align: left; }}
+tr.policy {{ background: #eef4ff; font-weight: bold; }}
+tr.hindsight {{ color: #777; font-style: italic; }}
+td.best {{ background: #d9f2d9; }}
+small {{ font-weight: normal; color: #555; }}
+img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }}
+</style></head><body>
+<h1>Backtest: does the policy beat simple strategies after costs?</h1>
+<table class="facts">{fact_rows}</table>
+<h2>Mean over windows</h2>
+<table><tr><th>strategy</th>{head}<th>policy beats (windows)</th></tr>
+{''.join(body)}</table>
+<p>&#9733; best in column among tradeable strategies (the hindsight line is excluded). Percentages are fractions of
+wealth; turnover is per bar. Per-window figures are in windows.json, medians in report.json.</p>
+<h2>Equity and drawdown</h2>
+<img alt="equity curves and drawdowns" src="data:image/png;base64,{b64(equity)}">
+<h2>Policy weights</h2>
+<img alt="policy target weights over time" src="data:image/png;base64,{b64(weights)}">
+<h2>Notes</h2><ul>{notes}</ul>
+</body></html>
+"""
+
+
+def write_report(result: BacktestResult, report_dir: str | Path) -> Path:
+    """Write every output into a new folder under ``report_dir`` and return that folder."""
+    out = new_report_dir(report_dir)
+    report = report_dict(result)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_json(out / "windows.json", windows_dict(result))
+    if result.options.trades:
+        atomic_write(out / "trades.jsonl", lambda fh: _write_trades(result, fh))
+    equity, weights = equity_png(result), weights_png(result)
+    atomic_write_bytes(out / "equity.png", equity)
+    atomic_write_bytes(out / "weights.png", weights)
+    atomic_write_text(out / "report.html", report_html(result, report, equity, weights))
+    return out
+

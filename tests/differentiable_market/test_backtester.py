@@ -1,0 +1,173 @@
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig
+from differentiable_market.data import bundled_sample_dir
+from differentiable_market.errors import CheckpointError
+from differentiable_market.marketsimulator import run as cli
+from differentiable_market.marketsimulator.backtester import BacktestOptions, plan_windows, run_backtest
+from differentiable_market.marketsimulator.report import new_report_dir, summary_table, write_report
+from differentiable_market.metrics import METRICS
+
+BASELINES = {"equal_weight", "buy_and_hold", "olmar", "inverse_vol", "best_single_hindsight",
+             "hold:AAPL", "hold:GOOG", "hold:IBM", "hold:MSFT"}
+
+
+def test_plan_windows_scores_only_bars_whose_prices_lie_in_the_split():
+    plan = plan_windows("test", (1000, 1320), horizon=2, window_length=100, stride=50)
+    assert plan.scorable == (1000, 1318)  # decision t earns O[t+2]/O[t+1]: t + 2 <= 1319
+    starts = plan.decision_bars[:, 0].tolist()
+    assert starts == [1000, 1050, 1100, 1150, 1200, 1218]  # the last one is aligned to the split's end
+    assert plan.decision_bars[-1, -1] == 1317
+    assert (np.diff(plan.decision_bars, axis=1) == 1).all()
+    assert plan.chain() == [0, 2, 4]
+    assert any("final window" in n for n in plan.notes)
+    exact = plan_windows("test", (0, 201), horizon=1, window_length=100, stride=50)
+    assert exact.decision_bars[:, 0].tolist() == [0, 50, 100] and not exact.notes
+
+
+def test_plan_windows_short_split_is_one_window():
+    plan = plan_windows("validation", (10, 60), horizon=2, window_length=256, stride=64)
+    assert plan.decision_bars.shape == (1, 48)
+    assert plan.decision_bars[0, 0] == 10 and plan.decision_bars[0, -1] == 57
+    assert "only 48" in plan.notes[0]
+
+
+def test_new_report_dir_never_reuses_a_folder(tmp_path):
+    made = {new_report_dir(tmp_path) for _ in range(3)}
+    assert len(made) == 3 and all(p.is_dir() and p.parent == tmp_path for p in made)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint from a short training run on the bundled sample."""
+    from differentiable_market.train import run_training
+
+    save = tmp_path_factory.mktemp("runs")
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(bundled_sample_dir())),
+        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        # float32: bf16 autocast on CPU costs seconds of one-time kernel set-up, more than this whole run.
+        train=TrainConfig(lookback=32, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          device="cpu", dtype="float32", compile="off", save_dir=str(save)),
+    )
+    run_dir = run_training(cfg, progress=False, argv=[])
+    return run_dir / "checkpoints" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def backtest(checkpoint, tmp_path_factory):
+    result = run_backtest(BacktestOptions(checkpoint=str(checkpoint)), log=lambda *_: None)
+    out = write_report(result, tmp_path_factory.mktemp("evals"))
+    return result, out
+
+
+def _independent_equal_weight(market, bars, cost_rate):
+    """Loop over bars: start in cash, rebalance to 1/A at the next open, hold to the open after."""
+    n = market.n_assets
+    out = []
+    for window in bars:
+        wealth, held = 1.0, np.zeros(n)
+        for t in window:
+            g = market.open[t + 2] / market.open[t + 1]
+            target = np.full(n, 1.0 / n)
+            wealth *= 1 - cost_rate * np.abs(target - held).sum()
+            wealth *= target @ g
+            held = target * g / (target @ g)
+        out.append(wealth - 1)
+    return np.array(out)
+
+
+def test_report_files_are_complete_and_consistent(backtest, checkpoint, sample_market):
+    result, out = backtest
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["equity.png", "report.html", "report.json", "trades.jsonl", "weights.png", "windows.json"]
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert report["split"]["name"] == "test"
+    assert report["data"]["fingerprint"]["ohlc_sha256"] == sample_market.fingerprint()["ohlc_sha256"]
+    assert report["data"]["matches_checkpoint"] is True
+    assert report["settings"]["cost_bps"] == 10.0 and report["overrides"] == {}
+    assert set(report["strategies"]) == BASELINES | {"policy"}
+    assert set(report["policy_beats"]) == BASELINES
+    for s in report["strategies"].values():
+        assert set(s["mean"]) == set(METRICS) and set(s["median"]) == set(METRICS)
+    assert report["strategies"]["best_single_hindsight"]["kind"] == "hindsight"
+    assert 240 < report["data"]["bars_per_year"] < 260  # US trading days
+
+    windows = json.loads((out / "windows.json").read_text())["windows"]
+    n_windows = report["split"]["n_windows"]
+    assert len(windows) == n_windows >= 2
+    for name, s in report["strategies"].items():
+        per_window = [w["metrics"][name]["total_return"] for w in windows]
+        assert s["mean"]["total_return"] == pytest.approx(np.mean(per_window), rel=1e-12)
+    beats = sum(w["metrics"]["policy"]["total_return"] > w["metrics"]["equal_weight"]["total_return"]
+                for w in windows)
+    assert report["policy_beats"]["equal_weight"] == {"windows": beats, "of": n_windows}
+
+    # Equal weight against an independent loop over the raw open prices of the same windows.
+    expected = _independent_equal_weight(sample_market, result.plan.decision_bars, 1e-3)
+    got = [w["metrics"]["equal_weight"]["total_return"] for w in windows]
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+    rows = [json.loads(line) for line in (out / "trades.jsonl").read_text().splitlines()]
+    assert len(rows) == n_windows * report["split"]["window_length"]
+    for k in range(n_windows):
+        mine = [r for r in rows if r["window"] == k]
+        assert [r["step"] for r in mine] == list(range(len(mine)))
+        lg = np.array([r["log_growth"] for r in mine])
+        np.testing.assert_allclose([r["wealth"] for r in mine], np.exp(np.cumsum(lg)), rtol=1e-12)
+        assert mine[-1]["wealth"] - 1 == pytest.approx(windows[k]["metrics"]["policy"]["total_return"], rel=1e-9)
+        assert mine[0]["timestamp"] == windows[k]["first_decision"]
+    for r in rows:
+        assert set(r["weights"]) == {"AAPL", "GOOG", "IBM", "MSFT"}
+        assert sum(r["weights"].values()) == pytest.approx(1.0, abs=1e-12)
+        assert min(r["weights"].values()) >= 0
+        assert r["fee"] == pytest.approx(1e-3 * r["turnover"], rel=1e-12, abs=1e-18)
+    assert rows[0]["turnover"] == pytest.approx(1.0)  # the first trade buys in from cash
+
+    for png in ("equity.png", "weights.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+    table = summary_table(result)
+    assert "policy" in table and "best_single_hindsight (hindsight)" in table and "*" in table
+
+
+def test_overrides_are_applied_and_recorded(checkpoint, tmp_path):
+    result = run_backtest(BacktestOptions(checkpoint=str(checkpoint), cost_bps=0.0, trades=False, split="validation",
+                                          window_length=64, stride=32), log=lambda *_: None)
+    out = write_report(result, tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    assert report["overrides"] == {"cost_bps": {"checkpoint": 10.0, "used": 0.0}}
+    assert report["split"]["name"] == "validation" and report["split"]["window_length"] == 64
+    assert all(s["mean"]["fees_paid"] == 0.0 for s in report["strategies"].values())
+    assert not (out / "trades.jsonl").exists()
+    # Same checkpoint, same data: deterministic to the last bit.
+    again = run_backtest(BacktestOptions(checkpoint=str(checkpoint), cost_bps=0.0, trades=False, split="validation",
+                                         window_length=64, stride=32), log=lambda *_: None)
+    np.testing.assert_array_equal(again.policy.log_growth, result.policy.log_growth)
+
+
+def test_mismatched_data_and_cash_override_are_clear_errors(checkpoint, tmp_path, capsys):
+    data = tmp_path / "three"
+    data.mkdir()
+    for sym in ("AAPL", "GOOG", "IBM"):
+        shutil.copy(bundled_sample_dir() / f"{sym}.csv", data / f"{sym}.csv")
+    with pytest.raises(CheckpointError, match="MSFT"):
+        run_backtest(BacktestOptions(checkpoint=str(checkpoint), data_root=str(data)), log=lambda *_: None)
+    with pytest.raises(CheckpointError, match="include_cash"):
+        run_backtest(BacktestOptions(checkpoint=str(checkpoint), include_cash=True), log=lambda *_: None)
+    code = cli.main(["--checkpoint", str(checkpoint), "--data-root", str(data), "--report-dir", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "MSFT" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
