@@ -63,7 +63,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "config": config_to_dict(config),
         "symbols": list(symbols),
         "feature_spec": feature_spec.to_dict(),
@@ -95,7 +95,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"Refused to load {path}: it contains pickled objects other than tensors and plain data, which could run "
-            f"code when loaded. Only checkpoints written by differentiable_market are accepted. ({_first_line(exc)})"
+            f"code when loaded. Only checkpoints written by differentiable_market are accepted. ({_unsafe_global(exc)})"
         ) from None
     except (RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(
@@ -167,6 +167,13 @@ def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...], feature_spe
             f"Feature spec differs from checkpoint {ckpt.path}: data gives {list(feature_spec.names)}, checkpoint "
             f"expects {list(ckpt.feature_spec.names)}."
         )
+
+
+def _unsafe_global(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if "Unsupported global" in line:
+            return line.strip().split(" was not")[0].replace("WeightsUnpickler error: ", "")
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from .errors import ConfigError
 def environment_record(device: torch.device) -> dict[str, Any]:
     return {
         "package_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "python_version": sys.version.split()[0],
         "platform": platform.platform(),
         "device": str(device),

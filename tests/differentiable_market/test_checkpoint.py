@@ -1,0 +1,87 @@
+import io
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from differentiable_market.checkpoint import build_policy, check_market_matches, load_checkpoint, save_checkpoint
+from differentiable_market.config import ExperimentConfig, PolicyConfig
+from differentiable_market.errors import CheckpointError
+from differentiable_market.features import fit_feature_spec
+from differentiable_market.policy import DirichletGRUPolicy
+from differentiable_market.synthetic import random_walk_market
+
+MARKER = Path("/tmp/differentiable_market_pwned_marker")
+
+
+def _save(path: Path, include_cash: bool = False) -> tuple[DirichletGRUPolicy, tuple[str, ...]]:
+    market = random_walk_market(120, 3, seed=0)
+    cfg = ExperimentConfig(policy=PolicyConfig(hidden_size=8, head_hidden=8))
+    spec = fit_feature_spec(market, cfg.features, 60)
+    torch.manual_seed(0)
+    policy = DirichletGRUPolicy(cfg.policy, 3, len(spec.names), include_cash)
+    save_checkpoint(path, config=cfg, symbols=market.symbols, feature_spec=spec, policy=policy, step=7,
+                    data_fingerprint=market.fingerprint(), splits={"train": [0, 60]}, best_score=0.5)
+    return policy, market.symbols
+
+
+def test_roundtrip_rebuilds_the_same_policy(tmp_path):
+    policy, symbols = _save(tmp_path / "a.pt")
+    ckpt = load_checkpoint(tmp_path / "a.pt")
+    assert ckpt.step == 7 and ckpt.symbols == symbols and ckpt.best_score == 0.5
+    assert len(ckpt.sha256) == 64
+    rebuilt = build_policy(ckpt)
+    feats = torch.randn(2, 5, 3, ckpt.n_features)
+    torch.testing.assert_close(rebuilt.encode(feats), policy.encode(feats), rtol=0, atol=0)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (MARKER,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_path):
+    MARKER.unlink(missing_ok=True)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "differentiable_market.checkpoint", "payload": _Exploit()}, evil)
+    # sanity: unrestricted unpickling would indeed run it
+    with pytest.raises(CheckpointError, match="Refused to load .*evil.pt.*could run code"):
+        load_checkpoint(evil)
+    assert not MARKER.exists()
+    torch.load(evil, weights_only=False)
+    assert MARKER.exists()
+    MARKER.unlink()
+
+
+def test_truncated_and_foreign_files_get_clear_errors(tmp_path):
+    _save(tmp_path / "a.pt")
+    data = (tmp_path / "a.pt").read_bytes()
+    (tmp_path / "torn.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="torn.pt"):
+        load_checkpoint(tmp_path / "torn.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a differentiable_market checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_mismatched_symbols_and_cash_layout_are_named(tmp_path):
+    _save(tmp_path / "a.pt")
+    ckpt = load_checkpoint(tmp_path / "a.pt")
+    with pytest.raises(CheckpointError, match=r"missing from the data: \['S002'\].*not in the checkpoint: \['XYZ'\]"):
+        check_market_matches(ckpt, ("S000", "S001", "XYZ"))
+    with pytest.raises(CheckpointError, match="different order"):
+        check_market_matches(ckpt, ("S001", "S000", "S002"))
+    check_market_matches(ckpt, ckpt.symbols)
+    with pytest.raises(CheckpointError, match="include_cash=False"):
+        build_policy(ckpt, include_cash=True)
+
+
+def test_checkpoint_is_plain_data(tmp_path):
+    _save(tmp_path / "a.pt")
+    payload = torch.load(io.BytesIO((tmp_path / "a.pt").read_bytes()), weights_only=True)
+    assert set(payload) >= {"config", "symbols", "feature_spec", "policy", "step", "data_fingerprint"}
+    assert payload["config"]["env"]["cost_bps"] == 10.0
+    pickle.dumps(payload["config"])  # JSON-able dicts

@@ -1,0 +1,138 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from differentiable_market.checkpoint import build_policy, load_checkpoint
+from differentiable_market.runlog import create_run_dir
+from differentiable_market.train import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--lookback", "32", "--batch-windows", "4", "--rollout-groups", "2", "--hidden-size", "8",
+        "--no-progress"]
+
+
+def _run_dirs(save_dir: Path) -> list[Path]:
+    return sorted(p for p in save_dir.iterdir() if p.is_dir())
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_on_the_bundled_sample_leaves_a_complete_run_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no trainingdata/ here: falls back to the bundled sample
+    assert main(TINY + ["--epochs", "4", "--eval-interval", "2", "--log-interval", "1", "--save-dir", "runs"]) == 0
+    out = capsys.readouterr().out
+    assert "bundled daily sample" in out
+    (run_dir,) = _run_dirs(tmp_path / "runs")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"]["symbols"] == ["AAPL", "GOOG", "IBM", "MSFT"]
+    assert config["data"]["n_bars"] == 2148 and len(config["data"]["ohlc_sha256"]) == 64
+    assert config["config"]["train"]["lookback"] == 32 and config["config"]["env"]["cost_bps"] == 10.0
+    assert config["environment"]["torch_version"] == str(torch.__version__)
+    rows = _rows(run_dir)
+    assert rows[0]["type"] == "header"
+    train = [r for r in rows if r["type"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    for key in ("loss", "reward_mean", "reward_std", "kl", "entropy", "peak_mem_gb", "microbatch", "windows",
+                "env_steps_per_s"):
+        assert all(isinstance(r[key], (int, float)) for r in train), key
+    assert all(r["env_steps_per_s"] > 0 and r["windows"] == 4 for r in train)
+    val = [r for r in rows if r["type"] == "validation"]
+    assert [r["step"] for r in val] == [2, 4]
+    for side in ("policy", "equal_weight"):
+        assert {"annualised_return", "sharpe", "max_drawdown", "turnover"} <= set(val[0][side])
+    assert val[0]["bars"] == val[0]["bars"] and val[0]["bars"] > 100
+    latest = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert latest.step == 4 and latest.training_state is not None and best.training_state is None
+    assert best.step == max(val, key=lambda r: r["score"])["step"]
+    assert build_policy(best).n_out == 4
+
+
+def test_run_folders_are_unique_within_one_second(tmp_path):
+    dirs = {create_run_dir(tmp_path) for _ in range(3)}
+    assert len(dirs) == 3
+
+
+def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(TINY + ["--epochs", "1", "--save-dir", str(blocker / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot write to save directory" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_save_dir_is_reported(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    assert main(TINY + ["--epochs", "1", "--save-dir", str(ro)]) == 2
+    assert "Cannot write to save directory" in capsys.readouterr().err
+
+
+def test_user_errors_exit_2_with_a_message_not_a_traceback(tmp_path, capsys):
+    assert main(TINY + ["--data-root", str(tmp_path / "nope"), "--save-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "Traceback" not in err
+    assert main(TINY + ["--microbatch-windows", "3", "--save-dir", str(tmp_path)]) == 2
+    assert "microbatch_windows" in capsys.readouterr().err
+
+
+def test_help_explains_every_flag_with_units():
+    text = build_parser().format_help()
+    for flag in ("--data-root", "--data-glob", "--lookback", "--batch-windows", "--rollout-groups", "--epochs",
+                 "--device", "--dtype", "--no-muon", "--no-compile", "--save-dir", "--microbatch-windows",
+                 "--gradient-checkpointing", "--risk-aversion", "--drawdown-lambda", "--include-cash", "--cost-bps",
+                 "--seed", "--eval-interval", "--resume", "--init-checkpoint"):
+        assert flag in text, flag
+    assert "basis points" in text and "bars per training window" in text
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
+    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--save-dir", str(tmp_path)]) == 0
+    (run_dir,) = _run_dirs(tmp_path)
+    assert main(["--resume", str(run_dir), "--cost-bps", "5"]) == 2
+    assert "drop --cost-bps" in capsys.readouterr().err
+    assert main(["--resume", str(run_dir / "checkpoints" / "best.pt")]) == 2
+    assert "no training state" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_to_the_same_final_state(tmp_path):
+    args = TINY + ["--epochs", "24", "--eval-interval", "3", "--log-interval", "1", "--seed", "7"]
+    # Reference: one uninterrupted run.
+    assert main(args + ["--save-dir", str(tmp_path / "ref")]) == 0
+    (ref_dir,) = _run_dirs(tmp_path / "ref")
+    # Interrupted run: SIGKILL once the first checkpoint exists, then resume.
+    save = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "differentiable_market.train", *args, "--save-dir", str(save)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(save.glob("*/checkpoints/latest.pt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = _run_dirs(save)
+    killed_at = load_checkpoint(run_dir / "checkpoints" / "latest.pt").step
+    assert 3 <= killed_at < 24, "the kill should land part-way"
+    assert main(["--resume", str(run_dir), "--no-progress"]) == 0
+    a = load_checkpoint(ref_dir / "checkpoints" / "latest.pt")
+    b = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert a.step == b.step == 24
+    for key, value in a.policy_state.items():
+        assert torch.equal(value, b.policy_state[key]), key
+    assert a.best_score == b.best_score
+    # metrics.jsonl: every step logged exactly once, with the same values as the uninterrupted run
+    ref_train = [r for r in _rows(ref_dir) if r["type"] == "train"]
+    got_train = [r for r in _rows(run_dir) if r["type"] == "train"]
+    assert [r["step"] for r in got_train] == list(range(1, 25))
+    assert [r["loss"] for r in got_train] == [r["loss"] for r in ref_train]
