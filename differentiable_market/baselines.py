@@ -96,13 +96,14 @@ def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window
         raise ValueError(f"OLMAR window must be >= 2, got {window}.")
     close = close_ta.to(torch.float64)
     n_bars, n_assets = close.shape
-    cum = torch.cat([torch.zeros_like(close[:1]), torch.cumsum(close, dim=0)], dim=0)
     idx = torch.arange(n_bars, device=close.device)
-    lo = torch.clamp(idx - window + 1, min=0)
-    moving_average = (cum[idx + 1] - cum[lo]) / (idx + 1 - lo).unsqueeze(-1).to(close.dtype)
-    x_pred = moving_average / close  # [T, A]
     ready = idx >= window  # [T]
-
+    # Direct sums over each trailing window (not differences of a running sum, whose rounding OLMAR's large step
+    # amplifies); bars without a full window get 1, and are never used since they are not ready.
+    x_pred = torch.ones_like(close)
+    if n_bars >= window:
+        moving_average = close.unfold(0, window, 1).mean(dim=-1)  # row k: bars k .. k + window - 1
+        x_pred[window - 1:] = moving_average / close[window - 1:]
     x_wla = x_pred[decision_bars_wl]
     ready_wl = ready[decision_bars_wl]
     n_windows, length = decision_bars_wl.shape

@@ -12,8 +12,8 @@ Every strategy, the policy included, starts each window in cash (the entry trade
 ``env.account`` with exact |x| (``smooth_eps=None``), in float64, on the same growth tensor and the same cost rate.
 The policy runs with its mean (deterministic) action from a cold start at the window's first bar, fed its own
 drifted holdings as training does, drifted only to the close of the bar it decides on (``env.observed_growth``):
-in "open" mode the next open is not known at that time. Trailing signals (features, OLMAR's moving average, inverse volatility)
-may use bars before the window: they are in the past, not look-ahead.
+in "open" mode the next open is not known at that time. Trailing signals (features, OLMAR's moving average, inverse
+volatility) may use bars before the window: they are in the past, not look-ahead.
 """
 
 from __future__ import annotations
@@ -155,7 +155,8 @@ def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: 
     out: list[tuple[str, str, StrategyKind, torch.Tensor]] = [
         ("equal_weight", "Equal weight, rebalanced every bar", "baseline",
          baselines.equal_weight(shape, n, include_cash)),
-        ("buy_and_hold", "Buy and hold from equal weight", "baseline", baselines.buy_and_hold(growth_wla, include_cash)),
+        ("buy_and_hold", "Buy and hold from equal weight", "baseline",
+         baselines.buy_and_hold(growth_wla, include_cash)),
         ("olmar", f"OLMAR (window {options.olmar_window}, eps {options.olmar_eps:g})", "baseline",
          baselines.olmar(close_ta, bars_wl, include_cash, options.olmar_window, options.olmar_eps)),
         ("inverse_vol", f"Inverse volatility ({options.vol_lookback}-bar trailing)", "baseline",

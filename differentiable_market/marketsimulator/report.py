@@ -1,4 +1,4 @@
-"""Backtest outputs: report.json, windows.json, trades.jsonl, equity.png, weights.png, report.html, and the console table.
+"""Backtest outputs: report.json, windows.json, trades.jsonl, equity.png, weights.png, report.html, console table.
 
 Every file is written atomically into a new folder ``<report-dir>/<UTC timestamp>[-n]/``; an existing folder is never
 reused. Numbers that are not finite (a Sharpe ratio of a flat path, say) are written as null.
@@ -211,7 +211,9 @@ def summary_table(result: BacktestResult) -> str:
         cells.append("-" if n == "policy" else f"{beats[n]['windows']}/{beats[n]['of']}")
         rows.append(cells)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    fmt_row = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    def fmt_row(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     lines = [fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in rows]
     info = _split_info(result)
     lines.append(f"Mean over {info['n_windows']} window(s) of {info['window_length']} bars, {info['name']} split "

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=get_args(SplitName), default="test", help="which split to score")
     p.add_argument("--data-root", default=None, help="data folder (default: the checkpoint's)")
     p.add_argument("--data-glob", default=None, help="file pattern in the data folder (default: the checkpoint's)")
-    p.add_argument("--cost-bps", type=float, default=None, help="one-way fee in basis points (default: the checkpoint's)")
+    p.add_argument("--cost-bps", type=float, default=None,
+                   help="one-way fee in basis points (default: the checkpoint's)")
     p.add_argument("--include-cash", action=argparse.BooleanOptionalAction, default=None,
                    help="cash asset (default: the checkpoint's; must match what the policy was trained with)")
     p.add_argument("--no-trades", action="store_true", help="do not write trades.jsonl")

@@ -136,3 +136,20 @@ def test_inverse_volatility_uses_trailing_returns_only():
     later = close.clone()
     later[120:] *= torch.linspace(0.5, 2.0, 4, dtype=torch.float64)
     torch.testing.assert_close(baselines.inverse_volatility(later, bars, False, lookback=30), w)
+
+
+@pytest.mark.slow
+def test_crosscheck_with_universal_portfolios():
+    """UCRP and OLMAR agree with universal-portfolios once its fee convention is applied to our weights."""
+    pytest.importorskip("universal.algos")  # optional: uv run --group crosscheck --with six pytest -m slow
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "crosscheck_universal_portfolios.py"
+    spec = importlib.util.spec_from_file_location("crosscheck_universal_portfolios", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for r in module.run(10.0)["results"]:
+        assert r["weights_max_abs_diff"] < 1e-9 and r["turnover_max_abs_diff_after_entry"] < 1e-9
+        assert abs(r["relative_diff_same_convention"]) < 1e-9
+        assert -0.01 < r["relative_diff"] < 0  # we also pay the entry fee and a multiplicative fee
