@@ -416,7 +416,8 @@ def test_objective_terms() -> None:
     expected = r.sum(axis=1) - 0.7 * r.shape[1] * r.var(axis=1) - 0.4 * smooth_max_drawdown(lg, 0.02).numpy()
     np.testing.assert_allclose(objective(lg, 0.7, 0.4, 0.02).numpy(), expected, rtol=1e-12)
     np.testing.assert_allclose(objective(lg, 0.0, 0.0, 0.02).numpy(), r.sum(axis=1), rtol=1e-14)
-    as_tensors = objective(lg, torch.tensor(0.7, dtype=F64), torch.tensor(0.4, dtype=F64), torch.tensor(0.02, dtype=F64))
+    weights = (torch.tensor(v, dtype=F64) for v in (0.7, 0.4, 0.02))
+    as_tensors = objective(lg, *weights)
     np.testing.assert_allclose(as_tensors.numpy(), expected, rtol=1e-12)
 
 
