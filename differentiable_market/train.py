@@ -85,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m differentiable_market.train",
         description="Train a Dirichlet GRU portfolio policy with GRPO through the differentiable market env.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=None,
     )
     g = ap.add_argument_group("data")

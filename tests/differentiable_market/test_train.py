@@ -136,3 +136,23 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path):
     got_train = [r for r in _rows(run_dir) if r["type"] == "train"]
     assert [r["step"] for r in got_train] == list(range(1, 25))
     assert [r["loss"] for r in got_train] == [r["loss"] for r in ref_train]
+
+
+def test_resume_or_init_with_different_data_names_the_difference(tmp_path, capsys, synthetic_ohlc, write_ohlc_csvs):
+    data = write_ohlc_csvs(synthetic_ohlc(700, 3, seed=5), tmp_path / "data")
+    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--data-root", str(data),
+                        "--save-dir", str(tmp_path / "runs")]) == 0
+    (run_dir,) = _run_dirs(tmp_path / "runs")
+    (data / "S02.csv").unlink()
+    assert main(["--resume", str(run_dir), "--data-root", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "missing from the data: ['S02']" in err and "Traceback" not in err
+    # same symbols, different prices: the fingerprint differs
+    write_ohlc_csvs(synthetic_ohlc(700, 3, seed=6), data)
+    assert main(["--resume", str(run_dir), "--data-root", str(data)]) == 2
+    assert "ohlc_sha256" in capsys.readouterr().err
+    # a policy for 3 assets cannot start a run on 2
+    (data / "S02.csv").unlink()
+    assert main(TINY + ["--init-checkpoint", str(run_dir), "--data-root", str(data),
+                        "--save-dir", str(tmp_path / "runs")]) == 2
+    assert "2 vs 3 assets" in capsys.readouterr().err
