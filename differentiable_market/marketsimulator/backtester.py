@@ -31,7 +31,7 @@ from ..checkpoint import Checkpoint, build_policy, check_market_matches, load_ch
 from ..config import ExperimentConfig, SplitName
 from ..data import MarketData, load_market, resolve_data_root
 from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
 from ..metrics import bars_per_year, path_metrics
 from ..rollout import deterministic_weights
@@ -59,7 +59,8 @@ class BacktestOptions:
 
     def __post_init__(self) -> None:
         if self.window_length < 2 or self.stride < 1:
-            raise ValueError(f"window length must be >= 2 and stride >= 1, got {self.window_length}, {self.stride}.")
+            raise ConfigError(f"--window-length must be >= 2 and --stride >= 1; got {self.window_length} and "
+                              f"{self.stride}.")
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m differentiable_market.marketsimulator.run",
         description="Backtest a checkpoint on rolling windows of a split against simple baselines, after costs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="run folder (uses checkpoints/best.pt) or a .pt file")
-    p.add_argument("--window-length", type=int, default=256, help="decision bars per window")
-    p.add_argument("--stride", type=int, default=64, help="bars between window starts")
-    p.add_argument("--split", choices=get_args(SplitName), default="test", help="which split to score")
+    p.add_argument("--window-length", type=int, default=256, help="decision bars per window (default: 256)")
+    p.add_argument("--stride", type=int, default=64, help="bars between window starts (default: 64)")
+    p.add_argument("--split", choices=get_args(SplitName), default="test", help="which split to score (default: test)")
     p.add_argument("--data-root", default=None, help="data folder (default: the checkpoint's)")
     p.add_argument("--data-glob", default=None, help="file pattern in the data folder (default: the checkpoint's)")
     p.add_argument("--cost-bps", type=float, default=None,
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-cash", action=argparse.BooleanOptionalAction, default=None,
                    help="cash asset (default: the checkpoint's; must match what the policy was trained with)")
     p.add_argument("--no-trades", action="store_true", help="do not write trades.jsonl")
-    p.add_argument("--report-dir", default="differentiable_market/evals", help="parent folder of report folders")
+    p.add_argument("--report-dir", default="differentiable_market/evals", help="parent folder of report folders (default: differentiable_market/evals)")
     return p
 
 
@@ -47,9 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = run_backtest(options)
         out = write_report(result, args.report_dir)
-    except ValueError as exc:  # options out of range
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except DifferentiableMarketError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
