@@ -66,6 +66,8 @@ class DirichletGRUPolicy(nn.Module):
 
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) from the state projection and the held weights (broadcastable)."""
-        z = F.gelu(state_proj + self.head_held(held))
+        # SiLU, not exact GELU: this build's exact GELU takes a multithreaded path even for 64 elements, and the
+        # rollout loop calls the head once per bar.
+        z = F.silu(state_proj + self.head_held(held))
         raw = self.head_out(z).float()
         return (F.softplus(raw) + self.cfg.alpha_floor).clamp(max=self.cfg.alpha_max)

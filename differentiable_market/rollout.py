@@ -29,14 +29,15 @@ class Paths(NamedTuple):
 def generate_paths(
     policy: DirichletGRUPolicy,
     state_proj: torch.Tensor,
-    growth: torch.Tensor,
+    observed: torch.Tensor,
     n_samples: int,
     with_mean: bool,
     generator: torch.Generator | None,
 ) -> Paths:
     """Roll the policy through the window.
 
-    state_proj: [B, T, K] head projection of the GRU states; growth: [B, T, A_out] gross growth of each decision.
+    state_proj: [B, T, K] head projection of the GRU states; observed: [B, T, A_out] growth of each decision's
+    position up to the next decision (``env.observed_growth``), which drifts the holdings the policy is shown.
     Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``.
     """
     b, t_len, _ = state_proj.shape
@@ -57,7 +58,7 @@ def generate_paths(
         w = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         weights_out[:, :, t] = w
         held_out[:, :, t] = held
-        held = drift(w, growth[:, None, t])
+        held = drift(w, observed[:, None, t])
     return Paths(weights_out, held_out)
 
 
@@ -77,15 +78,15 @@ def mean_weights(alpha: torch.Tensor) -> torch.Tensor:
 def deterministic_weights(
     policy: DirichletGRUPolicy,
     features: torch.Tensor,
-    growth: torch.Tensor,
+    observed: torch.Tensor,
     include_cash: bool,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Mean-action weights [B, T, A_out] for windows of features [B, T, A, F] and growth [B, T, A_out].
+    """Mean-action weights [B, T, A_out] for windows of features [B, T, A, F] and observed growth [B, T, A_out].
 
     Each window starts cold (zero GRU state, all cash), exactly as training windows do.
     """
     if include_cash != policy.include_cash:
         raise ValueError("include_cash must match the policy's output layout")
     state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
-    return generate_paths(policy, state_proj, growth, 0, True, None).weights[:, 0]
+    return generate_paths(policy, state_proj, observed, 0, True, None).weights[:, 0]

@@ -20,7 +20,7 @@ import torch
 from . import dirichlet
 from .config import ExperimentConfig, SplitName
 from .data import MarketData
-from .env import decision_growth, env_objective, execution_horizon, initial_holdings
+from .env import decision_growth, env_objective, execution_horizon, initial_holdings, observed_growth
 from .errors import ConfigError, DataError
 from .features import FeatureSpec, compute_features, fit_feature_spec
 from .metrics import bars_per_year, path_metrics
@@ -37,7 +37,8 @@ class MarketTensors:
     """Pre-built tensors on the training device; windows are gathered from them by indexing."""
 
     features: torch.Tensor  # [T, A, F] float32, causal and train-normalised
-    growth: torch.Tensor  # [T - horizon, A_out] gross growth of a decision made after bar t
+    growth: torch.Tensor  # [T - horizon, A_out] gross growth of a decision made after bar t (accounting)
+    observed: torch.Tensor  # [T - horizon, A_out] its growth up to the next decision (what the policy may see)
     splits: Splits
     horizon: int
     bars_per_year: float
@@ -57,15 +58,13 @@ def prepare_market(
     if feature_spec is None:
         feature_spec = fit_feature_spec(market, cfg.features, splits.train[1])
     features = torch.tensor(compute_features(market, feature_spec), dtype=torch.float32, device=device)
-    growth = decision_growth(
-        torch.tensor(market.open, dtype=torch.float64),
-        torch.tensor(market.close, dtype=torch.float64),
-        cfg.env.execution,
-        cfg.env.include_cash,
-    ).to(device=device, dtype=torch.float32)
+    prices = (torch.tensor(market.open), torch.tensor(market.close), cfg.env.execution, cfg.env.include_cash)
+    growth = decision_growth(*prices).to(device=device, dtype=torch.float32)
+    observed = observed_growth(*prices).to(device=device, dtype=torch.float32)
     tensors = MarketTensors(
         features=features,
         growth=growth,
+        observed=observed,
         splits=splits,
         horizon=execution_horizon(cfg.env.execution),
         bars_per_year=bars_per_year(market.timestamps),
@@ -150,14 +149,19 @@ class GRPOLoss:
         reference: DirichletGRUPolicy,
         features: torch.Tensor,
         growth: torch.Tensor,
+        observed: torch.Tensor,
         generator: torch.Generator | None,
         autocast_dtype: torch.dtype | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the loss and a stats vector (TRAIN_STATS order, grad_norm left 0) for windows [B, T, ...]."""
+        """Loss and a stats vector (TRAIN_STATS order, grad_norm left 0) for windows [B, T, ...].
+
+        ``growth`` is each decision's accounting growth; ``observed`` its growth up to the next decision, which
+        drifts the holdings the policy is shown (in open execution the next open is not yet known then).
+        """
         cfg, policy = self.cfg, self.policy
         groups = cfg.train.rollout_groups
         state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
-        paths = generate_paths(policy, state_proj.detach(), growth, groups, cfg.train.pathwise_weight > 0, generator)
+        paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator)
         initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
         sampled = paths.weights[:, :groups]
         with torch.no_grad():
@@ -182,9 +186,11 @@ def evaluate_split(
     tensors: MarketTensors,
     cfg: ExperimentConfig,
     split: SplitName,
-    autocast_dtype: torch.dtype | None,
 ) -> dict[str, Any]:
-    """Deterministic policy over a whole split (cold start at its first bar) next to equal weight, exact costs."""
+    """Deterministic policy over a whole split (cold start at its first bar) next to equal weight, exact costs.
+
+    Runs in float32 without autocast, as the backtester does, so validation and backtest numbers agree.
+    """
     start, stop = tensors.decision_range(split)
     if stop - start < 2:
         raise DataError(f"The {split} split has {stop - start} scorable bars; use smaller --lookback or more data.")
@@ -192,7 +198,7 @@ def evaluate_split(
     policy.eval()
     features = tensors.features[start:stop][None]
     growth = tensors.growth[start:stop][None]
-    weights = deterministic_weights(policy, features, growth, policy.include_cash, autocast_dtype)
+    weights = deterministic_weights(policy, features, tensors.observed[start:stop][None], policy.include_cash)
     policy.train(was_training)
     initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
     equal = torch.zeros(policy.n_out, device=features.device)
@@ -264,25 +270,26 @@ class Trainer:
     def params(self) -> list[torch.nn.Parameter]:
         return list(self.policy.parameters())
 
-    def sample_windows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features [B, L, A, F] and growth [B, L, A_out] of random training windows, gathered by indexing."""
+    def sample_windows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features [B, L, A, F], growth and observed growth [B, L, A_out] of random training windows."""
         starts = torch.randint(
             self._first_start, self._last_start + 1, (self.cfg.train.batch_windows,), generator=self.sampler
         ).to(self.device)
         idx = starts[:, None] + self._offsets
-        return self.tensors.features[idx], self.tensors.growth[idx]
+        return self.tensors.features[idx], self.tensors.growth[idx], self.tensors.observed[idx]
 
     def step(self) -> torch.Tensor | None:
         """One optimizer step over ``batch_windows`` windows (in microbatches). Returns stats, or None if skipped."""
         tc = self.cfg.train
-        features, growth = self.sample_windows()
+        features, growth, observed = self.sample_windows()
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         stats = torch.zeros(len(TRAIN_STATS), device=self.device)
         mb = tc.microbatch
         for lo in range(0, tc.batch_windows, mb):
+            part = slice(lo, lo + mb)
             loss, mb_stats = self.loss_fn(
-                self.reference, features[lo : lo + mb], growth[lo : lo + mb], self.actions, self.autocast
+                self.reference, features[part], growth[part], observed[part], self.actions, self.autocast
             )
             (loss * (mb / tc.batch_windows)).backward()
             stats += mb_stats * (mb / tc.batch_windows)
@@ -304,7 +311,7 @@ class Trainer:
         return stats
 
     def evaluate(self, split: SplitName = "validation") -> dict[str, Any]:
-        return evaluate_split(self.policy, self.tensors, self.cfg, split, self.autocast)
+        return evaluate_split(self.policy, self.tensors, self.cfg, split)
 
     # --- state for checkpoints and --resume -------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def _setup(include_cash: bool):
     return policy, feats, growth
 
 
-def test_paths_are_on_the_simplex_and_held_weights_are_the_drift():
+def test_paths_are_on_the_simplex_and_held_weights_are_the_observed_drift():
     policy, feats, growth = _setup(include_cash=True)
     proj = policy.state_projection(policy.encode(feats))
     gen = torch.Generator().manual_seed(1)

@@ -43,10 +43,10 @@ def test_microbatches_accumulate_to_the_full_batch_gradient():
     for mb in (None, 4):
         cfg = _cfg(microbatch_windows=mb, pg_weight=0.0, kl_weight=0.0, entropy_weight=0.0, dtype="float32")
         tr = _trainer(market, cfg)
-        features, growth = tr.sample_windows()
+        features, growth, observed = tr.sample_windows()
         for lo in range(0, 16, cfg.train.microbatch):
-            loss, _ = tr.loss_fn(tr.reference, features[lo:lo + cfg.train.microbatch],
-                                 growth[lo:lo + cfg.train.microbatch], tr.actions, tr.autocast)
+            part = slice(lo, lo + cfg.train.microbatch)
+            loss, _ = tr.loss_fn(tr.reference, features[part], growth[part], observed[part], tr.actions, tr.autocast)
             (loss * cfg.train.microbatch / 16).backward()
         grads.append([p.grad.clone() for p in tr.policy.parameters()])
     for a, b in zip(*grads):
@@ -110,3 +110,35 @@ def test_learns_a_planted_signal_and_claims_no_edge_on_a_random_walk():
     assert min(planted) > 0.08
     # no edge exists: the learned policy may differ from equal weight by luck, but not by a planted-signal margin
     assert max(abs(w) for w in walk) < 0.04
+
+
+def test_policy_decisions_do_not_see_the_next_open():
+    # Decision t is made after bar t closes; the open of bar t+1 (the overnight gap) must not reach it, not even
+    # through the drifted holdings the policy is shown.
+    market = random_walk_market(400, 3, seed=6)
+    cfg = _cfg()
+    tr = _trainer(market, cfg)
+    with torch.no_grad():
+        for p in tr.policy.parameters():
+            p.normal_(0, 0.5)
+    k = 300
+    gap_open = market.open.copy()
+    gap_open[k, 0] *= 1.3  # only asset 0's open of bar k moves; its close and every other bar stay
+    moved = MarketData.from_arrays(market.symbols, market.timestamps, gap_open, np.maximum(market.high, gap_open),
+                                   market.low, market.close, market.volume)
+    spec = _spec(cfg, market)
+    weights = []
+    for m in (market, moved):
+        tensors, _ = prepare_market(cfg, m, CPU, feature_spec=spec)
+        from differentiable_market.rollout import deterministic_weights
+
+        weights.append(deterministic_weights(tr.policy, tensors.features[None, 200:340], tensors.observed[None, 200:340],
+                                             False))
+    a, b = weights
+    torch.testing.assert_close(a[:, : k - 200], b[:, : k - 200], rtol=0, atol=0)  # decisions at bars < k
+    assert not torch.allclose(a[:, k - 200:], b[:, k - 200:])  # decision k, after bar k closes, may use it
+
+
+def _spec(cfg, market):
+    _, spec = prepare_market(cfg, market, CPU)
+    return spec
