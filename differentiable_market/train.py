@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -298,7 +299,7 @@ def run_training(
             if is_eval:
                 val = trainer.evaluate("validation")
                 score = val["policy"]["objective"]
-                improved = trainer.best_score is None or score > trainer.best_score
+                improved = math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
                 if improved:
                     trainer.best_score = score
                 log.write({"type": "validation", "step": step, "score": score, "best": improved, **val})
@@ -317,8 +318,9 @@ def run_training(
     finally:
         bar.close()
         log.close()
-    print(f"Done: {run_dir} (best validation objective {trainer.best_score:.4f}; "
-          f"{trainer.nonfinite_total} non-finite steps skipped).", flush=True)
+    best = "none" if trainer.best_score is None else f"{trainer.best_score:.4f}"
+    print(f"Done: {run_dir} (best validation objective {best}; {trainer.nonfinite_total} non-finite steps skipped).",
+          flush=True)
     return run_dir
 
 

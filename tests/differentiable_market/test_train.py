@@ -70,13 +70,47 @@ def test_unwritable_save_dir_is_reported_before_training(tmp_path, capsys):
     assert "Cannot write to save directory" in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_save_dir_is_reported(tmp_path, capsys):
+def _make_read_only(folder: Path) -> bool:
+    """Read-only for this process: chmod for a normal user; root ignores modes, so use the immutable flag."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        return True
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def test_read_only_save_dir_is_reported_before_training(tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    assert main(TINY + ["--epochs", "1", "--save-dir", str(ro)]) == 2
-    assert "Cannot write to save directory" in capsys.readouterr().err
+    if not _make_read_only(ro):
+        pytest.skip("cannot make a read-only folder here")
+    try:
+        assert main(TINY + ["--epochs", "1", "--save-dir", str(ro)]) == 2
+        err = capsys.readouterr().err
+        assert f"Cannot write to save directory {ro}" in err and "Traceback" not in err
+        assert "Run folder" not in capsys.readouterr().out
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(ro)], check=False)
+        ro.chmod(0o700)
+
+
+def test_repeated_non_finite_steps_stop_the_run_with_a_clear_message(tmp_path, capsys, monkeypatch):
+    import differentiable_market.train as train_module
+
+    real_prepare = train_module.prepare_market
+
+    def poisoned(*args, **kwargs):
+        tensors, spec = real_prepare(*args, **kwargs)
+        tensors.features.fill_(float("nan"))
+        return tensors, spec
+
+    monkeypatch.setattr(train_module, "prepare_market", poisoned)
+    assert main(TINY + ["--epochs", "50", "--eval-interval", "25", "--save-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "10 optimizer steps in a row had a non-finite loss or gradient (step 10)" in err
+    assert "--lr" in err and "Traceback" not in err
+    (run_dir,) = _run_dirs(tmp_path)
+    assert not (run_dir / "checkpoints" / "latest.pt").exists()  # nothing non-finite was saved
 
 
 def test_user_errors_exit_2_with_a_message_not_a_traceback(tmp_path, capsys):
