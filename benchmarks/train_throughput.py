@@ -79,7 +79,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
     step_s = statistics.median(time_steps(trainer, steps))
 
     # Policy forward+backward on one step's windows: the GRU pass and the teacher-forced head over all rollouts.
-    features, growth = trainer.sample_windows()
+    features, _, _ = trainer.sample_windows()
     policy = trainer.policy
     n_rows = cfg.train.rollout_groups + 1
     held = torch.full((features.shape[0], n_rows, features.shape[1], policy.n_out), 1.0 / policy.n_out, device=device)
@@ -153,7 +153,9 @@ def main() -> None:
             cmd += ["--microbatch-windows", str(args.microbatch_windows)]
         if args.gradient_checkpointing:
             cmd.append("--gradient-checkpointing")
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"configuration {name} failed:\n{out.stderr}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"done {name}", file=sys.stderr, flush=True)
     header = (f"{'config':<12}{'assets':>7}{'lookback':>9}{'ms/step':>9}{'env-steps/s':>13}{'peak GB':>9}"

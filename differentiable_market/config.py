@@ -129,6 +129,7 @@ class TrainConfig:
     kl_weight: float = 0.01  # weight of KL(policy || EMA reference)
     entropy_weight: float = 1e-3  # weight of the Dirichlet entropy bonus
     clip_eps: float = 0.2  # PPO/GRPO ratio clip
+    updates_per_batch: int = 1  # optimizer steps on each batch of rollouts (the ratio clip binds from the second)
     ema_decay: float = 0.99  # reference policy = EMA of policy weights with this decay per step
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"  # autocast dtype for the GRU; Dirichlet math stays in float32
@@ -151,6 +152,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.microbatch_windows ({mb}) must divide train.batch_windows ({self.batch_windows})."
             )
+        if self.updates_per_batch < 1:
+            raise ConfigError(f"train.updates_per_batch must be >= 1, got {self.updates_per_batch}.")
         if self.eval_interval < 1 or self.log_interval < 1:
             raise ConfigError("train.eval_interval and train.log_interval must be >= 1.")
 

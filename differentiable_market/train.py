@@ -65,6 +65,8 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "kl_weight": ("train", "kl_weight"),
     "entropy_weight": ("train", "entropy_weight"),
     "ema_decay": ("train", "ema_decay"),
+    "clip_eps": ("train", "clip_eps"),
+    "updates_per_batch": ("train", "updates_per_batch"),
     "device": ("train", "device"),
     "dtype": ("train", "dtype"),
     "compile": ("train", "compile"),
@@ -133,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--entropy-weight", type=float, help=f"weight of the entropy bonus (default: {t.entropy_weight})")
     g.add_argument("--ema-decay", type=float, help=f"EMA decay of the reference policy per step "
                    f"(default: {t.ema_decay})")
+    g.add_argument("--clip-eps", type=float, help=f"GRPO ratio clip (default: {t.clip_eps})")
+    g.add_argument("--updates-per-batch", type=int, help=f"optimizer steps on each batch of rollouts; the ratio clip "
+                   f"binds from the second (default: {t.updates_per_batch})")
     g.add_argument("--seed", type=int, help=f"seed of initialisation, window sampling and rollouts (default: {t.seed})")
     g.add_argument("--eval-interval", type=int, help=f"steps between validation and checkpoints "
                    f"(default: {t.eval_interval})")

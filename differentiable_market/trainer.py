@@ -103,8 +103,22 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
     return mode == "on"
 
 
+@dataclass
+class Rollouts:
+    """What one microbatch's rollouts leave for the updates that follow them (all without gradient)."""
+
+    features: torch.Tensor  # [B, T, A, F]
+    growth: torch.Tensor  # [B, T, A_out]
+    held: torch.Tensor  # [B, R, T, A_out] holdings shown to the policy; R = groups (+1 for the mean path)
+    sampled: torch.Tensor  # [B, G, T, A_out]
+    advantages: torch.Tensor  # [B, G]
+    alpha_ref: torch.Tensor  # [B, G, T, A_out] reference concentrations on the same inputs
+    rewards: torch.Tensor  # [B, G] exact-cost objectives of the sampled paths
+    old_logp: torch.Tensor | None = None  # [B, G, T] log-probs under the policy that drew them (set by update 0)
+
+
 class GRPOLoss:
-    """Loss of one microbatch of windows; holds the (optionally compiled) teacher-forced scoring function."""
+    """Rollouts and loss of one microbatch of windows; holds the (optionally compiled) scoring function."""
 
     def __init__(self, cfg: ExperimentConfig, policy: DirichletGRUPolicy, compile_scoring: bool) -> None:
         self.cfg = cfg
@@ -119,6 +133,7 @@ class GRPOLoss:
         held: torch.Tensor,
         sampled: torch.Tensor,
         advantages: torch.Tensor,
+        old_logp: torch.Tensor | None,
         alpha_ref: torch.Tensor,
         growth: torch.Tensor,
         initial: torch.Tensor,
@@ -128,9 +143,8 @@ class GRPOLoss:
         alpha = self.policy.concentrations(state_proj[:, None], held)  # [B, R, T, A]
         alpha_s = alpha[:, :groups]
         logp = dirichlet.log_prob(alpha_s, sampled)
-        # One update per batch of rollouts, so the old policy is the current one; the clip bounds the ratio
-        # where the rollouts were drawn by an earlier copy (not the case here) and keeps the standard GRPO form.
-        ratio = torch.exp(logp - logp.detach())
+        # Per-bar ratio to the policy that drew the rollouts; on the first update that policy is this one.
+        ratio = torch.exp(logp - (logp.detach() if old_logp is None else old_logp))
         adv = advantages[..., None]
         pg = -torch.minimum(ratio * adv, ratio.clamp(1 - tc.clip_eps, 1 + tc.clip_eps) * adv).mean()
         entropy = dirichlet.entropy(alpha_s).mean()
@@ -142,7 +156,58 @@ class GRPOLoss:
             loss = loss - tc.pathwise_weight * pathwise
         else:
             pathwise = torch.zeros((), device=loss.device)
-        return loss, pg, kl, entropy, pathwise
+        return loss, pg, kl, entropy, pathwise, logp.detach()
+
+    def collect(
+        self,
+        reference: DirichletGRUPolicy,
+        features: torch.Tensor,
+        growth: torch.Tensor,
+        observed: torch.Tensor,
+        generator: torch.Generator | None,
+        autocast_dtype: torch.dtype | None,
+    ) -> tuple[Rollouts, torch.Tensor]:
+        """Sample the rollouts of windows [B, T, ...]; also returns the GRU state projection, with gradient.
+
+        ``growth`` is each decision's accounting growth; ``observed`` its growth up to the next decision, which
+        drifts the holdings the policy is shown (in open execution the next open is not yet known then).
+        """
+        cfg, policy = self.cfg, self.policy
+        groups = cfg.train.rollout_groups
+        state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
+        paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator)
+        sampled = paths.weights[:, :groups]
+        with torch.no_grad():
+            initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
+            rewards, _ = env_objective(sampled, growth[:, None], initial, cfg.env, smooth=False)  # [B, G]
+            std = rewards.std(dim=1, keepdim=True)
+            advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
+            ref_proj = reference.state_projection(reference.encode(features, autocast_dtype))
+            alpha_ref = reference.concentrations(ref_proj[:, None], paths.held[:, :groups])
+        return Rollouts(features, growth, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
+
+    def loss(
+        self, ro: Rollouts, state_proj: torch.Tensor | None, autocast_dtype: torch.dtype | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and a stats vector (TRAIN_STATS order, grad_norm left 0); records old log-probs on first use.
+
+        ``state_proj`` is the projection returned by ``collect`` for the first update; later updates recompute it
+        with the updated weights.
+        """
+        policy = self.policy
+        if state_proj is None:
+            state_proj = policy.state_projection(policy.encode(ro.features, autocast_dtype))
+        initial = initial_holdings(policy.n_out, policy.include_cash, ro.features.device)
+        loss, pg, kl, entropy, pathwise, logp = self.scoring(
+            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, ro.growth, initial
+        )
+        if ro.old_logp is None:
+            ro.old_logp = logp
+        stats = torch.stack(
+            [loss.detach(), ro.rewards.mean(), ro.rewards.std(dim=1).mean(), kl.detach(), entropy.detach(),
+             pathwise.detach(), pg.detach(), torch.zeros((), device=loss.device)]
+        )
+        return loss, stats
 
     def __call__(
         self,
@@ -153,31 +218,9 @@ class GRPOLoss:
         generator: torch.Generator | None,
         autocast_dtype: torch.dtype | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and a stats vector (TRAIN_STATS order, grad_norm left 0) for windows [B, T, ...].
-
-        ``growth`` is each decision's accounting growth; ``observed`` its growth up to the next decision, which
-        drifts the holdings the policy is shown (in open execution the next open is not yet known then).
-        """
-        cfg, policy = self.cfg, self.policy
-        groups = cfg.train.rollout_groups
-        state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
-        paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator)
-        initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
-        sampled = paths.weights[:, :groups]
-        with torch.no_grad():
-            rewards, _ = env_objective(sampled, growth[:, None], initial, cfg.env, smooth=False)  # [B, G]
-            std = rewards.std(dim=1, keepdim=True)
-            advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
-            ref_proj = reference.state_projection(reference.encode(features, autocast_dtype))
-            alpha_ref = reference.concentrations(ref_proj[:, None], paths.held[:, :groups])
-        loss, pg, kl, entropy, pathwise = self.scoring(
-            state_proj, paths.held, sampled, advantages, alpha_ref, growth, initial
-        )
-        stats = torch.stack(
-            [loss.detach(), rewards.mean(), std.mean(), kl.detach(), entropy.detach(), pathwise.detach(), pg.detach(),
-             torch.zeros((), device=loss.device)]
-        )
-        return loss, stats
+        """Rollouts and the first update's loss, in one call."""
+        ro, state_proj = self.collect(reference, features, growth, observed, generator, autocast_dtype)
+        return self.loss(ro, state_proj, autocast_dtype)
 
 
 @torch.no_grad()
@@ -279,36 +322,48 @@ class Trainer:
         return self.tensors.features[idx], self.tensors.growth[idx], self.tensors.observed[idx]
 
     def step(self) -> torch.Tensor | None:
-        """One optimizer step over ``batch_windows`` windows (in microbatches). Returns stats, or None if skipped."""
+        """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over
+        microbatches). Returns the mean stats of the updates, or None if a non-finite update was skipped."""
         tc = self.cfg.train
         features, growth, observed = self.sample_windows()
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        stats = torch.zeros(len(TRAIN_STATS), device=self.device)
         mb = tc.microbatch
-        for lo in range(0, tc.batch_windows, mb):
-            part = slice(lo, lo + mb)
-            loss, mb_stats = self.loss_fn(
-                self.reference, features[part], growth[part], observed[part], self.actions, self.autocast
-            )
-            (loss * (mb / tc.batch_windows)).backward()
-            stats += mb_stats * (mb / tc.batch_windows)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
-        stats[-1] = grad_norm
-        # The one host sync per step: a non-finite loss or gradient must not reach the weights.
-        if not bool(torch.isfinite(stats).all()):
+        parts = [slice(lo, lo + mb) for lo in range(0, tc.batch_windows, mb)]
+        rollouts: list[Rollouts] = []
+        total = torch.zeros(len(TRAIN_STATS), device=self.device)
+        skipped = False
+        for update in range(tc.updates_per_batch):
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
+            stats = torch.zeros(len(TRAIN_STATS), device=self.device)
+            for i, part in enumerate(parts):
+                if update == 0:
+                    ro, state_proj = self.loss_fn.collect(
+                        self.reference, features[part], growth[part], observed[part], self.actions, self.autocast
+                    )
+                    rollouts.append(ro)
+                else:
+                    ro, state_proj = rollouts[i], None
+                loss, mb_stats = self.loss_fn.loss(ro, state_proj, self.autocast)
+                (loss * (mb / tc.batch_windows)).backward()
+                stats += mb_stats * (mb / tc.batch_windows)
+            stats[-1] = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
+            # The one host sync per update: a non-finite loss or gradient must not reach the weights.
+            if not bool(torch.isfinite(stats).all()):
+                for opt in self.optimizers:
+                    opt.zero_grad(set_to_none=True)
+                skipped = True
+                break
+            for opt in self.optimizers:
+                opt.step()
+            ema_update(self.reference, self.policy, tc.ema_decay)
+            total += stats
+        self.step_count += 1
+        if skipped:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
-            self.step_count += 1
             return None
         self.nonfinite_run = 0
-        for opt in self.optimizers:
-            opt.step()
-        ema_update(self.reference, self.policy, tc.ema_decay)
-        self.step_count += 1
-        return stats
+        return total / tc.updates_per_batch
 
     def evaluate(self, split: SplitName = "validation") -> dict[str, Any]:
         return evaluate_split(self.policy, self.tensors, self.cfg, split)
