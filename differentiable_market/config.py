@@ -121,7 +121,7 @@ class TrainConfig:
     microbatch_windows: int | None = None  # windows per forward/backward; gradients accumulate to batch_windows
     lr: float = 2e-3  # AdamW learning rate
     muon_lr: float = 2e-3  # Muon learning rate (hidden matrices; RMS-matched to AdamW)
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.1  # decoupled weight decay of AdamW (matrices only) and Muon
     use_muon: bool = True
     grad_clip: float = 1.0  # global gradient-norm clip
     pg_weight: float = 1.0  # weight of the clipped-ratio GRPO policy-gradient loss
