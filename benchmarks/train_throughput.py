@@ -11,7 +11,6 @@ matmul rate measured in the same process (fp32 and bf16, square matmuls).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess

@@ -22,7 +22,6 @@ from .config import (
     DataConfig,
     EnvConfig,
     ExperimentConfig,
-    FeatureConfig,
     PolicyConfig,
     TrainConfig,
     config_to_dict,

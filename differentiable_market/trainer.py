@@ -209,19 +209,6 @@ class GRPOLoss:
         )
         return loss, stats
 
-    def __call__(
-        self,
-        reference: DirichletGRUPolicy,
-        features: torch.Tensor,
-        growth: torch.Tensor,
-        observed: torch.Tensor,
-        generator: torch.Generator | None,
-        autocast_dtype: torch.dtype | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rollouts and the first update's loss, in one call."""
-        ro, state_proj = self.collect(reference, features, growth, observed, generator, autocast_dtype)
-        return self.loss(ro, state_proj, autocast_dtype)
-
 
 @torch.no_grad()
 def evaluate_split(

@@ -29,7 +29,7 @@ import torch
 from .. import baselines
 from ..checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint
 from ..config import ExperimentConfig, SplitName
-from ..data import MarketData, load_market, resolve_data_root
+from ..data import load_market, resolve_data_root
 from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features

@@ -1,10 +1,9 @@
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig
+from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
 from differentiable_market.data import MarketData
 from differentiable_market.synthetic import planted_signal_market, random_walk_market
 from differentiable_market.trainer import Trainer, prepare_market
@@ -46,7 +45,9 @@ def test_microbatches_accumulate_to_the_full_batch_gradient():
         features, growth, observed = tr.sample_windows()
         for lo in range(0, 16, cfg.train.microbatch):
             part = slice(lo, lo + cfg.train.microbatch)
-            loss, _ = tr.loss_fn(tr.reference, features[part], growth[part], observed[part], tr.actions, tr.autocast)
+            ro, proj = tr.loss_fn.collect(tr.reference, features[part], growth[part], observed[part], tr.actions,
+                                          tr.autocast)
+            loss, _ = tr.loss_fn.loss(ro, proj, tr.autocast)
             (loss * cfg.train.microbatch / 16).backward()
         grads.append([p.grad.clone() for p in tr.policy.parameters()])
     for a, b in zip(*grads):
