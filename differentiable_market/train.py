@@ -313,7 +313,8 @@ def run_training(
                 p, ew = val["policy"], val["equal_weight"]
                 bar.write(
                     f"step {step:>6}  val log growth {p['log_growth']:+.4f} (equal weight {ew['log_growth']:+.4f})  "
-                    f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  turnover {p['turnover']:.4f}"
+                    f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  excess t {val['excess_vs_equal_weight']['t_stat']:+.2f}  "
+                    f"turnover {p['turnover']:.4f}"
                     + ("  * best" if improved else "")
                 )
                 t_mark, steps_mark = time.perf_counter(), step

@@ -239,15 +239,22 @@ def evaluate_split(
         "last_bar": str(tensors.timestamps[stop - 1])[:19],
         "bars": stop - start,
     }
+    per_bar = {}
     for name, w in (("policy", weights), ("equal_weight", equal.expand_as(weights))):
         objective, acc = env_objective(w.double(), growth.double(), initial.double(), cfg.env, smooth=False)
-        m = path_metrics(
-            acc.log_growth[0].cpu().numpy(), acc.turnover[0].cpu().numpy(), acc.cost[0].cpu().numpy(),
-            tensors.bars_per_year,
-        )
+        per_bar[name] = acc.log_growth[0].cpu().numpy()
+        m = path_metrics(per_bar[name], acc.turnover[0].cpu().numpy(), acc.cost[0].cpu().numpy(), tensors.bars_per_year)
         out[name] = {k: float(v) for k, v in m.items()}
-        out[name]["log_growth"] = float(acc.log_growth.sum())
+        out[name]["log_growth"] = float(per_bar[name].sum())
         out[name]["objective"] = float(objective[0])
+    # Is the difference to equal weight more than luck? t-statistic of the per-bar excess log growth (bars treated
+    # as independent, which flatters a little when excess returns are autocorrelated).
+    excess = per_bar["policy"] - per_bar["equal_weight"]
+    spread = float(excess.std(ddof=1))
+    out["excess_vs_equal_weight"] = {
+        "log_growth": float(excess.sum()),
+        "t_stat": float(excess.mean() / spread * np.sqrt(excess.size)) if spread > 0 else 0.0,
+    }
     return out
 
 

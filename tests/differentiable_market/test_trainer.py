@@ -87,30 +87,33 @@ def test_extreme_but_valid_prices_train_without_nan():
     assert np.isfinite(val["policy"]["log_growth"])
 
 
-def _excess_test_log_growth(market: MarketData, steps: int, **train) -> float:
+def _test_excess(market: MarketData, steps: int, **train) -> dict:
+    """Excess of the trained policy over equal weight on the test split: total log growth and its t-statistic."""
     cfg = _cfg(epochs=steps, **train)
     tr = _trainer(market, cfg)
     for _ in range(steps):
         tr.step()
-    test = tr.evaluate("test")
-    return test["policy"]["log_growth"] - test["equal_weight"]["log_growth"]
+    return tr.evaluate("test")["excess_vs_equal_weight"]
 
 
 def test_learns_a_planted_signal_fast():
-    # Asset 0 is AR(1) with phi=0.5 and 1% daily vol: holding it after up bars earns ~0.4% per bar over ~190 test bars.
-    excess = _excess_test_log_growth(planted_signal_market(1500, 4, seed=0), steps=80, batch_windows=32, hidden=64)
-    assert excess > 0.04
+    # Asset 0 is AR(1) with phi=0.5 and 1% daily vol, so its next bar is predictable from its last one; the test
+    # split has ~440 bars. Measured: +0.29 log growth over equal weight, t = 6.1.
+    excess = _test_excess(planted_signal_market(3000, 4, seed=0), steps=80, batch_windows=32, hidden=64)
+    assert excess["log_growth"] > 0.1 and excess["t_stat"] > 3.0
 
 
 @pytest.mark.slow
 def test_learns_a_planted_signal_and_claims_no_edge_on_a_random_walk():
-    planted = [_excess_test_log_growth(planted_signal_market(1500, 4, seed=s), steps=200, batch_windows=32, hidden=64)
-               for s in (0, 1)]
-    walk = [_excess_test_log_growth(random_walk_market(1500, 4, seed=s), steps=200, batch_windows=32, hidden=64)
-            for s in (0, 1)]
-    assert min(planted) > 0.08
-    # no edge exists: the learned policy may differ from equal weight by luck, but not by a planted-signal margin
-    assert max(abs(w) for w in walk) < 0.04
+    # Measured t-statistics of the test-split excess over equal weight: planted 6.2, 3.4, 6.1; random walks -0.7,
+    # -1.9, -0.9 (trading noise only costs fees).
+    planted = [_test_excess(planted_signal_market(3000, 4, seed=s), steps=200, batch_windows=32, hidden=64)
+               for s in (0, 1, 2)]
+    walk = [_test_excess(random_walk_market(3000, 4, seed=s), steps=200, batch_windows=32, hidden=64)
+            for s in (0, 1, 2)]
+    assert min(p["t_stat"] for p in planted) > 2.5 and min(p["log_growth"] for p in planted) > 0.15
+    # No edge exists: whatever the policy learned is not a significant excess over equal weight.
+    assert max(w["t_stat"] for w in walk) < 2.0
 
 
 def test_policy_decisions_do_not_see_the_next_open():
