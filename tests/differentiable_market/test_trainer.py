@@ -203,3 +203,19 @@ def test_compiled_scoring_builds_one_graph_and_matches_eager():
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-6)
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_with_compile_bf16_and_microbatches_are_finite_and_resumable_state_is_plain():
+    market = random_walk_market(600, 5, seed=10)
+    cfg = _cfg(device="cuda", compile="auto", dtype="auto", microbatch_windows=8)
+    tensors, _ = prepare_market(cfg, market, torch.device("cuda"))
+    tr = Trainer(cfg, tensors, torch.device("cuda"))
+    assert tr.compiled and tr.autocast == torch.bfloat16
+    for _ in range(3):
+        stats = tr.step()
+        assert stats is not None and bool(torch.isfinite(stats).all())
+    state = tr.training_state()
+    assert all(t.device.type == "cpu" for t in state["rng"].values())
+    assert np.isfinite(tr.evaluate("validation")["policy"]["log_growth"])
