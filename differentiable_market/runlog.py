@@ -31,19 +31,23 @@ def environment_record(device: torch.device) -> dict[str, Any]:
 
 def check_writable(folder: Path) -> None:
     """Fail before training if the save folder cannot be created or written (read-only, not a folder, full disk)."""
+    probe = folder / f".write-probe-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}"
         with open(probe, "wb") as fh:
             fh.write(b"\0" * 65536)
             fh.flush()
             os.fsync(fh.fileno())
-        probe.unlink()
     except OSError as exc:
         raise ConfigError(
             f"Cannot write to save directory {folder}: {exc.strerror or exc}. Choose a writable folder with --save-dir "
             "or free some disk space."
         ) from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself could not be made; nothing was left behind
 
 
 def create_run_dir(save_dir: str | Path) -> Path:

@@ -260,12 +260,19 @@ def run_training(
     tc = cfg.train
 
     def save(name: str, with_state: bool) -> None:
-        save_checkpoint(
-            run_dir / "checkpoints" / name, config=cfg, symbols=market.symbols, feature_spec=spec,
-            policy=trainer.policy, step=trainer.step_count, data_fingerprint=market.fingerprint(),
-            splits=tensors.splits.to_dict(), best_score=trainer.best_score,
-            training_state=trainer.training_state() if with_state else None,
-        )
+        path = run_dir / "checkpoints" / name
+        try:
+            save_checkpoint(
+                path, config=cfg, symbols=market.symbols, feature_spec=spec,
+                policy=trainer.policy, step=trainer.step_count, data_fingerprint=market.fingerprint(),
+                splits=tensors.splits.to_dict(), best_score=trainer.best_score,
+                training_state=trainer.training_state() if with_state else None,
+            )
+        except OSError as exc:
+            raise TrainingError(
+                f"Could not write {path} at step {trainer.step_count}: {exc.strerror or exc}. The previous "
+                f"checkpoint there is intact (writes are atomic); free some space and continue with --resume {run_dir}."
+            ) from None
 
     pending: list[torch.Tensor] = []
     bar = tqdm(total=tc.epochs, initial=trainer.step_count, disable=not progress, unit="step", dynamic_ncols=True)

@@ -190,3 +190,40 @@ def test_resume_or_init_with_different_data_names_the_difference(tmp_path, capsy
     assert main(TINY + ["--init-checkpoint", str(run_dir), "--data-root", str(data),
                         "--save-dir", str(tmp_path / "runs")]) == 2
     assert "2 vs 3 assets" in capsys.readouterr().err
+
+
+def test_full_disk_is_reported_before_training(tmp_path, capsys):
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(tiny)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small filesystem here")
+    try:
+        assert main(TINY + ["--epochs", "1", "--save-dir", str(tiny / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert "Cannot write to save directory" in err and "No space left on device" in err
+        assert list((tiny / "runs").iterdir()) == []  # the probe file is removed again
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
+
+
+def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import differentiable_market.train as train_module
+
+    real_save, calls = train_module.save_checkpoint, []
+
+    def failing_save(path, **kwargs):
+        calls.append(path)
+        if len(calls) > 2:  # the first eval writes latest.pt and best.pt; the next write finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(path, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", failing_save)
+    assert main(TINY + ["--epochs", "6", "--eval-interval", "2", "--save-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Could not write" in err and "No space left on device" in err and "--resume" in err
+    assert "Traceback" not in err
+    (run_dir,) = _run_dirs(tmp_path)
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt").step == 2
