@@ -39,3 +39,26 @@ def kl_divergence(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         + torch.lgamma(beta).sum(-1)
         + ((alpha - beta) * (torch.digamma(alpha) - torch.digamma(a0)[..., None])).sum(-1)
     )
+
+
+def log_prob_entropy_kl(
+    alpha: torch.Tensor, w: torch.Tensor, beta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log_prob(alpha, w)``, ``entropy(alpha)`` and ``kl_divergence(alpha, beta)`` sharing their lgamma and
+    digamma terms (the trainer needs all three on the same large tensors)."""
+    a0 = alpha.sum(-1)
+    k = alpha.shape[-1]
+    lgamma_a0 = torch.lgamma(a0)
+    sum_lgamma_a = torch.lgamma(alpha).sum(-1)
+    digamma_a = torch.digamma(alpha)
+    digamma_a0 = torch.digamma(a0)
+    lp = lgamma_a0 - sum_lgamma_a + ((alpha - 1.0) * torch.log(w)).sum(-1)
+    ent = sum_lgamma_a - lgamma_a0 + (a0 - k) * digamma_a0 - ((alpha - 1.0) * digamma_a).sum(-1)
+    kl = (
+        lgamma_a0
+        - sum_lgamma_a
+        - torch.lgamma(beta.sum(-1))
+        + torch.lgamma(beta).sum(-1)
+        + ((alpha - beta) * (digamma_a - digamma_a0[..., None])).sum(-1)
+    )
+    return lp, ent, kl

@@ -142,13 +142,12 @@ class GRPOLoss:
         groups = sampled.shape[1]
         alpha = self.policy.concentrations(state_proj[:, None], held)  # [B, R, T, A]
         alpha_s = alpha[:, :groups]
-        logp = dirichlet.log_prob(alpha_s, sampled)
+        logp, entropy, kl = dirichlet.log_prob_entropy_kl(alpha_s, sampled, alpha_ref)
         # Per-bar ratio to the policy that drew the rollouts; on the first update that policy is this one.
         ratio = torch.exp(logp - (logp.detach() if old_logp is None else old_logp))
         adv = advantages[..., None]
         pg = -torch.minimum(ratio * adv, ratio.clamp(1 - tc.clip_eps, 1 + tc.clip_eps) * adv).mean()
-        entropy = dirichlet.entropy(alpha_s).mean()
-        kl = dirichlet.kl_divergence(alpha_s, alpha_ref).mean()
+        entropy, kl = entropy.mean(), kl.mean()
         loss = tc.pg_weight * pg + tc.kl_weight * kl - tc.entropy_weight * entropy
         if alpha.shape[1] > groups:
             objective, _ = env_objective(mean_weights(alpha[:, groups]), growth, initial, self.cfg.env, smooth=True)

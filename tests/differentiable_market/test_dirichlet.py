@@ -25,3 +25,12 @@ def test_kl_matches_torch_and_is_zero_on_itself():
     torch.testing.assert_close(dirichlet.kl_divergence(a, b), kl_divergence(Dirichlet(a), Dirichlet(b)))
     torch.testing.assert_close(dirichlet.kl_divergence(a, a), torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
     assert bool((dirichlet.kl_divergence(a, b) > 0).all())
+
+
+def test_shared_terms_give_the_same_three_values():
+    a, b = _alphas(4, (3, 7, 5)), _alphas(5, (3, 7, 5))
+    w = Dirichlet(a).sample()
+    lp, ent, kl = dirichlet.log_prob_entropy_kl(a, w, b)
+    torch.testing.assert_close(lp, dirichlet.log_prob(a, w), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ent, dirichlet.entropy(a), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(kl, dirichlet.kl_divergence(a, b), rtol=1e-12, atol=1e-12)
