@@ -380,7 +380,13 @@ class Trainer:
             opt.load_state_dict(sd)
         torch.set_rng_state(state["rng"]["torch"])
         self.sampler.set_state(state["rng"]["sampler"])
-        self.actions.set_state(state["rng"]["actions"])
+        try:
+            self.actions.set_state(state["rng"]["actions"])
+        except (RuntimeError, ValueError):
+            # A run resumed on another device type cannot continue the same random stream; it goes on with a
+            # fresh one (so it is no longer bit-identical to an uninterrupted run).
+            self.actions.manual_seed(self.cfg.train.seed + 1 + step)
+            print(f"note: the rollout RNG state was saved on another device; reseeded at step {step}.", flush=True)
         self.nonfinite_total = int(state["nonfinite_total"])
         self.step_count = step
         self.best_score = best
