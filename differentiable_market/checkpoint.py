@@ -37,6 +37,7 @@ class Checkpoint:
     splits: dict[str, Any]
     best_score: float | None
     training_state: dict[str, Any] | None
+    trained_through: str | None  # ISO timestamp of the last bar of the training split (prices the weights saw)
     path: str
     sha256: str
 
@@ -56,6 +57,7 @@ def save_checkpoint(
     data_fingerprint: dict[str, Any],
     splits: dict[str, Any],
     best_score: float | None,
+    trained_through: str | None,
     training_state: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically. Pass the uncompiled policy."""
@@ -72,6 +74,7 @@ def save_checkpoint(
         "data_fingerprint": data_fingerprint,
         "splits": splits,
         "best_score": None if best_score is None else float(best_score),
+        "trained_through": trained_through,
         "training_state": training_state,
     }
     buf = io.BytesIO()
@@ -123,6 +126,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         splits=payload["splits"],
         best_score=payload["best_score"],
         training_state=payload.get("training_state"),
+        trained_through=payload.get("trained_through"),
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
     )

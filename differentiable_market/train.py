@@ -195,6 +195,19 @@ def load_data(cfg: ExperimentConfig) -> MarketData:
     return market
 
 
+def check_init_split(init: Checkpoint, trained_through: str) -> None:
+    """Refuse a starting checkpoint whose weights or normaliser saw bars after this run's training split: they
+    would leak this run's validation (and maybe test) prices into training and into the choice of best.pt."""
+    if init.trained_through is None:
+        raise CheckpointError(f"{init.path} does not record which bars it was trained on; it cannot start a new run.")
+    if init.trained_through > trained_through:
+        raise CheckpointError(
+            f"{init.path} was trained on bars up to {init.trained_through}, after this run's training split ends "
+            f"({trained_through}); its weights and feature normaliser have seen this run's validation data. Use the "
+            "same or smaller --val-fraction/--test-fraction/--embargo-bars/--lookback as that run, or start fresh."
+        )
+
+
 def _fingerprint_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = sorted((set(a) | set(b)) - {"source"})
     return [f"{k}: checkpoint {b.get(k)!r} vs data {a.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
@@ -226,6 +239,10 @@ def run_training(
                 "must see the same prices. Point --data-root at the original data."
             )
     tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
+    train_end = tensors.splits.train[1]
+    trained_through = str(market.timestamps[train_end - 1])[:19]
+    if init is not None:
+        check_init_split(init, trained_through)
     trainer = Trainer(cfg, tensors, device)
     if resume is not None:
         run_dir = Path(resume.path).parent.parent
@@ -235,7 +252,14 @@ def run_training(
         print(f"Resuming {run_dir} at step {resume.step} (dropped {dropped} log rows written after it).", flush=True)
     else:
         if init is not None:
-            trainer.policy.load_state_dict(init.policy_state)
+            try:
+                trainer.policy.load_state_dict(init.policy_state)
+            except RuntimeError:
+                raise CheckpointError(
+                    f"{init.path} holds a policy of another size (hidden size {init.config.policy.hidden_size}, "
+                    f"{init.config.policy.num_layers} layer(s), head {init.config.policy.head_hidden}); drop "
+                    "--hidden-size/--num-layers or start without --init-checkpoint."
+                ) from None
             trainer.reference.load_state_dict(init.policy_state)
         run_dir = create_run_dir(cfg.train.save_dir)
     header = {
@@ -265,7 +289,7 @@ def run_training(
             save_checkpoint(
                 path, config=cfg, symbols=market.symbols, feature_spec=spec,
                 policy=trainer.policy, step=trainer.step_count, data_fingerprint=market.fingerprint(),
-                splits=tensors.splits.to_dict(), best_score=trainer.best_score,
+                splits=tensors.splits.to_dict(), best_score=trainer.best_score, trained_through=trained_through,
                 training_state=trainer.training_state() if with_state else None,
             )
         except OSError as exc:

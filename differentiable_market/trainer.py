@@ -369,6 +369,7 @@ class Trainer:
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "rng": rng,
             "nonfinite_total": self.nonfinite_total,
+            "nonfinite_run": self.nonfinite_run,
         }
 
     def load_training_state(self, policy_state: dict, state: dict[str, Any], step: int, best: float | None) -> None:
@@ -388,6 +389,7 @@ class Trainer:
             self.actions.manual_seed(self.cfg.train.seed + 1 + step)
             print(f"note: the rollout RNG state was saved on another device; reseeded at step {step}.", flush=True)
         self.nonfinite_total = int(state["nonfinite_total"])
+        self.nonfinite_run = int(state["nonfinite_run"])
         self.step_count = step
         self.best_score = best
 

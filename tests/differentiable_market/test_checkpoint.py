@@ -22,7 +22,8 @@ def _save(path: Path, include_cash: bool = False) -> tuple[DirichletGRUPolicy, t
     torch.manual_seed(0)
     policy = DirichletGRUPolicy(cfg.policy, 3, len(spec.names), include_cash)
     save_checkpoint(path, config=cfg, symbols=market.symbols, feature_spec=spec, policy=policy, step=7,
-                    data_fingerprint=market.fingerprint(), splits={"train": [0, 60]}, best_score=0.5)
+                    data_fingerprint=market.fingerprint(), splits={"train": [0, 60]}, best_score=0.5,
+                    trained_through="2000-03-01T00:00:00")
     return policy, market.symbols
 
 

@@ -227,3 +227,29 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, capsys, m
     assert "Traceback" not in err
     (run_dir,) = _run_dirs(tmp_path)
     assert load_checkpoint(run_dir / "checkpoints" / "latest.pt").step == 2
+
+
+def test_init_checkpoint_that_saw_this_runs_validation_bars_is_refused(tmp_path, capsys):
+    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--save-dir", str(tmp_path / "a")]) == 0
+    (first,) = _run_dirs(tmp_path / "a")
+    trained_through = load_checkpoint(first).trained_through
+    assert trained_through is not None and trained_through.startswith("20")
+    # larger validation/test splits move this run's training end before the bars the checkpoint was trained on
+    assert main(TINY + ["--init-checkpoint", str(first), "--val-fraction", "0.3", "--test-fraction", "0.3",
+                        "--epochs", "0", "--save-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert f"trained on bars up to {trained_through}" in err and "validation data" in err
+    # the same splits are fine, and the new run starts from those weights
+    assert main(TINY + ["--init-checkpoint", str(first), "--epochs", "0", "--save-dir", str(tmp_path / "c")]) == 0
+    (second,) = _run_dirs(tmp_path / "c")
+    a, b = load_checkpoint(first), load_checkpoint(second)
+    assert all(torch.equal(a.policy_state[k], b.policy_state[k]) for k in a.policy_state)
+
+
+def test_init_checkpoint_of_another_policy_size_is_a_clear_error(tmp_path, capsys):
+    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--save-dir", str(tmp_path)]) == 0
+    (first,) = _run_dirs(tmp_path)
+    args = TINY + ["--hidden-size", "16"]  # the last value given wins
+    assert main(args + ["--init-checkpoint", str(first), "--epochs", "0", "--save-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "policy of another size (hidden size 8" in err and "Traceback" not in err

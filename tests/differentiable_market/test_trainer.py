@@ -219,3 +219,14 @@ def test_cuda_steps_with_compile_bf16_and_microbatches_are_finite_and_resumable_
     state = tr.training_state()
     assert all(t.device.type == "cpu" for t in state["rng"].values())
     assert np.isfinite(tr.evaluate("validation")["policy"]["log_growth"])
+
+
+def test_training_state_round_trip_includes_the_non_finite_streak():
+    market = random_walk_market(400, 3, seed=11)
+    tr = _trainer(market, _cfg())
+    tr.tensors.features.fill_(float("nan"))
+    tr.step()
+    tr.step()
+    other = _trainer(market, _cfg())
+    other.load_training_state(tr.policy.state_dict(), tr.training_state(), tr.step_count, None)
+    assert (other.nonfinite_run, other.nonfinite_total, other.step_count) == (2, 2, 2)
