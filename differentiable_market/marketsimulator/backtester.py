@@ -234,6 +234,11 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
                      "boundaries are recomputed on these data and may not line up with the training run's.")
         log("warning: " + notes[-1])
     splits = make_splits(market.n_bars, cfg.data, cfg.train.lookback)
+    split_start = str(market.timestamps[splits.bounds(options.split)[0]])[:19]
+    if options.split in ("validation", "test") and ckpt.trained_through and split_start <= ckpt.trained_through:
+        notes.append(f"WARNING: the policy was trained on bars up to {ckpt.trained_through}, but this {options.split} "
+                     f"split starts at {split_start}: the scores below are partly in-sample.")
+        log(notes[-1])
     plan = plan_windows(options.split, splits.bounds(options.split), horizon, options.window_length, options.stride)
     notes.extend(plan.notes)
     for note in plan.notes:

@@ -171,3 +171,24 @@ def test_mismatched_data_and_cash_override_are_clear_errors(checkpoint, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error:") and "MSFT" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_split_that_overlaps_the_training_bars_is_flagged(tmp_path, synthetic_ohlc, write_ohlc_csvs):
+    from differentiable_market.marketsimulator.run import main as backtest_main
+    from differentiable_market.train import main as train_main
+
+    data = write_ohlc_csvs(synthetic_ohlc(900, 3, seed=12), tmp_path / "data")
+    assert train_main(["--lookback", "32", "--batch-windows", "4", "--rollout-groups", "2", "--hidden-size", "8",
+                       "--epochs", "1", "--data-root", str(data), "--save-dir", str(tmp_path / "runs"),
+                       "--no-progress"]) == 0
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    # the same data cut shorter: its test split now lies inside the checkpoint's training period
+    import pandas as pd
+
+    for f in data.glob("*.csv"):
+        pd.read_csv(f).iloc[:600].to_csv(f, index=False)
+    assert backtest_main(["--checkpoint", str(run_dir), "--data-root", str(data), "--window-length", "32",
+                          "--stride", "32", "--no-trades", "--report-dir", str(tmp_path / "evals")]) == 0
+    (report_dir,) = list((tmp_path / "evals").iterdir())
+    report = json.loads((report_dir / "report.json").read_text())
+    assert any("partly in-sample" in n for n in report["notes"])
