@@ -141,7 +141,7 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
 
 
 def test_killed_run_resumes_to_the_same_final_state(tmp_path):
-    args = TINY + ["--epochs", "24", "--eval-interval", "3", "--log-interval", "1", "--seed", "7"]
+    args = TINY + ["--epochs", "60", "--eval-interval", "3", "--log-interval", "1", "--seed", "7"]
     # Reference: one uninterrupted run.
     assert main(args + ["--save-dir", str(tmp_path / "ref")]) == 0
     (ref_dir,) = _run_dirs(tmp_path / "ref")
@@ -157,18 +157,18 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path):
     proc.wait()
     (run_dir,) = _run_dirs(save)
     killed_at = load_checkpoint(run_dir / "checkpoints" / "latest.pt").step
-    assert 3 <= killed_at < 24, "the kill should land part-way"
+    assert 3 <= killed_at < 60, "the kill should land part-way"
     assert main(["--resume", str(run_dir), "--no-progress"]) == 0
     a = load_checkpoint(ref_dir / "checkpoints" / "latest.pt")
     b = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
-    assert a.step == b.step == 24
+    assert a.step == b.step == 60
     for key, value in a.policy_state.items():
         assert torch.equal(value, b.policy_state[key]), key
     assert a.best_score == b.best_score
     # metrics.jsonl: every step logged exactly once, with the same values as the uninterrupted run
     ref_train = [r for r in _rows(ref_dir) if r["type"] == "train"]
     got_train = [r for r in _rows(run_dir) if r["type"] == "train"]
-    assert [r["step"] for r in got_train] == list(range(1, 25))
+    assert [r["step"] for r in got_train] == list(range(1, 61))
     assert [r["loss"] for r in got_train] == [r["loss"] for r in ref_train]
 
 
