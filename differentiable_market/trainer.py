@@ -88,7 +88,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_autocast(name: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast for the GRU by default on CPU and CUDA (measured ~2x faster GRU on CPU); None means float32."""
+    """bf16 autocast for the GRU by default (Dirichlet math stays fp32); None means float32. On the 2-core dev CPU it
+    neither helps nor hurts the default hidden size 64 (74 vs 71 ms forward+backward) and pays at 256 (222 vs 360 ms)."""
     if name == "float32":
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -97,7 +98,7 @@ def resolve_autocast(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def resolve_compile(mode: str, device: torch.device) -> bool:
-    """Compile the teacher-forced loss on CUDA by default. On CPU, compiling costs minutes for a ~1.1x gain."""
+    """Compile the teacher-forced scoring on CUDA by default; on CPU it measured 3% per step for ~10 s of compile."""
     if mode == "auto":
         return device.type == "cuda"
     return mode == "on"
