@@ -58,6 +58,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "microbatch_windows": ("train", "microbatch_windows"),
     "lr": ("train", "lr"),
     "muon_lr": ("train", "muon_lr"),
+    "weight_decay": ("train", "weight_decay"),
     "use_muon": ("train", "use_muon"),
     "pg_weight": ("train", "pg_weight"),
     "pathwise_weight": ("train", "pathwise_weight"),
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "effective batch stays --batch-windows (default: all at once)")
     g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {t.lr})")
     g.add_argument("--muon-lr", type=float, help=f"Muon learning rate, RMS-matched to AdamW (default: {t.muon_lr})")
+    g.add_argument("--weight-decay", type=float, help=f"decoupled weight decay of AdamW (matrices) and Muon; the "
+                   f"default was measured to stop validation decay on the sample (default: {t.weight_decay})")
     g.add_argument("--no-muon", dest="use_muon", action="store_const", const=False,
                    help="use AdamW for every parameter instead of Muon for hidden matrices")
     g.add_argument("--pg-weight", type=float, help=f"weight of the GRPO policy-gradient loss (default: {t.pg_weight})")
