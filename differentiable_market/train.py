@@ -231,11 +231,12 @@ def run_training(
     if resume is None:
         check_writable(Path(cfg.train.save_dir))  # before the data is loaded, so the user hears at once
     market = load_data(cfg)
+    fingerprint = market.fingerprint()  # hashes every price; computed once, stored with each checkpoint
     source = resume or init
     if source is not None:
         check_market_matches(source, market.symbols)
     if resume is not None:
-        diff = _fingerprint_difference(market.fingerprint(), resume.data_fingerprint)
+        diff = _fingerprint_difference(fingerprint, resume.data_fingerprint)
         if diff:
             raise CheckpointError(
                 f"The data differs from the data run {resume.path} was trained on ({'; '.join(diff)}); a resumed run "
@@ -268,7 +269,7 @@ def run_training(
     header = {
         "type": "header",
         "config": config_to_dict(cfg),
-        "data": market.fingerprint(),
+        "data": fingerprint,
         "splits": tensors.splits.to_dict(),
         "feature_spec": spec.to_dict(),
         "environment": environment_record(device),
@@ -291,7 +292,7 @@ def run_training(
         try:
             save_checkpoint(
                 path, config=cfg, symbols=market.symbols, feature_spec=spec,
-                policy=trainer.policy, step=trainer.step_count, data_fingerprint=market.fingerprint(),
+                policy=trainer.policy, step=trainer.step_count, data_fingerprint=fingerprint,
                 splits=tensors.splits.to_dict(), best_score=trainer.best_score, trained_through=trained_through,
                 training_state=trainer.training_state() if with_state else None,
             )
