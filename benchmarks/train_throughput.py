@@ -1,16 +1,27 @@
 """Training throughput: ms per optimizer step, env-steps/s, peak memory and achieved FLOP/s of the policy.
 
-Run: uv run python benchmarks/train_throughput.py [--steps 5] [--device cpu|cuda] [--only readme]
+Run: uv run python benchmarks/train_throughput.py [--steps 5] [--repeats 1] [--device cpu|cuda] [--only readme ...]
 
-Each configuration runs in its own subprocess so that its peak memory is its own. For every configuration it prints
-the median over ``--steps`` optimizer steps after two warm-up steps. The policy's forward+backward FLOPs are counted
-with torch's FlopCounterMode and divided by the measured time of the same forward+backward, next to the machine's
-matmul rate measured in the same process (fp32 and bf16, square matmuls).
+It first prints the machine as the training defaults see it (CPU model, the ISA flags avx2/avx512/avx512_bf16/amx,
+ATen's dispatch level, whether bf16 is native, torch threads; the GPU with --device cuda) and measures its matmul
+rate (fp32 and bf16, square 1024 matmuls). Every configuration then runs twice, each run in its own subprocess so
+that its peak memory is its own: with the default flags (``--dtype auto``, ``--compile auto``, or what was passed)
+and with ``--dtype float32``. The table shows both rows, the dtype each resolved to, and the ratio of the default's
+ms per step to float32's, so a slow default cannot hide. A row's ms per step is the median over ``--steps``
+optimizer steps after two warm-up steps; with ``--repeats N`` each subprocess runs N times and the table gives the
+median over repeats with their min and max. The policy's forward+backward FLOPs are counted with torch's
+FlopCounterMode and divided by the measured time of the same forward+backward.
+
+By default only ``readme`` and ``assets32`` run: four subprocesses, roughly a minute on an idle 2-core CPU (more when
+other work shares the cores). The others are selected with ``--only`` (``--only all`` runs every configuration, and
+``assets256`` alone takes minutes on 2 cores). The last line is one JSON object with the machine, the matmul rates
+and every row.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -25,25 +36,31 @@ CONFIGS = {
     "lookback512": dict(assets=None, lookback=512),
 }
 COMMON = dict(batch_windows=128, rollout_groups=4)
+DEFAULT_CONFIGS = ("readme", "assets32")
 
 
-def matmul_rate(device, dtype, n: int = 1024, repeats: int = 7) -> float:
-    """Median FLOP/s of an n x n x n matmul."""
+def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
+    """Median FLOP/s of n x n x n matmuls after a warm-up: up to 7 timings, fewer once they add up to ``budget_s``
+    (emulated bf16 runs at about 1 GFLOP/s, seconds per matmul)."""
     import torch
 
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    times = []
-    for _ in range(repeats + 2):
+    per_timing = 4 if device.type == "cuda" else 1  # GPU matmuls this size are short next to a sync
+    times: list[float] = []
+    warm = False
+    while len(times) < 7 and sum(times) < budget_s:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        for _ in range(4):
+        for _ in range(per_timing):
             a @ b
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) / 4)
-    return 2 * n**3 / statistics.median(times[2:])
+        if warm:
+            times.append((time.perf_counter() - t0) / per_timing)
+        warm = True
+    return 2 * n**3 / statistics.median(times)
 
 
 def run_one(name: str, steps: int, device_name: str, microbatch: int | None, checkpointing: bool, compile_mode: str,
@@ -100,9 +117,6 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     policy_s = statistics.median(times)
-    rate32 = matmul_rate(device, torch.float32)
-    rate16 = matmul_rate(device, torch.bfloat16)
-    achieved = flops / policy_s
     return {
         "config": name,
         "assets": tensors.features.shape[1],
@@ -111,61 +125,116 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
         "rollout_groups": cfg.train.rollout_groups,
         "microbatch": cfg.train.microbatch,
         "gradient_checkpointing": checkpointing,
-        "compiled": trainer.compiled,
+        "dtype_flag": dtype,
+        "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
+        "autocast_reason": trainer.autocast_reason,
+        "compiled": trainer.compiled,
+        "compile_reason": trainer.compile_reason,
         "device": str(device),
         "warmup_s": warmup_s,
         "ms_per_step": step_s * 1e3,
+        "env_steps_per_step": env_steps_per_step(cfg),
         "env_steps_per_s": env_steps_per_step(cfg) / step_s,
         "peak_mem_gb": peak_memory_gb(device),
         "policy_fwd_bwd_ms": policy_s * 1e3,
         "policy_gflop": flops / 1e9,
-        "policy_gflops": achieved / 1e9,
-        "matmul_gflops_fp32": rate32 / 1e9,
-        "matmul_gflops_bf16": rate16 / 1e9,
-        "policy_vs_fp32_matmul": achieved / rate32,
-        "policy_vs_bf16_matmul": achieved / rate16,
+        "policy_gflops": flops / policy_s / 1e9,
     }
+
+
+def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
+    """One row from the repeats of a subprocess: medians of the timings with the min and max of ms per step, and the
+    policy's FLOP/s against the parent's matmul rates."""
+    row = dict(runs[0])
+    ms = [r["ms_per_step"] for r in runs]
+    for key in ("ms_per_step", "peak_mem_gb", "warmup_s", "policy_fwd_bwd_ms", "policy_gflops"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["env_steps_per_s"] = row["env_steps_per_step"] / (row["ms_per_step"] / 1e3)
+    row.update(repeats=len(runs), ms_per_step_min=min(ms), ms_per_step_max=max(ms), ms_per_step_all=ms)
+    row["policy_vs_fp32_matmul"] = row["policy_gflops"] / matmul["matmul_gflops_fp32"]
+    row["policy_vs_bf16_matmul"] = row["policy_gflops"] / matmul["matmul_gflops_bf16"]
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'config':<12}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}{'ms/step':>9}"
+          f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
+          f"{'%bf16':>7}")
+    for r in rows:
+        ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
+        print(f"{r['config']:<12}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}{r['dtype']:>10}"
+              f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
+              f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
+              f"{r['policy_gflops']:>15.1f}{100 * r['policy_vs_fp32_matmul']:>6.1f}%"
+              f"{100 * r['policy_vs_bf16_matmul']:>6.1f}%")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=5, help="timed optimizer steps per configuration (median reported)")
+    ap.add_argument("--steps", type=int, default=5, help="timed optimizer steps per run (median reported)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each subprocess; the table gives the median "
+                    "ms/step over them with min and max (default: 1)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--only", nargs="+", choices=list(CONFIGS), help="configurations to run (default: all)")
+    ap.add_argument("--only", nargs="+", choices=[*CONFIGS, "all"],
+                    help=f"configurations to run; 'all' for every one (default: {' '.join(DEFAULT_CONFIGS)})")
     ap.add_argument("--microbatch-windows", type=int, default=None)
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
-    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="dtype of the default row; a float32 row always runs next to it (default: auto)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.repeats < 1 or args.steps < 1:
+        ap.error("--steps and --repeats must be at least 1")
     if args.child:
         result = run_one(args.child, args.steps, args.device, args.microbatch_windows, args.gradient_checkpointing,
                          args.compile, args.dtype)
         print(json.dumps(result))
         return
-    results = []
-    for name in args.only or list(CONFIGS):
-        cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--device", args.device,
-               "--compile", args.compile, "--dtype", args.dtype]
-        if args.microbatch_windows:
-            cmd += ["--microbatch-windows", str(args.microbatch_windows)]
-        if args.gradient_checkpointing:
-            cmd.append("--gradient-checkpointing")
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"configuration {name} failed:\n{out.stderr}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"done {name}", file=sys.stderr, flush=True)
-    header = (f"{'config':<12}{'assets':>7}{'lookback':>9}{'ms/step':>9}{'env-steps/s':>13}{'peak GB':>9}"
-              f"{'policy GFLOP/s':>15}{'fp32 mm':>9}{'bf16 mm':>9}{'%fp32':>7}{'%bf16':>7}")
-    print(header)
-    for r in results:
-        print(f"{r['config']:<12}{r['assets']:>7}{r['lookback']:>9}{r['ms_per_step']:>9.1f}{r['env_steps_per_s']:>13,.0f}"
-              f"{r['peak_mem_gb']:>9.2f}{r['policy_gflops']:>15.1f}{r['matmul_gflops_fp32']:>9.1f}"
-              f"{r['matmul_gflops_bf16']:>9.1f}{100 * r['policy_vs_fp32_matmul']:>6.1f}%"
-              f"{100 * r['policy_vs_bf16_matmul']:>6.1f}%")
-    print(json.dumps({"benchmark": "train_throughput", "results": results}))
+
+    import torch
+
+    from differentiable_market.hardware import machine_info
+
+    device = torch.device(args.device)
+    machine = machine_info(device)
+    print(f"machine: {machine.describe()}", flush=True)
+    matmul = {
+        "matmul_gflops_fp32": matmul_rate(device, torch.float32) / 1e9,
+        "matmul_gflops_bf16": matmul_rate(device, torch.bfloat16) / 1e9,
+    }
+    print(f"matmul 1024^3: fp32 {matmul['matmul_gflops_fp32']:,.1f} GFLOP/s, bf16 "
+          f"{matmul['matmul_gflops_bf16']:,.1f} GFLOP/s", flush=True)
+
+    names = list(CONFIGS) if "all" in (args.only or ()) else list(args.only or DEFAULT_CONFIGS)
+    dtype_flags = [args.dtype] if args.dtype == "float32" else [args.dtype, "float32"]
+    rows = []
+    for name in names:
+        for dtype_flag in dtype_flags:
+            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--device", args.device,
+                   "--compile", args.compile, "--dtype", dtype_flag]
+            if args.microbatch_windows:
+                cmd += ["--microbatch-windows", str(args.microbatch_windows)]
+            if args.gradient_checkpointing:
+                cmd.append("--gradient-checkpointing")
+            runs = []
+            for repeat in range(args.repeats):
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit(f"configuration {name} (--dtype {dtype_flag}) failed:\n{out.stderr}")
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(f"done {name} --dtype {dtype_flag} ({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
+                      f"repeat {repeat + 1}/{args.repeats}: {runs[-1]['ms_per_step']:.1f} ms/step",
+                      file=sys.stderr, flush=True)
+            rows.append(merge_repeats(runs, matmul))
+        fp32 = next(r for r in rows[-len(dtype_flags):] if r["dtype_flag"] == "float32")
+        for r in rows[-len(dtype_flags):]:
+            r["vs_float32"] = r["ms_per_step"] / fp32["ms_per_step"] if r is not fp32 else None
+    print_table(rows)
+    print("vs fp32: ms per step of the row over the float32 row of the same configuration (above 1: slower)")
+    print(json.dumps({"benchmark": "train_throughput", "machine": dataclasses.asdict(machine), **matmul,
+                      "repeats": args.repeats, "steps": args.steps, "results": rows}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -15,17 +16,20 @@ import torch
 from . import __version__
 from .atomic import atomic_write_text, json_safe
 from .errors import ConfigError
+from .hardware import cpu_model, machine_info
 
 
 def environment_record(device: torch.device) -> dict[str, Any]:
+    """Versions, device and what the machine can do fast (``hardware.MachineInfo`` under "machine")."""
     return {
         "package_version": __version__,
         "torch_version": str(torch.__version__),
         "python_version": sys.version.split()[0],
         "platform": platform.platform(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "torch_threads": torch.get_num_threads(),
+        "machine": dataclasses.asdict(machine_info(device)),
     }
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import dirichlet
-from .config import ExperimentConfig, SplitName
+from . import dirichlet, hardware
+from .config import CompileMode, DTypeName, ExperimentConfig, SplitName
 from .data import MarketData
 from .env import decision_growth, env_objective, execution_horizon, initial_holdings, observed_growth
 from .errors import ConfigError, DataError
@@ -87,21 +87,49 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_autocast(name: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast for the GRU by default (Dirichlet math stays fp32); None means float32. On the 2-core dev CPU it
-    neither helps nor hurts the default hidden size 64 (74 vs 71 ms forward+backward) and pays at 256 (222 vs 360 ms)."""
+def autocast_choice(name: DTypeName, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """Autocast dtype of the encoder (None means float32; Dirichlet math is always float32) and why, for the log.
+
+    ``auto`` takes bf16 only where the hardware computes it natively: on a CPU with bf16 instructions that oneDNN may
+    use (see ``hardware.cpu_bf16_support``), on a CUDA card of Ampere or later. Emulated bf16 is slower than float32:
+    on the 2-core EPYC dev CPU bf16 matmul ran at about half the float32 rate under ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``
+    and about 1/100 of it under ``AVX2``. Native bf16 pays at larger hidden sizes there: 222 vs 360 ms per
+    forward+backward at hidden 256, about even at 64. Explicit choices are honoured as given.
+    """
     if name == "float32":
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return None if name == "auto" else torch.bfloat16
-    return torch.bfloat16
+        return None, "requested"
+    if device.type == "cuda":
+        native = hardware.cuda_bf16_supported()
+        where = "this GPU supports bf16" if native else "this GPU has no native bf16"
+    else:
+        support = hardware.cpu_bf16_support()
+        native = support.native
+        where = f"native bf16 on this CPU, {support.why}" if native else f"this CPU has no native bf16, {support.why}"
+    if name == "bfloat16":
+        return torch.bfloat16, f"requested; {where}" + ("" if native else "; bf16 matmul is emulated and slow")
+    if native:
+        return torch.bfloat16, f"auto: {where}"
+    return None, f"auto: {where}; bf16 matmul would be emulated"
 
 
-def resolve_compile(mode: str, device: torch.device) -> bool:
-    """Compile the teacher-forced scoring on CUDA by default; on CPU it measured 3% per step for ~10 s of compile."""
-    if mode == "auto":
-        return device.type == "cuda"
-    return mode == "on"
+def resolve_autocast(name: DTypeName, device: torch.device) -> torch.dtype | None:
+    """The dtype of ``autocast_choice`` without the reason."""
+    return autocast_choice(name, device)[0]
+
+
+def compile_choice(mode: CompileMode, device: torch.device) -> tuple[bool, str]:
+    """Whether to compile the teacher-forced scoring, and why. ``auto`` compiles on CUDA only: on CPU it measured 3%
+    per step for ~10 s of compile."""
+    if mode != "auto":
+        return mode == "on", "requested"
+    if device.type == "cuda":
+        return True, "auto: on for CUDA"
+    return False, "auto: off on CPU, where compiling measured no faster"
+
+
+def resolve_compile(mode: CompileMode, device: torch.device) -> bool:
+    """The decision of ``compile_choice`` without the reason."""
+    return compile_choice(mode, device)[0]
 
 
 @dataclass
@@ -292,8 +320,8 @@ class Trainer:
         self.optimizers = build_optimizers(self.policy, tc)
         self.sampler = torch.Generator().manual_seed(tc.seed)  # window starts
         self.actions = torch.Generator(device=device).manual_seed(tc.seed + 1)  # Dirichlet samples
-        self.autocast = resolve_autocast(tc.dtype, device)
-        self.compiled = resolve_compile(tc.compile, device)
+        self.autocast, self.autocast_reason = autocast_choice(tc.dtype, device)
+        self.compiled, self.compile_reason = compile_choice(tc.compile, device)
         self.loss_fn = GRPOLoss(cfg, self.policy, self.compiled)
         self.step_count = 0
         self.best_score: float | None = None
