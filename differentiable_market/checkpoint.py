@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"differentiable_market reads version {FORMAT_VERSION}."
         )
     try:
-        config = config_from_dict(ExperimentConfig, payload["config"], "checkpoint.config")
+        config = config_from_dict(ExperimentConfig, _with_legacy_defaults(payload["config"]), "checkpoint.config")
         spec = FeatureSpec.from_dict(payload["feature_spec"])
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an invalid config or feature spec: {exc}") from None
@@ -130,6 +130,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _with_legacy_defaults(config: dict) -> dict:
+    """Config keys added after a checkpoint was written take the value that reproduces what it was trained with."""
+    policy = config.get("policy") if isinstance(config, dict) else None
+    if isinstance(policy, dict) and "encoder" not in policy:  # written before encoders were selectable: nn.GRU
+        return {**config, "policy": {**policy, "encoder": "gru"}}
+    return config
 
 
 def build_policy(ckpt: Checkpoint, include_cash: bool | None = None) -> DirichletGRUPolicy:

@@ -19,6 +19,7 @@ SplitName = Literal["train", "validation", "test", "all"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DTypeName = Literal["auto", "float32", "bfloat16"]
 CompileMode = Literal["auto", "on", "off"]
+EncoderName = Literal["mingru", "gru"]
 
 
 @dataclass(frozen=True)
@@ -94,18 +95,21 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Dirichlet GRU policy."""
+    """Dirichlet policy over a causal recurrent encoder."""
 
-    hidden_size: int = 64  # GRU hidden units
-    num_layers: int = 1  # stacked GRU layers
-    head_hidden: int = 64  # hidden units of the head that mixes GRU state and held weights
+    encoder: EncoderName = "mingru"  # "mingru": minimal GRU computed with a parallel scan; "gru": torch.nn.GRU
+    hidden_size: int = 64  # encoder hidden units
+    num_layers: int = 1  # stacked encoder layers
+    head_hidden: int = 64  # hidden units of the head that mixes encoder state and held weights
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
-    gradient_checkpointing: bool = False  # recompute GRU activations in backward to save memory
+    gradient_checkpointing: bool = False  # recompute encoder activations in backward to save memory
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.num_layers < 1 or self.head_hidden < 1:
             raise ConfigError("policy sizes must be >= 1.")
+        if self.encoder not in get_args(EncoderName):
+            raise ConfigError(f"policy.encoder must be one of {get_args(EncoderName)}, got {self.encoder!r}.")
         if not (0.0 < self.alpha_floor < self.alpha_max):
             raise ConfigError("policy.alpha_floor must be > 0 and below policy.alpha_max.")
 

@@ -1,6 +1,7 @@
-"""Dirichlet GRU policy: a GRU over market features, a head that also sees the held (drifted) weights.
+"""Dirichlet policy: a causal recurrent encoder over market features, a head that also sees the held (drifted) weights.
 
-The GRU reads market features only, so one pass serves every rollout of a window; the held weights, which differ
+The encoder (``PolicyConfig.encoder``: the parallel-scan minimal GRU or ``nn.GRU``, see ``encoders.py``) reads market
+features only, so one pass serves every rollout of a window; the held weights, which differ
 between rollouts, enter the head. Concentrations are floored and capped so sampling and log-prob stay finite.
 """
 
@@ -12,6 +13,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import PolicyConfig
+from .encoders import GRUEncoder, MinGRUEncoder
+
+ENCODERS = {"mingru": MinGRUEncoder, "gru": GRUEncoder}
 
 
 class DirichletGRUPolicy(nn.Module):
@@ -30,35 +34,31 @@ class DirichletGRUPolicy(nn.Module):
         hidden = cfg.hidden_size
         self.input_proj = nn.Linear(n_assets * n_features, hidden)
         self.input_norm = nn.LayerNorm(hidden)
-        self.gru = nn.GRU(hidden, hidden, num_layers=cfg.num_layers, batch_first=True)
+        self.encoder = ENCODERS[cfg.encoder](hidden, cfg.num_layers)
         self.head_state = nn.Linear(hidden, cfg.head_hidden)
         self.head_held = nn.Linear(self.n_out, cfg.head_hidden, bias=False)
         self.head_out = nn.Linear(cfg.head_hidden, self.n_out)
         # Start near a flat Dirichlet with moderate concentration so early rollouts explore around equal weight.
         nn.init.zeros_(self.head_out.weight)
         nn.init.constant_(self.head_out.bias, 1.0)
+        self.register_load_state_dict_pre_hook(_rename_legacy_gru_keys)
 
     def hidden_matrix_names(self) -> set[str]:
         """Names of the 2-D hidden weight matrices (trained with Muon); the rest use AdamW."""
-        names = {n for n, p in self.named_parameters() if n.startswith("gru.weight_hh") or n.startswith("gru.weight_ih")}
-        names.add("head_state.weight")
-        return names
+        return self.encoder.hidden_matrix_names("encoder") | {"head_state.weight"}
 
     def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        """GRU states [B, T, H] (float32) from features [B, T, A, F]; bar t uses features of bars <= t only."""
+        """Encoder states [B, T, H] (float32) from features [B, T, A, F]; bar t uses features of bars <= t only."""
         b, t = features.shape[:2]
         x = features.reshape(b, t, self.n_assets * self.n_features)
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
             x = self.input_norm(self.input_proj(x))
             if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(self._gru, x, use_reentrant=False)
+                h = checkpoint(self.encoder, x, use_reentrant=False)
             else:
-                h = self._gru(x)
+                h = self.encoder(x)
         return h.float()
-
-    def _gru(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gru(x)[0]
 
     def state_projection(self, h: torch.Tensor) -> torch.Tensor:
         """The held-weights-independent part of the head's first layer, [..., T, K]; computed once per window."""
@@ -71,3 +71,9 @@ class DirichletGRUPolicy(nn.Module):
         z = F.silu(state_proj + self.head_held(held))
         raw = self.head_out(z).float()
         return (F.softplus(raw) + self.cfg.alpha_floor).clamp(max=self.cfg.alpha_max)
+
+
+def _rename_legacy_gru_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Checkpoints written before encoders were selectable hold ``gru.*``; the GRU now lives at ``encoder.gru.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+        state_dict[prefix + "encoder." + key[len(prefix):]] = state_dict.pop(key)

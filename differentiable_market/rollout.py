@@ -1,7 +1,7 @@
 """Running the policy through a window: sampled rollouts, the mean-action path, and teacher-forced re-scoring.
 
 The held weights make the policy recurrent through the env, so producing a path is a loop over bars; each step is a
-few small elementwise ops on [B, R, A] tensors (the GRU has already run once per window, shared by all rollouts).
+few small ops on [R, B, A] tensors (the encoder has already run once per window, shared by all rollouts).
 Once a path exists, the held weights it implies are known, so log-probs, entropies, KL terms and the pathwise
 objective are recomputed for all bars at once ("teacher forcing"), with gradients.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from .env import drift, initial_holdings
+from .env import initial_holdings
 from .policy import DirichletGRUPolicy
 
 SAMPLE_FLOOR = 1e-12  # fp32 Dirichlet samples are kept off exact zero so their log-prob stays finite
@@ -36,30 +37,43 @@ def generate_paths(
 ) -> Paths:
     """Roll the policy through the window.
 
-    state_proj: [B, T, K] head projection of the GRU states; observed: [B, T, A_out] growth of each decision's
+    state_proj: [B, T, K] head projection of the encoder states; observed: [B, T, A_out] growth of each decision's
     position up to the next decision (``env.observed_growth``), which drifts the holdings the policy is shown.
     Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``.
+
+    This loop is the one inherently sequential part of training, so each bar is kept to a dozen ops writing into
+    preallocated buffers: rows are laid out [T, R, B, A] so that one bar's sampled rows are a contiguous block,
+    the head's held-weights matmul is fused with the state projection (``addmm``), and normalised weights and drifted
+    holdings are written in place. The arithmetic is ``policy.concentrations``, which re-scores these paths.
     """
-    b, t_len, _ = state_proj.shape
+    b, t_len, k = state_proj.shape
+    n_out = policy.n_out
     n_rows = n_samples + int(with_mean)
-    held = initial_holdings(policy.n_out, policy.include_cash, state_proj.device).expand(b, n_rows, policy.n_out)
-    weights_out = torch.empty(b, n_rows, t_len, policy.n_out, device=state_proj.device)
-    held_out = torch.empty_like(weights_out)
+    rows = n_rows * b
+    device = state_proj.device
+    sp_trk = state_proj.transpose(0, 1)[:, None].expand(t_len, n_rows, b, k).reshape(t_len, rows, k).float()
+    obs_tba = observed.transpose(0, 1).contiguous()
+    w_held, w_out, b_out = policy.head_held.weight.t(), policy.head_out.weight.t(), policy.head_out.bias
+    floor, cap = policy.cfg.alpha_floor, policy.cfg.alpha_max
+    weights = torch.empty(t_len, n_rows, b, n_out, device=device)
+    held = torch.empty(t_len + 1, n_rows, b, n_out, device=device)  # held[t]: holdings shown at decision t
+    held[0] = initial_holdings(n_out, policy.include_cash, device)
+    z = torch.empty(rows, k, device=device)
+    raw = torch.empty(rows, n_out, device=device)
     for t in range(t_len):
-        alpha = policy.concentrations(state_proj[:, None, t], held)
-        parts = []
+        torch.addmm(sp_trk[t], held[t].view(rows, n_out), w_held, out=z)
+        F.silu(z, inplace=True)
+        torch.addmm(b_out, z, w_out, out=raw)
+        alpha = F.softplus(raw).add_(floor).clamp_(max=cap).view(n_rows, b, n_out)
         if n_samples:
-            sample = torch._sample_dirichlet(alpha[:, :n_samples].contiguous(), generator=generator)
-            sample = sample.clamp_min(SAMPLE_FLOOR)
-            parts.append(sample / sample.sum(-1, keepdim=True))
+            sample = torch._sample_dirichlet(alpha[:n_samples], generator=generator).clamp_min_(SAMPLE_FLOOR)
+            torch.div(sample, sample.sum(-1, keepdim=True), out=weights[t, :n_samples])
         if with_mean:
-            mean = alpha[:, n_samples:]
-            parts.append(mean / mean.sum(-1, keepdim=True))
-        w = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        weights_out[:, :, t] = w
-        held_out[:, :, t] = held
-        held = drift(w, observed[:, None, t])
-    return Paths(weights_out, held_out)
+            mean = alpha[n_samples:]
+            torch.div(mean, mean.sum(-1, keepdim=True), out=weights[t, n_samples:])
+        wg = weights[t] * obs_tba[t]
+        torch.div(wg, wg.sum(-1, keepdim=True), out=held[t + 1])
+    return Paths(weights.permute(2, 1, 0, 3).contiguous(), held[:-1].permute(2, 1, 0, 3).contiguous())
 
 
 def teacher_forced_concentrations(

@@ -29,6 +29,7 @@ from .config import (
 from .data import MarketData, load_market, resolve_data_root
 from .env import execution_horizon
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError, TrainingError
+from .hardware import machine_info
 from .runlog import MetricsLog, check_writable, create_run_dir, environment_record
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
@@ -48,6 +49,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "execution": ("env", "execution"),
     "risk_aversion": ("env", "risk_aversion"),
     "drawdown_lambda": ("env", "drawdown_lambda"),
+    "encoder": ("policy", "encoder"),
     "hidden_size": ("policy", "hidden_size"),
     "num_layers": ("policy", "num_layers"),
     "gradient_checkpointing": ("policy", "gradient_checkpointing"),
@@ -112,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drawdown-lambda", type=float, help=f"weight of the smooth max drawdown of log wealth "
                    f"(default: {e.drawdown_lambda})")
     g = ap.add_argument_group("policy")
-    g.add_argument("--hidden-size", type=int, help=f"GRU hidden units (default: {p.hidden_size})")
-    g.add_argument("--num-layers", type=int, help=f"GRU layers (default: {p.num_layers})")
+    g.add_argument("--encoder", choices=["mingru", "gru"], help="causal sequence encoder: 'mingru', a minimal GRU "
+                   "whose gates read the input only, computed with a parallel scan; 'gru', torch.nn.GRU (default: "
+                   f"{p.encoder})")
+    g.add_argument("--hidden-size", type=int, help=f"encoder hidden units (default: {p.hidden_size})")
+    g.add_argument("--num-layers", type=int, help=f"encoder layers (default: {p.num_layers})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
-                   help="recompute GRU activations in the backward pass to save memory")
+                   help="recompute encoder activations in the backward pass to save memory")
     g = ap.add_argument_group("training")
     g.add_argument("--lookback", type=int, help=f"bars per training window (default: {t.lookback})")
     g.add_argument("--batch-windows", type=int, help=f"windows per optimizer step (default: {t.batch_windows})")
@@ -146,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-interval", type=int, help=f"steps between metrics rows (default: {t.log_interval})")
     g = ap.add_argument_group("hardware")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device (default: auto, CUDA if present)")
-    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="autocast dtype of the GRU; auto is "
-                   "bfloat16 on CPU and on CUDA cards that support it (default: auto)")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="autocast dtype of the encoder; auto is "
+                   "bfloat16 where the hardware computes it natively (a CPU with avx512_bf16 or AMX that oneDNN may "
+                   "use, a CUDA card of Ampere or later) and float32 elsewhere, where bf16 would be emulated and slow; "
+                   "the choice and its reason are printed and logged (default: auto)")
     g.add_argument("--no-compile", dest="compile", action="store_const", const="off",
                    help="never torch.compile (default: compile on CUDA only; on CPU it costs more than it saves)")
     g.add_argument("--compile", dest="compile", action="store_const", const="on", help="torch.compile also on CPU")
@@ -260,9 +267,10 @@ def run_training(
                 trainer.policy.load_state_dict(init.policy_state)
             except RuntimeError:
                 raise CheckpointError(
-                    f"{init.path} holds a policy of another size (hidden size {init.config.policy.hidden_size}, "
-                    f"{init.config.policy.num_layers} layer(s), head {init.config.policy.head_hidden}); drop "
-                    "--hidden-size/--num-layers or start without --init-checkpoint."
+                    f"{init.path} holds a policy of another shape (encoder {init.config.policy.encoder}, hidden size "
+                    f"{init.config.policy.hidden_size}, {init.config.policy.num_layers} layer(s), head "
+                    f"{init.config.policy.head_hidden}); pass the same --encoder/--hidden-size/--num-layers or start "
+                    "without --init-checkpoint."
                 ) from None
             trainer.reference.load_state_dict(init.policy_state)
         run_dir = create_run_dir(cfg.train.save_dir)
@@ -274,7 +282,9 @@ def run_training(
         "feature_spec": spec.to_dict(),
         "environment": environment_record(device),
         "autocast": str(trainer.autocast),
+        "autocast_reason": trainer.autocast_reason,
         "compiled": trainer.compiled,
+        "compile_reason": trainer.compile_reason,
         "command": argv,
         "resumed_from_step": resume.step if resume else None,
         "init_checkpoint": init.path if init else None,
@@ -284,6 +294,10 @@ def run_training(
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.write(header)
     print(f"Run folder: {run_dir}", flush=True)
+    print(f"Machine: {machine_info(device).describe()}", flush=True)
+    dtype_name = "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch.")
+    print(f"dtype: {dtype_name} ({trainer.autocast_reason}); compile: {'on' if trainer.compiled else 'off'} "
+          f"({trainer.compile_reason})", flush=True)
 
     tc = cfg.train
 

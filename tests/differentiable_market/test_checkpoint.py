@@ -86,3 +86,25 @@ def test_checkpoint_is_plain_data(tmp_path):
     assert set(payload) >= {"config", "symbols", "feature_spec", "policy", "step", "data_fingerprint"}
     assert payload["config"]["env"]["cost_bps"] == 10.0
     pickle.dumps(payload["config"])  # JSON-able dicts
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_checkpoint_written_before_encoders_were_selectable_loads_and_backtests_identically():
+    """``fixtures/legacy_gru_best.pt`` was written by version 0.1.0 (nn.GRU at ``gru.*``, no ``policy.encoder`` key);
+    ``legacy_gru_backtest.pt`` holds that version's backtest of it on the bundled sample's test split."""
+    from differentiable_market.data import bundled_sample_dir
+    from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+
+    ckpt = load_checkpoint(FIXTURES / "legacy_gru_best.pt")
+    assert ckpt.config.policy.encoder == "gru"
+    assert any(k.startswith("gru.") for k in ckpt.policy_state)
+    result = run_backtest(
+        BacktestOptions(checkpoint=str(FIXTURES / "legacy_gru_best.pt"), data_root=str(bundled_sample_dir())),
+        log=lambda *_: None,
+    )
+    expected = torch.load(FIXTURES / "legacy_gru_backtest.pt", weights_only=True)
+    policy = result.strategies["policy"]
+    torch.testing.assert_close(torch.as_tensor(policy.weights), expected["weights"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.as_tensor(policy.log_growth), expected["log_growth"], rtol=0, atol=1e-12)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from differentiable_market.config import PolicyConfig
@@ -26,8 +27,10 @@ def test_concentrations_shape_floor_and_cap():
     torch.testing.assert_close(alpha, torch.full_like(alpha, policy.cfg.alpha_floor))
 
 
-def test_encoder_is_causal():
-    policy = _policy()
+@pytest.mark.parametrize("encoder", ["mingru", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoder_is_causal(encoder, layers):
+    policy = _policy(encoder=encoder, num_layers=layers)
     feats = torch.randn(1, 12, 3, 5)
     later = feats.clone()
     later[:, 6:] += torch.randn_like(later[:, 6:]) * 10
@@ -36,20 +39,41 @@ def test_encoder_is_causal():
     assert not torch.allclose(h1[:, 6:], h2[:, 6:])
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("encoder", ["mingru", "gru"])
+def test_gradient_checkpointing_gives_the_same_gradients(encoder):
     feats = torch.randn(2, 9, 3, 5)
     grads = []
     for ckpt in (False, True):
-        policy = _policy(gradient_checkpointing=ckpt)
+        policy = _policy(gradient_checkpointing=ckpt, encoder=encoder)
         policy.encode(feats).square().sum().backward()
-        grads.append([p.grad.clone() for p in policy.gru.parameters()])
+        grads.append([p.grad.clone() for p in policy.encoder.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
 
 
-def test_hidden_matrices_are_two_dimensional_hidden_weights():
-    policy = _policy()
+@pytest.mark.parametrize(
+    ("encoder", "expected"),
+    [
+        ("gru", {"encoder.gru.weight_ih_l0", "encoder.gru.weight_hh_l0"}),
+        ("mingru", {"encoder.layers.0.gate.weight", "encoder.layers.0.candidate.weight"}),
+    ],
+)
+def test_hidden_matrices_are_two_dimensional_hidden_weights(encoder, expected):
+    policy = _policy(encoder=encoder)
     params = dict(policy.named_parameters())
     names = policy.hidden_matrix_names()
-    assert names == {"gru.weight_ih_l0", "gru.weight_hh_l0", "head_state.weight"}
+    assert names == expected | {"head_state.weight"}
     assert all(params[n].ndim == 2 for n in names)
+
+
+def test_gru_state_dicts_from_before_selectable_encoders_still_load():
+    policy = _policy(encoder="gru")
+    legacy = {k.replace("encoder.gru.", "gru."): v.clone() for k, v in policy.state_dict().items()}
+    assert "gru.weight_hh_l0" in legacy
+    fresh = _policy(encoder="gru")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh.load_state_dict(legacy)
+    for (name, a), b in zip(policy.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name

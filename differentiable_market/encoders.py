@@ -1,0 +1,123 @@
+"""Causal sequence encoders of the policy: a minimal GRU computed with a parallel scan (default) and ``nn.GRU``.
+
+Both map [B, T, H] inputs to [B, T, H] states; state t depends on inputs 0..t only and starts from zero at t = 0.
+
+The minimal GRU (Feng et al. 2024, "Were RNNs all we needed?") takes its gate and candidate from the input alone:
+
+    a_t = 1 - z_t = exp(-MAX_LOG_DECAY * sigmoid(W_z x_t)),   c_t = W_c x_t,   h_t = a_t * h_{t-1} + z_t * c_t.
+
+The recurrence is linear in h, so the whole sequence is one scan of a_t = 1 - z_t and b_t = z_t * c_t instead of T
+dependent matmuls: the matmuls run once over all bars, and what remains sequential is a handful of elementwise ops
+over ``T / SCAN_CHUNK`` chunks. Within a chunk the scan is closed-form, h_t = e^{L_t} * cumsum_k(b_k e^{-L_k}) with
+L = cumsum(log a); log a >= -MAX_LOG_DECAY, so e^{-L} stays below e^{SCAN_CHUNK * MAX_LOG_DECAY} and cannot
+overflow float32. The state can still forget 98% of itself in one bar. The backward pass is the same scan run
+backwards in time (``_LinearScan``), rather than autograd through every cumulative sum and exponential.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCAN_CHUNK = 16  # bars per closed-form chunk of the scan
+MAX_LOG_DECAY = 4.0  # log a_t >= -4: keeps e^{-L} <= e^64 within a chunk (float32 tops out near e^88)
+
+
+def _scan(log_a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The forward recurrence over dim 1, in chunks (see the module docstring); no autograd bookkeeping needed."""
+    bsz, t_len, hidden = b.shape
+    n_chunks = -(-t_len // chunk)
+    pad = n_chunks * chunk - t_len
+    if pad:  # padded bars decay by 1 and add 0; they lie after every real bar and are cut off below
+        log_a = F.pad(log_a, (0, 0, 0, pad))
+        b = F.pad(b, (0, 0, 0, pad))
+    decay = log_a.reshape(bsz, n_chunks, chunk, hidden).cumsum(2).exp_()  # [B, N, C, H] decay since chunk start
+    h_bnch = (b.reshape(bsz, n_chunks, chunk, hidden) / decay).cumsum(2).mul_(decay)  # each chunk scanned from 0
+    # Carry each chunk's last state into the next: N sequential multiply-adds on [B, C, H], in place.
+    for c in range(1, n_chunks):
+        h_bnch[:, c].addcmul_(decay[:, c], h_bnch[:, c - 1, -1:])
+    return h_bnch.reshape(bsz, n_chunks * chunk, hidden)[:, :t_len]
+
+
+class _LinearScan(torch.autograd.Function):
+    """Forward and backward are each one chunked scan (the backward runs backwards in time)."""
+
+    @staticmethod
+    def forward(ctx, log_a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
+        h = _scan(log_a, b, chunk)
+        ctx.save_for_backward(log_a, h)
+        ctx.chunk = chunk
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        log_a, h = ctx.saved_tensors
+        # dL/dh_t accumulates through every later state: g_t = grad_h_t + a_{t+1} * g_{t+1}.
+        log_a_next = F.pad(log_a[:, 1:], (0, 0, 0, 1))
+        g = _scan(log_a_next.flip(1), grad_h.flip(1), ctx.chunk).flip(1)
+        h_prev = F.pad(h[:, :-1], (0, 0, 1, 0))
+        return g * h_prev * log_a.exp(), g, None
+
+
+def linear_scan(log_a: torch.Tensor, b: torch.Tensor, chunk: int = SCAN_CHUNK) -> torch.Tensor:
+    """h_t = exp(log_a_t) * h_{t-1} + b_t with h_{-1} = 0, over dim 1 of [B, T, H] tensors.
+
+    ``log_a`` must lie in [-MAX_LOG_DECAY, 0] (guaranteed by the caller's parametrisation, not checked here: that
+    would cost a host sync).
+    """
+    return _LinearScan.apply(log_a.contiguous(), b.contiguous(), chunk)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+class MinGRULayer(nn.Module):
+    """One minimal-GRU layer: [B, T, H_in] -> [B, T, H]."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gate = nn.Linear(input_size, hidden_size)
+        self.candidate = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # log a = -MAX_LOG_DECAY * sigmoid(k): the decay a = 1 - z of a GRU gate, bounded so the scan is safe.
+        log_a = -MAX_LOG_DECAY * torch.sigmoid(_at_least_float32(self.gate(x)))
+        b = -torch.expm1(log_a) * _at_least_float32(self.candidate(x))  # z_t * c_t
+        # The scan runs in float32 even under bf16 autocast: its cumulative sums and exponentials need the mantissa.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return linear_scan(log_a, b)
+
+
+class MinGRUEncoder(nn.Module):
+    """Stacked minimal-GRU layers; layers after the first are pre-norm residual blocks."""
+
+    def __init__(self, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MinGRULayer(hidden_size, hidden_size) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(num_layers - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layers[0](x)
+        for layer, norm in zip(self.layers[1:], self.norms):
+            h = h + layer(norm(h))
+        return h
+
+    def hidden_matrix_names(self, prefix: str) -> set[str]:
+        return {f"{prefix}.{n}" for n, p in self.named_parameters() if p.dim() == 2}
+
+
+class GRUEncoder(nn.Module):
+    """``nn.GRU`` (cuDNN / oneDNN kernels), kept for comparison and for checkpoints trained with it."""
+
+    def __init__(self, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(hidden_size, hidden_size, num_layers=num_layers, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0]
+
+    def hidden_matrix_names(self, prefix: str) -> set[str]:
+        return {f"{prefix}.{n}" for n, p in self.named_parameters() if p.dim() == 2}

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from differentiable_market.encoders import MAX_LOG_DECAY, SCAN_CHUNK, MinGRUEncoder, MinGRULayer, linear_scan
+
+
+def _sequential(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    h = torch.zeros_like(b[:, 0])
+    out = []
+    for t in range(b.shape[1]):
+        h = log_a[:, t].exp() * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("t_len", [1, 7, SCAN_CHUNK, SCAN_CHUNK + 1, 3 * SCAN_CHUNK + 5])
+def test_scan_matches_the_sequential_recurrence_in_float64(t_len):
+    gen = torch.Generator().manual_seed(t_len)
+    log_a = -MAX_LOG_DECAY * torch.rand(3, t_len, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(3, t_len, 5, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(linear_scan(log_a, b), _sequential(log_a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_scan_closed_form_constant_decay():
+    # h_t = a h_{t-1} + 1 from 0 gives h_t = (1 - a^(t+1)) / (1 - a)
+    a, t_len = 0.9, 50
+    log_a = torch.full((1, t_len, 1), math.log(a), dtype=torch.float64)
+    h = linear_scan(log_a, torch.ones(1, t_len, 1, dtype=torch.float64))
+    t = torch.arange(t_len, dtype=torch.float64)
+    torch.testing.assert_close(h[0, :, 0], (1 - a ** (t + 1)) / (1 - a), rtol=1e-13, atol=0)
+
+
+def test_scan_at_the_steepest_decay_stays_finite_and_accurate_in_float32():
+    gen = torch.Generator().manual_seed(0)
+    log_a = torch.full((2, 200, 4), -MAX_LOG_DECAY, dtype=torch.float64)
+    b = torch.randn(2, 200, 4, generator=gen, dtype=torch.float64) * 100
+    h32 = linear_scan(log_a.float(), b.float())
+    assert bool(torch.isfinite(h32).all())
+    torch.testing.assert_close(h32.double(), _sequential(log_a, b), rtol=1e-4, atol=1e-3)
+
+
+def test_scan_gradients_match_finite_differences():
+    gen = torch.Generator().manual_seed(1)
+    log_a = (-MAX_LOG_DECAY * torch.rand(2, 2 * SCAN_CHUNK + 3, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    b = torch.randn(2, 2 * SCAN_CHUNK + 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(linear_scan, (log_a, b))
+
+
+def test_mingru_layer_is_the_gated_recurrence():
+    torch.manual_seed(0)
+    layer = MinGRULayer(6, 4).double()
+    x = torch.randn(2, 30, 6, dtype=torch.float64)
+    a = torch.exp(-MAX_LOG_DECAY * torch.sigmoid(layer.gate(x)))
+    c = layer.candidate(x)
+    h, expected = torch.zeros(2, 4, dtype=torch.float64), []
+    for t in range(30):
+        h = a[:, t] * h + (1 - a[:, t]) * c[:, t]
+        expected.append(h)
+    torch.testing.assert_close(layer(x), torch.stack(expected, 1))
+
+
+def test_mingru_under_bf16_autocast_keeps_the_scan_in_float32():
+    torch.manual_seed(0)
+    enc = MinGRUEncoder(8, 2)
+    x = torch.randn(2, 40, 8)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        h = enc(x)
+    assert h.dtype == torch.float32
+    torch.testing.assert_close(h, enc(x), rtol=0.05, atol=0.05)
