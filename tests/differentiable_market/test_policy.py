@@ -77,3 +77,27 @@ def test_gru_state_dicts_from_before_selectable_encoders_still_load():
     fresh.load_state_dict(legacy)
     for (name, a), b in zip(policy.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_chunked_teacher_forced_head_matches_the_plain_head_and_finite_differences(monkeypatch):
+    import differentiable_market.policy as policy_module
+
+    policy = _policy(include_cash=True).double()
+    with torch.no_grad():
+        policy.head_out.weight.normal_()
+        policy.head_held.weight.normal_()
+        policy.head_out.bias.fill_(1.5)  # some concentrations at the cap, some below: both gradient branches
+    monkeypatch.setattr(policy_module, "HEAD_CHUNK_ELEMENTS", 40)  # several chunks of the batch
+    gen = torch.Generator().manual_seed(0)
+    proj = torch.randn(5, 1, 7, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    held = torch.rand(5, 3, 7, 4, generator=gen, dtype=torch.float64)
+    params = (policy.head_held.weight, policy.head_out.weight, policy.head_out.bias)
+    plain = policy_module._head(proj, held, *params, policy.cfg.alpha_floor, 3.0)
+    chunked = policy_module._ChunkedHead.apply(proj, held, *params, policy.cfg.alpha_floor, 3.0)
+    assert bool((plain == 3.0).any()) and bool((plain < 3.0).any())
+    torch.testing.assert_close(chunked, plain, rtol=1e-14, atol=0)
+    torch.testing.assert_close(policy.concentrations(proj, held),
+                               policy_module._head(proj, held, *params, policy.cfg.alpha_floor, policy.cfg.alpha_max))
+    assert torch.autograd.gradcheck(
+        lambda p, *w: policy_module._ChunkedHead.apply(p, held, *w, policy.cfg.alpha_floor, 3.0), (proj, *params)
+    )
