@@ -64,7 +64,7 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 
 def run_one(name: str, steps: int, device_name: str, microbatch: int | None, checkpointing: bool, compile_mode: str,
-            dtype: str) -> dict:
+            dtype: str, encoder: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -75,7 +75,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
 
     spec = CONFIGS[name]
     cfg = ExperimentConfig(
-        policy=PolicyConfig(gradient_checkpointing=checkpointing),
+        policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder),
         train=TrainConfig(lookback=spec["lookback"], microbatch_windows=microbatch, device=device_name,
                           compile=compile_mode, dtype=dtype, **COMMON),
     )
@@ -94,7 +94,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
         torch.cuda.reset_peak_memory_stats(device)
     step_s = statistics.median(time_steps(trainer, steps))
 
-    # Policy forward+backward on one step's windows: the GRU pass and the teacher-forced head over all rollouts.
+    # Policy forward+backward on one step's windows: the encoder pass and the teacher-forced head over all rollouts.
     features, _, _ = trainer.sample_windows()
     policy = trainer.policy
     n_rows = cfg.train.rollout_groups + 1
@@ -125,6 +125,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
         "rollout_groups": cfg.train.rollout_groups,
         "microbatch": cfg.train.microbatch,
         "gradient_checkpointing": checkpointing,
+        "encoder": encoder,
         "dtype_flag": dtype,
         "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
@@ -158,12 +159,12 @@ def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'config':<12}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}{'ms/step':>9}"
+    print(f"{'config':<12}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}{'ms/step':>9}"
           f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
           f"{'%bf16':>7}")
     for r in rows:
         ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
-        print(f"{r['config']:<12}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}{r['dtype']:>10}"
+        print(f"{r['config']:<12}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}{r['dtype']:>10}"
               f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
               f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
               f"{r['policy_gflops']:>15.1f}{100 * r['policy_vs_fp32_matmul']:>6.1f}%"
@@ -183,13 +184,19 @@ def main() -> None:
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                     help="dtype of the default row; a float32 row always runs next to it (default: auto)")
+    ap.add_argument("--encoder", nargs="+", choices=["mingru", "gru"], default=None,
+                    help="policy encoder(s) to run (default: the configured default)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.encoder is None:
+        from differentiable_market.config import PolicyConfig
+
+        args.encoder = [PolicyConfig().encoder]
     if args.repeats < 1 or args.steps < 1:
         ap.error("--steps and --repeats must be at least 1")
     if args.child:
         result = run_one(args.child, args.steps, args.device, args.microbatch_windows, args.gradient_checkpointing,
-                         args.compile, args.dtype)
+                         args.compile, args.dtype, args.encoder[0])
         print(json.dumps(result))
         return
 
@@ -210,10 +217,10 @@ def main() -> None:
     names = list(CONFIGS) if "all" in (args.only or ()) else list(args.only or DEFAULT_CONFIGS)
     dtype_flags = [args.dtype] if args.dtype == "float32" else [args.dtype, "float32"]
     rows = []
-    for name in names:
+    for name, encoder in [(n, e) for e in args.encoder for n in names]:
         for dtype_flag in dtype_flags:
             cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--device", args.device,
-                   "--compile", args.compile, "--dtype", dtype_flag]
+                   "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]
             if args.gradient_checkpointing:
@@ -222,9 +229,9 @@ def main() -> None:
             for repeat in range(args.repeats):
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode != 0:
-                    sys.exit(f"configuration {name} (--dtype {dtype_flag}) failed:\n{out.stderr}")
+                    sys.exit(f"configuration {name} ({encoder}, --dtype {dtype_flag}) failed:\n{out.stderr}")
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"done {name} --dtype {dtype_flag} ({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
+                print(f"done {name} {encoder} --dtype {dtype_flag} ({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
                       f"repeat {repeat + 1}/{args.repeats}: {runs[-1]['ms_per_step']:.1f} ms/step",
                       file=sys.stderr, flush=True)
             rows.append(merge_repeats(runs, matmul))

@@ -35,8 +35,14 @@ class DataConfig:
     val_fraction: float = 0.15  # share of the scorable bars given to validation
     test_fraction: float = 0.15  # share of the scorable bars given to test
     embargo_bars: int | None = None  # gap between splits in bars; None means the lookback
+    # Explicit bar ranges instead of the fractions: (train start, train end, validation start, validation end, test
+    # start, test end), half-open. Walk-forward studies give every fold's run its own; bars after test end are unused.
+    split_bars: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.split_bars and len(self.split_bars) != 6:
+            raise ConfigError(f"data.split_bars must hold 6 bar indices (train start/end, validation start/end, test "
+                              f"start/end), got {list(self.split_bars)}.")
         if self.max_fill_bars < 0:
             raise ConfigError(f"data.max_fill_bars must be >= 0, got {self.max_fill_bars}.")
         if not (0.0 < self.val_fraction < 0.5 and 0.0 < self.test_fraction < 0.5):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .env import initial_holdings
+from .env import drift, initial_holdings
 from .policy import DirichletGRUPolicy
 
 SAMPLE_FLOOR = 1e-12  # fp32 Dirichlet samples are kept off exact zero so their log-prob stays finite
@@ -34,12 +34,14 @@ def generate_paths(
     n_samples: int,
     with_mean: bool,
     generator: torch.Generator | None,
+    initial: torch.Tensor | None = None,
 ) -> Paths:
     """Roll the policy through the window.
 
     state_proj: [B, T, K] head projection of the encoder states; observed: [B, T, A_out] growth of each decision's
     position up to the next decision (``env.observed_growth``), which drifts the holdings the policy is shown.
-    Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``.
+    Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``. ``initial``
+    ([A_out] or [B, A_out]) is what the policy is shown at the first bar; by default all cash (``initial_holdings``).
 
     This loop is the one inherently sequential part of training, so each bar is kept to a dozen ops writing into
     preallocated buffers: rows are laid out [T, R, B, A] so that one bar's sampled rows are a contiguous block,
@@ -57,7 +59,7 @@ def generate_paths(
     floor, cap = policy.cfg.alpha_floor, policy.cfg.alpha_max
     weights = torch.empty(t_len, n_rows, b, n_out, device=device)
     held = torch.empty(t_len + 1, n_rows, b, n_out, device=device)  # held[t]: holdings shown at decision t
-    held[0] = initial_holdings(n_out, policy.include_cash, device)
+    held[0] = initial_holdings(n_out, policy.include_cash, device) if initial is None else initial
     z = torch.empty(rows, k, device=device)
     raw = torch.empty(rows, n_out, device=device)
     for t in range(t_len):
@@ -95,12 +97,40 @@ def deterministic_weights(
     observed: torch.Tensor,
     include_cash: bool,
     autocast_dtype: torch.dtype | None = None,
+    initial: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean-action weights [B, T, A_out] for windows of features [B, T, A, F] and observed growth [B, T, A_out].
 
-    Each window starts cold (zero GRU state, all cash), exactly as training windows do.
+    Each window starts cold (zero encoder state), as training windows do, holding ``initial`` (default all cash).
     """
     if include_cash != policy.include_cash:
         raise ValueError("include_cash must match the policy's output layout")
     state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
-    return generate_paths(policy, state_proj, observed, 0, True, None).weights[:, 0]
+    return generate_paths(policy, state_proj, observed, 0, True, None, initial).weights[:, 0]
+
+
+@torch.no_grad()
+def ensemble_weights(
+    policies: list[DirichletGRUPolicy],
+    features: list[torch.Tensor],
+    observed: torch.Tensor,
+    initial: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weights [B, T, A_out] of the seed ensemble: one agent whose target at every bar is the mean of its members'
+    deterministic targets, each member shown the ensemble's own drifted holdings (not the holdings it would have had
+    alone). ``features[m]`` [B, T, A, F] are member m's (its own normaliser); ``observed`` [B, T, A_out] as in
+    ``generate_paths``; ``initial`` what is held before the first bar (default all cash).
+    """
+    first = policies[0]
+    if any(p.n_out != first.n_out or p.include_cash != first.include_cash for p in policies):
+        raise ValueError("ensemble members must trade the same assets with the same cash layout")
+    projs = [p.state_projection(p.encode(f)) for p, f in zip(policies, features)]  # [B, T, K_m]
+    b, t_len, _ = observed.shape
+    held = initial_holdings(first.n_out, first.include_cash, observed.device) if initial is None else initial
+    held = held.expand(b, first.n_out)
+    out = torch.empty(b, t_len, first.n_out, device=observed.device)
+    for t in range(t_len):
+        targets = torch.stack([mean_weights(p.concentrations(sp[:, t], held)) for p, sp in zip(policies, projs)])
+        out[:, t] = targets.mean(0)
+        held = drift(out[:, t], observed[:, t])
+    return out

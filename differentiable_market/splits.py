@@ -73,7 +73,8 @@ class Splits:
 
 def make_splits(n_bars: int, cfg: DataConfig, lookback: int) -> Splits:
     """Split n_bars chronologically: validation and test get cfg.val_fraction and cfg.test_fraction of the bars
-    left after the two embargo gaps (rounded), train the rest.
+    left after the two embargo gaps (rounded), train the rest. ``cfg.split_bars``, when given, are used as they are
+    (checked for order, embargo and size).
 
     The embargo is cfg.embargo_bars, or the lookback when that is None. Raises DataError when train would have fewer
     than lookback + 3 bars or validation / test fewer than MIN_EVAL_BARS.
@@ -81,6 +82,14 @@ def make_splits(n_bars: int, cfg: DataConfig, lookback: int) -> Splits:
     if lookback < 1:
         raise ConfigError(f"lookback must be >= 1 bar, got {lookback}.")
     embargo = lookback if cfg.embargo_bars is None else cfg.embargo_bars
+    if cfg.split_bars:
+        a, b, c, d, e, f = cfg.split_bars
+        if f > n_bars or b - a < lookback + 3:
+            raise DataError(
+                f"data.split_bars {list(cfg.split_bars)} do not fit {n_bars} bars with lookback {lookback}: the "
+                f"test range must end by bar {n_bars} and train needs >= lookback + 3 = {lookback + 3} bars."
+            )
+        return Splits(n_bars=n_bars, train=(a, b), validation=(c, d), test=(e, f), embargo=embargo)
     usable = n_bars - 2 * embargo
     n_val = round(usable * cfg.val_fraction)
     n_test = round(usable * cfg.test_fraction)

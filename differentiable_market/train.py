@@ -85,7 +85,8 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
+    """The training flags; ``run_folder_flags=False`` leaves out the run-folder group (the study has its own)."""
     d, e, p, t = DataConfig(), EnvConfig(), PolicyConfig(), TrainConfig()
     ap = argparse.ArgumentParser(
         prog="python -m differentiable_market.train",
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-compile", dest="compile", action="store_const", const="off",
                    help="never torch.compile (default: compile on CUDA only; on CPU it costs more than it saves)")
     g.add_argument("--compile", dest="compile", action="store_const", const="on", help="torch.compile also on CPU")
+    if not run_folder_flags:
+        return ap
     g = ap.add_argument_group("run folder")
     g.add_argument("--save-dir", help=f"parent folder of run folders (default: {t.save_dir})")
     g.add_argument("--resume", metavar="RUN_OR_CKPT", help="continue a run from its checkpoints/latest.pt (a run "
@@ -230,8 +233,10 @@ def run_training(
     init: Checkpoint | None = None,
     progress: bool = True,
     argv: list[str] | None = None,
+    run_dir: Path | None = None,
 ) -> Path:
-    """Train and return the run folder. ``resume`` continues its run folder in place."""
+    """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
+    new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
@@ -273,7 +278,13 @@ def run_training(
                     "without --init-checkpoint."
                 ) from None
             trainer.reference.load_state_dict(init.policy_state)
-        run_dir = create_run_dir(cfg.train.save_dir)
+        if run_dir is None:
+            run_dir = create_run_dir(cfg.train.save_dir)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if (run_dir / "config.json").exists() or (run_dir / "checkpoints").exists():
+                raise ConfigError(f"{run_dir} already holds a run; continue it with --resume or pick a new folder.")
+            (run_dir / "checkpoints").mkdir()
     header = {
         "type": "header",
         "config": config_to_dict(cfg),

@@ -1,0 +1,177 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from differentiable_market.checkpoint import load_checkpoint, save_checkpoint
+from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig
+from differentiable_market.env import account, decision_growth, drift, initial_holdings, observed_growth
+from differentiable_market.errors import DataError
+from differentiable_market.features import compute_features, fit_feature_spec
+from differentiable_market.policy import DirichletGRUPolicy
+from differentiable_market.rollout import deterministic_weights
+from differentiable_market.study.jobs import make_jobs, run_job
+from differentiable_market.study.oos import stitched_paths
+from differentiable_market.study.plan import plan_folds
+from differentiable_market.study.report import StudySettings, cost_breakeven_bps
+from differentiable_market.study.run import build_study_parser, run_study
+from differentiable_market.synthetic import random_walk_market
+
+
+def test_folds_tile_the_out_of_sample_decisions_with_embargoes():
+    folds = plan_folds(1000, horizon=2, folds=4, oos_fraction=0.3, val_bars=100, embargo=40, lookback=32)
+    assert [f.index for f in folds] == [0, 1, 2, 3]
+    assert folds[0].decisions[0] == 998 - round(998 * 0.3) and folds[-1].decisions[1] == 998
+    for a, b in zip(folds, folds[1:]):
+        assert a.decisions[1] == b.decisions[0]  # contiguous, no overlap
+    for f in folds:
+        assert f.test == (f.decisions[0], f.decisions[1] + 2)  # every earned price inside the test split
+        assert f.validation[1] + 40 == f.test[0] and f.validation[1] - f.validation[0] == 100
+        assert f.train == (0, f.validation[0] - 40)
+        assert f.split_bars == (*f.train, *f.validation, *f.test)
+    rolling = plan_folds(1000, 2, 4, 0.3, 100, 40, 32, window="rolling", train_bars=200)
+    assert all(f.train[1] - f.train[0] == 200 and f.train[1] == g.train[1] for f, g in zip(rolling, folds))
+    with pytest.raises(DataError, match="Fold 0 .* training bars"):
+        plan_folds(1000, 2, 4, 0.8, 100, 40, 32)
+
+
+def test_jobs_carry_the_fold_split_and_consecutive_seeds():
+    folds = plan_folds(1000, 2, 2, 0.3, 100, 40, 32)
+    base = ExperimentConfig(train=TrainConfig(seed=7))
+    jobs = make_jobs(base, folds, 3)
+    assert [(j.fold, j.seed, j.name) for j in jobs][:4] == [(0, 7, "fold0-seed7"), (0, 8, "fold0-seed8"),
+                                                           (0, 9, "fold0-seed9"), (1, 7, "fold1-seed7")]
+    assert jobs[3].config.data.split_bars == folds[1].split_bars
+
+
+def test_cost_breakeven_matches_its_closed_form():
+    # Asset 0 grows by (1 + r) on even bars, asset 1 on odd bars. A switches every bar into the asset about to grow
+    # (turnover 2 after the entry trade); B holds asset 1. Both pay the entry fee c, so A's excess log growth is
+    # (T/2) log(1 + r) + (T - 1) log(1 - 2c), zero at c* = (1 - (1 + r)^(-T / (2 (T - 1)))) / 2.
+    r, t_len = 0.01, 50
+    growth = torch.tensor([[1 + r, 1.0] if t % 2 == 0 else [1.0, 1 + r] for t in range(t_len)], dtype=torch.float64)
+    switch = np.array([[1.0, 0.0] if t % 2 == 0 else [0.0, 1.0] for t in range(t_len)])
+    hold = np.tile([0.0, 1.0], (t_len, 1))
+    expected = (1 - (1 + r) ** (-t_len / (2 * (t_len - 1)))) / 2 * 1e4
+    assert 20 < expected < 30
+    assert cost_breakeven_bps(switch, hold, growth, include_cash=False) == pytest.approx(expected, rel=1e-9)
+    assert cost_breakeven_bps(hold, switch, growth, include_cash=False) is None  # no edge even without fees
+    # holding the better asset pays only the same entry fee as the benchmark: no fee erases its edge
+    up = torch.tensor([[1 + r, 1.0]] * t_len, dtype=torch.float64)
+    assert cost_breakeven_bps(hold[:, ::-1].copy(), hold, up, include_cash=False) == math.inf
+
+
+def _checkpoints(tmp_path, market, folds, seeds):
+    """Untrained but distinct policies saved as each fold x seed's best.pt."""
+    cfg = ExperimentConfig(policy=PolicyConfig(hidden_size=8, head_hidden=8), train=TrainConfig(lookback=16))
+    members = {}
+    for f in folds:
+        spec = fit_feature_spec(market, cfg.features, f.train[1])
+        members[f.index] = []
+        for s in seeds:
+            torch.manual_seed(100 * f.index + s)
+            policy = DirichletGRUPolicy(cfg.policy, market.n_assets, len(spec.names), False)
+            with torch.no_grad():
+                policy.head_out.weight.normal_(0, 2.0)
+                policy.head_held.weight.normal_(0, 2.0)
+            path = tmp_path / f"f{f.index}s{s}.pt"
+            save_checkpoint(path, config=cfg, symbols=market.symbols, feature_spec=spec, policy=policy, step=1,
+                            data_fingerprint=market.fingerprint(), splits={}, best_score=0.0, trained_through="x")
+            members[f.index].append((s, load_checkpoint(path)))
+    return members
+
+
+def test_stitched_paths_carry_holdings_across_folds_and_charge_the_switch(tmp_path):
+    market = random_walk_market(600, 3, seed=3)
+    folds = plan_folds(market.n_bars, 2, 3, 0.3, 60, 16, 16)
+    members = _checkpoints(tmp_path, market, folds, [0, 1])
+    paths, bars = stitched_paths(market, folds, members, 1e-3, False, "open")
+    assert bars[0] == folds[0].decisions[0] and bars[-1] == folds[-1].decisions[1] - 1 and bars.size == np.unique(bars).size
+    o, c = torch.tensor(market.open), torch.tensor(market.close)
+    growth = decision_growth(o, c, "open", False)[torch.as_tensor(bars)]
+    seen = observed_growth(o, c, "open", False).float()
+    # seed 0 on fold 1 starts from what it held at the end of fold 0, drifted to the close, not from cash
+    d0, d1 = folds[1].decisions
+    w0 = torch.as_tensor(paths["seed0"].weights)
+    ckpt = members[1][0][1]
+    from differentiable_market.checkpoint import build_policy
+
+    feats = torch.as_tensor(compute_features(market, ckpt.feature_spec), dtype=torch.float32)[None, d0:d1]
+    carried = drift(w0[d0 - bars[0] - 1].float(), seen[d0 - 1])
+    expect = deterministic_weights(build_policy(ckpt), feats, seen[None, d0:d1], False, None, initial=carried)[0]
+    torch.testing.assert_close(w0[d0 - bars[0]:d1 - bars[0]], expect.double() / expect.double().sum(-1, keepdim=True))
+    cold = deterministic_weights(build_policy(ckpt), feats, seen[None, d0:d1], False, None)[0]
+    assert not torch.allclose(cold[0], expect[0])
+    # one continuous exact account of the whole path: the fold switch pays its fee like any other bar
+    acc = account(w0[None], growth[None], initial_holdings(3, False, dtype=torch.float64), 1e-3, False, None)
+    np.testing.assert_allclose(paths["seed0"].log_growth, acc.log_growth[0].numpy(), rtol=0, atol=1e-15)
+    assert paths["seed0"].cost[d0 - bars[0]] > 0
+    # every baseline and strategy trades the same bars
+    assert {p.log_growth.shape for p in paths.values()} == {(bars.size,)}
+
+
+def test_an_ensemble_of_one_is_that_seed(tmp_path):
+    market = random_walk_market(500, 3, seed=4)
+    folds = plan_folds(market.n_bars, 2, 2, 0.3, 60, 16, 16)
+    members = _checkpoints(tmp_path, market, folds, [5])
+    paths, _ = stitched_paths(market, folds, members, 1e-3, False, "open")
+    np.testing.assert_allclose(paths["ensemble"].weights, paths["seed5"].weights, rtol=0, atol=1e-6)
+
+
+def _tiny(data_root, save_dir, epochs=4) -> ExperimentConfig:
+    return ExperimentConfig(
+        data=DataConfig(root=str(data_root)),
+        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        train=TrainConfig(lookback=16, batch_windows=4, rollout_groups=2, epochs=epochs, eval_interval=2,
+                          log_interval=2, device="cpu", dtype="float32", save_dir=str(save_dir)),
+    )
+
+
+def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    cfg = _tiny(root, tmp_path / "studies")
+    settings = StudySettings(folds=2, seeds=2, bootstrap_reps=200)
+    folder = run_study(cfg, settings, log=lambda *_: None)
+    state = json.loads((folder / "study.json").read_text())
+    assert [j["status"] for j in state["jobs"]] == ["done"] * 4
+    assert {j["run_dir"] for j in state["jobs"]} == {"fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1"}
+    assert all((folder / j["run_dir"] / "checkpoints" / "best.pt").exists() for j in state["jobs"])
+    res = state["results"]
+    assert res["verdict"].startswith("Out of sample (") and "SPA p = " in res["verdict"]
+    iv = res["statistics"]["vs_equal_weight"]["excess_log_growth_per_year"]
+    assert iv["low"] <= iv["estimate"] <= iv["high"]
+    assert set(res["strategies"]) >= {"ensemble", "seed0", "seed1", "equal_weight", "olmar"}
+    assert sum(f["bars"] for f in res["folds"]) == res["out_of_sample"]["bars"]
+    assert (folder / "report.html").read_text().count("data:image/png;base64,") == 2
+    before = {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoints/*.pt")}
+    run_study(cfg, settings, folder, log=lambda *_: None)
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoints/*.pt")} == before  # nothing retrained
+    assert json.loads((folder / "study.json").read_text()) == state
+
+
+def test_a_half_trained_job_continues_to_the_same_result(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    cfg = _tiny(root, tmp_path)
+    folds = plan_folds(500, 2, 1, 0.3, round(500 * 0.15), 16, 16)
+    job = make_jobs(cfg, folds, 1)[0]
+    from differentiable_market.config import config_to_dict
+    import dataclasses
+
+    whole = run_job(config_to_dict(job.config), str(tmp_path / "whole"))
+    half = dataclasses.replace(job.config, train=dataclasses.replace(job.config.train, epochs=2))
+    run_job(config_to_dict(half), str(tmp_path / "split"))  # as if killed after the step-2 checkpoint
+    resumed = run_job(config_to_dict(job.config), str(tmp_path / "split"))
+    assert resumed == {**whole, "run_dir": "split"}
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "latest.pt").policy_state
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt").policy_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_study_cli_takes_every_train_flag_and_its_own():
+    args = build_study_parser().parse_args(["--folds", "3", "--seeds", "2", "--lookback", "64", "--window",
+                                            "rolling", "--train-bars", "500", "--encoder", "gru"])
+    assert (args.folds, args.seeds, args.lookback, args.window, args.train_bars, args.encoder) == \
+        (3, 2, 64, "rolling", 500, "gru")
+    assert math.isclose(args.ci_level, 0.9)
