@@ -1,8 +1,11 @@
 """Simple strategies to beat, as target weights on the backtester's windows.
 
 Every function returns target weights [W, L, A (+1 cash)] for W windows of L decision bars, to be accounted by
-``env.account`` exactly like the policy (same windows, same costs, same start from cash). Baselines never hold cash:
-when the cash column exists its weight is 0, so they are fully invested in the risky assets.
+``env.account`` exactly like the policy (same windows, same costs, same start from cash). Most baselines never hold
+cash: when the cash column exists its weight is 0, so they are fully invested in the risky assets. When cash is
+traded, a policy that only times its exposure would look skilful against those alone, so two baselines use cash:
+``equal_weight_with_cash`` (1/(A+1) each) and ``volatility_target`` (equal weight scaled down when its trailing
+volatility is above its long-run level).
 
 Causality: a signal for the decision at bar t uses close prices up to bar t only (the decision is made after bar t
 closes). ``decision_bars`` [W, L] holds, for every window and step, the bar index t of the decision in the full
@@ -24,6 +27,12 @@ def _with_cash(w_wla: Tensor, include_cash: bool) -> Tensor:
     if not include_cash:
         return w_wla
     return torch.cat([w_wla, torch.zeros_like(w_wla[..., :1])], dim=-1)
+
+
+def equal_weight_with_cash(shape_wl: tuple[int, int], n_assets: int, dtype: torch.dtype = torch.float64,
+                           device: torch.device | str | None = None) -> Tensor:
+    """1/(A+1) in every risky asset and in cash at every bar; [W, L, A + 1] (the cash column is last)."""
+    return torch.full((*shape_wl, n_assets + 1), 1.0 / (n_assets + 1), dtype=dtype, device=device)
 
 
 def equal_weight(shape_wl: tuple[int, int], n_assets: int, include_cash: bool, dtype: torch.dtype = torch.float64,
@@ -132,19 +141,56 @@ def inverse_volatility(close_ta: Tensor, decision_bars_wl: Tensor, include_cash:
     if lookback < 2:
         raise ValueError(f"inverse-volatility lookback must be >= 2, got {lookback}.")
     close = close_ta.to(torch.float64)
-    n_bars, n_assets = close.shape
-    r = torch.log(close[1:] / close[:-1])  # r[s-1] is the return into bar s
-    zero = torch.zeros_like(close[:1])
-    c1 = torch.cat([zero, torch.cumsum(r, dim=0)], dim=0)  # c1[k] = sum of the first k returns
-    c2 = torch.cat([zero, torch.cumsum(r * r, dim=0)], dim=0)
-    idx = torch.arange(n_bars, device=close.device)  # returns available up to bar t: r[0 .. t-1]
-    lo = torch.clamp(idx - lookback, min=0)
-    count = (idx - lo).to(close.dtype).unsqueeze(-1)
-    s1 = c1[idx] - c1[lo]
-    s2 = c2[idx] - c2[lo]
-    var = (s2 - s1 * s1 / count.clamp(min=1)) / (count - 1).clamp(min=1)
-    sigma = torch.sqrt(var.clamp(min=0)).clamp(min=1e-8)
-    inv = 1.0 / sigma
+    n_assets = close.shape[1]
+    sigma, count = _trailing_std(torch.log(close[1:] / close[:-1]), lookback)
+    inv = 1.0 / sigma.clamp(min=1e-8)
     w_ta = inv / inv.sum(dim=-1, keepdim=True)
     w_ta = torch.where(count >= 2, w_ta, torch.full_like(w_ta, 1.0 / n_assets))
     return _with_cash(w_ta[decision_bars_wl], include_cash)
+
+
+def _trailing_std(r: Tensor, lookback: int | None) -> tuple[Tensor, Tensor]:
+    """Sample standard deviation (ddof 1) at every bar t of the last ``lookback`` returns known after bar t closes.
+
+    r: [T - 1, ...] with r[s - 1] the return into bar s, so at bar t the returns r[0 .. t-1] are known. lookback None
+    means all of them (an expanding window). Returns (sigma [T, ...], count [T, 1...]) with count the number of
+    returns used; sigma is 0 where count < 2.
+    """
+    zero = torch.zeros_like(r[:1])
+    c1 = torch.cat([zero, torch.cumsum(r, dim=0)], dim=0)  # c1[k] = sum of the first k returns
+    c2 = torch.cat([zero, torch.cumsum(r * r, dim=0)], dim=0)
+    idx = torch.arange(r.shape[0] + 1, device=r.device)
+    lo = torch.zeros_like(idx) if lookback is None else torch.clamp(idx - lookback, min=0)
+    count = (idx - lo).to(r.dtype).reshape(-1, *([1] * (r.dim() - 1)))
+    s1 = c1[idx] - c1[lo]
+    s2 = c2[idx] - c2[lo]
+    var = (s2 - s1 * s1 / count.clamp(min=1)) / (count - 1).clamp(min=1)
+    return torch.sqrt(var.clamp(min=0)), count
+
+
+def volatility_target(close_ta: Tensor, decision_bars_wl: Tensor, lookback: int = VOL_LOOKBACK) -> Tensor:
+    """Equal weight over the risky assets at exposure e_t, the rest (1 - e_t) in cash; [W, L, A + 1].
+
+    Let r_s = log(mean_i C[s,i] / C[s-1,i]) be the close-to-close log return of the equal-weight portfolio into bar s.
+    At decision bar t (after bar t closes, so r_1 .. r_t are known and nothing later is used):
+
+        sigma_t  = sample std of the last ``lookback`` returns r_{t-lookback+1} .. r_t (trailing, realised);
+        target_t = sample std of all returns r_1 .. r_t since the data's first bar (its own long-run volatility);
+        e_t      = min(1, target_t / sigma_t),
+
+    so the portfolio runs at most the equal-weight portfolio's usual risk, cutting exposure when recent volatility is
+    above its long-run level, never levering up. The target is relative, not a fixed annual figure, so the baseline
+    means the same on daily and intraday bars. While t <= lookback both windows are the same and e_t = 1; with fewer
+    than 2 returns, or a flat portfolio (sigma_t = 0), e_t = 1.
+    """
+    if lookback < 2:
+        raise ValueError(f"volatility-target lookback must be >= 2, got {lookback}.")
+    close = close_ta.to(torch.float64)
+    n_assets = close.shape[1]
+    r = torch.log((close[1:] / close[:-1]).mean(dim=-1))  # [T - 1]
+    sigma, count = _trailing_std(r, lookback)
+    target, _ = _trailing_std(r, None)
+    ok = (count >= 2) & (sigma > 0)
+    exposure = torch.where(ok, torch.clamp(target / torch.where(ok, sigma, 1.0), max=1.0), 1.0)  # [T]
+    e = exposure[decision_bars_wl].unsqueeze(-1)  # [W, L, 1]
+    return torch.cat([e.expand(*e.shape[:-1], n_assets) / n_assets, 1.0 - e], dim=-1)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -38,12 +39,25 @@ class Checkpoint:
     best_score: float | None
     training_state: dict[str, Any] | None
     trained_through: str | None  # ISO timestamp of the last bar of the training split (prices the weights saw)
+    # ISO timestamp of the last bar of the validation split (the bars that chose best.pt); None when the checkpoint
+    # predates this field: ``validation_end`` recovers it from ``splits`` on the training data.
+    validated_through: str | None
     path: str
     sha256: str
 
     @property
     def n_features(self) -> int:
         return len(self.feature_spec.names)
+
+    def validation_end(self, timestamps: np.ndarray, same_data: bool) -> str | None:
+        """ISO timestamp of the validation split's last bar: stored, or (older checkpoints) the stored split's end
+        looked up in ``timestamps`` [T] when these are the data it was trained on (``same_data``); else None."""
+        if self.validated_through is not None:
+            return self.validated_through
+        validation = self.splits.get("validation") if isinstance(self.splits, dict) else None
+        if not same_data or not validation or not 0 < int(validation[1]) <= len(timestamps):
+            return None
+        return str(timestamps[int(validation[1]) - 1])[:19]
 
 
 def save_checkpoint(
@@ -59,8 +73,10 @@ def save_checkpoint(
     best_score: float | None,
     trained_through: str | None,
     training_state: dict[str, Any] | None = None,
+    validated_through: str | None = None,
 ) -> None:
-    """Write a checkpoint atomically. Pass the uncompiled policy."""
+    """Write a checkpoint atomically. Pass the uncompiled policy. ``trained_through`` and ``validated_through`` are
+    ISO timestamps (``YYYY-MM-DDTHH:MM:SS``, UTC) of the last training and the last validation bar."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -75,6 +91,7 @@ def save_checkpoint(
         "splits": splits,
         "best_score": None if best_score is None else float(best_score),
         "trained_through": trained_through,
+        "validated_through": validated_through,
         "training_state": training_state,
     }
     buf = io.BytesIO()
@@ -127,6 +144,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         best_score=payload["best_score"],
         training_state=payload.get("training_state"),
         trained_through=payload.get("trained_through"),
+        validated_through=payload.get("validated_through"),  # absent before it was recorded: unknown
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
     )

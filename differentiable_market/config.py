@@ -38,6 +38,9 @@ class DataConfig:
     # Explicit bar ranges instead of the fractions: (train start, train end, validation start, validation end, test
     # start, test end), half-open. Walk-forward studies give every fold's run its own; bars after test end are unused.
     split_bars: tuple[int, ...] = ()
+    # Last bar (ISO timestamp, inclusive) whose gaps decide which assets are kept; None: the training split's end.
+    # A study sets it to its first fold's training end, so every fold trades one universe chosen from the past only.
+    universe_through: str | None = None
 
     def __post_init__(self) -> None:
         if self.split_bars and len(self.split_bars) != 6:

@@ -9,6 +9,16 @@ Alignment: the calendar is the union of the assets' timestamps from the latest f
 so nothing is ever backfilled. A bar an asset lacks on that calendar is forward-filled from its previous close
 (open = high = low = close = previous close, volume 0), at most ``max_fill_bars`` in a row; an asset with a longer gap
 is dropped and reported by name. Nothing is interpolated and nothing is left out silently.
+
+Universe cut-off: which assets are kept may only depend on the past of the bars a model is fitted on, otherwise a gap
+in 2012 would remove an asset from a model trained on 2004-2010. Given ``universe_cutoff`` (a function of the
+calendar; the training CLI and the backtester pass "the end of the training split"), only missing bars before the
+cut-off count towards ``max_fill_bars``. A longer gap after it (or one that only grows past the limit after it) keeps
+the asset and is forward-filled like a short one: the price stays flat, so the asset earns nothing over the gap and
+an account holding it simply holds it through the gap, earning the jump when trading resumes. Each such gap is
+listed in ``MarketData.late_gaps`` and in the notes. The splits depend only on the number of calendar bars, so the
+cut-off is recomputed from the current calendar every time an asset is dropped (dropping can change the calendar).
+Without a cut-off, gaps anywhere in the data decide (the whole data set is treated as the fitting period).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +88,9 @@ class MarketData:
     open, high, low, close: float64 [T, A], positive; volume: float64 [T, A], >= 0 (0 on filled bars).
     filled: bool [T, A], True where the bar was forward-filled from the previous close.
     dropped: (symbol, reason) for every asset the loader had to leave out; notes: human-readable lines.
+    universe_cutoff: the number of leading bars whose gaps decided which assets were kept (None: all of them).
+    late_gaps: (symbol, description) of every run of missing bars longer than ``max_fill_bars`` that lies (partly)
+    after the cut-off and was forward-filled instead of dropping the asset (see the module docstring).
     """
 
     symbols: tuple[str, ...]
@@ -90,6 +104,8 @@ class MarketData:
     source: str = "arrays"
     dropped: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
+    universe_cutoff: int | None = None
+    late_gaps: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         syms = self.symbols
@@ -224,11 +240,17 @@ class _Series:
     notes: tuple[str, ...]
 
 
-def load_market(cfg: DataConfig, min_bars: int) -> MarketData:
+UniverseCutoff = Callable[[np.ndarray], int]
+
+
+def load_market(cfg: DataConfig, min_bars: int, universe_cutoff: UniverseCutoff | None = None) -> MarketData:
     """Load, validate and align the files under ``cfg.root`` (or the bundled sample, see ``resolve_data_root``).
 
     min_bars: the fewest aligned bars the caller can use (the lookback plus what the splits need). A file with fewer
     bars, or a common calendar shorter than this, is a DataError.
+    universe_cutoff: maps the aligned calendar (datetime64[ns] [T]) to the number of leading bars whose gaps decide
+    which assets are dropped, typically the end of the training split (``splits.train_end_cutoff``); gaps after it
+    are forward-filled and listed in ``late_gaps``. None: gaps anywhere decide. See the module docstring.
     """
     root, bundled = resolve_data_root(cfg.root)
     notes: list[str] = []
@@ -242,7 +264,7 @@ def load_market(cfg: DataConfig, min_bars: int) -> MarketData:
         notes.extend(s.notes)
         series[sym] = s
     source = BUNDLED_SOURCE if root.resolve() == bundled_sample_dir() else str(root.resolve())
-    return _align(series, cfg.max_fill_bars, min_bars, source, notes)
+    return _align(series, cfg.max_fill_bars, min_bars, source, notes, universe_cutoff)
 
 
 def _symbol_of(path: Path) -> str | None:
@@ -496,8 +518,14 @@ def _calendar(series: dict[str, _Series], active: list[str]) -> np.ndarray:
     return np.unique(np.concatenate(parts))
 
 
+def _missing(s: _Series, cal: np.ndarray) -> np.ndarray:
+    """bool [T]: calendar bars the series lacks (at the calendar's start its earlier bars count as present)."""
+    return s.ts[np.searchsorted(s.ts, cal, side="right") - 1] != cal
+
+
 def _align(
-    series: dict[str, _Series], max_fill: int, min_bars: int, source: str, notes: list[str]
+    series: dict[str, _Series], max_fill: int, min_bars: int, source: str, notes: list[str],
+    universe_cutoff: UniverseCutoff | None = None,
 ) -> MarketData:
     active = list(series)
     dropped: list[tuple[str, str]] = []
@@ -506,23 +534,41 @@ def _align(
             reasons = "; ".join(f"{s}: {r}" for s, r in dropped)
             raise DataError(f"every asset was dropped ({reasons}). Raise --max-fill-bars or fix the files.")
         cal = _calendar(series, active)
+        # Recomputed on every pass: dropping an asset can change the calendar, and with it the splits.
+        cut = len(cal)
+        if universe_cutoff is not None:
+            cut = min(max(int(universe_cutoff(cal.view("datetime64[ns]"))), 0), len(cal))
+        cut_date = _iso(cal[cut - 1]) if cut else "before the first bar"
+        within = "" if cut == len(cal) else f" before the universe cut-off ({cut} bars, to {cut_date})"
         gaps = {}
         for sym in active:
-            ts = series[sym].ts
-            missing = ts[np.searchsorted(ts, cal, side="right") - 1] != cal
-            starts, lengths = _runs(missing)
+            starts, lengths = _runs(_missing(series[sym], cal)[:cut])
             if lengths.size and lengths.max() > max_fill:
                 k = int(np.argmax(lengths))
                 first, last = cal[starts[k]], cal[starts[k] + lengths[k] - 1]
                 gaps[sym] = (
                     f"{int(lengths[k])} consecutive bars missing from {_iso(first)} to {_iso(last)} on the common "
-                    f"calendar (max_fill_bars={max_fill}; raise --max-fill-bars or fix the file)"
+                    f"calendar{within} (max_fill_bars={max_fill}; raise --max-fill-bars or fix the file)"
                 )
         if not gaps:
             break
         dropped.extend(gaps.items())
         notes.extend(f"dropped {s}: {r}" for s, r in gaps.items())
         active = [s for s in active if s not in gaps]
+    late_gaps: list[tuple[str, str]] = []
+    if cut < len(cal):
+        notes.append(f"universe decided on the first {cut} bars (to {cut_date}); longer gaps after that are "
+                     "forward-filled and listed, the asset is kept")
+        for sym in active:
+            starts, lengths = _runs(_missing(series[sym], cal))
+            for a, n in zip(starts.tolist(), lengths.tolist()):
+                if n > max_fill:  # it lies (partly) after the cut-off, or the asset would have been dropped
+                    late_gaps.append((sym, (
+                        f"{n} consecutive bars missing from {_iso(cal[a])} to {_iso(cal[a + n - 1])}, after the "
+                        f"universe cut-off ({cut_date}): longer than max_fill_bars="
+                        f"{max_fill} but kept; forward-filled (flat price, the asset earns nothing over the gap and "
+                        "a holder holds it through)")))
+        notes.extend(f"late gap in {s}: {r}" for s, r in late_gaps)
 
     n = len(cal)
     first_sym = max(active, key=lambda s: series[s].ts[0])
@@ -542,7 +588,7 @@ def _align(
     for j, sym in enumerate(active):
         s = series[sym]
         idx = np.searchsorted(s.ts, cal, side="right") - 1  # last own bar at or before each calendar bar
-        present = s.ts[idx] == cal
+        present = ~_missing(s, cal)
         prev_close = s.c[idx]
         for k in ("o", "h", "l", "c"):
             arrays[k][:, j] = np.where(present, getattr(s, k)[idx], prev_close)
@@ -566,4 +612,6 @@ def _align(
         source=source,
         dropped=tuple(dropped),
         notes=tuple(notes),
+        universe_cutoff=None if universe_cutoff is None else cut,
+        late_gaps=tuple(late_gaps),
     )

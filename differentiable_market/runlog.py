@@ -44,7 +44,7 @@ def check_writable(folder: Path) -> None:
             os.fsync(fh.fileno())
     except OSError as exc:
         raise ConfigError(
-            f"Cannot write to save directory {folder}: {exc.strerror or exc}. Choose a writable folder with --save-dir "
+            f"Cannot write to save directory {folder}: {exc.strerror or exc}. Choose a writable folder (--save-dir, or --report-dir for backtests) "
             "or free some disk space."
         ) from None
     finally:
@@ -54,20 +54,26 @@ def check_writable(folder: Path) -> None:
             pass  # the folder itself could not be made; nothing was left behind
 
 
-def create_run_dir(save_dir: str | Path) -> Path:
-    """A new folder ``<save_dir>/<UTC timestamp>[-n]``; never reuses an existing one, even within one second."""
-    root = Path(save_dir)
+def new_timestamped_dir(parent: str | Path) -> Path:
+    """A new folder ``<parent>/<UTC timestamp>[-n]``; never reuses an existing one, even within one second."""
+    root = Path(parent)
     check_writable(root)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
-        run_dir = root / (stamp if n == 0 else f"{stamp}-{n}")
+        folder = root / (stamp if n == 0 else f"{stamp}-{n}")
         try:
-            run_dir.mkdir()
+            folder.mkdir()
         except FileExistsError:
             continue
-        (run_dir / "checkpoints").mkdir()
-        return run_dir
-    raise ConfigError(f"Could not create a new run folder under {root}: too many runs started at {stamp}.")
+        return folder
+    raise ConfigError(f"Could not create a new folder under {root}: too many started at {stamp}.")
+
+
+def create_run_dir(save_dir: str | Path) -> Path:
+    """A new run folder ``<save_dir>/<UTC timestamp>[-n]`` with its ``checkpoints`` subfolder."""
+    run_dir = new_timestamped_dir(save_dir)
+    (run_dir / "checkpoints").mkdir()
+    return run_dir
 
 
 class MetricsLog:

@@ -16,8 +16,11 @@ windows, when they are no longer than the embargo).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
+
+import numpy as np
 
 from .config import DataConfig, SplitName
 from .errors import ConfigError, DataError
@@ -111,3 +114,22 @@ def make_splits(n_bars: int, cfg: DataConfig, lookback: int) -> Splits:
         test=(te_start, n_bars),
         embargo=embargo,
     )
+
+
+def train_end_cutoff(cfg: DataConfig, lookback: int) -> Callable[[np.ndarray], int]:
+    """The loader's ``universe_cutoff`` for a run with this data config and lookback: ``cfg.universe_through`` when
+    set, else the end of its training split.
+
+    The splits depend only on the number of calendar bars, so the cut-off is a function of the calendar, which the
+    loader knows before it decides which assets to drop.
+    """
+    if cfg.universe_through is not None:
+        return through_cutoff(cfg.universe_through)
+    return lambda calendar: make_splits(len(calendar), cfg, lookback).train[1]
+
+
+def through_cutoff(last_timestamp: str) -> Callable[[np.ndarray], int]:
+    """The loader's ``universe_cutoff`` that ends at ``last_timestamp`` (ISO, UTC, inclusive), e.g. a checkpoint's
+    ``trained_through``: the calendar bars at or before it decide the universe."""
+    stop = np.datetime64(last_timestamp, "ns")
+    return lambda calendar: int(np.searchsorted(calendar, stop, side="right"))

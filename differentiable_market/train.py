@@ -26,11 +26,12 @@ from .config import (
     TrainConfig,
     config_to_dict,
 )
-from .data import MarketData, load_market, resolve_data_root
+from .data import MarketData, UniverseCutoff, load_market, resolve_data_root
 from .env import execution_horizon
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError, TrainingError
 from .hardware import machine_info
 from .runlog import MetricsLog, check_writable, create_run_dir, environment_record
+from .splits import train_end_cutoff
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
 # flag -> (config section, field); every flag defaults to None so that "given on the command line" is visible.
@@ -100,8 +101,9 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--include", type=_csv, help="comma-separated symbols to keep (default: all)")
     g.add_argument("--exclude", type=_csv, help="comma-separated symbols to leave out")
     g.add_argument("--max-assets", type=int, help="keep at most N symbols, in sorted order (default: all)")
-    g.add_argument("--max-fill-bars", type=int, help=f"longest gap in bars that is forward-filled; longer gaps drop "
-                   f"the asset (default: {d.max_fill_bars})")
+    g.add_argument("--max-fill-bars", type=int, help=f"longest gap in bars that is forward-filled; a longer gap in "
+                   "the training split drops the asset, a longer one after it is forward-filled and listed (the "
+                   f"universe is decided on training bars only) (default: {d.max_fill_bars})")
     g.add_argument("--val-fraction", type=float, help=f"fraction of bars for validation (default: {d.val_fraction})")
     g.add_argument("--test-fraction", type=float, help=f"fraction of bars for test (default: {d.test_fraction})")
     g.add_argument("--embargo-bars", type=int, help="bars left unused between splits (default: the lookback)")
@@ -197,12 +199,15 @@ def resolve_resume_path(path: str) -> Path:
     return p
 
 
-def load_data(cfg: ExperimentConfig) -> MarketData:
+def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = None) -> MarketData:
+    """The run's market. Which assets are kept is decided on the bars up to the end of the run's training split
+    (``universe_cutoff`` replaces that); longer gaps later are forward-filled and listed in the notes."""
     root, bundled = resolve_data_root(cfg.data.root)
     if bundled:
         print(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).", flush=True)
     min_bars = cfg.train.lookback + execution_horizon(cfg.env.execution) + 1
-    market = load_market(dataclasses.replace(cfg.data, root=str(root)), min_bars=min_bars)
+    cutoff = universe_cutoff or train_end_cutoff(cfg.data, cfg.train.lookback)
+    market = load_market(dataclasses.replace(cfg.data, root=str(root)), min_bars=min_bars, universe_cutoff=cutoff)
     for note in market.notes:
         print(f"data: {note}", flush=True)
     return market
@@ -234,15 +239,19 @@ def run_training(
     progress: bool = True,
     argv: list[str] | None = None,
     run_dir: Path | None = None,
+    data_root: str | None = None,
 ) -> Path:
     """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
-    new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir."""
+    new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir.
+    ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
+    the config that the run records."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
-    if resume is None:
-        check_writable(Path(cfg.train.save_dir))  # before the data is loaded, so the user hears at once
-    market = load_data(cfg)
+    if resume is None:  # before the data is loaded, so the user hears at once
+        check_writable(run_dir.parent if run_dir is not None else Path(cfg.train.save_dir))
+    market = load_data(cfg if data_root is None else dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, root=data_root)))
     fingerprint = market.fingerprint()  # hashes every price; computed once, stored with each checkpoint
     source = resume or init
     if source is not None:
@@ -257,6 +266,7 @@ def run_training(
     tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
     train_end = tensors.splits.train[1]
     trained_through = str(market.timestamps[train_end - 1])[:19]
+    validated_through = str(market.timestamps[tensors.splits.validation[1] - 1])[:19]  # the bars that pick best.pt
     if init is not None:
         check_init_split(init, trained_through)
     trainer = Trainer(cfg, tensors, device)
@@ -319,6 +329,7 @@ def run_training(
                 path, config=cfg, symbols=market.symbols, feature_spec=spec,
                 policy=trainer.policy, step=trainer.step_count, data_fingerprint=fingerprint,
                 splits=tensors.splits.to_dict(), best_score=trainer.best_score, trained_through=trained_through,
+                validated_through=validated_through,
                 training_state=trainer.training_state() if with_state else None,
             )
         except OSError as exc:

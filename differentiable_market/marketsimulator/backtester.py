@@ -1,12 +1,22 @@
-"""Replay a checkpoint's policy over rolling windows of a split, next to simple baselines, with the env's accounting.
+"""Replay a checkpoint's policy over a split (as one path, or in windows), next to simple baselines, with the env's
+accounting.
 
 Timing and windows. A decision at bar t (made after bar t closes) earns ``g_t = decision_growth(...)[t]``, whose
 prices reach bar t + horizon (2 for "open" execution, 1 for "close"). A decision bar of a split [start, end) is
 scorable when start <= t and t + horizon <= end - 1, so the split has ``end - start - horizon`` scorable decision bars.
-Windows are ``window_length`` consecutive scorable bars whose first bars are ``stride`` apart, starting at the split's
-first scorable bar. When bars are left after the last such window, one more window ending at the split's last scorable
-bar is added, so every scorable bar is scored (the report says so). A split shorter than one window is scored as a
-single window covering all of it, and the report says so too.
+By default the whole split is scored as one path (one window of every scorable bar). With ``window_length``, windows
+are ``window_length`` consecutive scorable bars whose first bars are ``stride`` apart (default: ``window_length``, so
+they do not overlap), starting at the split's first scorable bar. When bars are left after the last such window, one
+more window ending at the split's last scorable bar is added, so every scorable bar is scored (the report says so;
+that window overlaps the one before it). A split shorter than one window is scored as a single window covering all
+of it, and the report says so too.
+
+Overlap. Windows that share bars are not independent evidence. When any two windows overlap (a stride shorter than
+the window, or the end-aligned last window), the report says so, and "policy beats" counts only the non-overlapping
+chain of windows (``WindowPlan.chain``); means over windows still include every window.
+
+In-sample checks. The checkpoint records the last training bar and the last validation bar (the bars that chose
+best.pt) as dates; a scored split that starts on or before either gets a warning in the log and the report.
 
 Every strategy, the policy included, starts each window in cash (the entry trade pays the fee) and is accounted by
 ``env.account`` with exact |x| (``smooth_eps=None``), in float64, on the same growth tensor and the same cost rate.
@@ -35,7 +45,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
 from ..metrics import bars_per_year, path_metrics
 from ..rollout import deterministic_weights
-from ..splits import make_splits
+from ..splits import make_splits, through_cutoff, train_end_cutoff
 
 StrategyKind = Literal["policy", "baseline", "single", "hindsight"]
 
@@ -45,8 +55,8 @@ class BacktestOptions:
     """What the CLI asks for. None means "take it from the checkpoint"."""
 
     checkpoint: str
-    window_length: int = 256
-    stride: int = 64
+    window_length: int | None = None  # None: the whole split as one path
+    stride: int | None = None  # None: window_length (windows do not overlap)
     split: SplitName = "test"
     data_root: str | None = None
     data_glob: str | None = None
@@ -58,9 +68,11 @@ class BacktestOptions:
     vol_lookback: int = baselines.VOL_LOOKBACK
 
     def __post_init__(self) -> None:
-        if self.window_length < 2 or self.stride < 1:
-            raise ConfigError(f"--window-length must be >= 2 and --stride >= 1; got {self.window_length} and "
-                              f"{self.stride}.")
+        if self.window_length is not None and self.window_length < 2:
+            raise ConfigError(f"--window-length must be >= 2, got {self.window_length}.")
+        if self.stride is not None and (self.window_length is None or self.stride < 1):
+            raise ConfigError(f"--stride must be >= 1 and needs --window-length (without it the whole split is one "
+                              f"path); got --stride {self.stride} with --window-length {self.window_length}.")
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class WindowPlan:
     split_bounds: tuple[int, int]  # bars [start, end) of the split
     scorable: tuple[int, int]  # decision bars [first, stop) whose earned prices lie inside the split
     notes: tuple[str, ...] = ()
+    stride: int | None = None  # bars between stride-aligned window starts; None when the split is one window
 
     @property
     def n_windows(self) -> int:
@@ -80,6 +93,11 @@ class WindowPlan:
     @property
     def length(self) -> int:
         return int(self.decision_bars.shape[1])
+
+    @property
+    def overlapping(self) -> bool:
+        """Whether any two windows share a decision bar (windows are in time order)."""
+        return bool((np.diff(self.decision_bars[:, 0]) < self.length).any())
 
     def chain(self) -> list[int]:
         """Non-overlapping windows, greedily from the first: each starts at or after the previous one's end."""
@@ -91,10 +109,11 @@ class WindowPlan:
         return picked
 
 
-def plan_windows(split: SplitName, bounds: tuple[int, int], horizon: int, window_length: int,
-                 stride: int) -> WindowPlan:
-    """Rolling windows of ``window_length`` scorable decision bars, ``stride`` apart, inside ``bounds``, plus an
-    end-aligned last window when the stride leaves bars at the end (see the module docstring)."""
+def plan_windows(split: SplitName, bounds: tuple[int, int], horizon: int, window_length: int | None = None,
+                 stride: int | None = None) -> WindowPlan:
+    """Windows of ``window_length`` scorable decision bars, ``stride`` apart (default: ``window_length``), inside
+    ``bounds``, plus an end-aligned last window when the stride leaves bars at the end; ``window_length`` None scores
+    the whole split as one window (see the module docstring)."""
     start, end = bounds
     first, stop = start, end - horizon
     n = stop - first
@@ -103,21 +122,31 @@ def plan_windows(split: SplitName, bounds: tuple[int, int], horizon: int, window
             f"The {split} split (bars {start}..{end - 1}) has {max(n, 0)} scorable decision bars; a backtest needs at "
             "least 2. Use another --split or more data."
         )
-    notes = []
-    if n < window_length:
+    notes, step = [], None
+    if window_length is None:
+        length, starts = n, np.array([first])
+    elif n < window_length:
         length, starts = n, np.array([first])
         notes.append(f"The {split} split has only {n} scorable decision bars, fewer than --window-length "
                      f"{window_length}: scored as one window of {n} bars.")
     else:
-        length = window_length
-        starts = np.arange(first, stop - length + 1, stride)
+        length, step = window_length, stride or window_length
+        starts = np.arange(first, stop - length + 1, step)
         tail = int(stop - (starts[-1] + length))
         if tail:  # the most recent bars matter most: one more window, aligned to the split's end, scores them
             starts = np.append(starts, stop - length)
             notes.append(f"The last {tail} scorable bars lay after the last stride-aligned window; a final window "
-                         f"ending at the split's last scorable bar was added to score them ({len(starts)} windows).")
+                         f"ending at the split's last scorable bar was added to score them ({len(starts)} windows; "
+                         "it overlaps the window before it).")
     bars = starts[:, None] + np.arange(length)[None, :]
-    return WindowPlan(bars.astype(np.int64), split, (start, end), (first, stop), tuple(notes))
+    plan = WindowPlan(bars.astype(np.int64), split, (start, end), (first, stop), tuple(notes), step)
+    if plan.overlapping:
+        chain = plan.chain()
+        notes.append(f"The {plan.n_windows} windows overlap (they share bars), so they are not independent evidence: "
+                     f"means over windows include every window, but 'policy beats' counts only the {len(chain)} "
+                     f"non-overlapping window(s) {chain}.")
+        plan = dataclasses.replace(plan, notes=tuple(notes))
+    return plan
 
 
 @dataclass
@@ -149,10 +178,20 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,
                      symbols: tuple[str, ...], options: BacktestOptions
                      ) -> tuple[list[tuple[str, str, StrategyKind, torch.Tensor]], np.ndarray]:
-    """(name, label, kind, weights [W, L, A (+1)]) of every baseline, and the hindsight asset index per window."""
+    """(name, label, kind, weights [W, L, A (+1)]) of every baseline, and the hindsight asset index per window.
+
+    With ``include_cash`` the list also holds the two baselines that hold cash (``equal_weight_cash``,
+    ``vol_target``)."""
     shape = tuple(bars_wl.shape)
     n = len(symbols)
     best_w, best = baselines.best_single_hindsight(growth_wla, include_cash)
+    # With cash traded, a policy that only times its exposure must beat baselines that can hold cash too.
+    with_cash: list[tuple[str, str, StrategyKind, torch.Tensor]] = [
+        ("equal_weight_cash", f"Equal weight over the {n} assets and cash, 1/{n + 1} each", "baseline",
+         baselines.equal_weight_with_cash(shape, n)),
+        ("vol_target", f"Equal weight scaled to its long-run volatility ({options.vol_lookback}-bar trailing, max "
+         "100%), rest in cash", "baseline", baselines.volatility_target(close_ta, bars_wl, options.vol_lookback)),
+    ] if include_cash else []
     out: list[tuple[str, str, StrategyKind, torch.Tensor]] = [
         ("equal_weight", "Equal weight, rebalanced every bar", "baseline",
          baselines.equal_weight(shape, n, include_cash)),
@@ -162,6 +201,7 @@ def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: 
          baselines.olmar(close_ta, bars_wl, include_cash, options.olmar_window, options.olmar_eps)),
         ("inverse_vol", f"Inverse volatility ({options.vol_lookback}-bar trailing)", "baseline",
          baselines.inverse_volatility(close_ta, bars_wl, include_cash, options.vol_lookback)),
+        *with_cash,
     ]
     out += [(f"hold:{s}", f"Hold {s}", "single", baselines.single_asset(i, shape, n, include_cash))
             for i, s in enumerate(symbols)]
@@ -222,7 +262,10 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     include_cash = cfg.env.include_cash
 
     horizon = execution_horizon(cfg.env.execution)
-    market = load_market(cfg.data, min_bars=horizon + 2)
+    # The universe is decided on the checkpoint's training bars only, as it was when it was trained.
+    cutoff = (through_cutoff(ckpt.trained_through) if ckpt.trained_through and cfg.data.universe_through is None
+              else train_end_cutoff(cfg.data, cfg.train.lookback))
+    market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     for note in market.notes:
         log(note)
     check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
@@ -234,11 +277,12 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
                      "boundaries are recomputed on these data and may not line up with the training run's.")
         log("warning: " + notes[-1])
     splits = make_splits(market.n_bars, cfg.data, cfg.train.lookback)
-    split_start = str(market.timestamps[splits.bounds(options.split)[0]])[:19]
-    if options.split in ("validation", "test") and ckpt.trained_through and split_start <= ckpt.trained_through:
-        notes.append(f"WARNING: the policy was trained on bars up to {ckpt.trained_through}, but this {options.split} "
-                     f"split starts at {split_start}: the scores below are partly in-sample.")
-        log(notes[-1])
+    validated_through = ckpt.validation_end(market.timestamps, same_data)
+    bounds = splits.bounds(options.split)
+    split_dates = (str(market.timestamps[bounds[0]])[:19], str(market.timestamps[bounds[1] - 1])[:19])
+    for note in in_sample_notes(options.split, split_dates, ckpt.trained_through, validated_through):
+        notes.append(note)
+        log(note)
     plan = plan_windows(options.split, splits.bounds(options.split), horizon, options.window_length, options.stride)
     notes.extend(plan.notes)
     for note in plan.notes:
@@ -275,7 +319,8 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     return BacktestResult(
         options=options,
         config=ckpt.config,
-        checkpoint={"path": ckpt.path, "sha256": ckpt.sha256, "step": ckpt.step},
+        checkpoint={"path": ckpt.path, "sha256": ckpt.sha256, "step": ckpt.step,
+                    "trained_through": ckpt.trained_through, "validated_through": validated_through},
         effective={"cost_bps": cfg.env.cost_bps, "include_cash": include_cash, "execution": cfg.env.execution,
                    "policy_dtype": "float32"},
         overrides=overrides,
@@ -291,6 +336,27 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
                  "total_s": t_end - t0},
         notes=notes,
     )
+
+
+def in_sample_notes(split: SplitName, split_dates: tuple[str, str], trained_through: str | None,
+                    validated_through: str | None) -> list[str]:
+    """Warnings for a scored split (first and last bar) that starts on or before the checkpoint's last training bar,
+    or on or before its last validation bar while reaching past its training bars. Dates are ISO timestamps
+    (``YYYY-MM-DDTHH:MM:SS``, UTC) compared as text. An unknown validation end is said too."""
+    first, last = split_dates
+    out = []
+    if trained_through and first <= trained_through:
+        how = "in-sample (every bar of it)" if last <= trained_through else "partly in-sample"
+        out.append(f"WARNING: the policy was trained on bars up to {trained_through}, but this {split} split starts "
+                   f"at {first}: the scores below are {how}.")
+    if validated_through is None:
+        out.append("The checkpoint does not record its validation dates and these are not the data it was trained "
+                   "on, so overlap with the bars that chose it cannot be checked.")
+    elif first <= validated_through and (trained_through is None or last > trained_through):
+        out.append(f"WARNING: this checkpoint was chosen (best.pt) on validation bars up to {validated_through}, but "
+                   f"this {split} split starts at {first}: the scores below overlap the bars that selected it, "
+                   "so they are not out-of-sample.")
+    return out
 
 
 def _same_data(fingerprint: dict[str, Any], stored: dict[str, Any]) -> bool:

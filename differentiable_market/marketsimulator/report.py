@@ -8,8 +8,12 @@ trades.jsonl holds the policy's bars of EVERY window, in window order, one JSON 
 decision is made after it closes), ``weights`` (target weights keyed by symbol, plus ``CASH`` when cash is included),
 ``turnover`` (sum of |traded weight| over non-cash assets), ``fee`` (fraction of wealth paid at the trade,
 cost rate * turnover), ``log_growth`` (net log growth of the period) and ``wealth`` (within the window, starting at 1
-before its first trade: exp of the cumulated log growth). Windows overlap when stride < window length, so a bar can
-appear once per window that contains it.
+before its first trade: exp of the cumulated log growth). Windows overlap when stride < window length (or when an
+end-aligned last window was added), so a bar can appear once per window that contains it.
+
+Overlapping windows are never counted as independent evidence: "policy beats" counts wins only over the
+non-overlapping chain of windows, and every output (report.json ``split.overlapping``, the console table, the HTML
+page) says when the windows overlap.
 
 equity.png and weights.png show the non-overlapping chain of windows (the first window, then each next window that
 starts at or after the previous one's end), compounding their wealth; every window starts from cash again.
@@ -32,11 +36,13 @@ from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic
 from ..config import config_to_dict
 from ..env import execution_horizon
 from ..metrics import METRICS, aggregate, json_number
+from ..runlog import new_timestamped_dir
 from .backtester import BacktestResult
 
 REPORT_FORMAT = "differentiable_market.backtest"
 REPORT_VERSION = 1
-PLOTTED = ("policy", "equal_weight", "buy_and_hold", "olmar", "inverse_vol", "best_single_hindsight")
+PLOTTED = ("policy", "equal_weight", "buy_and_hold", "olmar", "inverse_vol", "equal_weight_cash", "vol_target",
+           "best_single_hindsight")
 MAX_LISTED_SINGLES = 12  # more single-asset holds than this are left out of the tables and plots (not the JSON)
 PERCENT = {"total_return", "annualised_return", "annualised_volatility", "max_drawdown", "turnover", "fees_paid",
            "hit_rate"}
@@ -53,17 +59,7 @@ def iso(t: np.datetime64) -> str:
 
 def new_report_dir(parent: str | Path) -> Path:
     """Create and return a fresh ``<parent>/<YYYYmmdd-HHMMSS>[-n]`` folder; never returns an existing one."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = parent / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a new report folder under {parent}")
+    return new_timestamped_dir(parent)
 
 
 def _numbers(d: dict[str, Any]) -> dict[str, float | None]:
@@ -71,10 +67,21 @@ def _numbers(d: dict[str, Any]) -> dict[str, float | None]:
 
 
 def policy_beats(result: BacktestResult) -> dict[str, dict[str, int]]:
-    """Windows in which the policy's total return is strictly above each other strategy's."""
-    mine = result.policy.metrics["total_return"]
-    return {name: {"windows": int(np.sum(mine > s.metrics["total_return"])), "of": result.plan.n_windows}
+    """Non-overlapping windows (the plan's chain) in which the policy's total return is strictly above each other
+    strategy's; windows that overlap a counted one are left out, since they are not independent evidence."""
+    chain = result.plan.chain()
+    mine = result.policy.metrics["total_return"][chain]
+    return {name: {"windows": int(np.sum(mine > s.metrics["total_return"][chain])), "of": len(chain)}
             for name, s in result.strategies.items() if name != "policy"}
+
+
+def _beats_scope(result: BacktestResult) -> str:
+    """What 'policy beats' counts, in words."""
+    plan = result.plan
+    if not plan.overlapping:
+        return "'policy beats' = non-overlapping windows where the policy's total return is higher"
+    return (f"the {plan.n_windows} windows OVERLAP (they share bars) and are not independent: means are over all of "
+            f"them, but 'policy beats' counts only the {len(plan.chain())} non-overlapping window(s) {plan.chain()}")
 
 
 def _split_info(result: BacktestResult) -> dict[str, Any]:
@@ -91,7 +98,9 @@ def _split_info(result: BacktestResult) -> dict[str, Any]:
         "date_range": [iso(ts[first]), iso(ts[last + horizon])],  # first decision to the last price any window earns
         "n_windows": plan.n_windows,
         "window_length": plan.length,
-        "stride": result.options.stride,
+        "stride": plan.stride,
+        "overlapping": plan.overlapping,
+        "non_overlapping_windows": plan.chain(),  # the windows 'policy_beats' counts
     }
 
 
@@ -122,7 +131,8 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
             "calmar = annualised_return / max_drawdown; max_drawdown is a fraction of the running peak; turnover is "
             "the mean per bar of sum |traded weight| over non-cash assets (entry trade included); fees_paid is in "
             "units of initial wealth; hit_rate is the share of bars with positive net log growth. Aggregates are "
-            "the mean and median over windows; null where undefined."),
+            "the mean and median over all windows (overlapping ones included when split.overlapping); null where "
+            "undefined. policy_beats counts only split.non_overlapping_windows."),
         "strategies": strategies,
         "policy_beats": policy_beats(result),
         "notes": list(result.notes),
@@ -135,6 +145,7 @@ def windows_dict(result: BacktestResult) -> dict[str, Any]:
     """Content of windows.json: per window, its bars, dates and every strategy's metrics."""
     ts, plan = result.timestamps, result.plan
     horizon = execution_horizon(result.effective["execution"])
+    chain = set(plan.chain())
     rows = []
     for k in range(plan.n_windows):
         first, last = int(plan.decision_bars[k, 0]), int(plan.decision_bars[k, -1])
@@ -145,6 +156,7 @@ def windows_dict(result: BacktestResult) -> dict[str, Any]:
             "first_decision": iso(ts[first]),
             "last_decision": iso(ts[last]),
             "last_price_bar": iso(ts[last + horizon]),
+            "counted_in_policy_beats": k in chain,
             "hindsight_best_asset": result.symbols[int(result.hindsight_assets[k])],
             "metrics": {name: _numbers({m: v[k] for m, v in s.metrics.items()})
                         for name, s in result.strategies.items()},
@@ -218,8 +230,7 @@ def summary_table(result: BacktestResult) -> str:
     info = _split_info(result)
     lines.append(f"Mean over {info['n_windows']} window(s) of {info['window_length']} bars, {info['name']} split "
                  f"{info['date_range'][0]}..{info['date_range'][1]}, cost {result.effective['cost_bps']:g} bps "
-                 "one-way. * best in column (hindsight excluded); 'policy beats' = windows where the policy's total "
-                 "return is higher.")
+                 f"one-way. * best in column (hindsight excluded); {_beats_scope(result)}.")
     hidden = len(result.strategies) - len(names)
     if hidden:
         lines.append(f"{hidden} single-asset holds are not listed here; they are in report.json.")
@@ -332,7 +343,9 @@ def report_html(result: BacktestResult, report: dict[str, Any], equity: bytes, w
         ("Checkpoint sha256", ck["sha256"]),
         ("Split", f"{split['name']}: decisions {split['first_decision']} .. {split['last_decision']}, prices to "
                   f"{split['date_range'][1]}"),
-        ("Windows", f"{split['n_windows']} of {split['window_length']} bars, stride {split['stride']}"),
+        ("Windows", f"{split['n_windows']} of {split['window_length']} bars"
+                    + (f", stride {split['stride']}" if split["stride"] is not None else " (the whole split)")
+                    + (f"; {_beats_scope(result)}" if split["overlapping"] else "; no two windows overlap")),
         ("Costs", f"{result.effective['cost_bps']:g} bps one-way on traded non-cash weight"),
         ("Execution", f"{result.effective['execution']}; cash asset: {result.effective['include_cash']}"),
         ("Data", f"{report['data']['root']} ({len(result.symbols)} assets: {', '.join(result.symbols[:20])}"
@@ -362,10 +375,11 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }}
 <h1>Backtest: does the policy beat simple strategies after costs?</h1>
 <table class="facts">{fact_rows}</table>
 <h2>Mean over windows</h2>
-<table><tr><th>strategy</th>{head}<th>policy beats (windows)</th></tr>
+<table><tr><th>strategy</th>{head}<th>policy beats (non-overlapping windows)</th></tr>
 {''.join(body)}</table>
 <p>&#9733; best in column among tradeable strategies (the hindsight line is excluded). Percentages are fractions of
-wealth; turnover is per bar. Per-window figures are in windows.json, medians in report.json.</p>
+wealth; turnover is per bar. Per-window figures are in windows.json, medians in report.json.
+{esc(_beats_scope(result)[0].upper() + _beats_scope(result)[1:])}.</p>
 <h2>Equity and drawdown</h2>
 <img alt="equity curves and drawdowns" src="data:image/png;base64,{b64(equity)}">
 <h2>Policy weights</h2>

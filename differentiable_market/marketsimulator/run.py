@@ -19,11 +19,15 @@ from .report import summary_table, write_report
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m differentiable_market.marketsimulator.run",
-        description="Backtest a checkpoint on rolling windows of a split against simple baselines, after costs.",
+        description="Backtest a checkpoint on a split (one path, or windows of it) against simple baselines, after "
+                    "costs.",
     )
     p.add_argument("--checkpoint", required=True, help="run folder (uses checkpoints/best.pt) or a .pt file")
-    p.add_argument("--window-length", type=int, default=256, help="decision bars per window (default: 256)")
-    p.add_argument("--stride", type=int, default=64, help="bars between window starts (default: 64)")
+    p.add_argument("--window-length", type=int, default=None, help="decision bars per window, each started from "
+                   "cash (default: the whole split as one path)")
+    p.add_argument("--stride", type=int, default=None, help="bars between window starts, with --window-length "
+                   "(default: the window length, so windows do not overlap). A shorter stride makes windows that "
+                   "share bars: the report says so, and 'policy beats' counts only a non-overlapping chain of them")
     p.add_argument("--split", choices=get_args(SplitName), default="test", help="which split to score (default: test)")
     p.add_argument("--data-root", default=None, help="data folder (default: the checkpoint's)")
     p.add_argument("--data-glob", default=None, help="file pattern in the data folder (default: the checkpoint's)")

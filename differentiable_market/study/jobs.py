@@ -5,6 +5,9 @@ the study's with the fold's ``data.split_bars`` and the seed's ``train.seed``. R
 ``latest.pt`` reached the configured steps is done and is not rerun; one with a ``latest.pt`` short of it continues
 from there (``--resume`` semantics, bit-identical on CPU); one killed before its first checkpoint starts again.
 The training log of a job goes to ``train.log`` in its folder.
+
+Executors: ``run_local`` (this process), ``process_executor`` (worker processes of this machine) and ``ray_executor``
+(tasks on a Ray cluster; the driver writes every result, so workers need no shared file system).
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig, config_from_dict, config_to_dict
+from ..data import DATA_SUFFIXES, resolve_data_root
+from ..errors import ConfigError
 from .plan import Fold
 
 
@@ -50,9 +57,10 @@ def make_jobs(base: ExperimentConfig, folds: list[Fold], seeds: int) -> list[Job
     return jobs
 
 
-def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None) -> dict[str, Any]:
+def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
+            data_root: str | None = None) -> dict[str, Any]:
     """Train (or finish) one job in ``run_dir`` and return its summary. Takes and returns plain data so that it can
-    run in another process or on another machine."""
+    run in another process or on another machine; ``data_root`` is where that machine holds the config's data."""
     import torch
 
     from ..train import run_training
@@ -69,11 +77,20 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None) ->
         if latest.exists():
             ckpt = load_checkpoint(latest)
             if ckpt.step < cfg.train.epochs:
-                run_training(cfg, resume=ckpt, progress=False, argv=["study job", folder.name])
+                run_training(cfg, resume=ckpt, progress=False, argv=["study job", folder.name], data_root=data_root)
         else:
-            run_training(cfg, progress=False, argv=["study job", folder.name], run_dir=folder)
+            run_training(cfg, progress=False, argv=["study job", folder.name], run_dir=folder, data_root=data_root)
+    return _summary(folder)
+
+
+def _summary(folder: Path) -> dict[str, Any]:
     best = load_checkpoint(folder / "checkpoints" / "best.pt")
     return {"run_dir": folder.name, "best_step": best.step, "best_validation_objective": best.best_score}
+
+
+def _finished(folder: Path, epochs: int) -> bool:
+    latest = folder / "checkpoints" / "latest.pt"
+    return latest.exists() and load_checkpoint(latest).step >= epochs
 
 
 Executor = Callable[[list[Job], Path, Callable[[Job, dict[str, Any]], None]], None]
@@ -105,3 +122,113 @@ def process_executor(workers: int) -> Executor:
 def _in_submission_order(futures: dict) -> Iterable:
     # Results are recorded in plan order, so study.json does not depend on which worker finished first.
     return list(futures.items())
+
+
+def ray_executor(address: str, cpus_per_job: int = 1) -> Executor:
+    """Jobs as tasks on a Ray cluster. Workers need this package installed, not the driver's file system.
+
+    address: where the cluster is: ``auto`` for the one this machine joined with ``ray start``, ``host:port`` (or
+    ``ray://host:port``) for another, or ``local`` to start a private Ray runtime on this machine for the study
+    (tests, trying it out). A process already connected to Ray (``ray.init`` was called) keeps that connection and
+    ``address`` is not used.
+
+    Each job is one task of ``cpus_per_job`` CPUs (torch runs as many threads), plus one GPU when its config says
+    ``--device cuda``, or ``auto`` on a cluster that has GPUs. The task is sent the data files and what the job's
+    run folder already holds (so a half-trained job continues from its latest.pt), trains in a temporary folder of
+    the worker, and returns the summary and every file of the run folder; the driver writes them into
+    ``<study>/<job name>/``, latest.pt last, as each task ends. Finished jobs are not sent. Results are recorded in
+    plan order. The run folders record the driver's data root, as a local run would.
+    """
+    if cpus_per_job < 1:
+        raise ConfigError(f"CPUs per Ray job must be >= 1, got {cpus_per_job}.")
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("Running a study on Ray needs the ray package: uv sync --extra ray, or "
+                          "pip install 'differentiable-market[ray]'.") from None
+
+    def run(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None]) -> None:
+        if not jobs:
+            return
+        started = not ray.is_initialized()
+        if started:
+            try:
+                ray.init(address=address, **({"include_dashboard": False} if address == "local" else {}))
+            except ConnectionError as exc:
+                raise ConfigError(f"No Ray cluster at {address!r} ({exc}). Start one with 'ray start --head', or "
+                                  "pass its address with --ray-address host:port.") from None
+        try:
+            _run_on_ray(ray, jobs, study_dir, done, cpus_per_job)
+        finally:
+            if started:
+                ray.shutdown()  # disconnects; stops the runtime only if it was started here ("local")
+
+    return run
+
+
+def _run_on_ray(ray: Any, jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None],
+                cpus_per_job: int) -> None:
+    task = ray.remote(_run_job_in_temp_folder)
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    data = ray.put(_data_files(jobs[0].config))  # all jobs read the same files; sent once per node
+    summaries: dict[str, dict[str, Any]] = {}
+    pending: dict[Any, Job] = {}
+    try:
+        for job in jobs:
+            folder = study_dir / job.name
+            if _finished(folder, job.config.train.epochs):
+                summaries[job.name] = _summary(folder)
+                continue
+            run_files = _read_files(folder) if (folder / "checkpoints" / "latest.pt").exists() else {}
+            if not run_files and folder.exists():
+                shutil.rmtree(folder)  # killed before its first checkpoint: start again, as run_job would
+            device = job.config.train.device
+            gpus = 1 if device == "cuda" or (device == "auto" and has_gpus) else 0
+            ref = task.options(num_cpus=cpus_per_job, num_gpus=gpus).remote(
+                config_to_dict(job.config), job.name, data, run_files, cpus_per_job)
+            pending[ref] = job
+        recorded = 0
+        while recorded < len(jobs):
+            while recorded < len(jobs) and jobs[recorded].name in summaries:
+                done(jobs[recorded], summaries.pop(jobs[recorded].name))
+                recorded += 1
+            if pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ref)
+                summary, files = ray.get(ref)
+                _write_files(study_dir / job.name, files)  # at once, so a killed driver keeps the finished work
+                summaries[job.name] = summary
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+
+
+def _run_job_in_temp_folder(config: dict[str, Any], name: str, data_files: dict[str, bytes],
+                            run_files: dict[str, bytes], threads: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A Ray task: ``run_job`` in a temporary folder of the worker holding the data and the run folder so far."""
+    with tempfile.TemporaryDirectory(prefix="differentiable_market-job-") as tmp:
+        data_root, run_dir = Path(tmp) / "data", Path(tmp) / "runs" / name
+        _write_files(data_root, data_files)
+        _write_files(run_dir, run_files)
+        summary = run_job(config, str(run_dir), threads, str(data_root))
+        return summary, _read_files(run_dir)
+
+
+def _data_files(cfg: ExperimentConfig) -> dict[str, bytes]:
+    """Every data file the loader could read under the configured root (the bundled sample when it is absent)."""
+    root, _ = resolve_data_root(cfg.data.root)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.glob(cfg.data.glob))
+            if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)}
+
+
+def _read_files(folder: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    # latest.pt last: until it is replaced, the folder resumes from the previous one
+    for rel in sorted(files, key=lambda r: r == "checkpoints/latest.pt"):
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, files[rel])

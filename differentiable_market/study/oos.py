@@ -24,6 +24,7 @@ import torch
 from ..checkpoint import Checkpoint, build_policy
 from ..data import MarketData
 from ..env import decision_growth, drift, observed_growth
+from ..errors import DataError
 from ..features import compute_features
 from ..marketsimulator.backtester import BacktestOptions, StrategyKind, baseline_weights, evaluate_weights
 from ..metrics import bars_per_year
@@ -48,8 +49,15 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
                    cost_rate: float, include_cash: bool, execution: str) -> tuple[dict[str, Path], np.ndarray]:
     """Paths of every seed, the ensemble and every baseline; and the decision bars [T] they trade.
 
-    ``members[k]`` lists (seed, best checkpoint) of fold k.
+    ``members[k]`` lists (seed, best checkpoint) of fold k; each must have been trained on exactly these data.
     """
+    fingerprint = market.fingerprint()
+    for k, fold_members in members.items():
+        for seed, ckpt in fold_members:
+            if ckpt.symbols != market.symbols or ckpt.data_fingerprint.get("ohlc_sha256") != fingerprint.get(
+                    "ohlc_sha256"):
+                raise DataError(f"{ckpt.path} (fold {k}, seed {seed}) was trained on other data or another universe "
+                                f"({list(ckpt.symbols)}) than the study's ({list(market.symbols)}); rerun the study.")
     open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)
     growth_ta = decision_growth(open_ta, close_ta, execution, include_cash)  # float64 [T - h, A (+1)]
     seen_ta = observed_growth(open_ta, close_ta, execution, include_cash).to(torch.float32)

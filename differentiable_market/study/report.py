@@ -228,21 +228,23 @@ def interval_figure(results: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     s = results["statistics"]
-    rows = []
-    for key in ("vs_equal_weight", "vs_best_causal_baseline"):
-        for stat, scale, unit in (("excess_log_growth_per_year", 100, "%/yr"), ("sharpe_difference", 1, "")):
+    level = s["vs_equal_weight"]["excess_log_growth_per_year"]["level"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.4), gridspec_kw={"wspace": 0.45})
+    panels = (("excess_log_growth_per_year", 100.0, "ensemble's excess log growth, %/yr"),
+              ("sharpe_difference", 1.0, "ensemble's Sharpe minus benchmark's (annualised)"))
+    for ax, (stat, scale, title) in zip(axes, panels):
+        labels = []
+        for i, key in enumerate(("vs_equal_weight", "vs_best_causal_baseline")):
             iv = s[key][stat]
-            rows.append((f"{stat.replace('_', ' ')} {unit} vs {s[key]['benchmark']}", iv["estimate"] * scale,
-                         iv["low"] * scale, iv["high"] * scale))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 2.6))
-    for ax, pair in zip(axes, (rows[0::2], rows[1::2])):
-        for i, (label, est, lo, hi) in enumerate(pair):
+            est, lo, hi = (iv[k] * scale for k in ("estimate", "low", "high"))
             ax.errorbar([est], [i], xerr=[[est - lo], [hi - est]], fmt="o", color="black", capsize=4)
-        ax.set_yticks(range(len(pair)), [p[0] for p in pair], fontsize=8)
+            labels.append(f"vs {s[key]['benchmark']}")
+        ax.set_yticks(range(len(labels)), labels, fontsize=9)
+        ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.axvline(0, color="red", lw=0.8)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="x")
-    fig.suptitle(f"{results['statistics']['vs_equal_weight']['excess_log_growth_per_year']['level']:.0%} "
-                 "confidence intervals (stationary bootstrap)", fontsize=10)
+    fig.suptitle(f"{level:.0%} confidence intervals (stationary bootstrap)", fontsize=10, y=1.05)
     return _png(fig)
 
 

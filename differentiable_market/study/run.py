@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from ..config import ExperimentConfig, config_from_dict, config_to_dict
 from ..data import MarketData
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
-from ..runlog import check_writable
+from ..runlog import new_timestamped_dir
 from ..train import build_parser, config_from_args, load_data
-from .jobs import Executor, Job, make_jobs, process_executor, run_local
-from .plan import Fold, WindowKind, plan_folds
+from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
+from .plan import Fold, plan_folds
 from .report import StudySettings, study_results, write_study_report
 
 FORMAT = "differentiable_market.study"
@@ -48,33 +47,31 @@ def plan_dict(market: MarketData, folds: list[Fold]) -> list[dict[str, Any]]:
     return out
 
 
-def new_study_dir(parent: str | Path) -> Path:
-    root = Path(parent)
-    check_writable(root)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        folder = root / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise ConfigError(f"Could not create a new study folder under {root}.")
-
-
 def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | None = None,
               executor: Executor | None = None, log=print) -> Path:
     """Run (or, given an existing ``study_dir`` with a study.json, continue) a study; returns its folder."""
     resuming = study_dir is not None and (study_dir / "study.json").exists()
-    market = load_data(cfg)
-    fingerprint = market.fingerprint()
     horizon = execution_horizon(cfg.env.execution)
-    val_bars = round(market.n_bars * cfg.data.val_fraction)
-    folds = plan_folds(market.n_bars, horizon, settings.folds, settings.oos_fraction, val_bars, cfg.embargo_bars,
-                       cfg.train.lookback, settings.window, settings.train_bars)
+
+    def plan(n_bars: int) -> list[Fold]:
+        return plan_folds(n_bars, horizon, settings.folds, settings.oos_fraction,
+                          round(n_bars * cfg.data.val_fraction), cfg.embargo_bars, cfg.train.lookback,
+                          settings.window, settings.train_bars)
+
+    # One universe for every fold, decided on the bars before the FIRST fold's training end: no fold's assets are
+    # chosen with data it could not have seen. Each job loads the data with the same cut-off date.
+    if cfg.data.universe_through is None:
+        market = load_data(cfg, lambda calendar: plan(len(calendar))[0].train[1])
+        folds = plan(market.n_bars)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, universe_through=str(market.timestamps[folds[0].train[1] - 1])[:19]))
+    else:
+        market = load_data(cfg)
+        folds = plan(market.n_bars)
+    fingerprint = market.fingerprint()
     jobs = make_jobs(cfg, folds, settings.seeds)
     if study_dir is None:
-        study_dir = new_study_dir(cfg.train.save_dir)
+        study_dir = new_timestamped_dir(cfg.train.save_dir)
     state: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -145,21 +142,36 @@ def build_study_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-bars", type=int, help="training bars per fold with --window rolling")
     g.add_argument("--workers", type=int, default=1, help="jobs run at once in worker processes on this machine "
                    "(default: 1, in this process)")
+    g.add_argument("--ray-address", metavar="ADDRESS", help="run the jobs as tasks on a Ray cluster: 'auto' for "
+                   "the one this machine joined with 'ray start', host:port for another, 'local' for a private one "
+                   "on this machine; workers need the package, not this file system (needs: uv sync --extra ray)")
+    g.add_argument("--ray-cpus-per-job", type=int, default=1, metavar="N", help="CPUs (and torch threads) of each "
+                   "Ray job (default: 1)")
     g.add_argument("--bootstrap-reps", type=int, default=s.bootstrap_reps, help="bootstrap resamples of the "
                    f"confidence intervals and the SPA test (default: {s.bootstrap_reps})")
     g.add_argument("--ci-level", type=float, default=s.ci_level, help=f"confidence level (default: {s.ci_level})")
     g = ap.add_argument_group("study folder")
     g.add_argument("--save-dir", help=f"parent of study folders (default: {DEFAULT_SAVE_DIR})")
     g.add_argument("--resume", metavar="STUDY", help="continue a study folder: finished jobs are kept, a "
-                   "half-trained one continues from its latest.pt; no other flag may be given")
+                   "half-trained one continues from its latest.pt; no other flag may be given but --workers, "
+                   "--ray-address and --ray-cpus-per-job")
     return ap
+
+
+def _executor(args: argparse.Namespace) -> Executor | None:
+    if args.ray_address is not None:
+        if args.workers > 1:
+            raise ConfigError("--ray-address and --workers > 1 exclude each other: Ray decides how many jobs run at "
+                              "once (the cluster's CPUs / --ray-cpus-per-job).")
+        return ray_executor(args.ray_address, args.ray_cpus_per_job)
+    return process_executor(args.workers) if args.workers > 1 else None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_study_parser().parse_args(argv)
     try:
-        executor = process_executor(args.workers) if args.workers > 1 else None
+        executor = _executor(args)
         if args.resume:
             folder = Path(args.resume)
             state = load_study(folder)

@@ -5,12 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from differentiable_market.checkpoint import load_checkpoint
 from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig
 from differentiable_market.data import bundled_sample_dir
-from differentiable_market.errors import CheckpointError
+from differentiable_market.errors import CheckpointError, ConfigError
 from differentiable_market.marketsimulator import run as cli
-from differentiable_market.marketsimulator.backtester import BacktestOptions, plan_windows, run_backtest
+from differentiable_market.marketsimulator.backtester import (
+    BacktestOptions,
+    baseline_weights,
+    plan_windows,
+    run_backtest,
+)
 from differentiable_market.marketsimulator.report import new_report_dir, summary_table, write_report
 from differentiable_market.metrics import METRICS
 
@@ -26,9 +33,28 @@ def test_plan_windows_scores_only_bars_whose_prices_lie_in_the_split():
     assert plan.decision_bars[-1, -1] == 1317
     assert (np.diff(plan.decision_bars, axis=1) == 1).all()
     assert plan.chain() == [0, 2, 4]
+    assert plan.overlapping and plan.stride == 50
     assert any("final window" in n for n in plan.notes)
-    exact = plan_windows("test", (0, 201), horizon=1, window_length=100, stride=50)
-    assert exact.decision_bars[:, 0].tolist() == [0, 50, 100] and not exact.notes
+    assert any("overlap" in n and "[0, 2, 4]" in n for n in plan.notes)
+    exact = plan_windows("test", (0, 201), horizon=1, window_length=100, stride=100)
+    assert exact.decision_bars[:, 0].tolist() == [0, 100] and not exact.notes and not exact.overlapping
+
+
+def test_plan_windows_default_is_the_whole_split_and_a_window_length_alone_does_not_overlap():
+    whole = plan_windows("test", (1000, 1320), horizon=2)
+    assert whole.decision_bars.shape == (1, 318) and whole.decision_bars[0, 0] == 1000
+    assert whole.decision_bars[0, -1] == 1317 and not whole.overlapping and whole.stride is None
+    assert not whole.notes and whole.chain() == [0]
+    tiled = plan_windows("test", (1000, 1402), horizon=2, window_length=100)
+    assert tiled.decision_bars[:, 0].tolist() == [1000, 1100, 1200, 1300] and not tiled.overlapping
+    assert tiled.chain() == [0, 1, 2, 3]
+    # 318 bars in windows of 100: the end-aligned window scoring the last 18 bars overlaps, and says so.
+    tail = plan_windows("test", (1000, 1320), horizon=2, window_length=100)
+    assert tail.decision_bars[:, 0].tolist() == [1000, 1100, 1200, 1218]
+    assert tail.overlapping and tail.chain() == [0, 1, 2] and tail.stride == 100
+    with pytest.raises(ConfigError, match="--stride"):
+        BacktestOptions(checkpoint="x", stride=10)
+    assert BacktestOptions(checkpoint="x").window_length is None
 
 
 def test_plan_windows_short_split_is_one_window():
@@ -103,7 +129,10 @@ def test_report_files_are_complete_and_consistent(backtest, checkpoint, sample_m
 
     windows = json.loads((out / "windows.json").read_text())["windows"]
     n_windows = report["split"]["n_windows"]
-    assert len(windows) == n_windows >= 2
+    # By default the whole split is one path: every scorable decision bar, in one window.
+    assert len(windows) == n_windows == 1 and report["split"]["overlapping"] is False
+    start, stop = report["split"]["scorable_decision_bars"]
+    assert report["split"]["window_length"] == stop - start == result.plan.length
     for name, s in report["strategies"].items():
         per_window = [w["metrics"][name]["total_return"] for w in windows]
         assert s["mean"]["total_return"] == pytest.approx(np.mean(per_window), rel=1e-12)
@@ -149,6 +178,22 @@ def test_overrides_are_applied_and_recorded(checkpoint, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["overrides"] == {"cost_bps": {"checkpoint": 10.0, "used": 0.0}}
     assert report["split"]["name"] == "validation" and report["split"]["window_length"] == 64
+
+    # Overlapping windows (stride 32 < 64) are kept, said to overlap, and only the non-overlapping chain is counted.
+    windows = json.loads((out / "windows.json").read_text())["windows"]
+    chain = result.plan.chain()
+    assert report["split"]["overlapping"] is True and report["split"]["non_overlapping_windows"] == chain
+    assert len(chain) < len(windows) and [w["window"] for w in windows if w["counted_in_policy_beats"]] == chain
+    for name, beats in report["policy_beats"].items():
+        wins = sum(windows[k]["metrics"]["policy"]["total_return"] > windows[k]["metrics"][name]["total_return"]
+                   for k in chain)
+        assert beats == {"windows": wins, "of": len(chain)}
+    table = summary_table(result)
+    assert "OVERLAP" in table and f"only the {len(chain)} non-overlapping window(s)" in table
+    assert f"/{len(chain)}" in table and f"/{len(windows)}" not in table
+    page = (out / "report.html").read_text()
+    assert "OVERLAP" in page and "policy beats (non-overlapping windows)" in page
+    assert any("not independent evidence" in n for n in report["notes"])
     assert all(s["mean"]["fees_paid"] == 0.0 for s in report["strategies"].values())
     assert not (out / "trades.jsonl").exists()
     # Same checkpoint, same data: deterministic to the last bit.
@@ -173,7 +218,8 @@ def test_mismatched_data_and_cash_override_are_clear_errors(checkpoint, tmp_path
     assert not (tmp_path / "r").exists()
 
 
-def test_a_split_that_overlaps_the_training_bars_is_flagged(tmp_path, synthetic_ohlc, write_ohlc_csvs):
+def test_a_split_that_overlaps_the_training_or_validation_bars_is_flagged(tmp_path, synthetic_ohlc,
+                                                                          write_ohlc_csvs):
     from differentiable_market.marketsimulator.run import main as backtest_main
     from differentiable_market.train import main as train_main
 
@@ -182,13 +228,91 @@ def test_a_split_that_overlaps_the_training_bars_is_flagged(tmp_path, synthetic_
                        "--epochs", "1", "--data-root", str(data), "--save-dir", str(tmp_path / "runs"),
                        "--no-progress"]) == 0
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
-    # the same data cut shorter: its test split now lies inside the checkpoint's training period
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    # 900 bars, lookback 32: train [0, 586), validation [618, 743), test [775, 900)
+    ts = synthetic_ohlc(900, 3, seed=12).timestamps
+    assert ckpt.trained_through == str(ts[585])[:19] and ckpt.validated_through == str(ts[742])[:19]
+
     import pandas as pd
 
-    for f in data.glob("*.csv"):
-        pd.read_csv(f).iloc[:600].to_csv(f, index=False)
-    assert backtest_main(["--checkpoint", str(run_dir), "--data-root", str(data), "--window-length", "32",
-                          "--stride", "32", "--no-trades", "--report-dir", str(tmp_path / "evals")]) == 0
-    (report_dir,) = list((tmp_path / "evals").iterdir())
-    report = json.loads((report_dir / "report.json").read_text())
-    assert any("partly in-sample" in n for n in report["notes"])
+    def backtest(n_bars: int, name: str, split: str = "test") -> list[str]:
+        """The same data cut to n_bars; the splits are recomputed on it."""
+        for f in data.glob("*.csv"):
+            pd.read_csv(f).iloc[:n_bars].to_csv(f, index=False)
+        assert backtest_main(["--checkpoint", str(run_dir), "--data-root", str(data), "--split", split,
+                              "--no-trades", "--report-dir", str(tmp_path / name)]) == 0
+        (report_dir,) = list((tmp_path / name).iterdir())
+        return json.loads((report_dir / "report.json").read_text())["notes"]
+
+    # 900 bars: its own test split, after validation: no warning.
+    notes = backtest(900, "own")
+    assert not any("WARNING" in n for n in notes)
+    # Its own validation split: the bars that chose best.pt.
+    notes = backtest(900, "validation", split="validation")
+    assert [n for n in notes if "WARNING" in n] == [
+        f"WARNING: this checkpoint was chosen (best.pt) on validation bars up to {ckpt.validated_through}, but this "
+        f"validation split starts at {str(ts[618])[:19]}: the scores below overlap the bars that selected it, so "
+        "they are not out-of-sample."]
+    # 800 bars: test split [690, 800) starts after training but inside validation: only the validation warning.
+    notes = backtest(800, "eight")
+    assert any("chosen (best.pt) on validation bars" in n and str(ts[690])[:19] in n for n in notes)
+    assert not any("in-sample" in n for n in notes)
+    # 600 bars: test split [520, 600) starts inside the training period.
+    notes = backtest(600, "six")
+    assert any("partly in-sample" in n for n in notes)
+
+
+def test_a_gap_after_the_training_split_keeps_the_asset_and_is_reported(checkpoint, tmp_path):
+    """The audit's reproduction: 5 MSFT rows removed in December 2012 (test split) used to drop MSFT from the whole
+    data set, so the checkpoint could not even be backtested; now the universe is decided on its training bars."""
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in bundled_sample_dir().glob("*.csv"):
+        shutil.copy(f, data / f.name)
+    frame = pd.read_csv(data / "MSFT.csv", dtype=str)
+    frame.drop(index=frame.index[frame["timestamp"].str.startswith("2012-12")][:5]).to_csv(data / "MSFT.csv",
+                                                                                          index=False)
+    result = run_backtest(BacktestOptions(checkpoint=str(checkpoint), data_root=str(data), trades=False),
+                          log=lambda *_: None)
+    assert result.symbols == ("AAPL", "GOOG", "IBM", "MSFT")
+    assert any(n.startswith("late gap in MSFT: 5 consecutive bars missing from 2012-12-03 to 2012-12-07")
+               for n in result.notes)
+    out = write_report(result, tmp_path / "evals")
+    assert any("late gap in MSFT" in n for n in json.loads((out / "report.json").read_text())["notes"])
+
+
+def test_with_cash_two_baselines_that_hold_cash_are_reported(tmp_path, sample_market):
+    from differentiable_market.config import EnvConfig
+    from differentiable_market.train import run_training
+
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(bundled_sample_dir())), env=EnvConfig(include_cash=True),
+        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        train=TrainConfig(lookback=32, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          device="cpu", dtype="float32", compile="off", save_dir=str(tmp_path / "runs")),
+    )
+    run_dir = run_training(cfg, progress=False, argv=[])
+    result = run_backtest(BacktestOptions(checkpoint=str(run_dir), trades=False), log=lambda *_: None)
+    for name in ("equal_weight_cash", "vol_target"):
+        assert result.strategies[name].kind == "baseline"
+    # 1/5 in each of 4 stocks and in cash: a loop over the raw open prices.
+    bars = result.plan.decision_bars[0]
+    wealth, held = 1.0, np.zeros(4)
+    for t in bars:
+        g = sample_market.open[t + 2] / sample_market.open[t + 1]
+        target = np.full(4, 0.2)
+        wealth *= 1 - 1e-3 * np.abs(target - held).sum()
+        wealth *= target @ g + 0.2
+        held = target * g / (target @ g + 0.2)
+    assert result.strategies["equal_weight_cash"].metrics["total_return"][0] == pytest.approx(wealth - 1, rel=1e-10)
+    out = write_report(result, tmp_path / "evals")
+    report = json.loads((out / "report.json").read_text())
+    assert {"equal_weight_cash", "vol_target"} <= set(report["strategies"]) & set(report["policy_beats"])
+    assert "equal_weight_cash" in summary_table(result) and "vol_target" in summary_table(result)
+    # Without cash, neither exists: a fully invested policy is compared with fully invested baselines.
+    no_cash, _ = baseline_weights(torch.tensor(sample_market.close), torch.as_tensor(result.plan.decision_bars),
+                                  torch.ones(1, result.plan.length, 4, dtype=torch.float64), False,
+                                  sample_market.symbols, BacktestOptions(checkpoint="x"))
+    assert not {"equal_weight_cash", "vol_target"} & {name for name, *_ in no_cash}

@@ -153,3 +153,75 @@ def test_crosscheck_with_universal_portfolios():
         assert r["weights_max_abs_diff"] < 1e-9 and r["turnover_max_abs_diff_after_entry"] < 1e-9
         assert abs(r["relative_diff_same_convention"]) < 1e-9
         assert -0.01 < r["relative_diff"] < 0  # we also pay the entry fee and a multiplicative fee
+
+
+# ------------------------------------------------------------------------------------------- baselines with cash
+
+
+def test_equal_weight_with_cash_holds_one_share_each_and_pays_only_the_risky_entry_fee():
+    n, cost = 4, 2e-3
+    w = baselines.equal_weight_with_cash((2, 30), n)
+    assert w.shape == (2, 30, n + 1)
+    torch.testing.assert_close(w, torch.full_like(w, 1 / (n + 1)), rtol=0, atol=0)
+    # Constant prices: every bar after entry is already on target, so wealth = 1 - fee on the risky fifths.
+    flat = torch.full((40, n), 50.0, dtype=torch.float64)
+    g = decision_growth(flat, flat, "open", True)[_windows(3, 30, 5, 2)]
+    acc = _accounted(w, g, cost, True)
+    torch.testing.assert_close(torch.exp(acc.log_growth.sum(-1)),
+                               torch.full((2,), 1 - cost * n / (n + 1), dtype=torch.float64), rtol=1e-14, atol=0)
+    # On moving prices, the env's accounting of it matches the independent loop (cash earns nothing, pays no fee).
+    open_, close = _prices(seed=6)
+    g = decision_growth(open_, close, "open", True)[_windows(10, 60, 20, 3)]
+    acc = _accounted(baselines.equal_weight_with_cash((3, 60), n), g, cost, True)
+    for k in range(3):
+        ref, _ = _reference_wealth(np.full((60, n + 1), 1 / (n + 1)), g[k].numpy(), cost, True)
+        np.testing.assert_allclose(torch.exp(torch.cumsum(acc.log_growth[k], 0)).numpy(), ref, rtol=1e-12)
+
+
+def _two_regime_close(a: float, b: float, n1: int, n2: int, n_assets: int = 3) -> torch.Tensor:
+    """Every asset has the same log returns: +a, -a, ... for n1 bars, then +b, -b, ... for n2 bars (n1 even)."""
+    r = np.concatenate([a * (-1.0) ** np.arange(n1), b * (-1.0) ** np.arange(n2)])
+    log_c = np.log(100.0) + np.concatenate([[0.0], np.cumsum(r)])
+    return torch.tensor(np.repeat(np.exp(log_c)[:, None], n_assets, axis=1) * np.linspace(1, 3, n_assets))
+
+
+def test_volatility_target_closed_form_on_two_volatility_regimes():
+    # Returns r_1..r_t are known at bar t. Windows of an even number of alternating +-x returns have mean 0, so their
+    # sample std is x * sqrt(n / (n - 1)) in closed form.
+    a, b, n1, n2, lookback, n_assets = 0.01, 0.03, 40, 40, 10, 3
+    close = _two_regime_close(a, b, n1, n2, n_assets)
+    bars = torch.arange(close.shape[0])[None]
+    w = baselines.volatility_target(close, bars, lookback)
+    assert w.shape == (1, close.shape[0], n_assets + 1)
+    torch.testing.assert_close(w.sum(-1), torch.ones(1, close.shape[0], dtype=torch.float64), rtol=0, atol=1e-15)
+    exposure = w[0, :, :n_assets].sum(-1)
+    torch.testing.assert_close(w[0, :, :n_assets], exposure[:, None].expand(-1, n_assets) / n_assets, rtol=0,
+                               atol=1e-15)
+    torch.testing.assert_close(w[0, :, -1], 1 - exposure, rtol=0, atol=1e-15)
+
+    def sd(x: float, n: int) -> float:
+        return x * np.sqrt(n / (n - 1))
+
+    # Until the trailing window is shorter than the history, both are the same returns: fully invested.
+    torch.testing.assert_close(exposure[: lookback + 1], torch.ones(lookback + 1, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+    for t in range(lookback + 2, n1 + 1, 2):  # calm regime, even t: long-run std below the trailing std
+        assert exposure[t].item() == pytest.approx(sd(a, t) / sd(a, lookback), rel=1e-9)
+    for t in range(n1 + lookback, n1 + n2 + 1, 2):  # volatile regime, trailing window entirely inside it
+        long_run = np.sqrt((n1 * a * a + (t - n1) * b * b) / (t - 1))
+        assert exposure[t].item() == pytest.approx(long_run / sd(b, lookback), rel=1e-9)
+    assert exposure[n1 + n2].item() < 0.8  # risk cut when volatility triples
+
+
+def test_volatility_target_never_looks_ahead_and_never_levers():
+    _, close = _prices(n_bars=200, seed=7)
+    bars = torch.arange(200)[None]
+    w = baselines.volatility_target(close, bars, lookback=20)
+    assert (w >= 0).all() and (w[..., :-1].sum(-1) <= 1 + 1e-12).all()
+    assert (w[0, 21:, -1] > 1e-6).any()  # random volatility: exposure is cut sometimes
+    for t in (30, 99, 150):
+        later = close.clone()
+        later[t + 1:] *= torch.linspace(0.3, 3.0, 4, dtype=torch.float64)  # bar t+1 onwards only
+        w2 = baselines.volatility_target(later, bars, lookback=20)
+        torch.testing.assert_close(w2[0, : t + 1], w[0, : t + 1], rtol=0, atol=0)
+        assert not torch.allclose(w2[0, t + 1], w[0, t + 1])  # the perturbation is seen once it is known

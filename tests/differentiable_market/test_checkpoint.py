@@ -100,11 +100,35 @@ def test_a_checkpoint_written_before_encoders_were_selectable_loads_and_backtest
     ckpt = load_checkpoint(FIXTURES / "legacy_gru_best.pt")
     assert ckpt.config.policy.encoder == "gru"
     assert any(k.startswith("gru.") for k in ckpt.policy_state)
-    result = run_backtest(
-        BacktestOptions(checkpoint=str(FIXTURES / "legacy_gru_best.pt"), data_root=str(bundled_sample_dir())),
+    result = run_backtest(  # that version's default windows: 256 bars, stride 64
+        BacktestOptions(checkpoint=str(FIXTURES / "legacy_gru_best.pt"), data_root=str(bundled_sample_dir()),
+                        window_length=256, stride=64),
         log=lambda *_: None,
     )
     expected = torch.load(FIXTURES / "legacy_gru_backtest.pt", weights_only=True)
     policy = result.strategies["policy"]
     torch.testing.assert_close(torch.as_tensor(policy.weights), expected["weights"], rtol=0, atol=1e-12)
     torch.testing.assert_close(torch.as_tensor(policy.log_growth), expected["log_growth"], rtol=0, atol=1e-12)
+
+
+def test_validation_end_is_stored_and_recovered_for_older_checkpoints(tmp_path, sample_market):
+    _save(tmp_path / "old.pt")  # written without validated_through, as before it was recorded
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old.validated_through is None
+    assert old.validation_end(sample_market.timestamps, same_data=False) is None  # unknown
+    legacy = load_checkpoint(FIXTURES / "legacy_gru_best.pt")
+    assert legacy.validated_through is None
+    va_end = legacy.splits["validation"][1]
+    assert legacy.validation_end(sample_market.timestamps, same_data=True) == str(
+        sample_market.timestamps[va_end - 1])[:19]
+
+    market = random_walk_market(120, 3, seed=0)
+    cfg = ExperimentConfig(policy=PolicyConfig(hidden_size=8, head_hidden=8))
+    spec = fit_feature_spec(market, cfg.features, 60)
+    save_checkpoint(tmp_path / "new.pt", config=cfg, symbols=market.symbols, feature_spec=spec,
+                    policy=DirichletGRUPolicy(cfg.policy, 3, len(spec.names), False), step=1,
+                    data_fingerprint=market.fingerprint(), splits={"validation": [70, 90]}, best_score=None,
+                    trained_through="2000-03-01T00:00:00", validated_through="2000-03-31T00:00:00")
+    new = load_checkpoint(tmp_path / "new.pt")
+    assert new.validated_through == "2000-03-31T00:00:00"
+    assert new.validation_end(sample_market.timestamps, same_data=False) == "2000-03-31T00:00:00"

@@ -368,3 +368,72 @@ def test_split_like_jump_is_noted_and_bom_header_read(tmp_path: Path) -> None:
     m = _load(tmp_path)
     (note,) = [n for n in m.notes if n.startswith("SPLIT.csv: 1 overnight move(s)")]
     assert "10.8 -> 5.4 at 2021-01-07" in note and "['Adj Close']" in note
+
+
+# ------------------------------------------------------------------------------------------- universe cut-off
+
+
+def test_a_gap_after_the_cutoff_keeps_the_asset_forward_filled_and_listed(synthetic_ohlc, write_ohlc_csvs) -> None:
+    ref = synthetic_ohlc(40, 3, seed=4)
+    folder = write_ohlc_csvs(ref)
+    _drop_rows(folder, "S02", list(range(30, 34)))  # 4 bars, more than max_fill_bars=3
+    dropped = load_market(DataConfig(root=str(folder), max_fill_bars=3), min_bars=1)
+    assert dropped.symbols == ("S00", "S01")  # no cut-off: the whole data set decides
+    m = load_market(DataConfig(root=str(folder), max_fill_bars=3), min_bars=1, universe_cutoff=lambda cal: 25)
+    assert m.symbols == ref.symbols and m.dropped == () and m.universe_cutoff == 25
+    np.testing.assert_array_equal(np.flatnonzero(m.filled[:, 2]), np.arange(30, 34))
+    for field in ("open", "high", "low", "close"):  # flat at the last close before the gap: it earns nothing there
+        np.testing.assert_array_equal(getattr(m, field)[30:34, 2], ref.close[29, 2])
+    np.testing.assert_array_equal(m.close[34:, 2], ref.close[34:, 2])
+    ((sym, text),) = m.late_gaps
+    assert sym == "S02" and "4 consecutive bars missing from 2020-01-31 to 2020-02-03" in text
+    assert "universe cut-off (2020-01-25)" in text
+    assert any(n.startswith("late gap in S02: 4 consecutive bars") for n in m.notes)
+    assert any(n.startswith("universe decided on the first 25 bars (to 2020-01-25)") for n in m.notes)
+
+
+@pytest.mark.parametrize("cutoff,kept", [(32, True), (34, False), (40, False)])
+def test_only_the_missing_bars_before_the_cutoff_count(synthetic_ohlc, write_ohlc_csvs, cutoff, kept) -> None:
+    """A gap over bars 30..33 straddling the cut-off: 2 bars before bar 32 (kept), all 4 before bar 34 (dropped)."""
+    folder = write_ohlc_csvs(synthetic_ohlc(40, 3, seed=4))
+    _drop_rows(folder, "S02", list(range(30, 34)))
+    m = load_market(DataConfig(root=str(folder), max_fill_bars=3), min_bars=1, universe_cutoff=lambda cal: cutoff)
+    assert ("S02" in m.symbols) is kept
+    assert len(m.late_gaps) == int(kept)
+    if not kept:
+        assert m.dropped[0][0] == "S02" and (cutoff == 40 or "before the universe cut-off (34 bars" in m.dropped[0][1])
+
+
+def test_the_cutoff_is_recomputed_on_the_calendar_left_after_a_drop(synthetic_ohlc, write_ohlc_csvs) -> None:
+    folder = write_ohlc_csvs(synthetic_ohlc(40, 3, seed=5))
+    _drop_rows(folder, "S00", [0, 1, 2, 3, 4, 10, 11, 12, 13])  # starts late (calendar from bar 5), long gap early
+    seen: list[int] = []
+
+    def cutoff(calendar: np.ndarray) -> int:
+        assert calendar.dtype == np.dtype("datetime64[ns]")
+        seen.append(len(calendar))
+        return len(calendar) // 2
+
+    m = load_market(DataConfig(root=str(folder), max_fill_bars=3), min_bars=1, universe_cutoff=cutoff)
+    assert seen == [35, 40]  # dropping S00 widened the calendar back to every bar
+    assert m.symbols == ("S01", "S02") and m.n_bars == 40 and m.universe_cutoff == 20
+
+
+def test_future_gaps_do_not_decide_the_training_universe_of_the_sample(tmp_path: Path) -> None:
+    """The audit's reproduction: 5 MSFT rows removed in December 2012 (the test split) used to drop MSFT everywhere."""
+    from differentiable_market.splits import make_splits, train_end_cutoff
+
+    for f in bundled_sample_dir().glob("*.csv"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    frame = pd.read_csv(tmp_path / "MSFT.csv", dtype=str)
+    december = frame.index[frame["timestamp"].str.startswith("2012-12")][:5]
+    frame.drop(index=december).to_csv(tmp_path / "MSFT.csv", index=False)
+    cfg = DataConfig(root=str(tmp_path))
+    assert "MSFT" not in load_market(cfg, min_bars=1).symbols  # the old behaviour: gaps anywhere decide
+    m = load_market(cfg, min_bars=1, universe_cutoff=train_end_cutoff(cfg, lookback=192))
+    assert m.symbols == ("AAPL", "GOOG", "IBM", "MSFT") and m.n_bars == 2148
+    assert m.universe_cutoff == make_splits(2148, cfg, 192).train[1]
+    assert m.filled[:, 3].sum() == 5 and m.filled[:, :3].sum() == 0
+    assert str(m.timestamps[np.flatnonzero(m.filled[:, 3])[0]])[:10] == "2012-12-03"
+    ((sym, text),) = m.late_gaps
+    assert sym == "MSFT" and "5 consecutive bars missing from 2012-12-03 to 2012-12-07" in text

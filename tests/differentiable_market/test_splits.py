@@ -59,3 +59,17 @@ def test_invalid_hand_made_splits_are_rejected() -> None:
         Splits(n_bars=100, train=(0, 50), validation=(55, 70), test=(75, 100), embargo=10)
     with pytest.raises(ConfigError, match="ordered"):
         Splits(n_bars=100, train=(0, 50), validation=(60, 55), test=(75, 100), embargo=0)
+
+
+def test_universe_cutoffs_end_at_the_training_split() -> None:
+    import numpy as np
+
+    from differentiable_market.splits import through_cutoff, train_end_cutoff
+
+    calendar = np.datetime64("2000-01-01", "ns") + np.arange(2148) * np.timedelta64(1, "D")
+    assert train_end_cutoff(DataConfig(), lookback=64)(calendar) == 1414  # as in the default-splits test above
+    explicit = DataConfig(split_bars=(0, 500, 540, 700, 740, 900))
+    assert train_end_cutoff(explicit, lookback=32)(calendar) == 500
+    assert through_cutoff("2000-01-10T00:00:00")(calendar) == 10  # bars 0..9 are on or before it
+    assert through_cutoff("2000-01-10T12:00:00")(calendar) == 10
+    assert through_cutoff("1999-01-01T00:00:00")(calendar) == 0

@@ -1,5 +1,10 @@
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -175,3 +180,61 @@ def test_study_cli_takes_every_train_flag_and_its_own():
     assert (args.folds, args.seeds, args.lookback, args.window, args.train_bars, args.encoder) == \
         (3, 2, 64, "rolling", 500, "gru")
     assert math.isclose(args.ci_level, 0.9)
+
+
+def _study_cli(data_root, save_dir, *extra):
+    return [sys.executable, "-m", "differentiable_market.study", "--data-root", str(data_root), "--save-dir",
+            str(save_dir), "--folds", "2", "--seeds", "2", "--lookback", "16", "--batch-windows", "8",
+            "--rollout-groups", "2", "--hidden-size", "8", "--epochs", "40", "--eval-interval", "5",
+            "--log-interval", "5", "--dtype", "float32", "--bootstrap-reps", "200", *extra]
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_way_and_resumed_writes_the_same_study_json(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    subprocess.run(_study_cli(root, tmp_path / "whole"), check=True, capture_output=True)
+    (whole,) = (tmp_path / "whole").iterdir()
+    proc = subprocess.Popen(_study_cli(root, tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    target = None
+    while time.time() < deadline and target is None:
+        # kill once the third job (fold 1, seed 0) has written a checkpoint but before it finishes
+        hits = list((tmp_path / "killed").glob("*/fold1-seed0/checkpoints/latest.pt"))
+        target = hits[0] if hits else None
+        time.sleep(0.05)
+    assert target is not None, "the study never reached its third job"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    folder = target.parent.parent.parent
+    state = json.loads((folder / "study.json").read_text())
+    assert state["results"] is None and [j["status"] for j in state["jobs"]][:2] == ["done", "done"]
+    assert load_checkpoint(target).step < 40  # killed mid-job
+    subprocess.run([sys.executable, "-m", "differentiable_market.study", "--resume", str(folder)], check=True,
+                   capture_output=True)
+    assert (folder / "study.json").read_text() == (whole / "study.json").read_text()
+
+
+def _acceptance_study(tmp_path, write_ohlc_csvs, market, name):
+    root = write_ohlc_csvs(market, tmp_path / name)
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(root)),
+        train=TrainConfig(lookback=32, batch_windows=32, epochs=200, eval_interval=50, device="cpu",
+                          dtype="float32", save_dir=str(tmp_path / f"{name}-studies")),
+    )
+    folder = run_study(cfg, StudySettings(folds=3, seeds=2), log=lambda *_: None)
+    stats = json.loads((folder / "study.json").read_text())["results"]["statistics"]["vs_equal_weight"]
+    return stats["excess_log_growth_per_year"], stats["spa"]["pvalue"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_study_finds_a_planted_edge_and_no_edge_in_a_random_walk(tmp_path, write_ohlc_csvs, seed):
+    from differentiable_market.synthetic import planted_signal_market
+
+    iv, p = _acceptance_study(tmp_path, write_ohlc_csvs, planted_signal_market(3000, 4, seed=seed), "planted")
+    print(f"planted seed {seed}: excess/yr {iv['estimate']:+.4f} CI [{iv['low']:+.4f}, {iv['high']:+.4f}] SPA p {p:.3f}")
+    assert iv["low"] > 0 and p < 0.05
+    iv, p = _acceptance_study(tmp_path, write_ohlc_csvs, random_walk_market(3000, 4, seed=seed), "walk")
+    print(f"random walk seed {seed}: excess/yr {iv['estimate']:+.4f} CI [{iv['low']:+.4f}, {iv['high']:+.4f}] "
+          f"SPA p {p:.3f}")
+    assert iv["low"] < 0 < iv["high"] and p > 0.1

@@ -253,3 +253,28 @@ def test_init_checkpoint_of_another_policy_size_is_a_clear_error(tmp_path, capsy
     assert main(args + ["--init-checkpoint", str(first), "--epochs", "0", "--save-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "policy of another shape (encoder mingru, hidden size 8" in err and "Traceback" not in err
+
+
+def test_the_training_universe_is_decided_on_the_training_split_only(tmp_path, capsys):
+    """5 MSFT rows missing in December 2012 (the test split) used to remove MSFT from training too."""
+    import pandas as pd
+
+    from differentiable_market.config import DataConfig, ExperimentConfig, TrainConfig
+    from differentiable_market.data import bundled_sample_dir
+    from differentiable_market.splits import make_splits
+    from differentiable_market.train import load_data
+
+    for f in bundled_sample_dir().glob("*.csv"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    frame = pd.read_csv(tmp_path / "MSFT.csv", dtype=str)
+    frame.drop(index=frame.index[frame["timestamp"].str.startswith("2012-12")][:5]).to_csv(tmp_path / "MSFT.csv",
+                                                                                          index=False)
+    cfg = ExperimentConfig(data=DataConfig(root=str(tmp_path)), train=TrainConfig(lookback=32))
+    market = load_data(cfg)
+    assert market.symbols == ("AAPL", "GOOG", "IBM", "MSFT")
+    assert market.universe_cutoff == make_splits(market.n_bars, cfg.data, 32).train[1]
+    assert "late gap in MSFT: 5 consecutive bars missing from 2012-12-03 to 2012-12-07" in capsys.readouterr().out
+    # A run whose training split reaches past the gap decides without it: MSFT is dropped, by name.
+    late = ExperimentConfig(data=DataConfig(root=str(tmp_path), split_bars=(0, 2100, 2110, 2120, 2130, 2143)),
+                            train=TrainConfig(lookback=8))
+    assert load_data(late).symbols == ("AAPL", "GOOG", "IBM")
