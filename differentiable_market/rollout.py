@@ -8,8 +8,10 @@ objective are recomputed for all bars at once ("teacher forcing"), with gradient
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,13 +64,14 @@ def generate_paths(
     held[0] = initial_holdings(n_out, policy.include_cash, device) if initial is None else initial
     z = torch.empty(rows, k, device=device)
     raw = torch.empty(rows, n_out, device=device)
+    sample_dirichlet = dirichlet_sampler(generator, device) if n_samples else None
     for t in range(t_len):
         torch.addmm(sp_trk[t], held[t].view(rows, n_out), w_held, out=z)
         F.silu(z, inplace=True)
         torch.addmm(b_out, z, w_out, out=raw)
         alpha = F.softplus(raw).add_(floor).clamp_(max=cap).view(n_rows, b, n_out)
-        if n_samples:
-            sample = torch._sample_dirichlet(alpha[:n_samples], generator=generator).clamp_min_(SAMPLE_FLOOR)
+        if sample_dirichlet is not None:
+            sample = sample_dirichlet(alpha[:n_samples]).clamp_min_(SAMPLE_FLOOR)
             torch.div(sample, sample.sum(-1, keepdim=True), out=weights[t, :n_samples])
         if with_mean:
             mean = alpha[n_samples:]
@@ -76,6 +79,22 @@ def generate_paths(
         wg = weights[t] * obs_tba[t]
         torch.div(wg, wg.sum(-1, keepdim=True), out=held[t + 1])
     return Paths(weights.permute(2, 1, 0, 3).contiguous(), held[:-1].permute(2, 1, 0, 3).contiguous())
+
+
+def dirichlet_sampler(generator: torch.Generator | None, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function drawing one Dirichlet sample per row of concentrations [..., A], up to normalisation: it returns
+    Gamma(alpha) draws, which the caller normalises (and floors) once.
+
+    On CPU the draws come from NumPy's vectorised float32 gamma sampler, seeded by one draw from ``generator`` per
+    call of this function (so ``generator``'s state is still all a resumed run needs, and seeded runs stay
+    bit-reproducible); it costs about half of torch's per-element CPU sampler in the rollout loop (54 vs 102 us for
+    2,048 concentrations on the dev EPYC). On other devices torch samples on the device.
+    """
+    if device.type != "cpu":
+        return lambda alpha: torch._standard_gamma(alpha, generator=generator)
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    rng = np.random.default_rng(seed)
+    return lambda alpha: torch.from_numpy(rng.standard_gamma(alpha.numpy(), dtype=np.float32))
 
 
 def teacher_forced_concentrations(
