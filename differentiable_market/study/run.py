@@ -52,6 +52,10 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     """Run (or, given an existing ``study_dir`` with a study.json, continue) a study; returns its folder."""
     resuming = study_dir is not None and (study_dir / "study.json").exists()
     horizon = execution_horizon(cfg.env.execution)
+    if cfg.embargo_bars < cfg.train.lookback:
+        raise ConfigError(f"--embargo-bars {cfg.embargo_bars} is shorter than --lookback {cfg.train.lookback}: a "
+                          "study needs gaps of at least the lookback between train, validation and test, so that "
+                          "no evaluation window reaches back into the bars before it.")
 
     def plan(n_bars: int) -> list[Fold]:
         return plan_folds(n_bars, horizon, settings.folds, settings.oos_fraction,

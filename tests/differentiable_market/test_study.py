@@ -238,3 +238,32 @@ def test_the_study_finds_a_planted_edge_and_no_edge_in_a_random_walk(tmp_path, w
     print(f"random walk seed {seed}: excess/yr {iv['estimate']:+.4f} CI [{iv['low']:+.4f}, {iv['high']:+.4f}] "
           f"SPA p {p:.3f}")
     assert iv["low"] < 0 < iv["high"] and p > 0.1
+
+
+def test_worker_processes_give_the_study_of_one_process(tmp_path, write_ohlc_csvs):
+    from differentiable_market.study.jobs import process_executor
+
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    cfg = _tiny(root, tmp_path / "studies")
+    settings = StudySettings(folds=2, seeds=1, bootstrap_reps=200)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of 2 workers gets on this 2-core machine: the same reduction order
+    try:
+        local = run_study(cfg, settings, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    pooled = run_study(cfg, settings, executor=process_executor(2), log=lambda *_: None)
+    a, b = (json.loads((f / "study.json").read_text()) for f in (local, pooled))
+    if (os.cpu_count() or 1) // 2 == 1:
+        assert a["jobs"] == b["jobs"] and a["results"] == b["results"]
+    else:  # workers get more threads than the local run: the last bits may differ
+        assert [j["status"] for j in b["jobs"]] == ["done", "done"]
+
+
+def test_a_study_refuses_an_embargo_shorter_than_the_lookback(tmp_path, write_ohlc_csvs):
+    from differentiable_market.errors import ConfigError
+
+    cfg = _tiny(tmp_path, tmp_path / "studies")
+    cfg = ExperimentConfig(data=DataConfig(root=str(tmp_path), embargo_bars=8), policy=cfg.policy, train=cfg.train)
+    with pytest.raises(ConfigError, match="--embargo-bars 8 is shorter than --lookback 16"):
+        run_study(cfg, StudySettings(folds=2, seeds=1), log=lambda *_: None)
