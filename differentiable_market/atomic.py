@@ -56,6 +56,41 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
+def atomic_write_new(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path``, or to ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ... when that name is taken:
+    never replaces an existing file. Returns the path written.
+
+    The file appears whole: a fsynced temp file is hard-linked to the first free name (``os.link`` fails rather than
+    replace), so a reader never sees it torn. Where the file system has no hard links, the free name is checked and
+    then replaced into, which two writers racing for one name could both pass.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for n in range(10_000):
+            target = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links here
+                if target.exists():
+                    continue
+                os.replace(tmp, target)
+            break
+        else:
+            raise FileExistsError(f"{path} and 9,999 numbered versions of it already exist.")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return target
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

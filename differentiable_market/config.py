@@ -152,6 +152,7 @@ class TrainConfig:
     log_interval: int = 10  # optimizer steps between metric reads (one host sync each)
     save_dir: str = "differentiable_market/runs"
     max_nonfinite_steps: int = 10  # consecutive non-finite steps that stop the run
+    tensorboard: bool = False  # also write the training curves and hyperparameters as TensorBoard event files
 
     def __post_init__(self) -> None:
         if self.lookback < 8:

@@ -1,7 +1,8 @@
 """Train CLI: ``python -m differentiable_market.train``.
 
 Builds the config tree from flags, loads and validates the data (the bundled sample when no data root exists),
-trains with GRPO, and leaves a run folder: config.json, metrics.jsonl, checkpoints/latest.pt and best.pt.
+trains with GRPO, and leaves a run folder: config.json, metrics.jsonl, training.png (the curves, redrawn at each
+evaluation), checkpoints/latest.pt and best.pt; with --tensorboard also TensorBoard event files in tensorboard/.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .errors import CheckpointError, ConfigError, DifferentiableMarketError, Tra
 from .hardware import machine_info
 from .runlog import MetricsLog, check_writable, create_run_dir, environment_record
 from .splits import train_end_cutoff
+from .training_curves import INSTALL_HINT, TensorBoardLog, check_tensorboard, write_training_png
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
 # flag -> (config section, field); every flag defaults to None so that "given on the command line" is visible.
@@ -77,9 +79,10 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "eval_interval": ("train", "eval_interval"),
     "log_interval": ("train", "log_interval"),
     "save_dir": ("train", "save_dir"),
+    "tensorboard": ("train", "tensorboard"),
 }
 # Flags that may change when resuming: they do not alter what the run computes, or extend it.
-RESUME_OVERRIDABLE = {"epochs", "data_root", "data_glob", "device"}
+RESUME_OVERRIDABLE = {"epochs", "data_root", "data_glob", "device", "tensorboard"}
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -166,10 +169,14 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g = ap.add_argument_group("run folder")
     g.add_argument("--save-dir", help=f"parent folder of run folders (default: {t.save_dir})")
     g.add_argument("--resume", metavar="RUN_OR_CKPT", help="continue a run from its checkpoints/latest.pt (a run "
-                   "folder or a .pt path); only --epochs, --data-root, --data-glob and --device may change")
+                   "folder or a .pt path); only --epochs, --data-root, --data-glob, --device and --tensorboard may "
+                   "change")
     g.add_argument("--init-checkpoint", metavar="CKPT", help="start from this checkpoint's policy weights and "
                    "feature normaliser (new optimiser, new run folder)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still print per eval)")
+    g.add_argument("--tensorboard", action="store_const", const=True, help="also write the training curves of "
+                   "training.png and the run's hyperparameters as TensorBoard event files in <run folder>/tensorboard "
+                   f"(needs: {INSTALL_HINT})")
     return ap
 
 
@@ -248,6 +255,8 @@ def run_training(
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
+    if cfg.train.tensorboard:  # before the data is loaded or a run folder made
+        check_tensorboard()
     if resume is None:  # before the data is loaded, so the user hears at once
         check_writable(run_dir.parent if run_dir is not None else Path(cfg.train.save_dir))
     market = load_data(cfg if data_root is None else dataclasses.replace(
@@ -312,8 +321,17 @@ def run_training(
     }
     if resume is None:
         atomic_write_json(run_dir / "config.json", header)
+    board = None
+    if cfg.train.tensorboard:  # a resumed run hides the events its killed predecessor wrote after latest.pt
+        board = TensorBoardLog(run_dir, header["config"], purge_step=resume.step + 1 if resume else None)
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.write(header)
+
+    def record(row: dict[str, Any]) -> None:
+        log.write(row)
+        if board is not None:
+            board.write(row)
+
     print(f"Run folder: {run_dir}", flush=True)
     print(f"Machine: {machine_info(device).describe()}", flush=True)
     dtype_name = "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch.")
@@ -367,7 +385,7 @@ def run_training(
                     env_steps_per_s=env_steps_per_step(cfg) * (step - steps_mark) / max(elapsed, 1e-9),
                     peak_mem_gb=peak_memory_gb(device), nonfinite_steps=trainer.nonfinite_total,
                 )
-                log.write(row)
+                record(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", reward=f"{row['reward_mean']:.4f}",
                                 steps_s=f"{row['env_steps_per_s']:.3g}")
                 pending.clear()
@@ -377,10 +395,14 @@ def run_training(
                 improved = math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
                 if improved:
                     trainer.best_score = score
-                log.write({"type": "validation", "step": step, "score": score, "best": improved, **val})
+                record({"type": "validation", "step": step, "score": score, "best": improved, **val})
                 save("latest.pt", with_state=True)
                 if improved:
                     save("best.pt", with_state=False)
+                try:
+                    write_training_png(run_dir)
+                except OSError as exc:  # the picture is redrawn at the next evaluation; the checkpoints are safe
+                    bar.write(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
                 p, ew = val["policy"], val["equal_weight"]
                 bar.write(
                     f"step {step:>6}  val log growth {p['log_growth']:+.4f} (equal weight {ew['log_growth']:+.4f})  "
@@ -394,6 +416,8 @@ def run_training(
     finally:
         bar.close()
         log.close()
+        if board is not None:
+            board.close()
     best = "none" if trainer.best_score is None else f"{trainer.best_score:.4f}"
     print(f"Done: {run_dir} (best validation objective {best}; {trainer.nonfinite_total} non-finite steps skipped).",
           flush=True)
@@ -411,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             if extra:
                 flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
                 raise ConfigError(f"When resuming, the run's own config is used; drop {flags} (only --epochs, "
-                                  "--data-root, --data-glob and --device may change).")
+                                  "--data-root, --data-glob, --device and --tensorboard may change).")
             ckpt = load_checkpoint(resolve_resume_path(args.resume))
             if ckpt.training_state is None:
                 raise CheckpointError(f"{ckpt.path} holds no training state (best.pt does not); resume from the run "

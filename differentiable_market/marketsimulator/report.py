@@ -1,4 +1,5 @@
-"""Backtest outputs: report.json, windows.json, trades.jsonl, equity.png, weights.png, report.html, console table.
+"""Backtest outputs: report.json, windows.json, trades.jsonl, returns.csv, equity.png, weights.png, report.html,
+console table.
 
 Every file is written atomically into a new folder ``<report-dir>/<UTC timestamp>[-n]/``; an existing folder is never
 reused. Numbers that are not finite (a Sharpe ratio of a flat path, say) are written as null.
@@ -14,6 +15,14 @@ end-aligned last window was added), so a bar can appear once per window that con
 Overlapping windows are never counted as independent evidence: "policy beats" counts wins only over the
 non-overlapping chain of windows, and every output (report.json ``split.overlapping``, the console table, the HTML
 page) says when the windows overlap.
+
+returns.csv is the hand-off to other tools (pyfolio, quantstats): one row per decision bar of the non-overlapping
+chain of windows (below; by default the whole split, one path), in time order, indexed by ``timestamp`` (the decision
+bar, ISO text as in trades.jsonl: a plain date for daily bars), and one column per tradeable strategy (``policy``,
+then every baseline in report.json's order; the best single asset IN HINDSIGHT is left out: it is not tradeable) holding
+the per-bar net simple return exp(log_growth) - 1, fees included. The return of the row for bar t is earned by the
+decision made after bar t closes (in "open" execution: from the open of t+1 to the open of t+2). Every window starts
+in cash, so the first row of each window pays the entry fee.
 
 equity.png and weights.png show the non-overlapping chain of windows (the first window, then each next window that
 starts at or after the previous one's end), compounding their wealth; every window starts from cash again.
@@ -249,6 +258,19 @@ def _chain_paths(result: BacktestResult) -> tuple[np.ndarray, dict[str, np.ndarr
     return times, log_w, [i * result.plan.length for i in range(len(chain))]
 
 
+def returns_csv(result: BacktestResult) -> str:
+    """Content of returns.csv (see the module docstring): rows are the chain's decision bars, columns the tradeable
+    strategies, values exp(log_growth) - 1 written with 17 significant digits (they read back exactly)."""
+    import pandas as pd
+
+    chain = result.plan.chain()
+    bars = result.plan.decision_bars[chain].reshape(-1)
+    index = pd.Index([iso(t) for t in result.timestamps[bars]], name="timestamp")
+    columns = {name: np.expm1(s.log_growth[chain].reshape(-1)) for name, s in result.strategies.items()
+               if s.kind != "hindsight"}
+    return pd.DataFrame(columns, index=index).to_csv(float_format="%.17g", lineterminator="\n")
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -397,6 +419,7 @@ def write_report(result: BacktestResult, report_dir: str | Path) -> Path:
     atomic_write_json(out / "windows.json", windows_dict(result))
     if result.options.trades:
         atomic_write(out / "trades.jsonl", lambda fh: _write_trades(result, fh))
+    atomic_write_text(out / "returns.csv", returns_csv(result))
     equity, weights = equity_png(result), weights_png(result)
     atomic_write_bytes(out / "equity.png", equity)
     atomic_write_bytes(out / "weights.png", weights)

@@ -112,7 +112,8 @@ def _independent_equal_weight(market, bars, cost_rate):
 def test_report_files_are_complete_and_consistent(backtest, checkpoint, sample_market):
     result, out = backtest
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["equity.png", "report.html", "report.json", "trades.jsonl", "weights.png", "windows.json"]
+    assert names == ["equity.png", "report.html", "report.json", "returns.csv", "trades.jsonl", "weights.png",
+                     "windows.json"]
 
     report = json.loads((out / "report.json").read_text())
     assert report["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -169,6 +170,58 @@ def test_report_files_are_complete_and_consistent(backtest, checkpoint, sample_m
 
     table = summary_table(result)
     assert "policy" in table and "best_single_hindsight (hindsight)" in table and "*" in table
+
+
+def _check_returns_csv(result, out):
+    """returns.csv against the result: the chain's decision bars, one column per tradeable strategy, exp(lg) - 1."""
+    import pandas as pd
+
+    frame = pd.read_csv(out / "returns.csv", index_col=0, parse_dates=True)
+    tradeable = [n for n, s in result.strategies.items() if s.kind != "hindsight"]
+    assert list(frame.columns) == tradeable and frame.columns[0] == "policy"
+    assert "best_single_hindsight" not in frame.columns and frame.index.name == "timestamp"
+    chain = result.plan.chain()
+    bars = result.plan.decision_bars[chain].reshape(-1)
+    assert len(frame) == len(chain) * result.plan.length == len(bars)
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    np.testing.assert_array_equal(frame.index.values, result.timestamps[bars])
+    text = (out / "returns.csv").read_text().splitlines()
+    assert text[0].startswith("timestamp,policy,")
+    assert text[1].split(",")[0] == str(result.timestamps[bars[0]])[:10]  # ISO dates for daily bars
+    assert text[-1].split(",")[0] == str(result.timestamps[bars[-1]])[:10]
+    for name in tradeable:
+        expected = np.exp(result.strategies[name].log_growth[chain].reshape(-1)) - 1
+        np.testing.assert_allclose(frame[name].to_numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=name)
+    return frame
+
+
+def test_returns_csv_holds_the_net_returns_of_the_scored_path(backtest, sample_market):
+    result, out = backtest
+    frame = _check_returns_csv(result, out)
+    start, stop = result.plan.scorable
+    assert len(frame) == stop - start  # by default: every scorable bar of the split, one path
+    assert frame.index[0] == pd_timestamp(sample_market.timestamps[start])
+    assert frame.index[-1] == pd_timestamp(sample_market.timestamps[stop - 1])
+    # Compounding the file's returns gives each strategy's total return in report.json.
+    report = json.loads((out / "report.json").read_text())
+    for name in frame.columns:
+        assert np.prod(1 + frame[name].to_numpy()) - 1 == pytest.approx(
+            report["strategies"][name]["mean"]["total_return"], rel=1e-9, abs=1e-12)
+
+
+def test_returns_csv_of_overlapping_windows_holds_only_their_non_overlapping_chain(checkpoint, tmp_path):
+    result = run_backtest(BacktestOptions(checkpoint=str(checkpoint), trades=False, split="validation",
+                                          window_length=64, stride=32), log=lambda *_: None)
+    out = write_report(result, tmp_path)
+    assert result.plan.overlapping and len(result.plan.chain()) < result.plan.n_windows
+    frame = _check_returns_csv(result, out)
+    assert len(frame) == 64 * len(result.plan.chain())
+
+
+def pd_timestamp(t):
+    import pandas as pd
+
+    return pd.Timestamp(t)
 
 
 def test_overrides_are_applied_and_recorded(checkpoint, tmp_path):

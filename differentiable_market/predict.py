@@ -1,0 +1,336 @@
+"""The allocation for the next bar: ``python -m differentiable_market.predict --checkpoint RUN [--holdings FILE]``.
+
+Loads the data up to their last bar T-1 with the checkpoint's universe rule, features and train-fitted normaliser (as
+the backtester does), and runs the deterministic policy over the window of ``lookback`` decision bars that ends at
+T-1, started the way training and backtest windows are: a cold encoder at the window's first bar, all cash shown
+there, each next decision shown the previous target drifted to the close of its bar (``env.observed_growth``). The
+last decision, made after bar T-1 closes, is the one a researcher trades: filled at the open of the next bar
+("open" execution) or at the close of T-1 ("close").
+
+For that decision the policy is shown the current holdings: a CSV file of ``symbol,weight`` (``--holdings``), or,
+without one, its own previous target drifted to the last close, which is what the window's path implies. The target
+is printed and written as JSON with the expected turnover and fee of trading to it from those holdings.
+
+No price after the last bar is needed: the growth a decision earns (``decision_growth``) is never used, and the
+holdings shown at a decision need only the bars up to it. Given the same window and holdings, the weights equal
+the backtester's for that decision bar (a test checks it), since the features are causal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime as dt
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .atomic import atomic_write_new, json_safe
+from .checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint
+from .config import Execution
+from .data import MarketData, load_market, resolve_data_root
+from .env import account, execution_horizon, observed_growth
+from .errors import CheckpointError, DataError, DifferentiableMarketError
+from .features import compute_features
+from .marketsimulator.report import iso
+from .policy import DirichletGRUPolicy
+from .rollout import generate_paths
+from .splits import through_cutoff, train_end_cutoff
+
+FORMAT = "differentiable_market.prediction"
+FORMAT_VERSION = 1
+CASH = "CASH"
+SUM_TOLERANCE = 1e-6  # how far the weights of a holdings file may sum from 1
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """Weights held before the decision, [A (+1 cash)] float64 on the simplex, and where they come from."""
+
+    weights: np.ndarray
+    source: str  # "file" or "policy"
+    detail: str  # the file's path, or what the policy's own holdings are
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The target for the next fill and what it is based on. Weight arrays are float64 [A (+1 cash)]."""
+
+    checkpoint: Checkpoint
+    names: tuple[str, ...]  # the symbols, then CASH when the policy trades cash
+    decision_bar: str  # ISO timestamp of the last bar: the decision is made after it closes
+    execution: Execution
+    target: np.ndarray
+    holdings: Holdings
+    turnover: float  # sum of |target - holdings| over non-cash assets, fraction of wealth
+    fee: float  # cost_rate * turnover, fraction of wealth
+    cost_bps: float
+    window_bars: tuple[int, int]  # first and last decision bar of the window (indices into the data)
+    window_weights: np.ndarray  # [L, A (+1)] the path's targets; the last row is shown the policy's own holdings
+    market: MarketData
+    data: dict[str, Any]
+    notes: tuple[str, ...]
+
+    @property
+    def fill(self) -> str:
+        if self.execution == "open":
+            return f"at the open of the bar after {self.decision_bar}"
+        return f"at the close of {self.decision_bar}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Content of the JSON file."""
+        ts, ck = self.market.timestamps, self.checkpoint
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "decision_bar": self.decision_bar,
+            "execution": self.execution,
+            "fill": self.fill,
+            "target_weights": dict(zip(self.names, self.target.tolist())),
+            "holdings": dict(zip(self.names, self.holdings.weights.tolist())),
+            "holdings_source": self.holdings.source,
+            "holdings_detail": self.holdings.detail,
+            "expected_turnover": self.turnover,
+            "expected_fee": self.fee,
+            "cost_bps": self.cost_bps,
+            "checkpoint": {"path": str(Path(ck.path).resolve()), "sha256": ck.sha256, "step": ck.step,
+                           "trained_through": ck.trained_through, "validated_through": ck.validated_through},
+            "window": {"first_decision": iso(ts[self.window_bars[0]]), "last_decision": iso(ts[self.window_bars[1]]),
+                       "decision_bars": self.window_bars[1] - self.window_bars[0] + 1,
+                       "start": "cold encoder and all cash at the first decision, as training and backtest windows"},
+            "data": self.data,
+            "notes": list(self.notes),
+            "conventions": (
+                "Weights are fractions of wealth. target_weights is the mean (deterministic) action for the decision "
+                "made after decision_bar closes, filled as 'fill' says. expected_turnover = sum over non-cash assets "
+                "of |target - holdings|; expected_fee = cost_bps * 1e-4 * expected_turnover, a fraction of wealth. "
+                "holdings 'policy': the policy's previous target drifted to the close of decision_bar."),
+        }
+
+
+def read_holdings(path: str | Path, names: tuple[str, ...], include_cash: bool) -> np.ndarray:
+    """Weights [A (+1)] from a CSV of ``symbol,weight`` rows under that header; unlisted symbols hold 0.
+
+    Refuses (DataError naming the file, the row and the fix) unknown or repeated symbols, CASH when the policy does
+    not trade cash, weights that are not non-negative numbers, and weights whose sum is not 1 within 1e-6.
+    """
+    path = Path(path)
+    symbols = names[:-1] if include_cash else names
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
+    except OSError as exc:
+        raise DataError(f"Cannot read holdings file {path}: {exc.strerror or exc}.") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"Holdings file {path} is not a text CSV file: {exc}.") from None
+    if not rows or [c.strip().lower() for c in rows[0][1]] != ["symbol", "weight"]:
+        raise DataError(f"Holdings file {path}: the first row must be the header 'symbol,weight', then one row per "
+                        f"held asset, e.g. '{symbols[0]},0.25'.")
+    out = np.zeros(len(names))
+    seen: dict[str, int] = {}
+    for n, row in rows[1:]:
+        where = f"Holdings file {path}, row {n}"
+        if len(row) != 2:
+            raise DataError(f"{where}: expected 2 fields (symbol,weight), got {len(row)}: {','.join(row)!r}.")
+        symbol, text = row[0].strip(), row[1].strip()
+        if symbol == CASH and not include_cash:
+            raise DataError(f"{where}: this policy was trained without a cash asset (no --include-cash), so it "
+                            f"cannot be shown a cash holding. Give weights over {list(symbols)} only, summing to 1.")
+        if symbol not in names:
+            raise DataError(f"{where}: unknown symbol {symbol!r}; the policy trades {list(names)}.")
+        if symbol in seen:
+            raise DataError(f"{where}: {symbol} is listed again (first at row {seen[symbol]}); give each symbol once.")
+        seen[symbol] = n
+        try:
+            weight = float(text)
+        except ValueError:
+            raise DataError(f"{where}: weight {text!r} of {symbol} is not a number.") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise DataError(f"{where}: weight {text} of {symbol} must be a non-negative fraction of wealth (the "
+                            "policy is long-only).")
+        out[names.index(symbol)] = weight
+    total = float(out.sum())
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        rest = " (put what is held in cash on a CASH row)" if include_cash else ""
+        raise DataError(f"Holdings file {path}: the weights sum to {total:.9g}, not 1 (within {SUM_TOLERANCE:g}). "
+                        f"Give fractions of wealth that add up to 1{rest}.")
+    return out / total
+
+
+def held_growth(open_ta: torch.Tensor, close_ta: torch.Tensor, execution: Execution,
+                include_cash: bool) -> torch.Tensor:
+    """``env.observed_growth`` rows 0..T-2 of prices [T, A] -> [T-1, A (+1)]: the drift of decision t's position to
+    the close of bar t+1, which needs bars up to t+1 only. ``observed_growth`` stops where ``decision_growth`` does
+    (T - horizon rows), so in "open" mode one phantom bar is appended; its rows never read it (checked: NaN there
+    stays out)."""
+    horizon = execution_horizon(execution)
+    pad = horizon - 1
+    if pad:
+        nan = torch.full((pad, open_ta.shape[1]), math.nan, dtype=open_ta.dtype)
+        open_ta, close_ta = torch.cat([open_ta, nan]), torch.cat([close_ta, nan])
+    g = observed_growth(open_ta, close_ta, execution, include_cash)[: open_ta.shape[0] - pad - 1]
+    assert bool(torch.isfinite(g).all()), "held_growth read the phantom bar after the last one"
+    return g
+
+
+@torch.no_grad()
+def decide(policy: DirichletGRUPolicy, features: torch.Tensor, held: torch.Tensor,
+           holdings: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Roll the deterministic policy over one window and decide its last bar.
+
+    features: [L, A, F] of the window's decision bars; held: [L-1, A_out] drift of each decision's position up to
+    the next decision (``held_growth``). Returns the path's weights [L, A_out] (the arithmetic of
+    ``rollout.deterministic_weights``: float32, cold start, all cash shown first), the holdings the path shows its
+    last decision [A_out], and the last decision's target [A_out] when shown ``holdings`` instead (the path's own
+    last row when None).
+    """
+    state_proj = policy.state_projection(policy.encode(features[None], None))  # [1, L, K]
+    observed = torch.cat([held, torch.ones_like(held[:1])])  # the last row would drift past the decision: unused
+    path = generate_paths(policy, state_proj, observed[None], 0, True, None)
+    weights, own = path.weights[0, 0], path.held[0, 0, -1]
+    if holdings is None:
+        return weights, own, weights[-1]
+    last = generate_paths(policy, state_proj[:, -1:], observed[None, -1:], 0, True, None,
+                          holdings.to(torch.float32)[None])
+    return weights, own, last.weights[0, 0, 0]
+
+
+def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | None = None,
+            data_glob: str | None = None, log: Any = print) -> Prediction:
+    """Load the checkpoint and its data up to the last bar, and decide the next fill (see the module docstring)."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.config
+    data_cfg = dataclasses.replace(cfg.data, root=data_root or cfg.data.root, glob=data_glob or cfg.data.glob)
+    include_cash, lookback = cfg.env.include_cash, cfg.train.lookback
+    policy = build_policy(ckpt)
+    # The universe is decided on the checkpoint's training bars only, as in the backtester.
+    cutoff = (through_cutoff(ckpt.trained_through) if ckpt.trained_through and data_cfg.universe_through is None
+              else train_end_cutoff(data_cfg, lookback))
+    market = load_market(data_cfg, min_bars=lookback, universe_cutoff=cutoff)
+    check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
+    last = str(market.timestamps[-1])[:19]
+    if ckpt.trained_through is not None and last < ckpt.trained_through:
+        raise DataError(
+            f"The data in {data_cfg.root} end at {iso(market.timestamps[-1])}, before the last bar checkpoint "
+            f"{ckpt.path} was trained on ({ckpt.trained_through}): they are older than the policy, so a decision on "
+            "them is not a forecast. Update the files, or point --data-root at data up to date."
+        )
+    notes = list(market.notes)
+    if ckpt.trained_through is None:
+        notes.append(f"{ckpt.path} does not record its last training bar, so the data's age cannot be checked.")
+    stale = [s for s, f in zip(market.symbols, market.filled[-1]) if f]
+    if stale:
+        notes.append(f"WARNING: the last bar of {stale} is forward-filled (no bar at {iso(market.timestamps[-1])} in "
+                     "their files): the decision sees their previous close as current.")
+    for note in notes:
+        log(note)
+
+    names = market.symbols + ((CASH,) if include_cash else ())
+    n_bars = market.n_bars
+    first = n_bars - lookback
+    features = torch.as_tensor(compute_features(market, ckpt.feature_spec)[first:])
+    if features.shape[-1] != ckpt.n_features:
+        raise CheckpointError(f"The features have {features.shape[-1]} columns; {ckpt.path} expects {ckpt.n_features}.")
+    held = held_growth(torch.tensor(market.open[first:]), torch.tensor(market.close[first:]), cfg.env.execution,
+                       include_cash).to(torch.float32)
+    given = None if holdings_file is None else read_holdings(holdings_file, names, include_cash)
+    weights, own, target32 = decide(policy, features, held, None if given is None else torch.as_tensor(given))
+    if given is None:
+        own64 = own.to(torch.float64)
+        holdings = Holdings((own64 / own64.sum()).numpy(), "policy",
+                            f"the policy's own previous target (decided after {iso(market.timestamps[-2])}) drifted "
+                            f"to the close of {iso(market.timestamps[-1])}")
+    else:
+        holdings = Holdings(given, "file", str(Path(str(holdings_file)).resolve()))
+    target = target32.to(torch.float64)
+    target = target / target.sum()  # as the backtester normalises its float32 weights
+    # The fee of trading from the holdings to the target: the env's accounting (growth not needed for it).
+    acc = account(target[None], torch.ones_like(target)[None], torch.as_tensor(holdings.weights), cfg.env.cost_rate,
+                  include_cash, smooth_eps=None)
+    root, bundled = resolve_data_root(data_cfg.root)
+    fingerprint = market.fingerprint()
+    return Prediction(
+        checkpoint=ckpt, names=names, decision_bar=iso(market.timestamps[-1]), execution=cfg.env.execution,
+        target=target.numpy(), holdings=holdings, turnover=float(acc.turnover[0]), fee=float(acc.cost[0]),
+        cost_bps=cfg.env.cost_bps, window_bars=(first, n_bars - 1), window_weights=weights.to(torch.float64).numpy(),
+        market=market,
+        data={"root": str(root), "bundled_sample": bundled, "glob": data_cfg.glob, "n_bars": n_bars,
+              "first_bar": iso(market.timestamps[0]), "last_bar": iso(market.timestamps[-1]),
+              "symbols": list(market.symbols), "ohlc_sha256": fingerprint.get("ohlc_sha256"),
+              "forward_filled_at_last_bar": stale},
+        notes=tuple(notes),
+    )
+
+
+def default_output(prediction: Prediction) -> Path:
+    """``<run folder>/predictions/<decision bar>.json`` (the checkpoint's folder when it is not in a run folder)."""
+    ckpt = Path(prediction.checkpoint.path)
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run / "predictions" / f"{prediction.decision_bar.replace(':', '')}.json"
+
+
+def summary(prediction: Prediction) -> str:
+    """Console view: the targets next to the holdings, and the expected trade."""
+    p, ck = prediction, prediction.checkpoint
+    width = max(len(n) for n in p.names + ("symbol",))
+    lines = [f"Decision after the close of {p.decision_bar}, filled {p.fill}.",
+             f"Checkpoint {ck.path} (step {ck.step}, trained through {ck.trained_through}); window of "
+             f"{p.window_bars[1] - p.window_bars[0] + 1} bars from {iso(p.market.timestamps[p.window_bars[0]])}.",
+             "", f"{'symbol':<{width}}  {'target':>8}  {'holding':>8}  {'trade':>8}"]
+    for name, w, h in zip(p.names, p.target, p.holdings.weights):
+        lines.append(f"{name:<{width}}  {100 * w:7.2f}%  {100 * h:7.2f}%  {100 * (w - h):+7.2f}%")
+    lines += ["", f"Holdings: {'file ' if p.holdings.source == 'file' else ''}{p.holdings.detail}.",
+              f"Expected turnover {100 * p.turnover:.2f}% of wealth, fee {100 * p.fee:.4f}% of wealth "
+              f"({p.cost_bps:g} bps one-way)."]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m differentiable_market.predict",
+        description="Target weights for the next fill: run a checkpoint's policy over the window that ends at the "
+                    "data's last bar, shown the current holdings.",
+    )
+    ap.add_argument("--checkpoint", required=True, help="run folder (uses checkpoints/best.pt) or a .pt file")
+    ap.add_argument("--holdings", metavar="FILE", help="CSV with header 'symbol,weight': what is held now, as "
+                    "fractions of wealth summing to 1 (CASH allowed when the policy trades cash; unlisted symbols "
+                    "hold 0) (default: the policy's own previous target drifted to the last close)")
+    ap.add_argument("--data-root", help="data folder, updated to the latest bar (default: the checkpoint's)")
+    ap.add_argument("--data-glob", help="file pattern in the data folder (default: the checkpoint's)")
+    ap.add_argument("--out", metavar="FILE", help="JSON file to write; an existing file is never replaced, a "
+                    "numbered name (-1, -2, ...) is used instead (default: <run folder>/predictions/<last bar>.json)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        prediction = predict(args.checkpoint, args.holdings, args.data_root, args.data_glob,
+                             log=lambda line: print(line, file=sys.stderr))
+        out = Path(args.out) if args.out else default_output(prediction)
+        text = json.dumps(json_safe(prediction.to_dict()), indent=2, allow_nan=False) + "\n"
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            written = atomic_write_new(out, text.encode("utf-8"))
+        except OSError as exc:
+            raise DataError(f"Cannot write {out}: {exc.strerror or exc}. Pass --out with a writable path.") from None
+    except DifferentiableMarketError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(prediction))
+    print(f"Wrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

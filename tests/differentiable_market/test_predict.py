@@ -1,0 +1,200 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from differentiable_market.checkpoint import load_checkpoint
+from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig
+from differentiable_market.data import bundled_sample_dir
+from differentiable_market.env import drift, observed_growth
+from differentiable_market.errors import DataError
+from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+from differentiable_market.predict import held_growth, main, predict, read_holdings
+
+LOOKBACK = 32
+NAMES = ("AAPL", "GOOG", "IBM", "MSFT")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder from a short training run on the bundled sample."""
+    from differentiable_market.train import run_training
+
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(bundled_sample_dir())),
+        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        train=TrainConfig(lookback=LOOKBACK, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1,
+                          log_interval=1, device="cpu", dtype="float32", compile="off",
+                          save_dir=str(tmp_path_factory.mktemp("runs"))),
+    )
+    return run_training(cfg, progress=False, argv=[])
+
+
+@pytest.fixture(scope="module")
+def backtest(run_dir):
+    """The backtester on the full sample in windows of the lookback: its last window ends at the test split's last
+    scorable decision bar t."""
+    return run_backtest(BacktestOptions(checkpoint=str(run_dir), window_length=LOOKBACK, trades=False),
+                        log=lambda *_: None)
+
+
+def _sample_through(folder: Path, last: np.datetime64, symbols=NAMES) -> Path:
+    """The bundled sample's files cut after bar ``last`` (the rows are copied as text, so prices are unchanged)."""
+    folder.mkdir(parents=True)
+    day = str(last)[:10]
+    for sym in symbols:
+        frame = pd.read_csv(bundled_sample_dir() / f"{sym}.csv", dtype=str)
+        frame[frame["timestamp"] <= day].to_csv(folder / f"{sym}.csv", index=False)
+    return folder
+
+
+def _write_holdings(path: Path, weights: dict[str, float]) -> Path:
+    path.write_text("symbol,weight\n" + "".join(f"{s},{w!r}\n" for s, w in weights.items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cut(backtest, tmp_path_factory):
+    """(decision bar t, data folder ending at t)."""
+    t = int(backtest.plan.decision_bars[-1, -1])
+    return t, _sample_through(tmp_path_factory.mktemp("cut") / "data", backtest.timestamps[t])
+
+
+def test_held_growth_is_observed_growth_without_the_bars_after_the_last(sample_market):
+    o, c = torch.tensor(sample_market.open[:60]), torch.tensor(sample_market.close[:60])
+    for execution in ("open", "close"):
+        for cash in (False, True):
+            full = observed_growth(o, c, execution, cash)  # needs bars up to 59
+            got = held_growth(o[:50], c[:50], execution, cash)  # bars 0..49 only
+            assert got.shape == (49, 4 + cash)
+            torch.testing.assert_close(got, full[:49], rtol=0, atol=0)
+
+
+def test_predict_equals_the_backtesters_weights_for_the_same_decision_bar(backtest, cut, run_dir):
+    t, data = cut
+    bars = backtest.plan.decision_bars[-1]
+    assert bars[-1] == t and len(bars) == LOOKBACK
+    w_bt = backtest.policy.weights[-1]  # [L, A] float64, the backtester's last window
+    p = predict(str(run_dir), data_root=str(data), log=lambda *_: None)
+    assert p.market.n_bars == t + 1 and p.decision_bar == str(backtest.timestamps[t])[:10]
+    assert p.window_bars == (int(bars[0]), t)
+    np.testing.assert_allclose(p.window_weights, w_bt, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(p.target, w_bt[-1], rtol=0, atol=1e-9)
+    assert p.target.sum() == pytest.approx(1.0, abs=1e-12)
+    # Without --holdings it is shown the previous target drifted to the close of bar t, as in the backtest.
+    full = backtest.timestamps.size
+    assert full > t + 2  # the full data reach past t; the cut data do not
+    seen = observed_growth(torch.tensor(p.market.open), torch.tensor(p.market.close), "open", False)
+    assert seen.shape[0] == t - 1  # observed_growth stops 2 bars early: held_growth had to supply row t - 1
+    from differentiable_market.data import load_market
+
+    market = load_market(DataConfig(root=str(bundled_sample_dir())), min_bars=1)
+    seen_full = observed_growth(torch.tensor(market.open), torch.tensor(market.close), "open", False)
+    own = drift(torch.tensor(w_bt[-2]), seen_full[t - 1])
+    assert p.holdings.source == "policy"
+    np.testing.assert_allclose(p.holdings.weights, own.numpy(), rtol=0, atol=1e-6)
+    assert p.turnover == pytest.approx(np.abs(p.target - p.holdings.weights).sum(), rel=1e-12)
+    assert p.fee == pytest.approx(1e-3 * p.turnover, rel=1e-12)
+
+
+def test_explicit_holdings_are_what_the_last_decision_is_shown(cut, run_dir, tmp_path):
+    t, data = cut
+    default = predict(str(run_dir), data_root=str(data), log=lambda *_: None)
+    same = _write_holdings(tmp_path / "same.csv", dict(zip(NAMES, default.holdings.weights.tolist())))
+    p = predict(str(run_dir), holdings_file=str(same), data_root=str(data), log=lambda *_: None)
+    assert p.holdings.source == "file" and p.holdings.detail == str(same.resolve())
+    np.testing.assert_allclose(p.target, default.target, rtol=0, atol=1e-6)
+    assert p.turnover == pytest.approx(default.turnover, abs=1e-6)
+    np.testing.assert_array_equal(p.window_weights, default.window_weights)  # the path before it is unchanged
+
+    other = _write_holdings(tmp_path / "aapl.csv", {"AAPL": 1.0})
+    q = predict(str(run_dir), holdings_file=str(other), data_root=str(data), log=lambda *_: None)
+    assert np.abs(q.target - default.target).max() > 1e-5  # the policy reads its holdings
+    np.testing.assert_array_equal(q.holdings.weights, [1.0, 0.0, 0.0, 0.0])
+    assert q.turnover == pytest.approx(np.abs(q.target - q.holdings.weights).sum(), rel=1e-12)
+    assert q.turnover == pytest.approx(2 * (1 - q.target[0]), rel=1e-9)  # sell AAPL down, buy the other three
+
+
+def test_cli_writes_json_next_to_the_run_and_never_replaces_a_file(cut, run_dir, backtest, capsys):
+    t, data = cut
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(data)]) == 0
+    out = capsys.readouterr().out
+    day = str(backtest.timestamps[t])[:10]  # daily bars: the file is named by the plain date
+    first = run_dir / "predictions" / f"{day}.json"
+    assert f"Wrote {first}" in out and "Expected turnover" in out and "AAPL" in out
+    doc = json.loads(first.read_text())
+    assert doc["format"] == "differentiable_market.prediction" and doc["decision_bar"] == day
+    assert set(doc["target_weights"]) == set(NAMES) and sum(doc["target_weights"].values()) == pytest.approx(1.0)
+    ckpt = load_checkpoint(run_dir)
+    assert doc["checkpoint"]["sha256"] == ckpt.sha256 and doc["checkpoint"]["step"] == ckpt.step
+    assert doc["checkpoint"]["path"] == str((run_dir / "checkpoints" / "best.pt").resolve())
+    assert doc["holdings_source"] == "policy" and doc["cost_bps"] == 10.0
+    assert doc["expected_fee"] == pytest.approx(1e-3 * doc["expected_turnover"])
+    assert doc["window"]["decision_bars"] == LOOKBACK and doc["window"]["last_decision"] == day
+    assert doc["data"]["last_bar"] == day and doc["execution"] == "open"
+    p = predict(str(run_dir), data_root=str(data), log=lambda *_: None)
+    assert list(doc["target_weights"].values()) == p.target.tolist()
+    # Again: a numbered file, the first one untouched.
+    before = first.read_bytes()
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(data)]) == 0
+    assert first.read_bytes() == before and (run_dir / "predictions" / f"{day}-1.json").exists()
+    assert not list((run_dir / "predictions").glob(".*"))  # no temp files left
+
+
+def test_stale_data_and_missing_symbols_are_refused_with_exit_2(run_dir, backtest, tmp_path, capsys):
+    ckpt = load_checkpoint(run_dir)
+    ts = backtest.timestamps
+    trained_end = int(np.searchsorted(ts, np.datetime64(ckpt.trained_through, "ns")))
+    old = _sample_through(tmp_path / "old", ts[trained_end - 5])
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and ckpt.trained_through in err and str(ts[trained_end - 5])[:10] in err
+    assert "older than the policy" in err and "Traceback" not in err
+    assert not list(run_dir.glob(f"predictions/{str(ts[trained_end - 5])[:10]}*"))
+
+    three = _sample_through(tmp_path / "three", ts[-1], symbols=NAMES[:3])
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(three), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "MSFT" in err and "missing from the data" in err and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("text, cash, match", [
+    ("symbol,weight\nAAPL,0.5\nTSLA,0.5\n", False, r"row 3: unknown symbol 'TSLA'"),
+    ("symbol,weight\nAAPL,0.5\nGOOG,-0.1\nIBM,0.6\n", False, r"row 3: weight -0.1 of GOOG must be a non-negative"),
+    ("symbol,weight\nAAPL,0.5\nGOOG,0.4\n", False, r"sum to 0.9, not 1"),
+    ("symbol,weight\nAAPL,0.5\nCASH,0.5\n", False, r"row 3: this policy was trained without a cash asset"),
+    ("symbol,weight\nAAPL,half\n", False, r"row 2: weight 'half' of AAPL is not a number"),
+    ("AAPL,1\n", False, r"header 'symbol,weight'"),
+    ("symbol,weight\nAAPL,0.5\nAAPL,0.5\n", False, r"row 3: AAPL is listed again \(first at row 2\)"),
+    ("symbol,weight\nAAPL,0.5,x\n", False, r"row 2: expected 2 fields"),
+    ("symbol,weight\nAAPL,0.5\n", True, r"put what is held in cash on a CASH row"),
+    ("", False, r"header 'symbol,weight'"),
+])
+def test_bad_holdings_files_name_the_file_the_row_and_the_problem(tmp_path, text, cash, match):
+    path = tmp_path / "holdings.csv"
+    path.write_text(text)
+    names = NAMES + (("CASH",) if cash else ())
+    with pytest.raises(DataError, match=match) as info:
+        read_holdings(path, names, cash)
+    assert str(path) in str(info.value)
+
+
+def test_good_holdings_files_are_read_as_weights(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("Symbol, Weight\n\nIBM, 0.25\nCASH,0.75\n")  # blank lines and spaces are fine
+    np.testing.assert_array_equal(read_holdings(path, NAMES + ("CASH",), True), [0, 0, 0.25, 0, 0.75])
+    path.write_text("symbol,weight\nAAPL,0.3333333\nGOOG,0.3333333\nMSFT,0.3333334\n")
+    w = read_holdings(path, NAMES, False)
+    assert w.sum() == pytest.approx(1.0, abs=1e-15) and w[2] == 0.0
+
+
+def test_a_bad_holdings_file_on_the_command_line_exits_2(run_dir, cut, tmp_path, capsys):
+    t, data = cut
+    bad = _write_holdings(tmp_path / "bad.csv", {"AAPL": 0.7})
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(data), "--holdings", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "sum to 0.7" in err and "Traceback" not in err
