@@ -159,12 +159,14 @@ def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'config':<12}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}{'ms/step':>9}"
+    print(f"{'config':<12}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
+          f"{'ms/step':>9}"
           f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
           f"{'%bf16':>7}")
     for r in rows:
         ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
-        print(f"{r['config']:<12}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}{r['dtype']:>10}"
+        print(f"{r['config']:<12}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
+              f"{r['dtype']:>10}"
               f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
               f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
               f"{r['policy_gflops']:>15.1f}{100 * r['policy_vs_fp32_matmul']:>6.1f}%"
@@ -231,7 +233,8 @@ def main() -> None:
                 if out.returncode != 0:
                     sys.exit(f"configuration {name} ({encoder}, --dtype {dtype_flag}) failed:\n{out.stderr}")
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"done {name} {encoder} --dtype {dtype_flag} ({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
+                print(f"done {name} {encoder} --dtype {dtype_flag} "
+                      f"({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
                       f"repeat {repeat + 1}/{args.repeats}: {runs[-1]['ms_per_step']:.1f} ms/step",
                       file=sys.stderr, flush=True)
             rows.append(merge_repeats(runs, matmul))

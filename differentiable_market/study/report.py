@@ -274,7 +274,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdi
 <img alt="confidence intervals" src="data:image/png;base64,{interval_figure(r)}">
 <h2>Statistics</h2><ul>
 <li>SPA p-value against equal weight: {spa['pvalue']:.3f} (bounds {spa['pvalue_lower']:.3f}..{spa['pvalue_upper']:.3f},
-{spa['models']} models); against {esc(s['best_causal_baseline'])}: {s['vs_best_causal_baseline']['spa']['pvalue']:.3f}</li>
+{spa['models']} models); against {esc(s['best_causal_baseline'])}:
+{s['vs_best_causal_baseline']['spa']['pvalue']:.3f}</li>
 <li>Probabilistic Sharpe ratio of the ensemble (vs 0): {s['ensemble_psr']['vs_zero']:.3f}; deflated Sharpe ratio
 ({s['ensemble_dsr']['trials']} trials): {s['ensemble_dsr']['dsr']:.3f}</li>
 <li>Seed spread of out-of-sample Sharpe: min {s['seed_spread']['sharpe_min']:.2f}, median

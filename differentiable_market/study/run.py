@@ -93,8 +93,9 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         state["jobs"] = previous["jobs"]
     atomic_write_json(study_dir / "study.json", state)
     log(f"Study folder: {study_dir}")
+    dates = state["plan"]
     log(f"{len(folds)} folds x {settings.seeds} seeds = {len(jobs)} jobs; out-of-sample decisions "
-        f"{plan_dict(market, folds)[0]['decisions_dates'][0][:10]} .. {plan_dict(market, folds)[-1]['decisions_dates'][1][:10]}")
+        f"{dates[0]['decisions_dates'][0][:10]} .. {dates[-1]['decisions_dates'][1][:10]}")
     index = {(j.fold, j.seed): i for i, j in enumerate(jobs)}
     started = time.perf_counter()
 

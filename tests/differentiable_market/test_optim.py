@@ -13,7 +13,8 @@ def _policy(encoder: str = "mingru") -> DirichletGRUPolicy:
                               include_cash=True)
 
 
-@pytest.mark.parametrize(("encoder", "bias"), [("gru", "encoder.gru.bias_hh_l0"), ("mingru", "encoder.layers.0.gate.bias")])
+@pytest.mark.parametrize(("encoder", "bias"),
+                         [("gru", "encoder.gru.bias_hh_l0"), ("mingru", "encoder.layers.0.gate.bias")])
 def test_muon_takes_hidden_matrices_and_adamw_the_rest(encoder, bias):
     policy = _policy(encoder)
     adamw, muon = build_optimizers(policy, TrainConfig())
@@ -35,7 +36,8 @@ def test_no_muon_uses_adamw_for_everything():
     assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(policy.parameters()))
 
 
-@pytest.mark.parametrize(("encoder", "matrix"), [("gru", "encoder.gru.weight_hh_l0"), ("mingru", "encoder.layers.0.gate.weight")])
+@pytest.mark.parametrize(("encoder", "matrix"),
+                         [("gru", "encoder.gru.weight_hh_l0"), ("mingru", "encoder.layers.0.gate.weight")])
 def test_a_muon_step_changes_hidden_matrices(encoder, matrix):
     policy = _policy(encoder)
     opts = build_optimizers(policy, TrainConfig())
