@@ -21,7 +21,7 @@ from ..data import MarketData
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
 from ..runlog import new_timestamped_dir
-from ..train import build_parser, config_from_args, load_data
+from ..train import build_parser, config_from_args, given_flags, load_data
 from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
 from .plan import Fold, plan_folds
 from .report import StudySettings, study_results, write_study_report
@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         executor = _executor(args)
         if args.resume:
+            extra = given_flags(args)
+            if extra:
+                flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
+                raise ConfigError(f"A resumed study uses the config in its study.json; drop {flags}.")
             folder = Path(args.resume)
             state = load_study(folder)
             cfg = config_from_dict(ExperimentConfig, state["config"], "study.json config")

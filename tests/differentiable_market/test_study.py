@@ -270,3 +270,10 @@ def test_a_study_refuses_an_embargo_shorter_than_the_lookback(tmp_path, write_oh
     cfg = ExperimentConfig(data=DataConfig(root=str(tmp_path), embargo_bars=8), policy=cfg.policy, train=cfg.train)
     with pytest.raises(ConfigError, match="--embargo-bars 8 is shorter than --lookback 16"):
         run_study(cfg, StudySettings(folds=2, seeds=1), log=lambda *_: None)
+
+
+def test_resuming_a_study_with_training_flags_is_refused(tmp_path, capsys):
+    from differentiable_market.study.run import main
+
+    assert main(["--resume", str(tmp_path), "--lookback", "32"]) == 2
+    assert "drop --lookback" in capsys.readouterr().err
