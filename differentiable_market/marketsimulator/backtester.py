@@ -161,18 +161,28 @@ class StrategyResult:
     cost: np.ndarray
     metrics: dict[str, np.ndarray]
     weights: np.ndarray | None = None  # [W, L, A (+1)] target weights; kept for the policy only
+    growth: np.ndarray | None = None  # [W, L, A (+1)] gross growth per asset of each decision; policy only
+    traded: np.ndarray | None = None  # [W, L, A (+1)] |target - pre-trade holdings| (cash column 0); policy only
 
 
 def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Tensor, growth_wla: torch.Tensor,
                      cost_rate: float, include_cash: bool, periods_per_year: float,
                      keep_weights: bool = False) -> StrategyResult:
-    """Account target weights [W, L, A (+1)] from cash with the env's exact accounting, and compute metrics."""
+    """Account target weights [W, L, A (+1)] from cash with the env's exact accounting, and compute metrics.
+
+    keep_weights also keeps what the per-asset attribution needs: the weights, the growth and the traded weights."""
     w = w_wla.to(torch.float64)
     initial = initial_holdings(w.shape[-1], include_cash, dtype=torch.float64)
     acc = account(w, growth_wla, initial, cost_rate, include_cash, smooth_eps=None)
     lg, to, co = (x.cpu().numpy() for x in (acc.log_growth, acc.turnover, acc.cost))
-    return StrategyResult(name, label, kind, lg, to, co, path_metrics(lg, to, co, periods_per_year),
-                          w.cpu().numpy() if keep_weights else None)
+    out = StrategyResult(name, label, kind, lg, to, co, path_metrics(lg, to, co, periods_per_year))
+    if keep_weights:
+        traded = (w - acc.pre_trade).abs()
+        if include_cash:  # cash pays no fee, as in ``account``
+            traded[..., -1] = 0
+        growth = torch.broadcast_to(growth_wla.to(torch.float64), w.shape)
+        out.weights, out.growth, out.traded = (x.cpu().numpy() for x in (w, growth, traded))
+    return out
 
 
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,

@@ -46,6 +46,8 @@ from ..config import config_to_dict
 from ..env import execution_horizon
 from ..metrics import METRICS, aggregate, json_number
 from ..runlog import new_timestamped_dir
+from ..tearsheet import CONVENTIONS as TEARSHEET_CONVENTIONS
+from ..tearsheet import TEARSHEET_METRICS, attribution, longest_drawdown, tearsheet_metrics
 from .backtester import BacktestResult
 
 REPORT_FORMAT = "differentiable_market.backtest"
@@ -54,10 +56,14 @@ PLOTTED = ("policy", "equal_weight", "buy_and_hold", "olmar", "inverse_vol", "eq
            "best_single_hindsight")
 MAX_LISTED_SINGLES = 12  # more single-asset holds than this are left out of the tables and plots (not the JSON)
 PERCENT = {"total_return", "annualised_return", "annualised_volatility", "max_drawdown", "turnover", "fees_paid",
-           "hit_rate"}
+           "hit_rate", "tracking_error", "alpha", "var_95", "cvar_95", "fee_share"}
+BENCHMARK = "equal_weight"  # the benchmark of the tear sheet's relative figures
 SHORT = {"total_return": "total", "annualised_return": "ann.ret", "annualised_volatility": "ann.vol",
          "sharpe": "sharpe", "sortino": "sortino", "calmar": "calmar", "max_drawdown": "max.dd",
-         "turnover": "turnover", "fees_paid": "fees", "hit_rate": "hit"}
+         "turnover": "turnover", "fees_paid": "fees", "hit_rate": "hit",
+         "information_ratio": "info.ratio", "tracking_error": "track.err", "alpha": "alpha", "beta": "beta",
+         "skew": "skew", "kurtosis": "ex.kurt", "var_95": "VaR95", "cvar_95": "CVaR95", "tail_ratio": "tail",
+         "fee_share": "fee share"}
 
 
 def iso(t: np.datetime64) -> str:
@@ -113,13 +119,47 @@ def _split_info(result: BacktestResult) -> dict[str, Any]:
     }
 
 
+def tearsheets(result: BacktestResult) -> dict[str, dict[str, Any]]:
+    """Per strategy, the tear-sheet figures (``tearsheet``) on the non-overlapping chain of windows, the path of
+    returns.csv, against equal weight on the same bars; the longest drawdown with returns.csv dates."""
+    chain = result.plan.chain()
+    times = result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
+    bench = result.strategies[BENCHMARK].log_growth[chain].reshape(-1)
+    date = lambda j: None if j is None else iso(times[max(j - 1, 0)])  # noqa: E731  wealth index -> row date
+    out = {}
+    for name, s in result.strategies.items():
+        lg = s.log_growth[chain].reshape(-1)
+        figures = tearsheet_metrics(lg, bench, s.cost[chain].reshape(-1), result.periods_per_year)
+        dd = longest_drawdown(lg)
+        out[name] = {**_numbers(figures), "longest_drawdown": {
+            "bars": dd.bars, "start": date(dd.start), "trough": date(dd.trough), "end": date(dd.recovery),
+            "recovered": dd.recovery is not None if dd.bars else None, "bars_to_recover": dd.bars_to_recover,
+            "depth": dd.depth}}
+    return out
+
+
+def policy_attribution(result: BacktestResult) -> dict[str, dict[str, float | None]]:
+    """Per asset (CASH included when traded), the policy's part of the log growth and of the fees on the
+    non-overlapping chain of windows (see ``tearsheet.attribution``)."""
+    p, chain = result.policy, result.plan.chain()
+    assert p.weights is not None and p.growth is not None and p.traded is not None
+    parts = attribution(p.weights[chain], p.growth[chain], p.traded[chain], p.cost[chain])
+    # Windows restart from cash, so fees in units of initial wealth compound across the chain like wealth does.
+    start = np.exp(np.concatenate([[0.0], np.cumsum(p.log_growth[chain].sum(axis=-1))[:-1]]))
+    parts["fees_paid"] = parts["fees_paid"] * start[:, None]
+    names = list(result.symbols) + (["CASH"] if result.effective["include_cash"] else [])
+    return {n: _numbers({k: v[:, i].sum() for k, v in parts.items()}) for i, n in enumerate(names)}
+
+
 def report_dict(result: BacktestResult) -> dict[str, Any]:
     """Content of report.json."""
     strategies = {}
+    sheets = tearsheets(result)
     for name, s in result.strategies.items():
         agg = aggregate(s.metrics)
         strategies[name] = {"label": s.label, "kind": s.kind, "mean": _numbers(agg["mean"]),
-                            "median": _numbers(agg["median"])}
+                            "median": _numbers(agg["median"]), "tearsheet": sheets[name]}
+    strategies["policy"]["attribution"] = policy_attribution(result)
     return {
         "format": REPORT_FORMAT,
         "format_version": REPORT_VERSION,
@@ -141,7 +181,7 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
             "the mean per bar of sum |traded weight| over non-cash assets (entry trade included); fees_paid is in "
             "units of initial wealth; hit_rate is the share of bars with positive net log growth. Aggregates are "
             "the mean and median over all windows (overlapping ones included when split.overlapping); null where "
-            "undefined. policy_beats counts only split.non_overlapping_windows."),
+            "undefined. policy_beats counts only split.non_overlapping_windows. " + TEARSHEET_CONVENTIONS),
         "strategies": strategies,
         "policy_beats": policy_beats(result),
         "notes": list(result.notes),
@@ -359,6 +399,24 @@ def report_html(result: BacktestResult, report: dict[str, Any], equity: bytes, w
         beat = "&ndash;" if n == "policy" else f"{beats[n]['windows']}/{beats[n]['of']}"
         body.append(f"<tr class='{cls}'><td class='name'>{esc(n)}<br><small>{esc(s.label)}</small></td>{cells}"
                     f"<td>{beat}</td></tr>")
+    sheet_head = "".join(f"<th>{esc(SHORT[m])}</th>" for m in TEARSHEET_METRICS)
+    sheet_rows = []
+    for n in names:
+        t = report["strategies"][n]["tearsheet"]
+        dd = t["longest_drawdown"]
+        cells = "".join(f"<td>{esc(_fmt(m, np.nan if t[m] is None else t[m]))}</td>" for m in TEARSHEET_METRICS)
+        spell = (f"{dd['bars']} bars, {dd['start']} .. {dd['end'] or 'not recovered'}"
+                 + (f", {dd['bars_to_recover']} to recover" if dd["bars_to_recover"] is not None else "")
+                 if dd["bars"] else "none")
+        cls = {"policy": "policy", "hindsight": "hindsight"}.get(result.strategies[n].kind, "")
+        sheet_rows.append(f"<tr class='{cls}'><td class='name'>{esc(n)}</td>{cells}<td>{esc(spell)}</td></tr>")
+    parts = report["strategies"]["policy"]["attribution"]
+    part_cols = ("log_growth", "fee_log", "net_log_growth", "fees_paid")
+    part_rows = "".join(
+        f"<tr><td class='name'>{esc(a)}</td>"
+        + "".join(f"<td>{'n/a' if v[c] is None else (f'{100 * v[c]:.3f}%' if c == 'fees_paid' else f'{v[c]:+.4f}')}"
+                  f"</td>" for c in part_cols) + "</tr>"
+        for a, v in parts.items())
     split, ck = report["split"], report["checkpoint"]
     facts = [
         ("Checkpoint", f"{ck['path']} (step {ck['step']})"),
@@ -402,6 +460,16 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }}
 <p>&#9733; best in column among tradeable strategies (the hindsight line is excluded). Percentages are fractions of
 wealth; turnover is per bar. Per-window figures are in windows.json, medians in report.json.
 {esc(_beats_scope(result)[0].upper() + _beats_scope(result)[1:])}.</p>
+<h2>Tear sheet (the path of returns.csv; relative figures against equal weight)</h2>
+<table><tr><th>strategy</th>{sheet_head}<th>longest drawdown</th></tr>
+{''.join(sheet_rows)}</table>
+<p>Annualised with {result.periods_per_year:.1f} bars per year. VaR and CVaR (95%, historical) are losses per bar;
+fee share is the fees' part of the gross log growth. Exact definitions are in report.json's metric_conventions.</p>
+<h2>Policy attribution by asset (same path)</h2>
+<table><tr><th>asset</th><th>gross log growth</th><th>log fee</th><th>net log growth</th><th>fees paid</th></tr>
+{part_rows}</table>
+<p>Each bar's gross log growth is split in proportion to each asset's weighted simple return, and its fee in
+proportion to traded weight; the rows add up to the path's log growth and fees.</p>
 <h2>Equity and drawdown</h2>
 <img alt="equity curves and drawdowns" src="data:image/png;base64,{b64(equity)}">
 <h2>Policy weights</h2>

@@ -20,6 +20,7 @@ from differentiable_market.marketsimulator.backtester import (
 )
 from differentiable_market.marketsimulator.report import new_report_dir, summary_table, write_report
 from differentiable_market.metrics import METRICS
+from differentiable_market.tearsheet import TEARSHEET_METRICS
 
 BASELINES = {"equal_weight", "buy_and_hold", "olmar", "inverse_vol", "best_single_hindsight",
              "hold:AAPL", "hold:GOOG", "hold:IBM", "hold:MSFT"}
@@ -209,6 +210,74 @@ def test_returns_csv_holds_the_net_returns_of_the_scored_path(backtest, sample_m
             report["strategies"][name]["mean"]["total_return"], rel=1e-9, abs=1e-12)
 
 
+def _longest_drawdown_by_loop(r, dates):
+    """The longest spell below the running peak, bar by bar, over wealth W_0 = 1, W_j after row j - 1 (the date of
+    wealth index j is that of row max(j - 1, 0)), as report.json writes it."""
+    wealth = np.concatenate([[1.0], np.cumprod(1 + r)])
+    n, peak, spell, spells = len(wealth) - 1, 0, None, []  # spell: [peak index, trough, recovery]
+    for j in range(1, n + 1):
+        if wealth[j] >= wealth[peak] * (1 - 1e-12):
+            if spell is not None:
+                spell[2] = j
+                spells.append(spell)
+            peak, spell = j, None
+        elif spell is None:
+            spell = [peak, j, None]
+        elif wealth[j] < wealth[spell[1]]:
+            spell[1] = j
+    if spell is not None:
+        spells.append(spell)
+    if not spells:
+        return {"bars": 0, "start": None, "trough": None, "end": None, "recovered": None, "bars_to_recover": None,
+                "depth": 0.0}
+    lengths = [(end if end is not None else n) - start for start, _, end in spells]
+    start, trough, end = spells[int(np.argmax(lengths))]
+    date = lambda j: None if j is None else dates[max(j - 1, 0)]  # noqa: E731
+    return {"bars": max(lengths), "start": date(start), "trough": date(trough), "end": date(end),
+            "recovered": end is not None, "bars_to_recover": None if end is None else end - trough,
+            "depth": pytest.approx(1 - wealth[trough] / wealth[start], rel=1e-9)}
+
+
+def test_tearsheet_in_report_json_and_html_matches_returns_csv(backtest):
+    """The tear sheet of every strategy, recomputed by hand from returns.csv and against equal weight."""
+    import pandas as pd
+
+    result, out = backtest
+    report = json.loads((out / "report.json").read_text())
+    frame = pd.read_csv(out / "returns.csv", index_col=0)
+    ppy = report["data"]["bars_per_year"]
+    assert "tracking_error" in report["metric_conventions"] and "fee_share" in report["metric_conventions"]
+    b = frame["equal_weight"].to_numpy()
+    for name in frame.columns:
+        t = report["strategies"][name]["tearsheet"]
+        assert set(t) == set(TEARSHEET_METRICS) | {"longest_drawdown"}
+        r = frame[name].to_numpy()
+        beta = np.cov(r, b, ddof=0)[0, 1] / np.var(b)
+        assert t["beta"] == pytest.approx(beta, rel=1e-9)
+        assert t["alpha"] == pytest.approx((r.mean() - beta * b.mean()) * ppy, rel=1e-7, abs=1e-12)
+        assert t["var_95"] == pytest.approx(-np.percentile(r, 5), rel=1e-9)
+        if name == "equal_weight":
+            assert t["tracking_error"] == 0.0 and t["information_ratio"] is None
+        else:
+            te = np.std(r - b, ddof=1) * np.sqrt(ppy)
+            assert t["tracking_error"] == pytest.approx(te, rel=1e-9)
+            assert t["information_ratio"] == pytest.approx(np.mean(r - b) * ppy / te, rel=1e-9)
+        assert t["longest_drawdown"] == _longest_drawdown_by_loop(r, list(frame.index))
+    fees = -np.log1p(-result.policy.cost[0]).sum()
+    policy = report["strategies"]["policy"]["tearsheet"]
+    gross = result.policy.log_growth[0].sum() + fees
+    assert policy["fee_share"] == (pytest.approx(fees / gross, rel=1e-12) if gross > 0 else None)
+    # The policy's attribution adds up to its net log growth and fees paid, and holds every traded asset.
+    parts = report["strategies"]["policy"]["attribution"]
+    assert list(parts) == list(result.symbols)  # no cash column in this checkpoint
+    assert sum(p["net_log_growth"] for p in parts.values()) == pytest.approx(
+        np.log1p(report["strategies"]["policy"]["mean"]["total_return"]), rel=1e-9)
+    assert sum(p["fees_paid"] for p in parts.values()) == pytest.approx(
+        report["strategies"]["policy"]["mean"]["fees_paid"], rel=1e-9)
+    page = (out / "report.html").read_text()
+    assert "Tear sheet" in page and "info.ratio" in page and "CVaR95" in page and "attribution" in page
+
+
 def test_returns_csv_of_overlapping_windows_holds_only_their_non_overlapping_chain(checkpoint, tmp_path):
     result = run_backtest(BacktestOptions(checkpoint=str(checkpoint), trades=False, split="validation",
                                           window_length=64, stride=32), log=lambda *_: None)
@@ -216,6 +285,16 @@ def test_returns_csv_of_overlapping_windows_holds_only_their_non_overlapping_cha
     assert result.plan.overlapping and len(result.plan.chain()) < result.plan.n_windows
     frame = _check_returns_csv(result, out)
     assert len(frame) == 64 * len(result.plan.chain())
+    # The tear sheet and the attribution are of that chained path: fees compound across windows like wealth.
+    report = json.loads((out / "report.json").read_text())
+    r = frame["policy"].to_numpy()
+    assert report["strategies"]["policy"]["tearsheet"]["var_95"] == pytest.approx(-np.percentile(r, 5), rel=1e-9)
+    parts = report["strategies"]["policy"]["attribution"].values()
+    assert sum(p["net_log_growth"] for p in parts) == pytest.approx(np.log1p(r).sum(), rel=1e-9)
+    chain = result.plan.chain()
+    wealth_before = np.exp(np.cumsum(np.log1p(r)) - np.log1p(r))
+    fees = (result.policy.cost[chain].reshape(-1) * wealth_before).sum()
+    assert sum(p["fees_paid"] for p in parts) == pytest.approx(fees, rel=1e-9)
 
 
 def pd_timestamp(t):
@@ -364,6 +443,11 @@ def test_with_cash_two_baselines_that_hold_cash_are_reported(tmp_path, sample_ma
     report = json.loads((out / "report.json").read_text())
     assert {"equal_weight_cash", "vol_target"} <= set(report["strategies"]) & set(report["policy_beats"])
     assert "equal_weight_cash" in summary_table(result) and "vol_target" in summary_table(result)
+    parts = report["strategies"]["policy"]["attribution"]
+    assert list(parts) == [*sample_market.symbols, "CASH"]
+    assert parts["CASH"]["log_growth"] == 0.0 and parts["CASH"]["fees_paid"] == 0.0  # cash earns and pays nothing
+    assert sum(p["net_log_growth"] for p in parts.values()) == pytest.approx(
+        result.policy.log_growth.sum(), rel=1e-9, abs=1e-12)
     # Without cash, neither exists: a fully invested policy is compared with fully invested baselines.
     no_cash, _ = baseline_weights(torch.tensor(sample_market.close), torch.as_tensor(result.plan.decision_bars),
                                   torch.ones(1, result.plan.length, 4, dtype=torch.float64), False,
