@@ -16,6 +16,10 @@ Overlapping windows are never counted as independent evidence: "policy beats" co
 non-overlapping chain of windows, and every output (report.json ``split.overlapping``, the console table, the HTML
 page) says when the windows overlap.
 
+report.html is one page that loads nothing from the network: the tables, then interactive plotly charts (equity
+and drawdown, policy weights, rolling 63-bar Sharpe of the policy and equal weight, per-period returns as a heatmap,
+the histogram of per-bar excess returns over equal weight) with plotly.js embedded once; see ``charts``.
+
 returns.csv is the hand-off to other tools (pyfolio, quantstats): one row per decision bar of the non-overlapping
 chain of windows (below; by default the whole split, one path), in time order, indexed by ``timestamp`` (the decision
 bar, ISO text as in trades.jsonl: a plain date for daily bars), and one column per tradeable strategy (``policy``,
@@ -30,7 +34,6 @@ starts at or after the previous one's end), compounding their wealth; every wind
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import io
@@ -303,12 +306,21 @@ def returns_csv(result: BacktestResult) -> str:
     strategies, values exp(log_growth) - 1 written with 17 significant digits (they read back exactly)."""
     import pandas as pd
 
+    frame = returns_frame(result)
+    frame.index = pd.Index([iso(t) for t in frame.index.to_numpy()], name="timestamp")
+    return frame.to_csv(float_format="%.17g", lineterminator="\n")
+
+
+def returns_frame(result: BacktestResult) -> Any:
+    """returns.csv as a pandas DataFrame indexed by the decision bars' timestamps (a DatetimeIndex)."""
+    import pandas as pd
+
     chain = result.plan.chain()
     bars = result.plan.decision_bars[chain].reshape(-1)
-    index = pd.Index([iso(t) for t in result.timestamps[bars]], name="timestamp")
+    index = pd.DatetimeIndex(result.timestamps[bars], name="timestamp")
     columns = {name: np.expm1(s.log_growth[chain].reshape(-1)) for name, s in result.strategies.items()
                if s.kind != "hindsight"}
-    return pd.DataFrame(columns, index=index).to_csv(float_format="%.17g", lineterminator="\n")
+    return pd.DataFrame(columns, index=index)
 
 
 def _png(fig: Any) -> bytes:
@@ -354,23 +366,30 @@ def equity_png(result: BacktestResult) -> bytes:
     return data
 
 
-def weights_png(result: BacktestResult) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _chain_weights(result: BacktestResult) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decision timestamps of the window chain, the policy's target weights on it (T, shown assets) and the assets'
+    names: the largest holdings by mean weight, the rest summed as 'other' when there are many."""
     p = result.policy
     assert p.weights is not None
     chain = result.plan.chain()
     times = result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
     w = p.weights[chain].reshape(len(times), -1)
     names = list(result.symbols) + (["CASH"] if result.effective["include_cash"] else [])
-    if len(names) > MAX_LISTED_SINGLES:  # the largest holdings by mean weight, the rest summed
+    if len(names) > MAX_LISTED_SINGLES:
         order = np.argsort(-w.mean(axis=0))
         top = order[: MAX_LISTED_SINGLES - 1]
         rest = w[:, order[MAX_LISTED_SINGLES - 1:]].sum(axis=1, keepdims=True)
         w, names = np.concatenate([w[:, top], rest], axis=1), [names[i] for i in top] + ["other"]
+    return times, w, names
+
+
+def weights_png(result: BacktestResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times, w, names = _chain_weights(result)
     fig, ax = plt.subplots(figsize=(11, 3.8))
     ax.stackplot(times, w.T, labels=names, alpha=0.9)
     ax.set_ylim(0, 1)
@@ -383,8 +402,40 @@ def weights_png(result: BacktestResult) -> bytes:
     return data
 
 
-def report_html(result: BacktestResult, report: dict[str, Any], equity: bytes, weights: bytes) -> str:
-    """One self-contained page: no scripts, no external resources; the plots are base64 PNGs."""
+def interactive_charts(result: BacktestResult) -> dict[str, str]:
+    """HTML fragments of report.html's interactive charts, keyed equity, weights, rolling_sharpe, period_returns,
+    excess_returns (div ids ``chart-<key>``); the first embeds plotly.js. All on the path of returns.csv."""
+    import pandas as pd
+
+    from . import charts
+
+    times, log_w, starts = _chain_paths(result)
+    index = pd.DatetimeIndex(times)
+    labels = {n: (result.strategies[n].label if result.strategies[n].kind != "single" else n) for n in log_w}
+    drawn = {n for n in log_w if result.strategies[n].kind in ("policy", "baseline")}
+    info = _split_info(result)
+    title = (f"Wealth and drawdown on the {info['name']} split ({len(starts)} non-overlapping window(s) of "
+             f"{info['window_length']} bars, each from cash), cost {result.effective['cost_bps']:g} bps")
+    w_times, w, w_names = _chain_weights(result)
+    frame = returns_frame(result)
+    sharpe = {n: charts.rolling_sharpe(frame[n].to_numpy(), result.periods_per_year)
+              for n in ("policy", BENCHMARK)}
+    period = charts.period_of(frame.index)
+    table = charts.period_returns(frame.index, frame["policy"].to_numpy(), period)
+    excess = frame["policy"].to_numpy() - frame[BENCHMARK].to_numpy()
+    return charts.figures_html({
+        "equity": charts.equity_figure(index, log_w, labels, drawn, starts, title),
+        "weights": charts.weights_figure(pd.DatetimeIndex(w_times), w, w_names),
+        "rolling_sharpe": charts.rolling_sharpe_figure(frame.index, sharpe, charts.ROLLING_BARS),
+        "period_returns": charts.period_heatmap_figure(table, period),
+        "excess_returns": charts.excess_histogram_figure(excess),
+    })
+
+
+def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str, str] | None = None) -> str:
+    """One self-contained page that loads nothing from the network: the interactive charts (``interactive_charts``,
+    computed when not given) carry plotly.js inline; the static PNGs sit next to the page and are linked."""
+    charts = interactive_charts(result) if charts is None else charts
     esc = html.escape
     names, means, best = _table(result)
     beats = report["policy_beats"]
@@ -438,7 +489,6 @@ def report_html(result: BacktestResult, report: dict[str, Any], equity: bytes, w
     ]
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
     notes = "".join(f"<li>{esc(n)}</li>" for n in result.notes) or "<li>none</li>"
-    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Backtest report</title>
 <style>
@@ -450,7 +500,7 @@ tr.policy {{ background: #eef4ff; font-weight: bold; }}
 tr.hindsight {{ color: #777; font-style: italic; }}
 td.best {{ background: #d9f2d9; }}
 small {{ font-weight: normal; color: #555; }}
-img {{ max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }}
+.plotly-graph-div {{ border: 1px solid #ddd; margin: 8px 0; }}
 </style></head><body>
 <h1>Backtest: does the policy beat simple strategies after costs?</h1>
 <table class="facts">{fact_rows}</table>
@@ -471,9 +521,19 @@ fee share is the fees' part of the gross log growth. Exact definitions are in re
 <p>Each bar's gross log growth is split in proportion to each asset's weighted simple return, and its fee in
 proportion to traded weight; the rows add up to the path's log growth and fees.</p>
 <h2>Equity and drawdown</h2>
-<img alt="equity curves and drawdowns" src="data:image/png;base64,{b64(equity)}">
+<p>Interactive: drag to zoom, double-click to reset, hover for values, click a legend entry to hide it. Static
+copies: <a href="equity.png">equity.png</a>, <a href="weights.png">weights.png</a>.</p>
+{charts["equity"]}
 <h2>Policy weights</h2>
-<img alt="policy target weights over time" src="data:image/png;base64,{b64(weights)}">
+{charts["weights"]}
+<h2>Rolling Sharpe ratio</h2>
+{charts["rolling_sharpe"]}
+<p>Annualised with {result.periods_per_year:.1f} bars per year over the trailing window of bars on the path of
+returns.csv; a window can span two backtest windows, each started from cash.</p>
+<h2>Returns by period</h2>
+{charts["period_returns"]}
+<h2>Excess returns per bar</h2>
+{charts["excess_returns"]}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """
@@ -491,6 +551,6 @@ def write_report(result: BacktestResult, report_dir: str | Path) -> Path:
     equity, weights = equity_png(result), weights_png(result)
     atomic_write_bytes(out / "equity.png", equity)
     atomic_write_bytes(out / "weights.png", weights)
-    atomic_write_text(out / "report.html", report_html(result, report, equity, weights))
+    atomic_write_text(out / "report.html", report_html(result, report))
     return out
 

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from differentiable_market.marketsimulator.backtester import (
     plan_windows,
     run_backtest,
 )
+from differentiable_market.marketsimulator.charts import external_references
 from differentiable_market.marketsimulator.report import new_report_dir, summary_table, write_report
 from differentiable_market.metrics import METRICS
 from differentiable_market.tearsheet import TEARSHEET_METRICS
@@ -166,8 +168,10 @@ def test_report_files_are_complete_and_consistent(backtest, checkpoint, sample_m
     for png in ("equity.png", "weights.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert external_references(page) == [] and page.count("* plotly.js v") == 1  # plotly.js once, inline
+    for key in ("equity", "weights", "rolling_sharpe", "period_returns", "excess_returns"):
+        assert page.count(f'id="chart-{key}"') == 1 and re.search(rf'Plotly\.newPlot\(\s*"chart-{key}"', page)
+    assert 'href="equity.png"' in page and 'href="weights.png"' in page
 
     table = summary_table(result)
     assert "policy" in table and "best_single_hindsight (hindsight)" in table and "*" in table
