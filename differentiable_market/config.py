@@ -7,6 +7,7 @@ the policy and the env from it. ``config_from_dict`` refuses unknown keys and wr
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 DTypeName = Literal["auto", "float32", "bfloat16"]
 CompileMode = Literal["auto", "on", "off"]
 EncoderName = Literal["mingru", "gru"]
+
+
+def _check_finite(obj: Any, section: str) -> None:
+    """Every float field must be a finite number: range checks such as ``x < 0`` are False for NaN."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{f.name} must be a finite number, got {value}.")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class DataConfig:
     universe_through: str | None = None
 
     def __post_init__(self) -> None:
+        _check_finite(self, "data")
         if self.split_bars and len(self.split_bars) != 6:
             raise ConfigError(f"data.split_bars must hold 6 bar indices (train start/end, validation start/end, test "
                               f"start/end), got {list(self.split_bars)}.")
@@ -87,6 +97,7 @@ class EnvConfig:
     drawdown_temperature: float = 0.01  # temperature of the smooth running maximum, log-wealth units
 
     def __post_init__(self) -> None:
+        _check_finite(self, "env")
         if not (0.0 <= self.cost_bps < 10_000.0):
             raise ConfigError(f"env.cost_bps must lie in [0, 10000), got {self.cost_bps}.")
         if self.risk_aversion < 0 or self.drawdown_lambda < 0:
@@ -115,8 +126,10 @@ class PolicyConfig:
     gradient_checkpointing: bool = False  # recompute encoder activations in backward to save memory
 
     def __post_init__(self) -> None:
-        if self.hidden_size < 1 or self.num_layers < 1 or self.head_hidden < 1:
-            raise ConfigError("policy sizes must be >= 1.")
+        _check_finite(self, "policy")
+        for name in ("hidden_size", "num_layers", "head_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
         if self.encoder not in get_args(EncoderName):
             raise ConfigError(f"policy.encoder must be one of {get_args(EncoderName)}, got {self.encoder!r}.")
         if not (0.0 < self.alpha_floor < self.alpha_max):
@@ -155,6 +168,15 @@ class TrainConfig:
     tensorboard: bool = False  # also write the training curves and hyperparameters as TensorBoard event files
 
     def __post_init__(self) -> None:
+        _check_finite(self, "train")
+        for name in ("lr", "muon_lr", "grad_clip", "clip_eps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}.")
+        for name in ("weight_decay", "pg_weight", "pathwise_weight", "kl_weight", "entropy_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ConfigError(f"train.ema_decay must lie in [0, 1], got {self.ema_decay}.")
         if self.lookback < 8:
             raise ConfigError(f"train.lookback must be >= 8 bars, got {self.lookback}.")
         if self.batch_windows < 1 or self.rollout_groups < 2:

@@ -68,6 +68,8 @@ class BacktestOptions:
     vol_lookback: int = baselines.VOL_LOOKBACK
 
     def __post_init__(self) -> None:
+        if self.cost_bps is not None and not (0.0 <= self.cost_bps < 10_000.0):  # also refuses NaN
+            raise ConfigError(f"--cost-bps must lie in [0, 10000) basis points, got {self.cost_bps}.")
         if self.window_length is not None and self.window_length < 2:
             raise ConfigError(f"--window-length must be >= 2, got {self.window_length}.")
         if self.stride is not None and (self.window_length is None or self.stride < 1):

@@ -4,6 +4,8 @@
 - ``write_ohlc_csvs(market, folder=None) -> Path``: writes one ``SYMBOL.csv`` per asset (into tmp_path/"data" by
   default) in the loader's format and returns the folder.
 - ``sample_market``: the bundled daily sample, loaded once per session.
+- Hypothesis profiles (test_fuzz.py): "default" (100 examples per test, derandomized) and "long" (2,000, for ``-m slow``
+  or ``--hypothesis-profile=long``).
 """
 
 from __future__ import annotations
@@ -96,3 +98,18 @@ def write_ohlc_csvs(tmp_path: Path) -> Callable[..., Path]:
 def sample_market() -> MarketData:
     """The bundled AAPL/GOOG/IBM/MSFT daily sample, aligned (2,148 bars)."""
     return load_market(DataConfig(root=str(bundled_sample_dir())), min_bars=1)
+
+
+def _register_hypothesis_profiles() -> None:
+    """"default": fast and derandomized (CI is deterministic); "long": more examples, for ``-m slow`` runs."""
+    try:
+        from hypothesis import settings
+    except ImportError:  # hypothesis is in the dev group; without it test_fuzz.py fails to import, nothing else
+        return
+    common = {"deadline": None, "database": None, "print_blob": True}  # no .hypothesis/ folder in the checkout
+    settings.register_profile("default", max_examples=100, derandomize=True, **common)
+    settings.register_profile("long", max_examples=2000, derandomize=False, **common)
+    settings.load_profile("default")
+
+
+_register_hypothesis_profiles()
