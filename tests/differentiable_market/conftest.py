@@ -113,3 +113,15 @@ def _register_hypothesis_profiles() -> None:
 
 
 _register_hypothesis_profiles()
+
+
+def tiny_study_config(data_root: Path, save_dir: Path, epochs: int = 4):
+    """A seconds-long training config for study tests (hidden 8, lookback 16, 4 windows x 2 rollouts, float32)."""
+    from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
+
+    return ExperimentConfig(
+        data=DataConfig(root=str(data_root)),
+        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        train=TrainConfig(lookback=16, batch_windows=4, rollout_groups=2, epochs=epochs, eval_interval=2,
+                          log_interval=2, device="cpu", dtype="float32", save_dir=str(save_dir)),
+    )

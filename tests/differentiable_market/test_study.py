@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_study_config
 import torch
 
 from differentiable_market.checkpoint import load_checkpoint, save_checkpoint
@@ -126,18 +127,9 @@ def test_an_ensemble_of_one_is_that_seed(tmp_path):
     np.testing.assert_allclose(paths["ensemble"].weights, paths["seed5"].weights, rtol=0, atol=1e-6)
 
 
-def _tiny(data_root, save_dir, epochs=4) -> ExperimentConfig:
-    return ExperimentConfig(
-        data=DataConfig(root=str(data_root)),
-        policy=PolicyConfig(hidden_size=8, head_hidden=8),
-        train=TrainConfig(lookback=16, batch_windows=4, rollout_groups=2, epochs=epochs, eval_interval=2,
-                          log_interval=2, device="cpu", dtype="float32", save_dir=str(save_dir)),
-    )
-
-
 def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_path, write_ohlc_csvs):
     root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    cfg = _tiny(root, tmp_path / "studies")
+    cfg = tiny_study_config(root, tmp_path / "studies")
     settings = StudySettings(folds=2, seeds=2, bootstrap_reps=200)
     folder = run_study(cfg, settings, log=lambda *_: None)
     state = json.loads((folder / "study.json").read_text())
@@ -159,7 +151,7 @@ def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_
 
 def test_a_half_trained_job_continues_to_the_same_result(tmp_path, write_ohlc_csvs):
     root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    cfg = _tiny(root, tmp_path)
+    cfg = tiny_study_config(root, tmp_path)
     folds = plan_folds(500, 2, 1, 0.3, round(500 * 0.15), 16, 16)
     job = make_jobs(cfg, folds, 1)[0]
     from differentiable_market.config import config_to_dict
@@ -247,7 +239,7 @@ def test_worker_processes_give_the_study_of_one_process(tmp_path, write_ohlc_csv
     from differentiable_market.study.jobs import process_executor
 
     root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    cfg = _tiny(root, tmp_path / "studies")
+    cfg = tiny_study_config(root, tmp_path / "studies")
     settings = StudySettings(folds=2, seeds=1, bootstrap_reps=200)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what each of 2 workers gets on this 2-core machine: the same reduction order
@@ -266,7 +258,7 @@ def test_worker_processes_give_the_study_of_one_process(tmp_path, write_ohlc_csv
 def test_a_study_refuses_an_embargo_shorter_than_the_lookback(tmp_path, write_ohlc_csvs):
     from differentiable_market.errors import ConfigError
 
-    cfg = _tiny(tmp_path, tmp_path / "studies")
+    cfg = tiny_study_config(tmp_path, tmp_path / "studies")
     cfg = ExperimentConfig(data=DataConfig(root=str(tmp_path), embargo_bars=8), policy=cfg.policy, train=cfg.train)
     with pytest.raises(ConfigError, match="--embargo-bars 8 is shorter than --lookback 16"):
         run_study(cfg, StudySettings(folds=2, seeds=1), log=lambda *_: None)

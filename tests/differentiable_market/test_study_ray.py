@@ -6,10 +6,11 @@ import os
 import sys
 
 import pytest
+from conftest import tiny_study_config
 import torch
 
 from differentiable_market.checkpoint import load_checkpoint
-from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig, config_to_dict
+from differentiable_market.config import config_to_dict
 from differentiable_market.errors import ConfigError
 from differentiable_market.study.jobs import make_jobs, ray_executor, run_job
 from differentiable_market.study.plan import plan_folds
@@ -43,19 +44,10 @@ def local_ray(tmp_path_factory):
             os.environ[k] = v
 
 
-def _tiny(data_root, save_dir, epochs=4) -> ExperimentConfig:
-    return ExperimentConfig(
-        data=DataConfig(root=str(data_root)),
-        policy=PolicyConfig(hidden_size=8, head_hidden=8),
-        train=TrainConfig(lookback=16, batch_windows=4, rollout_groups=2, epochs=epochs, eval_interval=2,
-                          log_interval=2, device="cpu", dtype="float32", save_dir=str(save_dir)),
-    )
-
-
 def test_a_study_on_ray_equals_the_local_study_and_continues_a_half_trained_job(tmp_path, write_ohlc_csvs,
                                                                                 local_ray):
     root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    cfg = _tiny(root, tmp_path / "studies")
+    cfg = tiny_study_config(root, tmp_path / "studies")
     settings = StudySettings(folds=2, seeds=1, bootstrap_reps=200)
     local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
     local_dir.mkdir()
