@@ -32,6 +32,7 @@ CONFIGS = {
     "readme": dict(assets=None, lookback=192),
     "assets32": dict(assets=32, lookback=192),
     "assets256": dict(assets=256, lookback=192),
+    "assets1024": dict(assets=1024, lookback=192),
     "lookback64": dict(assets=None, lookback=64),
     "lookback512": dict(assets=None, lookback=512),
 }
@@ -64,7 +65,7 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 
 def run_one(name: str, steps: int, device_name: str, microbatch: int | None, checkpointing: bool, compile_mode: str,
-            dtype: str, encoder: str) -> dict:
+            dtype: str, encoder: str, architecture: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -75,7 +76,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
 
     spec = CONFIGS[name]
     cfg = ExperimentConfig(
-        policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder),
+        policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder, architecture=architecture),
         train=TrainConfig(lookback=spec["lookback"], microbatch_windows=microbatch, device=device_name,
                           compile=compile_mode, dtype=dtype, **COMMON),
     )
@@ -96,6 +97,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
 
     # Policy forward+backward on one step's windows: the encoder pass and the teacher-forced head over all rollouts.
     features, _, _ = trainer.sample_windows()
+    features = features[: cfg.train.microbatch]  # one forward/backward pass's windows, as training runs them
     policy = trainer.policy
     n_rows = cfg.train.rollout_groups + 1
     held = torch.full((features.shape[0], n_rows, features.shape[1], policy.n_out), 1.0 / policy.n_out, device=device)
@@ -126,6 +128,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
         "microbatch": cfg.train.microbatch,
         "gradient_checkpointing": checkpointing,
         "encoder": encoder,
+        "architecture": architecture,
         "dtype_flag": dtype,
         "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
@@ -159,13 +162,13 @@ def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'config':<12}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
+    print(f"{'config':<12}{'arch':>6}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
           f"{'ms/step':>9}"
           f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
           f"{'%bf16':>7}")
     for r in rows:
         ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
-        print(f"{r['config']:<12}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
+        print(f"{r['config']:<12}{r['architecture']:>6}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
               f"{r['dtype']:>10}"
               f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
               f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
@@ -188,17 +191,24 @@ def main() -> None:
                     help="dtype of the default row; a float32 row always runs next to it (default: auto)")
     ap.add_argument("--encoder", nargs="+", choices=["mingru", "gru"], default=None,
                     help="policy encoder(s) to run (default: the configured default)")
+    ap.add_argument("--architecture", nargs="+", choices=["flat", "cross"], default=None,
+                    help="policy architecture(s) to run, each row measured in the same run (default: the configured "
+                    "default)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encoder is None:
         from differentiable_market.config import PolicyConfig
 
         args.encoder = [PolicyConfig().encoder]
+    if args.architecture is None:
+        from differentiable_market.config import PolicyConfig
+
+        args.architecture = [PolicyConfig().architecture]
     if args.repeats < 1 or args.steps < 1:
         ap.error("--steps and --repeats must be at least 1")
     if args.child:
         result = run_one(args.child, args.steps, args.device, args.microbatch_windows, args.gradient_checkpointing,
-                         args.compile, args.dtype, args.encoder[0])
+                         args.compile, args.dtype, args.encoder[0], args.architecture[0])
         print(json.dumps(result))
         return
 
@@ -219,10 +229,10 @@ def main() -> None:
     names = list(CONFIGS) if "all" in (args.only or ()) else list(args.only or DEFAULT_CONFIGS)
     dtype_flags = [args.dtype] if args.dtype == "float32" else [args.dtype, "float32"]
     rows = []
-    for name, encoder in [(n, e) for e in args.encoder for n in names]:
+    for name, encoder, arch in [(n, e, a) for e in args.encoder for n in names for a in args.architecture]:
         for dtype_flag in dtype_flags:
             cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--device", args.device,
-                   "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder]
+                   "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]
             if args.gradient_checkpointing:
@@ -231,9 +241,9 @@ def main() -> None:
             for repeat in range(args.repeats):
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode != 0:
-                    sys.exit(f"configuration {name} ({encoder}, --dtype {dtype_flag}) failed:\n{out.stderr}")
+                    sys.exit(f"configuration {name} ({arch}, {encoder}, --dtype {dtype_flag}) failed:\n{out.stderr}")
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"done {name} {encoder} --dtype {dtype_flag} "
+                print(f"done {name} {arch} {encoder} --dtype {dtype_flag} "
                       f"({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
                       f"repeat {repeat + 1}/{args.repeats}: {runs[-1]['ms_per_step']:.1f} ms/step",
                       file=sys.stderr, flush=True)

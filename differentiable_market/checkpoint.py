@@ -21,7 +21,7 @@ from .atomic import atomic_write_bytes
 from .config import ExperimentConfig, config_from_dict, config_to_dict
 from .errors import CheckpointError, ConfigError
 from .features import FeatureSpec
-from .policy import DirichletGRUPolicy
+from .policy import Policy, make_policy
 
 FORMAT = "differentiable_market.checkpoint"
 FORMAT_VERSION = 1
@@ -66,7 +66,7 @@ def save_checkpoint(
     config: ExperimentConfig,
     symbols: tuple[str, ...],
     feature_spec: FeatureSpec,
-    policy: DirichletGRUPolicy,
+    policy: Policy,
     step: int,
     data_fingerprint: dict[str, Any],
     splits: dict[str, Any],
@@ -153,13 +153,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def _with_legacy_defaults(config: dict) -> dict:
     """Config keys added after a checkpoint was written take the value that reproduces what it was trained with."""
     policy = config.get("policy") if isinstance(config, dict) else None
-    if isinstance(policy, dict) and "encoder" not in policy:  # written before encoders were selectable: nn.GRU
-        return {**config, "policy": {**policy, "encoder": "gru"}}
-    return config
+    if not isinstance(policy, dict):
+        return config
+    if "encoder" not in policy:  # written before encoders were selectable: nn.GRU
+        policy = {**policy, "encoder": "gru"}
+    if "architecture" not in policy:  # written before the cross-sectional policy: flat
+        policy = {**policy, "architecture": "flat"}
+    return {**config, "policy": policy}
 
 
-def build_policy(ckpt: Checkpoint, include_cash: bool | None = None) -> DirichletGRUPolicy:
-    """The checkpoint's policy in eval mode. ``include_cash`` must match what it was trained with."""
+def build_policy(ckpt: Checkpoint, include_cash: bool | None = None, n_assets: int | None = None) -> Policy:
+    """The checkpoint's policy in eval mode. ``include_cash`` must match what it was trained with. ``n_assets``
+    (default: the checkpoint's symbol count) builds a cross-sectional policy for another universe; a flat policy's
+    layers are sized by its symbols, so it only runs on them."""
     trained_cash = ckpt.config.env.include_cash
     if include_cash is not None and include_cash != trained_cash:
         raise CheckpointError(
@@ -167,7 +173,15 @@ def build_policy(ckpt: Checkpoint, include_cash: bool | None = None) -> Dirichle
             f"{len(ckpt.symbols) + int(trained_cash)} weights and cannot be run with include_cash={include_cash}. "
             "Drop the --include-cash/--no-include-cash override."
         )
-    policy = DirichletGRUPolicy(ckpt.config.policy, len(ckpt.symbols), ckpt.n_features, trained_cash)
+    if n_assets is None:
+        n_assets = len(ckpt.symbols)
+    elif n_assets != len(ckpt.symbols) and not transferable(ckpt):
+        raise CheckpointError(
+            f"{ckpt.path} holds a flat policy, whose layers are sized by the {len(ckpt.symbols)} symbols it was "
+            f"trained on; it cannot run on {n_assets} assets. Only a cross-sectional policy (--architecture cross) "
+            "moves to another universe."
+        )
+    policy = make_policy(ckpt.config.policy, n_assets, ckpt.n_features, trained_cash)
     try:
         policy.load_state_dict(ckpt.policy_state)
     except RuntimeError as exc:
@@ -175,9 +189,22 @@ def build_policy(ckpt: Checkpoint, include_cash: bool | None = None) -> Dirichle
     return policy.eval()
 
 
-def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...], feature_spec: FeatureSpec | None = None) -> None:
-    """Raise CheckpointError naming the difference when data or features do not match the checkpoint."""
-    if tuple(symbols) != ckpt.symbols:
+def transferable(ckpt: Checkpoint) -> bool:
+    """Whether the checkpoint's policy runs on other symbols (the cross-sectional one: no weight is per asset)."""
+    return ckpt.config.policy.architecture == "cross"
+
+
+def universe_difference(trained: tuple[str, ...], used: tuple[str, ...]) -> dict[str, Any]:
+    """What a transferred policy trades compared with what it was trained on (for reports and logs)."""
+    return {"checkpoint": list(trained), "used": list(used), "shared": [s for s in used if s in trained],
+            "new": [s for s in used if s not in trained], "not_in_data": [s for s in trained if s not in used]}
+
+
+def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...] | None, feature_spec: FeatureSpec | None = None,
+                         hint: str = "") -> None:
+    """Raise CheckpointError naming the difference when data or features do not match the checkpoint. ``symbols``
+    None checks the features only (a transferred cross-sectional policy); ``hint`` ends the symbols message."""
+    if symbols is not None and tuple(symbols) != ckpt.symbols:
         missing = [s for s in ckpt.symbols if s not in symbols]
         extra = [s for s in symbols if s not in ckpt.symbols]
         detail = []
@@ -190,7 +217,7 @@ def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...], feature_spe
         raise CheckpointError(
             f"The data's symbols do not match checkpoint {ckpt.path} ({len(symbols)} vs {len(ckpt.symbols)} assets; "
             + "; ".join(detail)
-            + "). Point --data-root/--data-glob at the data it was trained on, or use --include to select its symbols."
+            + "). Point --data-root/--data-glob at the data it was trained on" + (hint or ".")
         )
     if feature_spec is not None and feature_spec.names != ckpt.feature_spec.names:
         raise CheckpointError(

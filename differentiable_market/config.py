@@ -21,6 +21,8 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 DTypeName = Literal["auto", "float32", "bfloat16"]
 CompileMode = Literal["auto", "on", "off"]
 EncoderName = Literal["mingru", "gru"]
+Architecture = Literal["flat", "cross"]
+Mixing = Literal["pool", "attention"]
 
 
 def _check_finite(obj: Any, section: str) -> None:
@@ -117,21 +119,34 @@ class EnvConfig:
 class PolicyConfig:
     """Dirichlet policy over a causal recurrent encoder."""
 
+    # "flat": one encoder over all assets' features at once (tied to the symbols it was trained on); "cross": one
+    # encoder shared by every asset, assets mixed at each bar, one head per asset (any universe, same features)
+    architecture: Architecture = "flat"
     encoder: EncoderName = "mingru"  # "mingru": minimal GRU computed with a parallel scan; "gru": torch.nn.GRU
-    hidden_size: int = 64  # encoder hidden units
+    hidden_size: int = 64  # flat: encoder hidden units
     num_layers: int = 1  # stacked encoder layers
-    head_hidden: int = 64  # hidden units of the head that mixes encoder state and held weights
+    head_hidden: int = 64  # flat: hidden units of the head that mixes encoder state and held weights
+    # cross only: every asset is a sequence of its own, so its widths multiply by the asset count
+    asset_hidden: int = 32  # cross: hidden units of the shared per-asset encoder and of the mixing layer
+    asset_head_hidden: int = 16  # cross: hidden units of the per-asset head (state and that asset's held weight)
+    mixing: Mixing = "pool"  # cross: how assets interact at each bar (pooled context, or attention over assets)
+    attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
     gradient_checkpointing: bool = False  # recompute encoder activations in backward to save memory
 
     def __post_init__(self) -> None:
         _check_finite(self, "policy")
-        for name in ("hidden_size", "num_layers", "head_hidden"):
+        for name in ("hidden_size", "num_layers", "head_hidden", "asset_hidden", "asset_head_hidden",
+                     "attention_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
-        if self.encoder not in get_args(EncoderName):
-            raise ConfigError(f"policy.encoder must be one of {get_args(EncoderName)}, got {self.encoder!r}.")
+        for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing)):
+            if getattr(self, name) not in get_args(choices):
+                raise ConfigError(f"policy.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
+        if self.architecture == "cross" and self.mixing == "attention" and self.asset_hidden % self.attention_heads:
+            raise ConfigError(f"policy.attention_heads ({self.attention_heads}) must divide policy.asset_hidden "
+                              f"({self.asset_hidden}) for attention mixing.")
         if not (0.0 < self.alpha_floor < self.alpha_max):
             raise ConfigError("policy.alpha_floor must be > 0 and below policy.alpha_max.")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from .config import TrainConfig
-from .policy import DirichletGRUPolicy
+from .policy import Policy
 
 
-def build_optimizers(policy: DirichletGRUPolicy, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+def build_optimizers(policy: Policy, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW over biases, norms, input projection and output head; Muon over hidden matrices unless disabled.
 
     Muon's update is scaled to match AdamW's RMS (``match_rms_adamw``), so the two learning rates are comparable.

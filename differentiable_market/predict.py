@@ -41,7 +41,7 @@ from .env import account, execution_horizon, observed_growth
 from .errors import CheckpointError, DataError, DifferentiableMarketError
 from .features import compute_features
 from .marketsimulator.report import iso
-from .policy import DirichletGRUPolicy
+from .policy import Policy
 from .rollout import generate_paths
 from .splits import through_cutoff, train_end_cutoff
 
@@ -184,7 +184,7 @@ def held_growth(open_ta: torch.Tensor, close_ta: torch.Tensor, execution: Execut
 
 
 @torch.no_grad()
-def decide(policy: DirichletGRUPolicy, features: torch.Tensor, held: torch.Tensor,
+def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor,
            holdings: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Roll the deterministic policy over one window and decide its last bar.
 

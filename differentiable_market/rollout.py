@@ -13,10 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .env import drift, initial_holdings
-from .policy import DirichletGRUPolicy
+from .policy import Policy
 
 SAMPLE_FLOOR = 1e-12  # fp32 Dirichlet samples are kept off exact zero so their log-prob stays finite
 
@@ -30,7 +29,7 @@ class Paths(NamedTuple):
 
 @torch.no_grad()
 def generate_paths(
-    policy: DirichletGRUPolicy,
+    policy: Policy,
     state_proj: torch.Tensor,
     observed: torch.Tensor,
     n_samples: int,
@@ -40,36 +39,29 @@ def generate_paths(
 ) -> Paths:
     """Roll the policy through the window.
 
-    state_proj: [B, T, K] head projection of the encoder states; observed: [B, T, A_out] growth of each decision's
-    position up to the next decision (``env.observed_growth``), which drifts the holdings the policy is shown.
+    state_proj: head projection of the encoder states ([B, T, K] flat, [B, T, A_out, K] cross); observed:
+    [B, T, A_out] growth of each decision's position up to the next decision (``env.observed_growth``), which drifts
+    the holdings the policy is shown.
     Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``. ``initial``
     ([A_out] or [B, A_out]) is what the policy is shown at the first bar; by default all cash (``initial_holdings``).
 
     This loop is the one inherently sequential part of training, so each bar is kept to a dozen ops writing into
-    preallocated buffers: rows are laid out [T, R, B, A] so that one bar's sampled rows are a contiguous block,
-    the head's held-weights matmul is fused with the state projection (``addmm``), and normalised weights and drifted
-    holdings are written in place. The arithmetic is ``policy.concentrations``, which re-scores these paths.
+    preallocated buffers: rows are laid out [T, R, B, A] so that one bar's sampled rows are a contiguous block, the
+    policy's ``bar_head`` prepares its per-bar head once, and normalised weights and drifted holdings are written in
+    place. The arithmetic is ``policy.concentrations``, which re-scores these paths.
     """
-    b, t_len, k = state_proj.shape
+    b, t_len = state_proj.shape[:2]
     n_out = policy.n_out
     n_rows = n_samples + int(with_mean)
-    rows = n_rows * b
     device = state_proj.device
-    sp_trk = state_proj.transpose(0, 1)[:, None].expand(t_len, n_rows, b, k).reshape(t_len, rows, k).float()
     obs_tba = observed.transpose(0, 1).contiguous()
-    w_held, w_out, b_out = policy.head_held.weight.t(), policy.head_out.weight.t(), policy.head_out.bias
-    floor, cap = policy.cfg.alpha_floor, policy.cfg.alpha_max
     weights = torch.empty(t_len, n_rows, b, n_out, device=device)
     held = torch.empty(t_len + 1, n_rows, b, n_out, device=device)  # held[t]: holdings shown at decision t
     held[0] = initial_holdings(n_out, policy.include_cash, device) if initial is None else initial
-    z = torch.empty(rows, k, device=device)
-    raw = torch.empty(rows, n_out, device=device)
+    alpha_at = policy.bar_head(state_proj, n_rows)
     sample_dirichlet = dirichlet_sampler(generator, device) if n_samples else None
     for t in range(t_len):
-        torch.addmm(sp_trk[t], held[t].view(rows, n_out), w_held, out=z)
-        F.silu(z, inplace=True)
-        torch.addmm(b_out, z, w_out, out=raw)
-        alpha = F.softplus(raw).add_(floor).clamp_(max=cap).view(n_rows, b, n_out)
+        alpha = alpha_at(t, held[t])
         if sample_dirichlet is not None:
             sample = sample_dirichlet(alpha[:n_samples]).clamp_min_(SAMPLE_FLOOR)
             torch.div(sample, sample.sum(-1, keepdim=True), out=weights[t, :n_samples])
@@ -98,7 +90,7 @@ def dirichlet_sampler(generator: torch.Generator | None, device: torch.device) -
 
 
 def teacher_forced_concentrations(
-    policy: DirichletGRUPolicy, state_proj: torch.Tensor, held: torch.Tensor
+    policy: Policy, state_proj: torch.Tensor, held: torch.Tensor
 ) -> torch.Tensor:
     """Concentrations [B, R, T, A_out] for every bar at once, given the held weights of existing paths."""
     return policy.concentrations(state_proj[:, None], held)
@@ -111,7 +103,7 @@ def mean_weights(alpha: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def deterministic_weights(
-    policy: DirichletGRUPolicy,
+    policy: Policy,
     features: torch.Tensor,
     observed: torch.Tensor,
     include_cash: bool,
@@ -130,7 +122,7 @@ def deterministic_weights(
 
 @torch.no_grad()
 def ensemble_weights(
-    policies: list[DirichletGRUPolicy],
+    policies: list[Policy],
     features: list[torch.Tensor],
     observed: torch.Tensor,
     initial: torch.Tensor | None = None,

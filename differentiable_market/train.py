@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_json
-from .checkpoint import Checkpoint, check_market_matches, load_checkpoint, save_checkpoint
+from .checkpoint import (Checkpoint, check_market_matches, load_checkpoint, save_checkpoint, transferable,
+                         universe_difference)
 from .config import (
     DataConfig,
     EnvConfig,
@@ -52,9 +53,14 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "execution": ("env", "execution"),
     "risk_aversion": ("env", "risk_aversion"),
     "drawdown_lambda": ("env", "drawdown_lambda"),
+    "architecture": ("policy", "architecture"),
     "encoder": ("policy", "encoder"),
     "hidden_size": ("policy", "hidden_size"),
     "num_layers": ("policy", "num_layers"),
+    "asset_hidden": ("policy", "asset_hidden"),
+    "asset_head_hidden": ("policy", "asset_head_hidden"),
+    "mixing": ("policy", "mixing"),
+    "attention_heads": ("policy", "attention_heads"),
     "gradient_checkpointing": ("policy", "gradient_checkpointing"),
     "lookback": ("train", "lookback"),
     "batch_windows": ("train", "batch_windows"),
@@ -120,11 +126,24 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--drawdown-lambda", type=float, help=f"weight of the smooth max drawdown of log wealth "
                    f"(default: {e.drawdown_lambda})")
     g = ap.add_argument_group("policy")
+    g.add_argument("--architecture", choices=["flat", "cross"], help="'flat': one encoder over all assets' features "
+                   "at once, tied to the symbols it was trained on; 'cross': one encoder shared by every asset, the "
+                   "assets mixed at each bar, one head per asset: runs on any symbol set with the same features "
+                   f"(default: {p.architecture})")
     g.add_argument("--encoder", choices=["mingru", "gru"], help="causal sequence encoder: 'mingru', a minimal GRU "
                    "whose gates read the input only, computed with a parallel scan; 'gru', torch.nn.GRU (default: "
                    f"{p.encoder})")
-    g.add_argument("--hidden-size", type=int, help=f"encoder hidden units (default: {p.hidden_size})")
+    g.add_argument("--hidden-size", type=int, help=f"flat: encoder hidden units (default: {p.hidden_size})")
     g.add_argument("--num-layers", type=int, help=f"encoder layers (default: {p.num_layers})")
+    g.add_argument("--asset-hidden", type=int, help=f"cross: hidden units of the shared per-asset encoder and the "
+                   f"mixing layer (default: {p.asset_hidden})")
+    g.add_argument("--asset-head-hidden", type=int, help=f"cross: hidden units of the per-asset head (default: "
+                   f"{p.asset_head_hidden})")
+    g.add_argument("--mixing", choices=["pool", "attention"], help="cross: how the assets interact at each bar: "
+                   "'pool', each asset also sees the mean over assets (linear in the asset count); 'attention', "
+                   f"self-attention over assets (quadratic) (default: {p.mixing})")
+    g.add_argument("--attention-heads", type=int, help=f"cross with --mixing attention: heads, dividing "
+                   f"--asset-hidden (default: {p.attention_heads})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
                    help="recompute encoder activations in the backward pass to save memory")
     g = ap.add_argument_group("training")
@@ -172,7 +191,8 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    "folder or a .pt path); only --epochs, --data-root, --data-glob, --device and --tensorboard may "
                    "change")
     g.add_argument("--init-checkpoint", metavar="CKPT", help="start from this checkpoint's policy weights and "
-                   "feature normaliser (new optimiser, new run folder)")
+                   "feature normaliser (new optimiser, new run folder); a cross-sectional checkpoint may start a run "
+                   "on other symbols")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still print per eval)")
     g.add_argument("--tensorboard", action="store_const", const=True, help="also write the training curves of "
                    "training.png and the run's hyperparameters as TensorBoard event files in <run folder>/tensorboard "
@@ -263,7 +283,13 @@ def run_training(
         cfg, data=dataclasses.replace(cfg.data, root=data_root)))
     fingerprint = market.fingerprint()  # hashes every price; computed once, stored with each checkpoint
     source = resume or init
-    if source is not None:
+    if init is not None and transferable(init) and cfg.policy.architecture == "cross":
+        check_market_matches(init, None)  # a cross-sectional policy may start on other symbols
+        if market.symbols != init.symbols:
+            u = universe_difference(init.symbols, market.symbols)
+            print(f"Starting from {init.path}, trained on {len(init.symbols)} symbols, on {market.n_assets} "
+                  f"({len(u['shared'])} shared, {len(u['new'])} new).", flush=True)
+    elif source is not None:
         check_market_matches(source, market.symbols)
     if resume is not None:
         diff = _fingerprint_difference(fingerprint, resume.data_fingerprint)
@@ -290,11 +316,13 @@ def run_training(
             try:
                 trainer.policy.load_state_dict(init.policy_state)
             except RuntimeError:
+                ip = init.config.policy
                 raise CheckpointError(
-                    f"{init.path} holds a policy of another shape (encoder {init.config.policy.encoder}, hidden size "
-                    f"{init.config.policy.hidden_size}, {init.config.policy.num_layers} layer(s), head "
-                    f"{init.config.policy.head_hidden}); pass the same --encoder/--hidden-size/--num-layers or start "
-                    "without --init-checkpoint."
+                    f"{init.path} holds a policy of another shape ({ip.architecture} architecture, encoder "
+                    f"{ip.encoder}, hidden size {ip.hidden_size}, {ip.num_layers} layer(s), head {ip.head_hidden}, "
+                    f"asset hidden {ip.asset_hidden}, asset head {ip.asset_head_hidden}, mixing {ip.mixing}); pass "
+                    "the same --architecture/--encoder/--hidden-size/--num-layers/--asset-hidden/"
+                    "--asset-head-hidden/--mixing or start without --init-checkpoint."
                 ) from None
             trainer.reference.load_state_dict(init.policy_state)
         if run_dir is None:

@@ -25,7 +25,7 @@ from .errors import ConfigError, DataError
 from .features import FeatureSpec, compute_features, fit_feature_spec
 from .metrics import bars_per_year, path_metrics
 from .optim import build_optimizers
-from .policy import DirichletGRUPolicy
+from .policy import Policy, make_policy
 from .rollout import deterministic_weights, generate_paths, mean_weights
 from .splits import Splits, make_splits
 
@@ -149,7 +149,7 @@ class Rollouts:
 class GRPOLoss:
     """Rollouts and loss of one microbatch of windows; holds the (optionally compiled) scoring function."""
 
-    def __init__(self, cfg: ExperimentConfig, policy: DirichletGRUPolicy, compile_scoring: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, policy: Policy, compile_scoring: bool) -> None:
         self.cfg = cfg
         self.policy = policy
         self.scoring: Callable[..., tuple[torch.Tensor, ...]] = self._scoring
@@ -188,7 +188,7 @@ class GRPOLoss:
 
     def collect(
         self,
-        reference: DirichletGRUPolicy,
+        reference: Policy,
         features: torch.Tensor,
         growth: torch.Tensor,
         observed: torch.Tensor,
@@ -240,7 +240,7 @@ class GRPOLoss:
 
 @torch.no_grad()
 def evaluate_split(
-    policy: DirichletGRUPolicy,
+    policy: Policy,
     tensors: MarketTensors,
     cfg: ExperimentConfig,
     split: SplitName,
@@ -286,13 +286,13 @@ def evaluate_split(
     return out
 
 
-def ema_update(reference: DirichletGRUPolicy, policy: DirichletGRUPolicy, decay: float) -> None:
+def ema_update(reference: Policy, policy: Policy, decay: float) -> None:
     with torch.no_grad():
         ref = list(reference.parameters())
         torch._foreach_lerp_(ref, [p.detach() for p in policy.parameters()], 1.0 - decay)
 
 
-def make_reference(policy: DirichletGRUPolicy) -> DirichletGRUPolicy:
+def make_reference(policy: Policy) -> Policy:
     reference = copy.deepcopy(policy)
     reference.requires_grad_(False)
     return reference
@@ -315,7 +315,7 @@ class Trainer:
         self.cfg, self.tensors, self.device = cfg, tensors, device
         torch.manual_seed(tc.seed)
         _, n_assets, n_features = tensors.features.shape
-        self.policy = DirichletGRUPolicy(cfg.policy, n_assets, n_features, cfg.env.include_cash).to(device)
+        self.policy = make_policy(cfg.policy, n_assets, n_features, cfg.env.include_cash).to(device)
         self.reference = make_reference(self.policy)
         self.optimizers = build_optimizers(self.policy, tc)
         self.sampler = torch.Generator().manual_seed(tc.seed)  # window starts

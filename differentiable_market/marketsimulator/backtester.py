@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from .. import baselines
-from ..checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint
+from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, transferable,
+                          universe_difference)
 from ..config import ExperimentConfig, SplitName
 from ..data import load_market, resolve_data_root
 from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
@@ -63,6 +64,7 @@ class BacktestOptions:
     cost_bps: float | None = None
     include_cash: bool | None = None
     trades: bool = True
+    transfer_universe: bool = False  # run a cross-sectional policy on whatever symbols the data hold
     olmar_window: int = baselines.OLMAR_WINDOW
     olmar_eps: float = baselines.OLMAR_EPS
     vol_lookback: int = baselines.VOL_LOOKBACK
@@ -258,6 +260,21 @@ def _resolve(options: BacktestOptions, ckpt: Checkpoint) -> tuple[ExperimentConf
 
     data = dataclasses.replace(cfg.data, root=pick("data_root", options.data_root, cfg.data.root),
                                glob=pick("data_glob", options.data_glob, cfg.data.glob))
+    if options.transfer_universe:
+        if not transferable(ckpt):
+            raise CheckpointError(
+                f"--transfer-universe needs a cross-sectional policy; {ckpt.path} holds a "
+                f"{ckpt.config.policy.architecture} policy, whose layers are sized by the {len(ckpt.symbols)} symbols "
+                "it was trained on. Drop the flag and backtest it on those symbols."
+            )
+        # The checkpoint's symbol filters and bar-index splits describe its own data set, not this one: every symbol
+        # of the data folder is used, and the splits are the fractions' on these bars.
+        default = type(cfg.data)()
+        for name in ("include", "exclude", "max_assets", "split_bars", "universe_through"):
+            stored = getattr(cfg.data, name)
+            if stored != getattr(default, name):
+                overrides[f"data_{name}"] = {"checkpoint": stored, "used": getattr(default, name)}
+                data = dataclasses.replace(data, **{name: getattr(default, name)})
     env = dataclasses.replace(cfg.env, cost_bps=pick("cost_bps", options.cost_bps, cfg.env.cost_bps),
                               include_cash=pick("include_cash", options.include_cash, cfg.env.include_cash))
     return dataclasses.replace(cfg, data=data, env=env), overrides
@@ -270,7 +287,6 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     cfg, overrides = _resolve(options, ckpt)
     for name, o in overrides.items():
         log(f"override: {name} = {o['used']!r} (checkpoint: {o['checkpoint']!r})")
-    policy = build_policy(ckpt, cfg.env.include_cash)
     include_cash = cfg.env.include_cash
 
     horizon = execution_horizon(cfg.env.execution)
@@ -280,10 +296,23 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     for note in market.notes:
         log(note)
-    check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
+    notes = list(market.notes)
+    if options.transfer_universe:
+        check_market_matches(ckpt, None, ckpt.feature_spec)
+        if market.symbols != ckpt.symbols:
+            overrides["universe"] = universe_difference(ckpt.symbols, market.symbols)
+            u = overrides["universe"]
+            notes.append(f"Universe transfer: the policy was trained on {len(ckpt.symbols)} symbols and runs here on "
+                         f"{market.n_assets} ({len(u['shared'])} shared, {len(u['new'])} new: {u['new'][:10]}"
+                         f"{' ...' if len(u['new']) > 10 else ''}).")
+            log(notes[-1])
+    else:
+        check_market_matches(ckpt, market.symbols, ckpt.feature_spec, hint=(
+            ", or pass --transfer-universe to run this cross-sectional policy on these symbols."
+            if transferable(ckpt) else "."))
+    policy = build_policy(ckpt, include_cash, market.n_assets)
     fingerprint = market.fingerprint()
     same_data = _same_data(fingerprint, ckpt.data_fingerprint)
-    notes = list(market.notes)
     if not same_data:
         notes.append("The data differ from the data the checkpoint was trained on (fingerprint mismatch); the split "
                      "boundaries are recomputed on these data and may not line up with the training run's.")

@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-way fee in basis points (default: the checkpoint's)")
     p.add_argument("--include-cash", action=argparse.BooleanOptionalAction, default=None,
                    help="cash asset (default: the checkpoint's; must match what the policy was trained with)")
+    p.add_argument("--transfer-universe", action="store_true", help="run a cross-sectional policy on the symbols "
+                   "of --data-root/--data-glob even where they differ from those it was trained on (another set, "
+                   "another count; same feature spec). Every symbol in the data is used and the splits are the "
+                   "configured fractions of these bars; the report records both symbol lists. Without it, other "
+                   "symbols are refused")
     p.add_argument("--no-trades", action="store_true", help="do not write trades.jsonl")
     p.add_argument("--report-dir", default="differentiable_market/evals", help="parent folder of report folders (default: differentiable_market/evals)")
     return p
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         options = BacktestOptions(
             checkpoint=args.checkpoint, window_length=args.window_length, stride=args.stride, split=args.split,
             data_root=args.data_root, data_glob=args.data_glob, cost_bps=args.cost_bps,
-            include_cash=args.include_cash, trades=not args.no_trades,
+            include_cash=args.include_cash, trades=not args.no_trades, transfer_universe=args.transfer_universe,
         )
         result = run_backtest(options)
         out = write_report(result, args.report_dir)

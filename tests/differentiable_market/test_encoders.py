@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from differentiable_market.encoders import MAX_LOG_DECAY, SCAN_CHUNK, MinGRUEncoder, MinGRULayer, linear_scan
+from differentiable_market.policy.encoders import MAX_LOG_DECAY, SCAN_CHUNK, MinGRUEncoder, MinGRULayer, linear_scan
 
 
 def _sequential(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

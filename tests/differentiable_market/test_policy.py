@@ -80,7 +80,7 @@ def test_gru_state_dicts_from_before_selectable_encoders_still_load():
 
 
 def test_chunked_teacher_forced_head_matches_the_plain_head_and_finite_differences(monkeypatch):
-    import differentiable_market.policy as policy_module
+    import differentiable_market.policy.head as policy_module
 
     policy = _policy(include_cash=True).double()
     with torch.no_grad():

@@ -252,7 +252,7 @@ def test_init_checkpoint_of_another_policy_size_is_a_clear_error(tmp_path, capsy
     args = TINY + ["--hidden-size", "16"]  # the last value given wins
     assert main(args + ["--init-checkpoint", str(first), "--epochs", "0", "--save-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "policy of another shape (encoder mingru, hidden size 8" in err and "Traceback" not in err
+    assert "policy of another shape (flat architecture, encoder mingru, hidden size 8" in err and "Traceback" not in err
 
 
 def test_the_training_universe_is_decided_on_the_training_split_only(tmp_path, capsys):

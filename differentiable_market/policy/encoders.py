@@ -121,3 +121,6 @@ class GRUEncoder(nn.Module):
 
     def hidden_matrix_names(self, prefix: str) -> set[str]:
         return {f"{prefix}.{n}" for n, p in self.named_parameters() if p.dim() == 2}
+
+
+ENCODERS = {"mingru": MinGRUEncoder, "gru": GRUEncoder}

@@ -1,4 +1,5 @@
-"""Dirichlet policy: a causal recurrent encoder over market features, a head that also sees the held (drifted) weights.
+"""The flat Dirichlet policy: all assets' features in one vector, a causal recurrent encoder, a head that also sees the
+held (drifted) weights. Its input and output layers are sized by the asset count, so it is tied to one symbol list.
 
 The encoder (``PolicyConfig.encoder``: the parallel-scan minimal GRU or ``nn.GRU``, see ``encoders.py``) reads market
 features only, so one pass serves every rollout of a window; the held weights, which differ
@@ -7,15 +8,16 @@ between rollouts, enter the head. Concentrations are floored and capped so sampl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import PolicyConfig
-from .encoders import GRUEncoder, MinGRUEncoder
-
-ENCODERS = {"mingru": MinGRUEncoder, "gru": GRUEncoder}
+from ..config import PolicyConfig
+from .encoders import ENCODERS
+from .head import _ChunkedHead, _head
 
 
 class DirichletGRUPolicy(nn.Module):
@@ -74,58 +76,28 @@ class DirichletGRUPolicy(nn.Module):
         return _head(state_proj, held, self.head_held.weight, self.head_out.weight, self.head_out.bias,
                      self.cfg.alpha_floor, self.cfg.alpha_max)
 
+    def bar_head(self, state_proj: torch.Tensor, n_rows: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """The head for the rollout loop: ``f(t, held_t)`` maps the holdings [n_rows, B, A_out] shown at bar t to
+        concentrations [n_rows, B, A_out], the arithmetic of ``concentrations`` (the result is a reused buffer).
 
-def _head(state_proj: torch.Tensor, held: torch.Tensor, w_held: torch.Tensor, w_out: torch.Tensor,
-          b_out: torch.Tensor, floor: float, cap: float) -> torch.Tensor:
-    z = F.silu(state_proj + F.linear(held, w_held))
-    raw = F.linear(z, w_out, b_out)
-    if raw.dtype not in (torch.float32, torch.float64):
-        raw = raw.float()
-    return (F.softplus(raw) + floor).clamp(max=cap)
+        The state projection [B, T, K] is laid out [T, rows, K] once so each bar's held-weights matmul is fused with
+        its state add (``addmm``), and the activations are written into preallocated buffers.
+        """
+        b, t_len, k = state_proj.shape
+        rows = n_rows * b
+        sp_trk = state_proj.transpose(0, 1)[:, None].expand(t_len, n_rows, b, k).reshape(t_len, rows, k).float()
+        w_held, w_out, b_out = self.head_held.weight.t(), self.head_out.weight.t(), self.head_out.bias
+        floor, cap = self.cfg.alpha_floor, self.cfg.alpha_max
+        z = torch.empty(rows, k, device=state_proj.device)
+        raw = torch.empty(rows, self.n_out, device=state_proj.device)
 
+        def alpha_at(t: int, held_t: torch.Tensor) -> torch.Tensor:
+            torch.addmm(sp_trk[t], held_t.reshape(rows, self.n_out), w_held, out=z)
+            F.silu(z, inplace=True)
+            torch.addmm(b_out, z, w_out, out=raw)
+            return F.softplus(raw).add_(floor).clamp_(max=cap).view(n_rows, b, self.n_out)
 
-HEAD_CHUNK_ELEMENTS = 1 << 18  # hidden activations per chunk of the fused head: 1 MiB of float32, cache-sized
-
-
-class _ChunkedHead(torch.autograd.Function):
-    """``_head`` over chunks of the leading dim, keeping no [..., K] activations: backward recomputes them.
-
-    Teacher-forced scoring evaluates the head for every window x rollout x bar at once; its hidden activations
-    ([B, R, T, K], 31 MB at the README configuration) would otherwise be written, read and saved for backward
-    several times over, and the thin matmuls around them (K x A_out with A_out small) run at memory speed.
-    Chunks that fit in cache cut the head's forward+backward by about half on CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, state_proj, held, w_held, w_out, b_out, floor, cap):  # type: ignore[override]
-        rows = max(1, HEAD_CHUNK_ELEMENTS // max(1, held[0].numel() // held.shape[-1] * w_held.shape[0]))
-        ctx.save_for_backward(state_proj, held, w_held, w_out, b_out)
-        ctx.rows, ctx.floor, ctx.cap = rows, floor, cap
-        with torch.no_grad():
-            return torch.cat([_head(state_proj[i:i + rows], held[i:i + rows], w_held, w_out, b_out, floor, cap)
-                              for i in range(0, held.shape[0], rows)])
-
-    @staticmethod
-    def backward(ctx, grad_alpha):  # type: ignore[override]
-        state_proj, held, w_held, w_out, b_out = ctx.saved_tensors
-        rows = ctx.rows
-        g_state = torch.empty_like(state_proj) if ctx.needs_input_grad[0] else None
-        g_w_held, g_w_out, g_b_out = torch.zeros_like(w_held), torch.zeros_like(w_out), torch.zeros_like(b_out)
-        for i in range(0, held.shape[0], rows):
-            sp, h, g = state_proj[i:i + rows], held[i:i + rows], grad_alpha[i:i + rows]
-            u = sp + F.linear(h, w_held)
-            sig_u = torch.sigmoid(u)
-            z = u * sig_u
-            raw = F.linear(z, w_out, b_out)
-            # d alpha / d raw = sigmoid(raw) where the cap does not bind (softplus' = sigmoid)
-            g_raw = g * torch.sigmoid(raw) * (F.softplus(raw) + ctx.floor < ctx.cap)
-            g_u = (g_raw @ w_out) * sig_u * (1 + u * (1 - sig_u))  # silu'(u)
-            g_w_out += g_raw.flatten(0, -2).t() @ z.flatten(0, -2)
-            g_b_out += g_raw.flatten(0, -2).sum(0)
-            g_w_held += g_u.flatten(0, -2).t() @ h.expand(*g_u.shape[:-1], h.shape[-1]).flatten(0, -2)
-            if g_state is not None:
-                g_state[i:i + rows] = g_u.sum_to_size(sp.shape)
-        return g_state, None, g_w_held, g_w_out, g_b_out, None, None
+        return alpha_at
 
 
 def _rename_legacy_gru_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:

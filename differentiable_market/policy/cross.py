@@ -1,0 +1,135 @@
+"""The cross-sectional Dirichlet policy: every asset read by the same network, assets mixed at each bar.
+
+Per bar t and asset a (features [B, T, A, F]):
+
+1. a causal sequence encoder with weights shared by all assets reads that asset's own features (the batch is
+   windows x assets), giving a state e_{t,a};
+2. cash, when traded, is one more token with a learned embedding;
+3. the tokens of bar t interact across the cross-section (``PolicyConfig.mixing``): "pool" adds to each token a
+   function of itself and of the mean over tokens (a DeepSets layer, linear in the asset count); "attention" adds
+   multi-head self-attention over the tokens (quadratic in the asset count);
+4. a per-asset head maps that token's state and that asset's held weight (relative to equal weight, ``held x
+   A_out``, so equal weight reads 1 in any universe) to one concentration.
+
+No weight depends on the asset count or on which asset is which: permuting the assets permutes the concentrations
+(cash stays last), and a checkpoint runs on any symbol set with the same feature spec. The encoder reads market
+features only, so one pass serves every rollout of a window; held weights enter the head only, as in the flat policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import PolicyConfig
+from .encoders import ENCODERS
+from .head import _ChunkedHead, _head
+
+
+class PooledMixing(nn.Module):
+    """h + W_o silu(W_s x + W_c mean_tokens(x)) with x = LayerNorm(h), over tokens [..., N, H]."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.own = nn.Linear(hidden, hidden)
+        self.context = nn.Linear(hidden, hidden, bias=False)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.norm(h)
+        return h + self.out(F.silu(self.own(x) + self.context(x.mean(-2, keepdim=True))))
+
+
+class AttentionMixing(nn.Module):
+    """h + W_o MultiHeadSelfAttention(LayerNorm(h)) over tokens [..., N, H] (no mask: all tokens of one bar)."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        *lead, n, hidden = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(-1, n, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
+        mixed = F.scaled_dot_product_attention(q, k, v)  # [G, heads, N, d]
+        return h + self.out(mixed.transpose(1, 2).reshape(*lead, n, hidden))
+
+
+class CrossSectionalPolicy(nn.Module):
+    """Maps features [B, T, A, F] and held weights [..., T, A_out] to Dirichlet concentrations [..., T, A_out].
+
+    ``n_assets`` only sets the output layout (and the held-weight scale); the weights fit any asset count.
+    """
+
+    def __init__(self, cfg: PolicyConfig, n_assets: int, n_features: int, include_cash: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_assets = n_assets
+        self.n_features = n_features
+        self.include_cash = include_cash
+        self.n_out = n_assets + int(include_cash)
+        hidden, k = cfg.asset_hidden, cfg.asset_head_hidden
+        self.input_proj = nn.Linear(n_features, hidden)
+        self.input_norm = nn.LayerNorm(hidden)
+        self.encoder = ENCODERS[cfg.encoder](hidden, cfg.num_layers)
+        self.cash_token = nn.Parameter(0.02 * torch.randn(hidden)) if include_cash else None
+        self.mixing = PooledMixing(hidden) if cfg.mixing == "pool" else AttentionMixing(hidden, cfg.attention_heads)
+        self.head_state = nn.Linear(hidden, k)
+        self.head_held = nn.Linear(1, k, bias=False)
+        self.head_out = nn.Linear(k, 1)
+        # Start near a flat Dirichlet with moderate concentration so early rollouts explore around equal weight.
+        nn.init.zeros_(self.head_out.weight)
+        nn.init.constant_(self.head_out.bias, 1.0)
+
+    def hidden_matrix_names(self) -> set[str]:
+        """Names of the 2-D hidden weight matrices (trained with Muon); the rest use AdamW."""
+        mixing = {f"mixing.{n}" for n, p in self.mixing.named_parameters() if p.dim() == 2}
+        return self.encoder.hidden_matrix_names("encoder") | mixing | {"head_state.weight"}
+
+    def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Token states [B, T, A_out, H] (float32) from features [B, T, A, F]; bar t uses bars <= t only."""
+        b, t, a, f = features.shape
+        if a != self.n_assets or f != self.n_features:
+            raise ValueError(f"features have {a} assets x {f} features; this policy was built for "
+                             f"{self.n_assets} x {self.n_features}")
+        x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
+        enabled = autocast_dtype is not None
+        with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
+            x = self.input_norm(self.input_proj(x))
+            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
+                e = checkpoint(self.encoder, x, use_reentrant=False)
+            else:
+                e = self.encoder(x)
+            tokens = e.reshape(b, a, t, -1).transpose(1, 2)  # [B, T, A, H]
+            if self.cash_token is not None:
+                cash = self.cash_token.to(tokens.dtype).expand(b, t, 1, tokens.shape[-1])
+                tokens = torch.cat([tokens, cash], dim=2)
+            h = self.mixing(tokens)
+        return h if h.dtype == torch.float64 else h.float()
+
+    def state_projection(self, h: torch.Tensor) -> torch.Tensor:
+        """The held-weights-independent part of each asset's head, [..., T, A_out, K]; computed once per window."""
+        return self.head_state(h)
+
+    def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K] and the
+        held weights [..., T, A_out] (broadcastable)."""
+        held_rel = held[..., None] * self.n_out  # equal weight reads 1 whatever the asset count
+        args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
+                self.cfg.alpha_max)
+        if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:
+            return _ChunkedHead.apply(state_proj, held_rel, *args)[..., 0]
+        return _head(state_proj, held_rel, *args)[..., 0]
+
+    def bar_head(self, state_proj: torch.Tensor, n_rows: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """The head for the rollout loop: ``f(t, held_t)`` maps holdings [n_rows, B, A_out] shown at bar t to
+        concentrations [n_rows, B, A_out] (``concentrations`` on bar t of the state projection [B, T, A_out, K])."""
+        sp = state_proj.float()
+        return lambda t, held_t: self.concentrations(sp[None, :, t], held_t)

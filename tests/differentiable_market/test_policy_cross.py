@@ -1,0 +1,227 @@
+"""The cross-sectional policy: permutation equivariance, any universe, causality, its head's gradients, and the
+universe transfer of a trained checkpoint through the backtester and --init-checkpoint."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_synthetic_ohlc, tiny_study_config, write_market_csvs
+
+from differentiable_market.checkpoint import build_policy, load_checkpoint
+from differentiable_market.config import ExperimentConfig, PolicyConfig
+from differentiable_market.errors import CheckpointError
+from differentiable_market.policy import CrossSectionalPolicy, make_policy
+from differentiable_market.rollout import deterministic_weights, generate_paths
+
+
+def _policy(n_assets: int = 5, include_cash: bool = True, **kw) -> CrossSectionalPolicy:
+    torch.manual_seed(0)
+    cfg = PolicyConfig(architecture="cross", asset_hidden=16, asset_head_hidden=8, **kw)
+    policy = make_policy(cfg, n_assets, 6, include_cash)
+    with torch.no_grad():  # the init zeroes the output layer (every concentration equal); give it a real map
+        policy.head_out.weight.normal_(0.0, 0.5)
+    return policy
+
+
+def _alpha(policy, features, held):
+    return policy.concentrations(policy.state_projection(policy.encode(features))[:, None], held)
+
+
+class _AlphaModule(torch.nn.Module):
+    """``_alpha`` as a module's forward, so torch.func.functional_call can swap the policy's weights."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, features, held):
+        return _alpha(self.policy, features, held)
+
+
+@pytest.mark.parametrize("mixing", ["pool", "attention"])
+@pytest.mark.parametrize("include_cash", [True, False])
+def test_permuting_the_assets_permutes_the_concentrations(mixing, include_cash):
+    policy = _policy(include_cash=include_cash, mixing=mixing, num_layers=2)
+    n_out = policy.n_out
+    features = torch.randn(3, 24, 5, 6)
+    held = torch.softmax(torch.randn(3, 4, 24, n_out), -1)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    perm_out = torch.cat([perm, torch.tensor([5])]) if include_cash else perm  # cash stays last
+    alpha = _alpha(policy, features, held)
+    alpha_perm = _alpha(policy, features[:, :, perm], held[..., perm_out])
+    assert alpha.std() > 0.1  # the check below would hold trivially for a constant map
+    torch.testing.assert_close(alpha_perm, alpha[..., perm_out], rtol=1e-5, atol=1e-5)
+    # The rollout loop (its own per-bar head) permutes the same way: the mean-action path of permuted assets.
+    observed = 1 + 0.01 * torch.randn(3, 24, n_out)
+    w = deterministic_weights(policy, features, observed, include_cash)
+    w_perm = deterministic_weights(policy, features[:, :, perm], observed[..., perm_out], include_cash)
+    torch.testing.assert_close(w_perm, w[..., perm_out], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mixing", ["pool", "attention"])
+def test_assets_interact_only_through_mixing_and_the_mixing_matters(mixing):
+    policy = _policy(mixing=mixing)
+    features = torch.randn(2, 16, 5, 6)
+    held = torch.full((2, 1, 16, 6), 1 / 6)
+    other = features.clone()
+    other[:, :, 4] += 3.0  # change asset 4's features only
+    a, b = _alpha(policy, features, held), _alpha(policy, other, held)
+    assert (a[..., :4] - b[..., :4]).abs().max() > 1e-4  # the other assets see it, through the mixing layer
+    with torch.no_grad():  # without the mixing layer's contribution, they would not
+        policy.mixing.out.weight.zero_()
+        policy.mixing.out.bias.zero_()
+    a, b = _alpha(policy, features, held), _alpha(policy, other, held)
+    torch.testing.assert_close(a[..., :4], b[..., :4], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mixing", ["pool", "attention"])
+def test_bar_t_uses_bars_up_to_t_only(mixing):
+    policy = _policy(mixing=mixing, num_layers=2)
+    features = torch.randn(2, 20, 5, 6)
+    later = features.clone()
+    later[:, 11:] += 10 * torch.randn_like(later[:, 11:])
+    h1, h2 = policy.encode(features), policy.encode(later)
+    torch.testing.assert_close(h1[:, :11], h2[:, :11], rtol=0, atol=0)
+    assert not torch.allclose(h1[:, 11:], h2[:, 11:])
+
+
+def test_the_same_weights_run_any_number_of_assets():
+    policy = _policy(n_assets=4)
+    for n in (1, 7, 40):
+        other = make_policy(policy.cfg, n, 6, True)
+        other.load_state_dict(policy.state_dict())  # no weight is sized by the asset count
+        alpha = _alpha(other, torch.randn(2, 12, n, 6), torch.full((2, 3, 12, n + 1), 1 / (n + 1)))
+        assert alpha.shape == (2, 3, 12, n + 1)
+        assert bool(torch.isfinite(alpha).all())
+
+
+def test_the_head_sees_the_held_weight_relative_to_equal_weight():
+    """Equal weight reads 1 in every universe: an asset held at equal weight gets the same concentration whether
+    the universe has 3 or 9 assets, when its state is the same."""
+    policy = _policy(n_assets=3, include_cash=False, mixing="pool")
+    sp = torch.randn(1, 1, 4, 1, 8).expand(1, 1, 4, 9, 8)
+    big = make_policy(policy.cfg, 9, 6, False)
+    big.load_state_dict(policy.state_dict())
+    a3 = policy.concentrations(sp[..., :3, :], torch.full((1, 2, 4, 3), 1 / 3))
+    a9 = big.concentrations(sp, torch.full((1, 2, 4, 9), 1 / 9))
+    torch.testing.assert_close(a3[..., 0], a9[..., 0], rtol=1e-6, atol=1e-6)  # 1/3 x 3 vs 1/9 x 9 in fp32
+    a_more = policy.concentrations(sp[..., :3, :], torch.tensor([0.5, 0.25, 0.25]).expand(1, 2, 4, 3))
+    assert not torch.allclose(a_more[..., 0], a3[..., 0])  # and the held weight does move it
+
+
+def test_gradients_match_finite_differences_in_float64():
+    """gradcheck of the concentrations with respect to the head, mixing and cash weights, through the chunked head
+    (teacher forcing: leading dims equal); and the chunked head equals the plain one (the rollout's layout)."""
+    policy = _policy(n_assets=3).double()
+    features = torch.randn(2, 10, 3, 6, dtype=torch.float64)
+    held = torch.softmax(torch.randn(2, 3, 10, 4, dtype=torch.float64), -1)
+    names = ["head_state.weight", "head_held.weight", "head_out.weight", "mixing.own.weight", "cash_token"]
+    params = dict(policy.named_parameters())
+    wrapper = _AlphaModule(policy)
+
+    def alpha_of(*weights):
+        replaced = {f"policy.{n}": w for n, w in zip(names, weights)}
+        return torch.func.functional_call(wrapper, replaced, (features, held), strict=False)
+
+    assert torch.autograd.gradcheck(alpha_of, [params[n].detach().clone().requires_grad_() for n in names])
+    sp = policy.state_projection(policy.encode(features))
+    torch.testing.assert_close(policy.concentrations(sp[:, None], held),
+                               torch.stack([policy.concentrations(sp[i][None], held[i]) for i in range(2)]))
+
+
+def test_sampled_rollouts_stay_on_the_simplex_and_are_reproducible():
+    policy = _policy(n_assets=6, mixing="attention")
+    features = torch.randn(4, 30, 6, 6)
+    sp = policy.state_projection(policy.encode(features))
+    observed = 1 + 0.02 * torch.randn(4, 30, 7)
+    a = generate_paths(policy, sp, observed, 3, True, torch.Generator().manual_seed(5))
+    b = generate_paths(policy, sp, observed, 3, True, torch.Generator().manual_seed(5))
+    assert a.weights.shape == (4, 4, 30, 7)
+    torch.testing.assert_close(a.weights.sum(-1), torch.ones(4, 4, 30))
+    torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=0)
+
+
+# --- universe transfer of a trained checkpoint -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cross_run(tmp_path_factory):
+    """A cross-sectional policy trained on 4 symbols (seconds), and a folder of 6 other symbols."""
+    import dataclasses
+
+    from differentiable_market.train import run_training
+
+    tmp = tmp_path_factory.mktemp("cross")
+    train_root = write_market_csvs(make_synthetic_ohlc(400, 4, seed=1), tmp / "four")
+    other = make_synthetic_ohlc(420, 6, seed=2)
+    other = type(other).from_arrays(tuple(f"X{i}" for i in range(6)), other.timestamps, other.open, other.high,
+                                    other.low, other.close, other.volume, source="six others")
+    other_root = write_market_csvs(other, tmp / "six")
+    cfg = tiny_study_config(train_root, tmp / "runs", epochs=4)
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, architecture="cross", asset_hidden=8,
+                                                              asset_head_hidden=4))
+    run = run_training(cfg, progress=False)
+    return run, other_root, tmp
+
+
+def test_a_cross_checkpoint_backtests_on_six_other_symbols_with_the_flag_only(cross_run):
+    from differentiable_market.marketsimulator.run import main
+
+    run, other_root, tmp = cross_run
+    with pytest.raises(CheckpointError, match="--transfer-universe"):
+        from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+
+        run_backtest(BacktestOptions(checkpoint=str(run), data_root=str(other_root)), log=lambda *_: None)
+    assert main(["--checkpoint", str(run), "--data-root", str(other_root), "--transfer-universe",
+                 "--report-dir", str(tmp / "evals"), "--no-trades"]) == 0
+    report = json.loads(next((tmp / "evals").glob("*/report.json")).read_text())
+    universe = report["overrides"]["universe"]
+    assert universe["checkpoint"] == ["S00", "S01", "S02", "S03"]
+    assert universe["used"] == [f"X{i}" for i in range(6)] == universe["new"]
+    assert any("Universe transfer" in n for n in report["notes"])
+    # The backtested policy is the checkpoint's weights, rebuilt for 6 assets.
+    ckpt = load_checkpoint(run)
+    policy = build_policy(ckpt, n_assets=6)
+    assert policy.n_out == 6
+    for k, v in ckpt.policy_state.items():
+        torch.testing.assert_close(policy.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_a_flat_checkpoint_refuses_another_universe(tmp_path):
+    from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+    from differentiable_market.train import run_training
+
+    root = write_market_csvs(make_synthetic_ohlc(400, 4, seed=1), tmp_path / "four")
+    other = write_market_csvs(make_synthetic_ohlc(400, 3, seed=3), tmp_path / "three")
+    run = run_training(tiny_study_config(root, tmp_path / "runs", epochs=2), progress=False)
+    with pytest.raises(CheckpointError, match="needs a cross-sectional policy"):
+        run_backtest(BacktestOptions(checkpoint=str(run), data_root=str(other), transfer_universe=True),
+                     log=lambda *_: None)
+    with pytest.raises(CheckpointError, match="flat policy"):
+        build_policy(load_checkpoint(run), n_assets=3)
+
+
+def test_a_cross_checkpoint_starts_a_training_run_on_other_symbols(cross_run, capsys):
+    from differentiable_market.train import main
+
+    run, other_root, tmp = cross_run
+    code = main(["--architecture", "cross", "--asset-hidden", "8", "--asset-head-hidden", "4", "--hidden-size", "8",
+                 "--lookback", "16", "--batch-windows", "4", "--rollout-groups", "2", "--epochs", "0",
+                 "--device", "cpu", "--dtype", "float32", "--data-root", str(other_root), "--save-dir",
+                 str(tmp / "runs2"), "--init-checkpoint", str(run / "checkpoints" / "best.pt"), "--no-progress"])
+    assert code == 0
+    assert "trained on 4 symbols, on 6 (0 shared, 6 new)" in capsys.readouterr().out
+    started = load_checkpoint(next((tmp / "runs2").iterdir()) / "checkpoints" / "latest.pt")
+    assert started.symbols == tuple(f"X{i}" for i in range(6))
+    for k, v in load_checkpoint(run).policy_state.items():
+        torch.testing.assert_close(started.policy_state[k], v, rtol=0, atol=0)
+
+
+def test_checkpoints_without_an_architecture_load_as_flat():
+    from differentiable_market.checkpoint import _with_legacy_defaults
+    from differentiable_market.config import config_from_dict, config_to_dict
+
+    stored = config_to_dict(ExperimentConfig())
+    del stored["policy"]["architecture"]
+    cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(stored), "checkpoint.config")
+    assert cfg.policy.architecture == "flat"
