@@ -64,8 +64,8 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def run_one(name: str, steps: int, device_name: str, microbatch: int | None, checkpointing: bool, compile_mode: str,
-            dtype: str, encoder: str, architecture: str) -> dict:
+def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: int | None, checkpointing: bool,
+            compile_mode: str, dtype: str, encoder: str, architecture: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -89,7 +89,8 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
     tensors, _ = prepare_market(cfg, market, device)
     trainer = Trainer(cfg, tensors, device)
     t_compile = time.perf_counter()
-    time_steps(trainer, 2)  # warm-up (and compilation, when on)
+    if warmup:
+        time_steps(trainer, warmup)  # warm-up (and compilation, when on)
     warmup_s = time.perf_counter() - t_compile
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -110,7 +111,7 @@ def run_one(name: str, steps: int, device_name: str, microbatch: int | None, che
         policy_fwd_bwd()
     flops = counter.get_total_flops()
     times = []
-    for _ in range(max(steps, 3)):
+    for _ in range(max(steps, 3) if warmup else 1):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -179,6 +180,9 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5, help="timed optimizer steps per run (median reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default: 2); with 0 "
+                    "the policy forward+backward is also timed once, cold (for configurations where a step takes "
+                    "minutes)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each subprocess; the table gives the median "
                     "ms/step over them with min and max (default: 1)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -204,10 +208,10 @@ def main() -> None:
         from differentiable_market.config import PolicyConfig
 
         args.architecture = [PolicyConfig().architecture]
-    if args.repeats < 1 or args.steps < 1:
-        ap.error("--steps and --repeats must be at least 1")
+    if args.repeats < 1 or args.steps < 1 or args.warmup < 0:
+        ap.error("--steps and --repeats must be at least 1, --warmup at least 0")
     if args.child:
-        result = run_one(args.child, args.steps, args.device, args.microbatch_windows, args.gradient_checkpointing,
+        result = run_one(args.child, args.steps, args.warmup, args.device, args.microbatch_windows, args.gradient_checkpointing,
                          args.compile, args.dtype, args.encoder[0], args.architecture[0])
         print(json.dumps(result))
         return
@@ -231,7 +235,8 @@ def main() -> None:
     rows = []
     for name, encoder, arch in [(n, e, a) for e in args.encoder for n in names for a in args.architecture]:
         for dtype_flag in dtype_flags:
-            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--device", args.device,
+            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--device", args.device,
                    "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]

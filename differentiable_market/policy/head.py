@@ -11,9 +11,15 @@ import torch
 import torch.nn.functional as F
 
 
+def _held_term(held: torch.Tensor, w_held: torch.Tensor) -> torch.Tensor:
+    """W_held held; with one input (the cross-sectional head) a broadcast product, the same numbers as the matmul
+    without its [rows, 1] x [1, K] call overhead."""
+    return held * w_held[:, 0] if w_held.shape[1] == 1 else F.linear(held, w_held)
+
+
 def _head(state_proj: torch.Tensor, held: torch.Tensor, w_held: torch.Tensor, w_out: torch.Tensor,
           b_out: torch.Tensor, floor: float, cap: float) -> torch.Tensor:
-    z = F.silu(state_proj + F.linear(held, w_held))
+    z = F.silu(state_proj + _held_term(held, w_held))
     raw = F.linear(z, w_out, b_out)
     if raw.dtype not in (torch.float32, torch.float64):
         raw = raw.float()
@@ -49,7 +55,7 @@ class _ChunkedHead(torch.autograd.Function):
         g_w_held, g_w_out, g_b_out = torch.zeros_like(w_held), torch.zeros_like(w_out), torch.zeros_like(b_out)
         for i in range(0, held.shape[0], rows):
             sp, h, g = state_proj[i:i + rows], held[i:i + rows], grad_alpha[i:i + rows]
-            u = sp + F.linear(h, w_held)
+            u = sp + _held_term(h, w_held)
             sig_u = torch.sigmoid(u)
             z = u * sig_u
             raw = F.linear(z, w_out, b_out)

@@ -11,7 +11,7 @@ from differentiable_market.checkpoint import build_policy, load_checkpoint
 from differentiable_market.config import ExperimentConfig, PolicyConfig
 from differentiable_market.errors import CheckpointError
 from differentiable_market.policy import CrossSectionalPolicy, make_policy
-from differentiable_market.rollout import deterministic_weights, generate_paths
+from differentiable_market.rollout import deterministic_weights, ensemble_weights, generate_paths
 
 
 def _policy(n_assets: int = 5, include_cash: bool = True, **kw) -> CrossSectionalPolicy:
@@ -139,6 +139,15 @@ def test_sampled_rollouts_stay_on_the_simplex_and_are_reproducible():
     assert a.weights.shape == (4, 4, 30, 7)
     torch.testing.assert_close(a.weights.sum(-1), torch.ones(4, 4, 30))
     torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("windows", [1, 3])
+def test_an_ensemble_of_one_cross_policy_is_that_policy(windows):
+    policy = _policy(n_assets=4, mixing="attention")
+    features = torch.randn(windows, 15, 4, 6)
+    observed = 1 + 0.02 * torch.randn(windows, 15, 5)
+    torch.testing.assert_close(ensemble_weights([policy], [features], observed),
+                               deterministic_weights(policy, features, observed, True), rtol=1e-5, atol=1e-6)
 
 
 # --- universe transfer of a trained checkpoint -------------------------------------------------------------------

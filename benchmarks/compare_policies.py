@@ -1,0 +1,104 @@
+"""Flat against cross-sectional policy (pooled or attention mixing), on validation data only.
+
+For each policy variant and seed it trains on three markets and reports the deterministic policy's excess over equal
+weight on the VALIDATION split (log growth and the t-statistic of the per-bar excess), the generalisation gap
+(training rollouts' log growth per bar minus validation's, in basis points) and the median ms per optimizer step:
+
+- ``planted``: 3000 bars x 4 assets, asset 0 AR(1) with phi 0.5, the rest random walks (200 steps, lookback 32,
+  32 windows), as in ``compare_encoders.py``;
+- ``sample``: the bundled 4-stock daily sample with the default training configuration (600 steps);
+- ``m64``: 3000 bars x 64 assets, 8 of them AR(1) with phi 0.15 (a weak signal carried by a minority), the other 56
+  random walks (300 steps, lookback 64, 32 windows).
+
+Float32 throughout, so the comparison does not depend on the CPU's bf16 support. Every row is printed as JSON as it
+finishes (a long run can be read while it goes); the summary table and one JSON object close the output.
+
+Run: uv run python benchmarks/compare_policies.py [--seeds 0 1 2] [--variants flat cross-pool cross-attention]
+     [--markets planted sample m64] [--sample-steps 600] [--planted-steps 200] [--m64-steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import time
+
+from compare_encoders import CPU, train_and_validate
+
+from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
+from differentiable_market.hardware import machine_info
+from differentiable_market.synthetic import planted_signal_market
+from differentiable_market.train import load_data
+
+VARIANTS = {
+    "flat": PolicyConfig(architecture="flat"),
+    "cross-pool": PolicyConfig(architecture="cross", mixing="pool"),
+    "cross-attention": PolicyConfig(architecture="cross", mixing="attention"),
+}
+
+
+def market_and_train(name: str, seed: int, args: argparse.Namespace, sample) -> tuple[object, TrainConfig, int]:
+    """The market, the training config and the evaluation interval of one market setting."""
+    if name == "planted":
+        train = TrainConfig(lookback=32, batch_windows=32, epochs=args.planted_steps, seed=seed, dtype="float32",
+                            device="cpu")
+        return planted_signal_market(3000, 4, seed=seed), train, 50
+    if name == "m64":
+        train = TrainConfig(lookback=64, batch_windows=32, epochs=args.m64_steps, seed=seed, dtype="float32",
+                            device="cpu")
+        return planted_signal_market(3000, 64, seed=seed, autocorrelation=0.15, signal_assets=8), train, 50
+    train = TrainConfig(epochs=args.sample_steps, seed=seed, dtype="float32", device="cpu")
+    return sample, train, train.eval_interval
+
+
+def summary(results: list[dict], markets: list[str], variants: list[str]) -> None:
+    print(f"\n{'market':<9}{'policy':<17}{'final val excess':>20}{'final t':>16}{'best-ckpt t':>16}"
+          f"{'gap bps/bar':>20}{'ms/step':>9}")
+    for market_name in markets:
+        for variant in variants:
+            rows = [r for r in results if r["market"] == market_name and r["policy"] == variant]
+            if not rows:
+                continue
+            ex = [r["final_excess"] for r in rows]
+            ts = [r["final_t"] for r in rows]
+            bt = [r["best_t"] for r in rows]
+            gap = [r["train_bps_per_bar"] - r["val_bps_per_bar"] for r in rows]
+            ms = statistics.median(r["ms_per_step"] for r in rows)
+            print(f"{market_name:<9}{variant:<17}{statistics.mean(ex):>+8.3f} ({min(ex):+.2f}..{max(ex):+.2f})"
+                  f"{statistics.mean(ts):>+6.2f} ({min(ts):+.1f}..{max(ts):+.1f})"
+                  f"{statistics.mean(bt):>+6.2f} ({min(bt):+.1f}..{max(bt):+.1f})"
+                  f"{statistics.mean(gap):>+8.2f} ({min(gap):+.1f}..{max(gap):+.1f}){ms:>9.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--markets", nargs="+", default=["planted", "m64", "sample"], choices=["planted", "m64", "sample"])
+    ap.add_argument("--sample-steps", type=int, default=600)
+    ap.add_argument("--planted-steps", type=int, default=200)
+    ap.add_argument("--m64-steps", type=int, default=300)
+    args = ap.parse_args()
+    print(f"# {machine_info(CPU).describe()}", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        sample = load_data(ExperimentConfig())
+    results = []
+    for market_name in args.markets:
+        for variant in args.variants:
+            for seed in args.seeds:
+                market, train, eval_every = market_and_train(market_name, seed, args, sample)
+                cfg = ExperimentConfig(policy=VARIANTS[variant], train=train)
+                t0 = time.perf_counter()
+                row = {"market": market_name, "policy": variant, "seed": seed,
+                       **train_and_validate(market, cfg, eval_every), "seconds": time.perf_counter() - t0}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    summary(results, args.markets, args.variants)
+    print(json.dumps({"benchmark": "compare_policies", "machine": machine_info(CPU).describe(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
