@@ -11,10 +11,11 @@ from differentiable_market.trainer import Trainer, prepare_market
 CPU = torch.device("cpu")
 
 
-def _cfg(hidden: int = 32, **train) -> ExperimentConfig:
+def _cfg(hidden: int = 32, architecture: str = "flat", **train) -> ExperimentConfig:
     base = dict(lookback=32, batch_windows=16, rollout_groups=4, epochs=10, eval_interval=5)
     base.update(train)
-    return ExperimentConfig(policy=PolicyConfig(hidden_size=hidden, head_hidden=hidden), train=TrainConfig(**base))
+    policy = PolicyConfig(hidden_size=hidden, head_hidden=hidden, architecture=architecture)
+    return ExperimentConfig(policy=policy, train=TrainConfig(**base))
 
 
 def _trainer(market: MarketData, cfg: ExperimentConfig) -> Trainer:
@@ -22,16 +23,17 @@ def _trainer(market: MarketData, cfg: ExperimentConfig) -> Trainer:
     return Trainer(cfg, tensors, CPU)
 
 
-def test_same_seed_same_metrics_and_weights():
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_same_seed_same_metrics_and_weights(architecture):
     market = random_walk_market(400, 3, seed=1)
     runs = []
     for _ in range(2):
-        tr = _trainer(market, _cfg())
+        tr = _trainer(market, _cfg(architecture=architecture))
         stats = torch.stack([tr.step() for _ in range(3)])
         runs.append((stats, [p.detach().clone() for p in tr.policy.parameters()]))
     assert torch.equal(runs[0][0], runs[1][0])
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
-    other = _trainer(market, _cfg(seed=3))
+    other = _trainer(market, _cfg(seed=3, architecture=architecture))
     assert not torch.equal(torch.stack([other.step() for _ in range(3)]), runs[0][0])
 
 
@@ -186,11 +188,12 @@ def test_several_updates_per_batch_reuse_the_rollouts():
 
 
 @pytest.mark.slow
-def test_compiled_scoring_builds_one_graph_and_matches_eager():
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_compiled_scoring_builds_one_graph_and_matches_eager(architecture):
     # fullgraph=True: a graph break would raise instead of silently splitting the compiled region.
     market = random_walk_market(400, 3, seed=9)
-    eager = _trainer(market, _cfg(compile="off", dtype="float32"))
-    compiled = _trainer(market, _cfg(compile="on", dtype="float32"))
+    eager = _trainer(market, _cfg(compile="off", dtype="float32", architecture=architecture))
+    compiled = _trainer(market, _cfg(compile="on", dtype="float32", architecture=architecture))
     assert compiled.compiled and not eager.compiled
     features, growth, observed = eager.sample_windows()
     results = []
