@@ -65,7 +65,7 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 
 def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: int | None, checkpointing: bool,
-            compile_mode: str, dtype: str, encoder: str, architecture: str) -> dict:
+            compile_mode: str, dtype: str, encoder: str, architecture: str, universe_sample: int | None) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,7 +78,7 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
     cfg = ExperimentConfig(
         policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder, architecture=architecture),
         train=TrainConfig(lookback=spec["lookback"], microbatch_windows=microbatch, device=device_name,
-                          compile=compile_mode, dtype=dtype, **COMMON),
+                          compile=compile_mode, dtype=dtype, universe_sample=universe_sample, **COMMON),
     )
     import contextlib
     import io
@@ -97,11 +97,12 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
     step_s = statistics.median(time_steps(trainer, steps))
 
     # Policy forward+backward on one step's windows: the encoder pass and the teacher-forced head over all rollouts.
-    features, _, _ = trainer.sample_windows()
+    features, growth, _ = trainer.sample_windows()
     features = features[: cfg.train.microbatch]  # one forward/backward pass's windows, as training runs them
     policy = trainer.policy
     n_rows = cfg.train.rollout_groups + 1
-    held = torch.full((features.shape[0], n_rows, features.shape[1], policy.n_out), 1.0 / policy.n_out, device=device)
+    n_out = growth.shape[-1]  # fewer than the policy's when windows sample a subset of the universe
+    held = torch.full((features.shape[0], n_rows, features.shape[1], n_out), 1.0 / n_out, device=device)
 
     def policy_fwd_bwd() -> None:
         proj = policy.state_projection(policy.encode(features, trainer.autocast))
@@ -130,6 +131,7 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
         "gradient_checkpointing": checkpointing,
         "encoder": encoder,
         "architecture": architecture,
+        "universe_sample": universe_sample,
         "dtype_flag": dtype,
         "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
@@ -163,13 +165,14 @@ def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'config':<12}{'arch':>6}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
+    print(f"{'config':<12}{'arch':>9}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
           f"{'ms/step':>9}"
           f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
           f"{'%bf16':>7}")
     for r in rows:
         ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
-        print(f"{r['config']:<12}{r['architecture']:>6}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
+        arch = r["architecture"] + (f"/{r['universe_sample']}" if r.get("universe_sample") else "")
+        print(f"{r['config']:<12}{arch:>9}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
               f"{r['dtype']:>10}"
               f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
               f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
@@ -198,6 +201,8 @@ def main() -> None:
     ap.add_argument("--architecture", nargs="+", choices=["flat", "cross"], default=None,
                     help="policy architecture(s) to run, each row measured in the same run (default: the configured "
                     "default)")
+    ap.add_argument("--universe-sample", type=int, default=None,
+                    help="cross rows: train each window on a random subset of this many assets (flat rows ignore it)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encoder is None:
@@ -212,7 +217,8 @@ def main() -> None:
         ap.error("--steps and --repeats must be at least 1, --warmup at least 0")
     if args.child:
         result = run_one(args.child, args.steps, args.warmup, args.device, args.microbatch_windows, args.gradient_checkpointing,
-                         args.compile, args.dtype, args.encoder[0], args.architecture[0])
+                         args.compile, args.dtype, args.encoder[0], args.architecture[0],
+                         args.universe_sample if args.architecture[0] == "cross" else None)
         print(json.dumps(result))
         return
 
@@ -240,6 +246,8 @@ def main() -> None:
                    "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]
+            if args.universe_sample:
+                cmd += ["--universe-sample", str(args.universe_sample)]
             if args.gradient_checkpointing:
                 cmd.append("--gradient-checkpointing")
             runs = []

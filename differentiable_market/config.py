@@ -160,6 +160,9 @@ class TrainConfig:
     rollout_groups: int = 4  # Dirichlet rollouts per window (the GRPO group)
     epochs: int = 600  # optimizer steps
     microbatch_windows: int | None = None  # windows per forward/backward; gradients accumulate to batch_windows
+    # cross only: each training window trades a random subset of this many assets (augmentation; the per-step cost
+    # no longer grows with the universe). None: every asset. Validation and backtests always use the whole universe.
+    universe_sample: int | None = None
     lr: float = 2e-3  # AdamW learning rate
     muon_lr: float = 2e-3  # Muon learning rate (hidden matrices; RMS-matched to AdamW)
     weight_decay: float = 0.1  # decoupled weight decay of AdamW (matrices only) and Muon
@@ -203,6 +206,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.microbatch_windows ({mb}) must divide train.batch_windows ({self.batch_windows})."
             )
+        if self.universe_sample is not None and self.universe_sample < 2:
+            raise ConfigError(f"train.universe_sample must be >= 2 assets, got {self.universe_sample}.")
         if self.updates_per_batch < 1:
             raise ConfigError(f"train.updates_per_batch must be >= 1, got {self.updates_per_batch}.")
         if self.eval_interval < 1 or self.log_interval < 1:
@@ -223,6 +228,12 @@ class ExperimentConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.train.universe_sample is not None and self.policy.architecture != "cross":
+            raise ConfigError(f"train.universe_sample ({self.train.universe_sample}) needs policy.architecture "
+                              f"'cross': the {self.policy.architecture} policy is sized by the whole universe. Drop "
+                              "--universe-sample or pass --architecture cross.")
 
     @property
     def embargo_bars(self) -> int:

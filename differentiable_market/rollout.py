@@ -51,7 +51,7 @@ def generate_paths(
     place. The arithmetic is ``policy.concentrations``, which re-scores these paths.
     """
     b, t_len = state_proj.shape[:2]
-    n_out = policy.n_out
+    n_out = observed.shape[-1]  # a cross-sectional policy may be run on any number of assets
     n_rows = n_samples + int(with_mean)
     device = state_proj.device
     obs_tba = observed.transpose(0, 1).contiguous()

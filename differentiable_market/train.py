@@ -67,6 +67,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "rollout_groups": ("train", "rollout_groups"),
     "epochs": ("train", "epochs"),
     "microbatch_windows": ("train", "microbatch_windows"),
+    "universe_sample": ("train", "universe_sample"),
     "lr": ("train", "lr"),
     "muon_lr": ("train", "muon_lr"),
     "weight_decay": ("train", "weight_decay"),
@@ -154,6 +155,9 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help=f"optimizer steps (default: {t.epochs})")
     g.add_argument("--microbatch-windows", type=int, help="windows per forward/backward; gradients accumulate so the "
                    "effective batch stays --batch-windows (default: all at once)")
+    g.add_argument("--universe-sample", type=int, help="cross only: each training window trades a random subset of "
+                   "this many assets, so a step costs the same whatever the universe size (validation and "
+                   "backtests use every asset) (default: all)")
     g.add_argument("--lr", type=float, help=f"AdamW learning rate (default: {t.lr})")
     g.add_argument("--muon-lr", type=float, help=f"Muon learning rate, RMS-matched to AdamW (default: {t.muon_lr})")
     g.add_argument("--weight-decay", type=float, help=f"decoupled weight decay of AdamW (matrices) and Muon; the "

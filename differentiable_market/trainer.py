@@ -206,7 +206,7 @@ class GRPOLoss:
         paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator)
         sampled = paths.weights[:, :groups]
         with torch.no_grad():
-            initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
+            initial = initial_holdings(growth.shape[-1], policy.include_cash, features.device)
             rewards, _ = env_objective(sampled, growth[:, None], initial, cfg.env, smooth=False)  # [B, G]
             std = rewards.std(dim=1, keepdim=True)
             advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
@@ -225,7 +225,7 @@ class GRPOLoss:
         policy = self.policy
         if state_proj is None:
             state_proj = policy.state_projection(policy.encode(ro.features, autocast_dtype))
-        initial = initial_holdings(policy.n_out, policy.include_cash, ro.features.device)
+        initial = initial_holdings(ro.growth.shape[-1], policy.include_cash, ro.features.device)
         loss, pg, kl, entropy, pathwise, logp = self.scoring(
             state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, ro.growth, initial
         )
@@ -341,7 +341,18 @@ class Trainer:
             self._first_start, self._last_start + 1, (self.cfg.train.batch_windows,), generator=self.sampler
         ).to(self.device)
         idx = starts[:, None] + self._offsets
-        return self.tensors.features[idx], self.tensors.growth[idx], self.tensors.observed[idx]
+        features, growth, observed = self.tensors.features[idx], self.tensors.growth[idx], self.tensors.observed[idx]
+        k = self.cfg.train.universe_sample
+        n_assets = features.shape[2]
+        if k is None or k >= n_assets:
+            return features, growth, observed
+        # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
+        pick = torch.rand(len(starts), n_assets, generator=self.sampler).argsort(-1)[:, :k].sort(-1).values
+        pick = pick.to(self.device)
+        cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if growth.shape[-1] > n_assets else pick
+        rows = torch.arange(len(starts), device=self.device)[:, None, None]
+        bars = torch.arange(idx.shape[1], device=self.device)[None, :, None]
+        return features[rows, bars, pick[:, None]], growth[rows, bars, cols[:, None]], observed[rows, bars, cols[:, None]]
 
     def step(self) -> torch.Tensor | None:
         """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over

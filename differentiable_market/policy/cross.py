@@ -65,7 +65,9 @@ class AttentionMixing(nn.Module):
 class CrossSectionalPolicy(nn.Module):
     """Maps features [B, T, A, F] and held weights [..., T, A_out] to Dirichlet concentrations [..., T, A_out].
 
-    ``n_assets`` only sets the output layout (and the held-weight scale); the weights fit any asset count.
+    ``n_assets`` is the universe it is built for (the output layout of evaluation and backtests); the weights fit
+    any asset count, and every method takes the count from its inputs, so training may feed windows of a random
+    subset of the universe (``TrainConfig.universe_sample``).
     """
 
     def __init__(self, cfg: PolicyConfig, n_assets: int, n_features: int, include_cash: bool) -> None:
@@ -96,9 +98,8 @@ class CrossSectionalPolicy(nn.Module):
     def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         """Token states [B, T, A_out, H] (float32) from features [B, T, A, F]; bar t uses bars <= t only."""
         b, t, a, f = features.shape
-        if a != self.n_assets or f != self.n_features:
-            raise ValueError(f"features have {a} assets x {f} features; this policy was built for "
-                             f"{self.n_assets} x {self.n_features}")
+        if f != self.n_features:
+            raise ValueError(f"features have {f} columns; this policy was built for {self.n_features}")
         x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
@@ -121,7 +122,7 @@ class CrossSectionalPolicy(nn.Module):
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K] and the
         held weights [..., T, A_out] (broadcastable)."""
-        held_rel = held[..., None] * self.n_out  # equal weight reads 1 whatever the asset count
+        held_rel = held[..., None] * held.shape[-1]  # equal weight reads 1 whatever the asset count
         args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
                 self.cfg.alpha_max)
         if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:

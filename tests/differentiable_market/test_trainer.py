@@ -1,3 +1,4 @@
+import dataclasses
 
 import numpy as np
 import pytest
@@ -233,3 +234,37 @@ def test_training_state_round_trip_includes_the_non_finite_streak():
     other = _trainer(market, _cfg())
     other.load_training_state(tr.policy.state_dict(), tr.training_state(), tr.step_count, None)
     assert (other.nonfinite_run, other.nonfinite_total, other.step_count) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("include_cash", [False, True])
+def test_universe_sample_gives_each_window_its_own_assets_with_matching_features_and_growth(include_cash):
+    market = random_walk_market(400, 6, seed=2)
+    cfg = _cfg(architecture="cross", universe_sample=3)
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, include_cash=include_cash))
+    tr = _trainer(market, cfg)
+    features, growth, observed = tr.sample_windows()
+    assert features.shape[2] == 3 and growth.shape[-1] == observed.shape[-1] == 3 + include_cash
+    full_f, full_g = tr.tensors.features, tr.tensors.growth
+    picked = set()
+    for b in range(features.shape[0]):
+        # locate the window in time and its assets by their (distinct) feature columns
+        start = next(s for s in range(full_f.shape[0] - features.shape[1] + 1)
+                     if any(torch.equal(full_f[s:s + features.shape[1], j], features[b, :, 0]) for j in range(6)))
+        cols = [next(j for j in range(6) if torch.equal(full_f[start:start + features.shape[1], j], features[b, :, i]))
+                for i in range(3)]
+        assert cols == sorted(cols)
+        picked.add(tuple(cols))
+        window_g = full_g[start:start + features.shape[1]]
+        torch.testing.assert_close(growth[b, :, :3], window_g[:, cols], rtol=0, atol=0)
+        if include_cash:
+            torch.testing.assert_close(growth[b, :, 3], window_g[:, -1], rtol=0, atol=0)
+    assert len(picked) > 1  # windows draw different subsets
+    stats = tr.step()
+    assert stats is not None and bool(torch.isfinite(stats).all())
+
+
+def test_universe_sample_needs_the_cross_sectional_policy():
+    from differentiable_market.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--architecture cross"):
+        _cfg(universe_sample=3)
