@@ -49,51 +49,109 @@ def warmup_bars(cfg: FeatureConfig) -> int:
     return max(first_valid_bars(cfg))
 
 
-def _trailing_sum(x: np.ndarray, n: int) -> np.ndarray:
-    """sum of x[t-n+1..t] along axis 0 (rows before 0 count as 0); a prefix sum, so row t sees rows <= t only."""
-    cs = np.cumsum(x, axis=0)
-    out = cs.copy()
-    out[n:] -= cs[:-n]
-    return out
+class _TrailingSum:
+    """sum of x[t-n+1..t] along axis 0 (rows before bar 0 count as 0), fed consecutive row blocks of x.
+
+    A running prefix sum carried from block to block, so row t sees rows <= t only and every value is bit for bit the
+    one a prefix sum over all rows at once gives (the same additions in the same order).
+    """
+
+    def __init__(self, n: int, n_assets: int) -> None:
+        self.n = n
+        self.seen = 0  # rows fed so far
+        self.tail = np.zeros((0, n_assets))  # prefix sums of the last (up to) n rows fed
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The trailing sums of the next block of rows ``x`` [rows, A] (overwritten with its prefix sums)."""
+        n, rows, tail = self.n, len(x), self.tail
+        if len(tail):
+            x[0] += tail[-1]
+        cs = np.cumsum(x, axis=0, out=x)
+        out = cs.copy()
+        # Row i (bar seen + i) subtracts the prefix sum of bar seen + i - n, if that bar exists: from the tail while
+        # i < n, from this block after.
+        first, mid = max(0, n - self.seen), min(n, rows)
+        if first < mid:
+            out[first:mid] -= tail[len(tail) + first - n : len(tail) + mid - n]
+        if rows > n:
+            out[n:] -= cs[: rows - n]
+        self.tail = np.concatenate([tail, cs[-n:]])[-n:]
+        self.seen += rows
+        return out
+
+
+def _block_rows(n_assets: int) -> int:
+    """Rows per block: a [rows, A] float64 block of about 1 MB, so a block's few passes stay in cache."""
+    return max(256, (1 << 20) // (8 * max(n_assets, 1)))
+
+
+def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """The features of bars [0, stop) (default: all), one block of consecutive bars at a time: (first bar, float64
+    [rows, A] per feature in ``feature_names`` order). Bars before ``first_valid_bars`` hold partial-window values;
+    callers set them to 0.
+
+    Blocks keep the peak memory at the caller's output plus a few blocks, instead of a few [T, A] arrays, and each
+    block's passes in cache. The values equal those of computing every bar at once, bit for bit: each block also
+    reads the ``max(return_windows)`` bars before it (the past), and the trailing sums carry their prefix sums.
+    """
+    m = market
+    stop = m.n_bars if stop is None else stop
+    rows = _block_rows(m.n_assets)
+    halo = max(*cfg.return_windows, 1)
+    sums = (_TrailingSum(cfg.volatility_window, m.n_assets), _TrailingSum(cfg.volatility_window, m.n_assets))
+    for t0 in range(0, stop, rows):
+        a, t1 = max(t0 - halo, 0), min(t0 + rows, stop)
+        yield t0, list(_columns(m.open[a:t1], m.high[a:t1], m.low[a:t1], m.close[a:t1], m.volume[a:t1], cfg,
+                                t0 - a, sums))
+
+
+def _columns(
+    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, cfg: FeatureConfig, skip: int,
+    sums: tuple[_TrailingSum, _TrailingSum],
+) -> Iterator[np.ndarray]:
+    """The features of the bars from row ``skip`` on of [rows, A] price and volume arrays, one float64 column at a
+    time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)`` of them, or all bars
+    from bar 0); ``sums`` are the trailing sums of the volatility and the volume feature, fed in bar order.
+    """
+    log_c = np.log(c)
+    n = cfg.volatility_window
+    for w in cfg.return_windows:
+        r = np.zeros_like(log_c)
+        np.subtract(log_c[w:], log_c[:-w], out=r[w:])
+        yield r[skip:]
+    r1 = np.zeros_like(log_c)
+    np.subtract(log_c[1:], log_c[:-1], out=r1[1:])
+    r1 = r1[skip:]
+    vol = sums[0](r1 * r1)
+    np.maximum(vol, 0.0, out=vol)
+    vol /= n
+    yield np.sqrt(vol, out=vol)
+    log_o = np.log(o[skip:])
+    yield np.log(h[skip:]) - np.log(lo[skip:])
+    log_c, prev_log_c = log_c[skip:], log_c[skip - 1 : len(log_c) - 1] if skip else None
+    yield log_c - log_o
+    gap = np.zeros_like(log_o)
+    if prev_log_c is None:
+        np.subtract(log_o[1:], log_c[:-1], out=gap[1:])
+    else:
+        np.subtract(log_o, prev_log_c, out=gap)
+    yield gap
+    log_v = np.log1p(v[skip:])
+    mean_v = sums[1](log_v.copy())
+    mean_v /= n
+    yield np.subtract(log_v, mean_v, out=log_v)
 
 
 def raw_features(market: MarketData, cfg: FeatureConfig) -> np.ndarray:
     """Unnormalised features, float64 [T, A, F] in the order of ``feature_names(cfg)``; early bars are 0."""
     m = market
     out = np.empty((m.n_bars, m.n_assets, len(feature_names(cfg))))
-    columns = _columns(m.open, m.high, m.low, m.close, m.volume, cfg)
-    for f, (col, start) in enumerate(zip(columns, first_valid_bars(cfg))):
-        col[:start] = 0.0
-        out[..., f] = col
+    starts = first_valid_bars(cfg)
+    for t0, columns in _blocks(m, cfg):
+        for f, col in enumerate(columns):
+            col[: max(starts[f] - t0, 0)] = 0.0
+            out[t0 : t0 + len(col), :, f] = col
     return out
-
-
-def _columns(
-    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, cfg: FeatureConfig
-) -> Iterator[np.ndarray]:
-    """The features of [T, A] price and volume arrays, one float64 [T, A] column at a time.
-
-    Bars before ``first_valid_bars`` hold partial-window values; callers set them to 0. One column at a time keeps
-    the peak memory at a few [T, A] arrays beside the caller's output.
-    """
-    log_c = np.log(c)
-    n = cfg.volatility_window
-    for w in cfg.return_windows:
-        r = np.zeros_like(log_c)
-        r[w:] = log_c[w:] - log_c[:-w]
-        yield r
-    r1 = np.zeros_like(log_c)
-    r1[1:] = np.diff(log_c, axis=0)
-    yield np.sqrt(np.maximum(_trailing_sum(r1 * r1, n), 0.0) / n)
-    del r1
-    log_o = np.log(o)
-    yield np.log(h) - np.log(lo)
-    yield log_c - log_o
-    gap = np.zeros_like(log_c)
-    gap[1:] = log_o[1:] - log_c[:-1]
-    yield gap
-    log_v = np.log1p(v)
-    yield log_v - _trailing_sum(log_v, n) / n
 
 
 @dataclass(frozen=True)
@@ -164,14 +222,25 @@ def fit_feature_spec(market: MarketData, cfg: FeatureConfig, train_end: int) -> 
             f"the training split has {train_end} bars, too few to fit the feature normaliser after the "
             f"{max(starts)}-bar feature warm-up. Use more data or shorter feature windows."
         )
-    m, k = market, train_end  # only the training bars go in, so later data cannot reach the normaliser
-    columns = _columns(m.open[:k], m.high[:k], m.low[:k], m.close[:k], m.volume[:k], cfg)
+    k = train_end  # only the training bars go in, so later data cannot reach the normaliser
     real = ~market.filled[:k]
+    # Per feature, its values on the real (not forward-filled) training bars whose window is complete, in bar-major
+    # order: the one array numpy's mean and std then run over.
+    counts = [int(real[start:].sum()) for start in starts]
+    use_all = [count == 0 for count in counts]  # every bar filled: nothing else to learn the scale from
+    values = [np.empty(real[start:].size if every else count) for start, count, every in zip(starts, counts, use_all)]
+    filled_to = [0] * len(names)
+    for t0, columns in _blocks(market, cfg, stop=k):
+        for f, col in enumerate(columns):
+            skip = max(starts[f] - t0, 0)
+            if skip >= len(col):
+                continue
+            rows = col[skip:]
+            x = rows.reshape(-1) if use_all[f] else rows[real[t0 + skip : t0 + len(col)]]
+            values[f][filled_to[f] : filled_to[f] + x.size] = x
+            filled_to[f] += x.size
     means, stds = [], []
-    for col, start in zip(columns, starts):
-        x = col[start:][real[start:]]
-        if x.size == 0:  # every bar filled: nothing to learn the scale from
-            x = col[start:].reshape(-1)
+    for x in values:
         std = float(x.std())
         means.append(float(x.mean()))
         stds.append(std if std > _STD_FLOOR else 1.0)
@@ -185,11 +254,12 @@ def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
     """
     m = market
     out = np.empty((m.n_bars, m.n_assets, spec.n_features), dtype=np.float32)
-    columns = _columns(m.open, m.high, m.low, m.close, m.volume, spec.config)
-    for f, (col, start) in enumerate(zip(columns, first_valid_bars(spec.config))):
-        col -= spec.mean[f]
-        col /= spec.std[f]
-        np.clip(col, -spec.clip, spec.clip, out=col)
-        col[:start] = 0.0
-        out[..., f] = col
+    starts = first_valid_bars(spec.config)
+    for t0, columns in _blocks(m, spec.config):
+        for f, col in enumerate(columns):
+            col -= spec.mean[f]
+            col /= spec.std[f]
+            np.clip(col, -spec.clip, spec.clip, out=col)
+            col[: max(starts[f] - t0, 0)] = 0.0
+            out[t0 : t0 + len(col), :, f] = col
     return out

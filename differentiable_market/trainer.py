@@ -57,7 +57,8 @@ def prepare_market(
     splits = make_splits(market.n_bars, cfg.data, cfg.train.lookback)
     if feature_spec is None:
         feature_spec = fit_feature_spec(market, cfg.features, splits.train[1])
-    features = torch.tensor(compute_features(market, feature_spec), dtype=torch.float32, device=device)
+    # from_numpy shares the float32 array instead of copying it (1.2-1.6 GB at 100 assets x 500k bars)
+    features = torch.from_numpy(compute_features(market, feature_spec)).to(device)
     prices = (torch.tensor(market.open), torch.tensor(market.close), cfg.env.execution, cfg.env.include_cash)
     growth = decision_growth(*prices).to(device=device, dtype=torch.float32)
     observed = observed_growth(*prices).to(device=device, dtype=torch.float32)

@@ -29,7 +29,9 @@ volatility) may use bars before the window: they are in the past, not look-ahead
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -191,10 +193,12 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
 
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,
                      symbols: tuple[str, ...], options: BacktestOptions
-                     ) -> tuple[list[tuple[str, str, StrategyKind, torch.Tensor]], np.ndarray]:
+                     ) -> tuple[Iterator[tuple[str, str, StrategyKind, torch.Tensor]], np.ndarray]:
     """(name, label, kind, weights [W, L, A (+1)]) of every baseline, and the hindsight asset index per window.
 
-    With ``include_cash`` the list also holds the two baselines that hold cash (``equal_weight_cash``,
+    The baselines come from an iterator that builds each single-asset weight tensor only when it is reached, so a
+    caller that accounts each one and lets it go holds one at a time (A of them at once took 4.5 GB at 100 assets
+    on minute bars). With ``include_cash`` it also yields the two baselines that hold cash (``equal_weight_cash``,
     ``vol_target``)."""
     shape = tuple(bars_wl.shape)
     n = len(symbols)
@@ -217,10 +221,10 @@ def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: 
          baselines.inverse_volatility(close_ta, bars_wl, include_cash, options.vol_lookback)),
         *with_cash,
     ]
-    out += [(f"hold:{s}", f"Hold {s}", "single", baselines.single_asset(i, shape, n, include_cash))
-            for i, s in enumerate(symbols)]
-    out.append(("best_single_hindsight", "Best single asset IN HINDSIGHT (not tradeable)", "hindsight", best_w))
-    return out, best.cpu().numpy()
+    holds = ((f"hold:{s}", f"Hold {s}", "single", baselines.single_asset(i, shape, n, include_cash))
+             for i, s in enumerate(symbols))
+    hindsight = [("best_single_hindsight", "Best single asset IN HINDSIGHT (not tradeable)", "hindsight", best_w)]
+    return itertools.chain(out, holds, hindsight), best.cpu().numpy()
 
 
 @dataclass

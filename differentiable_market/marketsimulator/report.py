@@ -38,8 +38,9 @@ import datetime as dt
 import html
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -216,24 +217,29 @@ def windows_dict(result: BacktestResult) -> dict[str, Any]:
     return {"format": REPORT_FORMAT + ".windows", "format_version": REPORT_VERSION, "windows": rows}
 
 
-def _write_trades(result: BacktestResult, fh: IO[bytes]) -> None:
+def trades_lines(result: BacktestResult) -> Iterator[bytes]:
+    """The lines of trades.jsonl (UTF-8, newline-terminated), one policy bar at a time, in window order.
+
+    A generator, so the file streams to disk: ``write_report`` writes each line as it is made, and the memory used is
+    one row's, whatever the number of bars (the per-bar arrays it reads are the result's own).
+    """
     p = result.policy
     assert p.weights is not None
     names = list(result.symbols) + (["CASH"] if result.effective["include_cash"] else [])
-    wealth = np.exp(np.cumsum(p.log_growth, axis=-1))
     for k in range(result.plan.n_windows):
+        wealth = np.exp(np.cumsum(p.log_growth[k]))
         for j in range(result.plan.length):
             row = {
                 "window": k,
                 "step": j,
                 "timestamp": iso(result.timestamps[result.plan.decision_bars[k, j]]),
-                "weights": {n: float(x) for n, x in zip(names, p.weights[k, j])},
+                "weights": dict(zip(names, p.weights[k, j].tolist())),
                 "turnover": float(p.turnover[k, j]),
                 "fee": float(p.cost[k, j]),
                 "log_growth": float(p.log_growth[k, j]),
-                "wealth": float(wealth[k, j]),
+                "wealth": float(wealth[j]),
             }
-            fh.write((json.dumps(row, allow_nan=False) + "\n").encode("utf-8"))
+            yield (json.dumps(row, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _shown(result: BacktestResult) -> list[str]:
@@ -546,7 +552,7 @@ def write_report(result: BacktestResult, report_dir: str | Path) -> Path:
     atomic_write_json(out / "report.json", report)
     atomic_write_json(out / "windows.json", windows_dict(result))
     if result.options.trades:
-        atomic_write(out / "trades.jsonl", lambda fh: _write_trades(result, fh))
+        atomic_write(out / "trades.jsonl", lambda fh: fh.writelines(trades_lines(result)))  # streamed
     atomic_write_text(out / "returns.csv", returns_csv(result))
     equity, weights = equity_png(result), weights_png(result)
     atomic_write_bytes(out / "equity.png", equity)

@@ -328,6 +328,39 @@ def test_calendar_trims_to_common_range_without_backfill(synthetic_ohlc, write_o
     assert "S01: 1 bar(s) outside the common calendar not used" in m.notes  # bar 29
 
 
+def test_late_listing_and_early_delisting_cut_the_calendar_to_the_shared_span(synthetic_ohlc, write_ohlc_csvs) -> None:
+    ref = synthetic_ohlc(30, 3, seed=12)
+    folder = write_ohlc_csvs(ref)
+    _drop_rows(folder, "S00", [10])  # the longest file inside the shared span lacks a bar the others have
+    _drop_rows(folder, "S01", [*range(6), 12])  # lists at bar 6
+    _drop_rows(folder, "S02", [14, *range(25, 30)])  # delists after bar 24
+    m = _load(folder)
+    # All three kept; the calendar is the union of their bars from the latest listing to the earliest delisting.
+    assert m.symbols == ("S00", "S01", "S02") and m.dropped == ()
+    np.testing.assert_array_equal(m.timestamps, ref.timestamps[6:25])
+    expected = np.zeros((19, 3), dtype=bool)
+    expected[10 - 6, 0] = expected[12 - 6, 1] = expected[14 - 6, 2] = True
+    np.testing.assert_array_equal(m.filled, expected)
+    for j, t in ((0, 10), (1, 12), (2, 14)):
+        assert m.open[t - 6, j] == m.high[t - 6, j] == m.low[t - 6, j] == m.close[t - 6, j] == ref.close[t - 1, j]
+        assert m.volume[t - 6, j] == 0.0
+    real = ~expected
+    for field in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(m, field)[real], getattr(ref, field)[6:25][real])
+    assert "calendar: 19 bars 2020-01-07..2020-01-25 (starts at S01's first bar, ends at S02's last bar)" in m.notes
+    assert "S00: 11 bar(s) outside the common calendar not used" in m.notes  # bars 0-5 and 25-29
+    assert "S01: 5 bar(s) outside the common calendar not used" in m.notes  # bars 25-29
+    assert "S02: 6 bar(s) outside the common calendar not used" in m.notes  # bars 0-5
+
+
+def test_fingerprint_hashes_the_price_bytes(synthetic_ohlc) -> None:
+    import hashlib
+
+    m = synthetic_ohlc(40, 3, seed=13)
+    expected = hashlib.sha256(b"".join(a.astype("<f8").tobytes() for a in (m.open, m.high, m.low, m.close)))
+    assert m.fingerprint()["ohlc_sha256"] == expected.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------------ MarketData
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from differentiable_market import features as features_module
 from differentiable_market.config import FeatureConfig
 from differentiable_market.data import MarketData
 from differentiable_market.errors import ConfigError, DataError
@@ -157,3 +158,21 @@ def test_sample_features_are_sane(sample_market: MarketData) -> None:
     assert np.isfinite(feats).all()
     assert spec.std[spec.names.index("log_return_1")] == pytest.approx(0.02, rel=0.3)  # ~2% daily for these stocks
     assert (np.abs(feats) >= spec.clip).mean() < 1e-3  # clipping is a guard, not a routine event
+
+
+@pytest.mark.parametrize("cfg", [CFG, FeatureConfig(return_windows=(2, 30), volatility_window=7)])
+def test_blocks_of_bars_give_the_whole_array_values_bit_for_bit(synthetic_ohlc, monkeypatch, cfg) -> None:
+    # Features are computed a block of bars at a time (features._block_rows); every block size, including blocks
+    # shorter than the feature windows, must give what one block over all bars gives, to the last bit.
+    m = synthetic_ohlc(157, 3, seed=7)
+    filled = np.zeros((157, 3), dtype=bool)
+    filled[40:43, 1] = filled[90, 2] = True  # the normaliser leaves forward-filled bars out
+    m = MarketData.from_arrays(m.symbols, m.timestamps, m.open, m.high, m.low, m.close, m.volume, filled=filled)
+    monkeypatch.setattr(features_module, "_block_rows", lambda n_assets: 10**9)
+    raw, spec = raw_features(m, cfg), fit_feature_spec(m, cfg, 120)
+    feats = compute_features(m, spec)
+    for rows in (1, 2, 6, 7, 29, 30, 31, 64, 156):
+        monkeypatch.setattr(features_module, "_block_rows", lambda n_assets, rows=rows: rows)
+        np.testing.assert_array_equal(raw_features(m, cfg), raw)
+        assert fit_feature_spec(m, cfg, 120) == spec
+        np.testing.assert_array_equal(compute_features(m, spec), feats)

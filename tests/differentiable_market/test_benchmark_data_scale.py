@@ -1,0 +1,69 @@
+"""benchmarks/data_scale.py at a tiny size: the data set it writes is what it claims, and its chain measures the
+package's own loader, features and tensors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "data_scale.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("data_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_written_data_and_what_the_loader_keeps(script, tmp_path: Path) -> None:
+    spec = script.DataSpec(assets=10, bars=4_000, seed=3, missing_rate=0.01, late_share=0.3, late_window=0.2,
+                           delist_share=0.1, delist_window=0.05)
+    manifest = script.write_dataset(spec, tmp_path)
+    plan = {p["symbol"]: p for p in manifest["plan"]}
+    early = next(s for s, p in plan.items() if p["outage"] == 1_200)
+    late = next(s for s, p in plan.items() if p["outage"] == 3_720)
+    rows = 0
+    for sym, p in plan.items():
+        frame = pd.read_parquet(tmp_path / f"{sym}.parquet")
+        rows += len(frame)
+        bars = (frame["timestamp"].astype("int64").to_numpy() - script.START.astype(np.int64)) // script.MINUTE_NS
+        assert (bars[0], bars[-1]) == (p["first"], p["last"])  # listed and delisted where the plan says
+        gaps = np.diff(bars) - 1
+        assert gaps.max() == (script.OUTAGE_BARS if sym in (early, late) else 3)  # no missing run over 3 bars
+        assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
+        assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
+    assert rows == manifest["rows"]
+    assert sum(p["first"] > 0 for p in plan.values()) == 3 and sum(p["last"] < 3_999 for p in plan.values()) == 1
+
+    meter, info = script.run_chain(tmp_path, lookback=16)
+    expected = script.expected_survivors(spec, manifest["plan"])
+    # Every asset but the one with an outage in the training split is kept, on the span all of them are listed.
+    assert info["assets_kept"] == 9 and info["dropped"] == [early] and info["late_gaps"] == [late]
+    assert info["bars_kept"] == expected["calendar_bars"] == expected["calendar_last_bar"] - expected[
+        "calendar_first_bar"] + 1
+    assert info["features_shape"] == [expected["calendar_bars"], 9, 8]
+    assert meter.records["read"].calls == 10 and meter.records["align"].calls == 1
+    for name in ("read", "align", "fingerprint", "prepare_market", "fit normaliser", "features", "chain"):
+        r = meter.records[name]
+        assert r.wall_s > 0 and r.peak_rss >= max(r.start_rss, r.end_rss) > 0
+    assert meter.records["chain"].peak_rss == max(r.peak_rss for r in meter.records.values())
+
+
+def test_the_chain_leaves_the_package_functions_unwrapped(script, tmp_path: Path) -> None:
+    from differentiable_market import data, trainer
+
+    before = (data._read_series, data._align, trainer.fit_feature_spec, trainer.compute_features)
+    script.write_dataset(script.DataSpec(3, 2_000, 0, 0.0, 0.0, 0.2, 0.0, 0.05), tmp_path)
+    script.run_chain(tmp_path, lookback=16)
+    assert (data._read_series, data._align, trainer.fit_feature_spec, trainer.compute_features) == before

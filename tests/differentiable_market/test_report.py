@@ -1,0 +1,79 @@
+"""Backtest outputs that do not need a trained checkpoint (differentiable_market.marketsimulator.report).
+
+The end-to-end report (every file, from a real backtest) is tested in test_backtester.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import tracemalloc
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from differentiable_market.atomic import atomic_write
+from differentiable_market.marketsimulator.report import trades_lines
+
+
+def _result(n_windows: int, length: int, n_assets: int, include_cash: bool, seed: int = 0) -> SimpleNamespace:
+    """What ``trades_lines`` reads of a BacktestResult: the policy's per-bar arrays, symbols, plan and timestamps."""
+    rng = np.random.default_rng(seed)
+    n_out = n_assets + int(include_cash)
+    weights = rng.dirichlet(np.ones(n_out), size=(n_windows, length))
+    starts = np.arange(n_windows) * length
+    policy = SimpleNamespace(
+        weights=weights,
+        turnover=rng.uniform(0, 2, (n_windows, length)),
+        cost=rng.uniform(0, 1e-3, (n_windows, length)),
+        log_growth=rng.normal(0, 0.01, (n_windows, length)),
+    )
+    return SimpleNamespace(
+        policy=policy,
+        symbols=tuple(f"S{i}" for i in range(n_assets)),
+        effective={"include_cash": include_cash},
+        plan=SimpleNamespace(n_windows=n_windows, length=length, decision_bars=starts[:, None] + np.arange(length)),
+        timestamps=np.datetime64("2024-01-01T09:30", "ns") + np.arange(n_windows * length) * np.timedelta64(1, "m"),
+    )
+
+
+def test_trades_rows_hold_every_policy_bar_with_exact_values() -> None:
+    result = _result(n_windows=2, length=3, n_assets=2, include_cash=True)
+    rows = [json.loads(line) for line in trades_lines(result)]
+    p = result.policy
+    assert [(r["window"], r["step"]) for r in rows] == [(k, j) for k in range(2) for j in range(3)]
+    assert rows[0]["timestamp"] == "2024-01-01T09:30:00Z" and rows[4]["timestamp"] == "2024-01-01T09:34:00Z"
+    for r in rows:
+        k, j = r["window"], r["step"]
+        assert r["weights"] == {"S0": p.weights[k, j, 0], "S1": p.weights[k, j, 1], "CASH": p.weights[k, j, 2]}
+        assert (r["turnover"], r["fee"], r["log_growth"]) == (p.turnover[k, j], p.cost[k, j], p.log_growth[k, j])
+        assert r["wealth"] == pytest.approx(np.exp(p.log_growth[k, : j + 1].sum()), rel=1e-12)  # from 1 per window
+
+
+def test_trades_lines_are_made_one_at_a_time() -> None:
+    result = _result(n_windows=1, length=4, n_assets=2, include_cash=False)
+    result.policy.log_growth[0, 3] = np.nan  # a row that cannot be written (JSON has no NaN), made only when reached
+    lines = trades_lines(result)
+    assert inspect.isgenerator(lines)
+    assert [json.loads(next(lines))["step"] for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        next(lines)
+
+
+def test_trades_jsonl_streams_to_disk_in_constant_memory(tmp_path: Path) -> None:
+    # 8,000 bars x 20 assets: a file of about 4 MB, written while Python holds about one row at a time.
+    result = _result(n_windows=2, length=4_000, n_assets=20, include_cash=True)
+    path = tmp_path / "trades.jsonl"
+    tracemalloc.start()
+    try:
+        atomic_write(path, lambda fh: fh.writelines(trades_lines(result)))  # as write_report does
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = path.stat().st_size
+    assert size > 3e6
+    assert peak < 2e5, f"writing {size / 1e6:.1f} MB of trades held {peak / 1e6:.2f} MB at once"
+    with open(path, encoding="utf-8") as fh:
+        assert sum(1 for _ in fh) == 8_000
