@@ -416,6 +416,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.train_steps == 1 or args.train_steps < 0:
         ap.error("--train-steps must be 0 (no training) or at least 2 (the time per step is taken after step 1)")
+    fixed = {"--save-dir", "--data-root", "--data-glob", "--epochs", "--eval-interval", "--log-interval"}
+    clash = sorted(fixed & {a.split("=")[0] for a in args.train_args.split()})
+    if clash:
+        ap.error(f"--train-args cannot set {', '.join(clash)}: the benchmark sets them and reads the run it makes")
     spec = DataSpec(args.assets, args.bars, args.seed, args.missing_rate, args.late_share, args.late_window,
                     args.delist_share, args.delist_window)
 
