@@ -58,6 +58,26 @@ def train_and_validate(market, cfg: ExperimentConfig, eval_every: int) -> dict:
     }
 
 
+def summary(results: list[dict], markets: list[str], names: list[str], key: str) -> None:
+    """Per market and ``key`` value (encoder, policy...): mean and range over seeds of the validation figures."""
+    print(f"\n{'market':<9}{key:<17}{'final val excess':>20}{'final t':>16}{'best-ckpt t':>16}"
+          f"{'gap bps/bar':>20}{'ms/step':>9}")
+    for market_name in markets:
+        for name in names:
+            rows = [r for r in results if r["market"] == market_name and r[key] == name]
+            if not rows:
+                continue
+            ex = [r["final_excess"] for r in rows]
+            ts = [r["final_t"] for r in rows]
+            bt = [r["best_t"] for r in rows]
+            gap = [r["train_bps_per_bar"] - r["val_bps_per_bar"] for r in rows]
+            ms = statistics.median(r["ms_per_step"] for r in rows)
+            print(f"{market_name:<9}{name:<17}{statistics.mean(ex):>+8.3f} ({min(ex):+.2f}..{max(ex):+.2f})"
+                  f"{statistics.mean(ts):>+6.2f} ({min(ts):+.1f}..{max(ts):+.1f})"
+                  f"{statistics.mean(bt):>+6.2f} ({min(bt):+.1f}..{max(bt):+.1f})"
+                  f"{statistics.mean(gap):>+8.2f} ({min(gap):+.1f}..{max(gap):+.1f}){ms:>9.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -88,20 +108,7 @@ def main() -> None:
                        **train_and_validate(market, cfg, eval_every), "seconds": time.perf_counter() - t0}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    print(f"\n{'market':<9}{'encoder':<8}{'final val excess':>18}{'final t':>14}{'best-ckpt t':>14}"
-          f"{'gap bps/bar':>13}{'ms/step':>9}")
-    for market_name in args.markets:
-        for encoder in args.encoders:
-            rows = [r for r in results if r["market"] == market_name and r["encoder"] == encoder]
-            ex = [r["final_excess"] for r in rows]
-            ts = [r["final_t"] for r in rows]
-            bt = [r["best_t"] for r in rows]
-            gap = [r["train_bps_per_bar"] - r["val_bps_per_bar"] for r in rows]
-            ms = statistics.median(r["ms_per_step"] for r in rows)
-            print(f"{market_name:<9}{encoder:<8}{statistics.mean(ex):>+10.3f} ({min(ex):+.2f}..{max(ex):+.2f})"
-                  f"{statistics.mean(ts):>+6.2f} ({min(ts):+.1f}..{max(ts):+.1f})"
-                  f"{statistics.mean(bt):>+6.2f} ({min(bt):+.1f}..{max(bt):+.1f}){statistics.mean(gap):>+9.3f}"
-                  f"{ms:>9.0f}")
+    summary(results, args.markets, args.encoders, key="encoder")
     print(json.dumps({"benchmark": "compare_encoders", "machine": machine_info(CPU).describe(), "results": results}))
 
 

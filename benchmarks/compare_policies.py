@@ -27,10 +27,9 @@ import contextlib
 import dataclasses
 import io
 import json
-import statistics
 import time
 
-from compare_encoders import CPU, train_and_validate
+from compare_encoders import CPU, summary, train_and_validate
 
 from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
 from differentiable_market.hardware import machine_info
@@ -61,25 +60,6 @@ def market_and_train(name: str, seed: int, args: argparse.Namespace, sample) -> 
     return sample, train, train.eval_interval
 
 
-def summary(results: list[dict], markets: list[str], variants: list[str]) -> None:
-    print(f"\n{'market':<9}{'policy':<17}{'final val excess':>20}{'final t':>16}{'best-ckpt t':>16}"
-          f"{'gap bps/bar':>20}{'ms/step':>9}")
-    for market_name in markets:
-        for variant in variants:
-            rows = [r for r in results if r["market"] == market_name and r["policy"] == variant]
-            if not rows:
-                continue
-            ex = [r["final_excess"] for r in rows]
-            ts = [r["final_t"] for r in rows]
-            bt = [r["best_t"] for r in rows]
-            gap = [r["train_bps_per_bar"] - r["val_bps_per_bar"] for r in rows]
-            ms = statistics.median(r["ms_per_step"] for r in rows)
-            print(f"{market_name:<9}{variant:<17}{statistics.mean(ex):>+8.3f} ({min(ex):+.2f}..{max(ex):+.2f})"
-                  f"{statistics.mean(ts):>+6.2f} ({min(ts):+.1f}..{max(ts):+.1f})"
-                  f"{statistics.mean(bt):>+6.2f} ({min(bt):+.1f}..{max(bt):+.1f})"
-                  f"{statistics.mean(gap):>+8.2f} ({min(gap):+.1f}..{max(gap):+.1f}){ms:>9.0f}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -106,7 +86,7 @@ def main() -> None:
                        **train_and_validate(market, cfg, eval_every), "seconds": time.perf_counter() - t0}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    summary(results, args.markets, args.variants)
+    summary(results, args.markets, args.variants, key="policy")
     print(json.dumps({"benchmark": "compare_policies", "machine": machine_info(CPU).describe(), "results": results}))
 
 
