@@ -294,7 +294,13 @@ def run_training(
             print(f"Starting from {init.path}, trained on {len(init.symbols)} symbols, on {market.n_assets} "
                   f"({len(u['shared'])} shared, {len(u['new'])} new).", flush=True)
     elif source is not None:
-        check_market_matches(source, market.symbols)
+        hint = ", or use --include to select its symbols."
+        if init is not None and transferable(init):
+            ip = init.config.policy
+            hint = (f"; or start this cross-sectional policy on these symbols with --architecture cross "
+                    f"--asset-hidden {ip.asset_hidden} --asset-head-hidden {ip.asset_head_hidden} --mixing {ip.mixing} "
+                    f"--num-layers {ip.num_layers} --encoder {ip.encoder}.")
+        check_market_matches(source, market.symbols, hint=hint)
     if resume is not None:
         diff = _fingerprint_difference(fingerprint, resume.data_fingerprint)
         if diff:

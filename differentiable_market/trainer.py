@@ -316,6 +316,9 @@ class Trainer:
         self.cfg, self.tensors, self.device = cfg, tensors, device
         torch.manual_seed(tc.seed)
         _, n_assets, n_features = tensors.features.shape
+        if tc.universe_sample is not None and tc.universe_sample >= n_assets:
+            raise ConfigError(f"--universe-sample {tc.universe_sample} is not below the {n_assets} assets of the data; "
+                              "pass a smaller subset or drop the flag to train on every asset.")
         self.policy = make_policy(cfg.policy, n_assets, n_features, cfg.env.include_cash).to(device)
         self.reference = make_reference(self.policy)
         self.optimizers = build_optimizers(self.policy, tc)
@@ -345,7 +348,7 @@ class Trainer:
         features, growth, observed = self.tensors.features[idx], self.tensors.growth[idx], self.tensors.observed[idx]
         k = self.cfg.train.universe_sample
         n_assets = features.shape[2]
-        if k is None or k >= n_assets:
+        if k is None:
             return features, growth, observed
         # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
         pick = torch.rand(len(starts), n_assets, generator=self.sampler).argsort(-1)[:, :k].sort(-1).values
@@ -353,7 +356,8 @@ class Trainer:
         cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if growth.shape[-1] > n_assets else pick
         rows = torch.arange(len(starts), device=self.device)[:, None, None]
         bars = torch.arange(idx.shape[1], device=self.device)[None, :, None]
-        return features[rows, bars, pick[:, None]], growth[rows, bars, cols[:, None]], observed[rows, bars, cols[:, None]]
+        picked = cols[:, None]
+        return features[rows, bars, pick[:, None]], growth[rows, bars, picked], observed[rows, bars, picked]
 
     def step(self) -> torch.Tensor | None:
         """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over

@@ -294,15 +294,16 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     include_cash = cfg.env.include_cash
 
     horizon = execution_horizon(cfg.env.execution)
-    # The universe is decided on the checkpoint's training bars only, as it was when it was trained.
-    cutoff = (through_cutoff(ckpt.trained_through) if ckpt.trained_through and cfg.data.universe_through is None
+    # The universe is decided on the checkpoint's training bars only, as it was when it was trained; a transferred
+    # policy's universe on the training split of these data (the checkpoint's dates belong to other data).
+    cutoff = (through_cutoff(ckpt.trained_through)
+              if ckpt.trained_through and cfg.data.universe_through is None and not options.transfer_universe
               else train_end_cutoff(cfg.data, cfg.train.lookback))
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     for note in market.notes:
         log(note)
     notes = list(market.notes)
-    if options.transfer_universe:
-        check_market_matches(ckpt, None, ckpt.feature_spec)
+    if options.transfer_universe:  # the features are the checkpoint's spec computed on these data
         if market.symbols != ckpt.symbols:
             overrides["universe"] = universe_difference(ckpt.symbols, market.symbols)
             u = overrides["universe"]

@@ -9,7 +9,7 @@ Per bar t and asset a (features [B, T, A, F]):
    function of itself and of the mean over tokens (a DeepSets layer, linear in the asset count); "attention" adds
    multi-head self-attention over the tokens (quadratic in the asset count);
 4. a per-asset head maps that token's state and that asset's held weight (relative to equal weight, ``held x
-   A_out``, so equal weight reads 1 in any universe) to one concentration.
+   A_out``, so equal weight reads 1 in any universe; cash reads its raw weight) to one concentration.
 
 No weight depends on the asset count or on which asset is which: permuting the assets permutes the concentrations
 (cash stays last), and a checkpoint runs on any symbol set with the same feature spec. The encoder reads market
@@ -122,7 +122,12 @@ class CrossSectionalPolicy(nn.Module):
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K] and the
         held weights [..., T, A_out] (broadcastable)."""
-        held_rel = held[..., None] * held.shape[-1]  # equal weight reads 1 whatever the asset count
+        # An asset's held weight relative to equal weight reads 1 at equal weight whatever the asset count; cash
+        # reads its raw weight (it starts every window at 1, and A_out would differ between universes and subsets).
+        scale = torch.full((held.shape[-1],), float(held.shape[-1]), dtype=held.dtype, device=held.device)
+        if self.include_cash:
+            scale[-1] = 1.0
+        held_rel = (held * scale)[..., None]
         args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
                 self.cfg.alpha_max)
         if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:

@@ -3,6 +3,7 @@ universe transfer of a trained checkpoint through the backtester and --init-chec
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_synthetic_ohlc, tiny_study_config, write_market_csvs
@@ -109,6 +110,18 @@ def test_the_head_sees_the_held_weight_relative_to_equal_weight():
     assert not torch.allclose(a_more[..., 0], a3[..., 0])  # and the held weight does move it
 
 
+def test_cash_reads_its_raw_weight_so_an_all_cash_start_looks_the_same_in_any_universe():
+    small = _policy(n_assets=3, include_cash=True)
+    big = make_policy(small.cfg, 9, 6, True)
+    big.load_state_dict(small.state_dict())
+    sp = torch.randn(1, 1, 4, 1, 8)
+    all_cash = [torch.zeros(1, 2, 4, n + 1).index_fill_(-1, torch.tensor([n]), 1.0) for n in (3, 9)]
+    a3 = small.concentrations(sp.expand(1, 1, 4, 4, 8), all_cash[0])
+    a9 = big.concentrations(sp.expand(1, 1, 4, 10, 8), all_cash[1])
+    torch.testing.assert_close(a3[..., -1], a9[..., -1], rtol=0, atol=0)  # cash
+    torch.testing.assert_close(a3[..., 0], a9[..., 0], rtol=0, atol=0)  # an asset held at 0
+
+
 def test_gradients_match_finite_differences_in_float64():
     """gradcheck of the concentrations with respect to the head, mixing and cash weights, through the chunked head
     (teacher forcing: leading dims equal); and the chunked head equals the plain one (the rollout's layout)."""
@@ -194,6 +207,40 @@ def test_a_cross_checkpoint_backtests_on_six_other_symbols_with_the_flag_only(cr
     assert policy.n_out == 6
     for k, v in ckpt.policy_state.items():
         torch.testing.assert_close(policy.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_a_transferred_backtest_depends_on_the_data_not_the_names(cross_run):
+    """The same six price series under names that sort in reverse order: the backtested weights come out reversed."""
+    from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+
+    run, other_root, tmp = cross_run
+    renamed = tmp / "renamed"
+    renamed.mkdir()
+    for i in range(6):
+        (renamed / f"Y{5 - i}.csv").write_bytes((other_root / f"X{i}.csv").read_bytes())
+    a, b = (run_backtest(BacktestOptions(checkpoint=str(run), data_root=str(root), transfer_universe=True,
+                                         trades=False), log=lambda *_: None) for root in (other_root, renamed))
+    assert b.symbols == tuple(f"Y{i}" for i in range(6))
+    w_a, w_b = a.policy.weights, b.policy.weights
+    assert float(abs(w_a - 1 / 6).max()) > 1e-4  # the policy does not just hold equal weight
+    np.testing.assert_allclose(w_b, w_a[..., ::-1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_transferred_universe_is_decided_on_the_training_split_of_the_new_data(cross_run):
+    """The checkpoint's last training date belongs to other data: an asset with a long gap in the NEW data's
+    training split is dropped, as a run trained on these data would drop it."""
+    from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+
+    run, _, tmp = cross_run
+    later = make_synthetic_ohlc(420, 4, seed=9, start="2030-01-01")
+    later = type(later).from_arrays(("L0", "L1", "L2", "L3"), later.timestamps, later.open, later.high, later.low,
+                                    later.close, later.volume, source="later")
+    root = write_market_csvs(later, tmp / "later")
+    lines = (root / "L2.csv").read_text().splitlines()
+    (root / "L2.csv").write_text("\n".join(lines[:60] + lines[80:]) + "\n")  # 20 bars missing early on
+    result = run_backtest(BacktestOptions(checkpoint=str(run), data_root=str(root), transfer_universe=True,
+                                          trades=False), log=lambda *_: None)
+    assert result.symbols == ("L0", "L1", "L3")
 
 
 def test_a_flat_checkpoint_refuses_another_universe(tmp_path):

@@ -172,6 +172,32 @@ def test_killed_run_resumes_to_the_same_final_state(tmp_path):
     assert [r["loss"] for r in got_train] == [r["loss"] for r in ref_train]
 
 
+def test_a_cross_run_with_universe_sample_resumes_to_the_same_state(tmp_path):
+    args = TINY + ["--architecture", "cross", "--asset-hidden", "8", "--asset-head-hidden", "4", "--universe-sample",
+                   "2", "--eval-interval", "3", "--log-interval", "1", "--seed", "3"]
+    assert main(args + ["--epochs", "6", "--save-dir", str(tmp_path / "ref")]) == 0
+    assert main(args + ["--epochs", "3", "--save-dir", str(tmp_path / "cut")]) == 0
+    (cut,) = _run_dirs(tmp_path / "cut")
+    assert main(["--resume", str(cut), "--epochs", "6", "--no-progress"]) == 0
+    (ref,) = _run_dirs(tmp_path / "ref")
+    a, b = load_checkpoint(ref / "checkpoints" / "latest.pt"), load_checkpoint(cut / "checkpoints" / "latest.pt")
+    assert a.step == b.step == 6
+    for key, value in a.policy_state.items():
+        assert torch.equal(value, b.policy_state[key]), key
+
+
+def test_init_from_a_cross_checkpoint_on_other_symbols_names_the_flags_to_pass(tmp_path, capsys, synthetic_ohlc,
+                                                                                write_ohlc_csvs):
+    cross = ["--architecture", "cross", "--asset-hidden", "8", "--asset-head-hidden", "4"]
+    assert main(TINY + cross + ["--epochs", "2", "--eval-interval", "2", "--save-dir", str(tmp_path / "a")]) == 0
+    (first,) = _run_dirs(tmp_path / "a")
+    other = write_ohlc_csvs(synthetic_ohlc(700, 3, seed=5), tmp_path / "other")
+    assert main(TINY + ["--data-root", str(other), "--init-checkpoint", str(first), "--epochs", "0",
+                        "--save-dir", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "--architecture cross --asset-hidden 8 --asset-head-hidden 4 --mixing pool" in err
+
+
 def test_resume_or_init_with_different_data_names_the_difference(tmp_path, capsys, synthetic_ohlc, write_ohlc_csvs):
     data = write_ohlc_csvs(synthetic_ohlc(700, 3, seed=5), tmp_path / "data")
     assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--data-root", str(data),

@@ -255,16 +255,21 @@ def test_universe_sample_gives_each_window_its_own_assets_with_matching_features
         assert cols == sorted(cols)
         picked.add(tuple(cols))
         window_g = full_g[start:start + features.shape[1]]
+        window_o = tr.tensors.observed[start:start + features.shape[1]]
         torch.testing.assert_close(growth[b, :, :3], window_g[:, cols], rtol=0, atol=0)
+        torch.testing.assert_close(observed[b, :, :3], window_o[:, cols], rtol=0, atol=0)
         if include_cash:
             torch.testing.assert_close(growth[b, :, 3], window_g[:, -1], rtol=0, atol=0)
+            torch.testing.assert_close(observed[b, :, 3], window_o[:, -1], rtol=0, atol=0)
     assert len(picked) > 1  # windows draw different subsets
     stats = tr.step()
     assert stats is not None and bool(torch.isfinite(stats).all())
 
 
-def test_universe_sample_needs_the_cross_sectional_policy():
+def test_universe_sample_needs_the_cross_sectional_policy_and_fewer_assets_than_the_data():
     from differentiable_market.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--architecture cross"):
         _cfg(universe_sample=3)
+    with pytest.raises(ConfigError, match="--universe-sample 6 is not below the 6 assets"):
+        _trainer(random_walk_market(400, 6, seed=2), _cfg(architecture="cross", universe_sample=6))
