@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cash asset (default: the checkpoint's; must match what the policy was trained with)")
     p.add_argument("--transfer-universe", action="store_true", help="run a cross-sectional policy on the symbols "
                    "of --data-root/--data-glob even where they differ from those it was trained on (another set, "
-                   "another count; same feature spec). Every symbol in the data is used and the splits are the "
-                   "configured fractions of these bars; the report records both symbol lists. Without it, other "
-                   "symbols are refused")
+                   "another count; same feature spec). Every symbol in the data is used (the assets kept are decided on "
+                   "these data's training split) and the splits are the configured fractions of these bars; the "
+                   "report records both symbol lists. Without it, other symbols are refused")
     p.add_argument("--no-trades", action="store_true", help="do not write trades.jsonl")
     p.add_argument("--report-dir", default="differentiable_market/evals", help="parent folder of report folders (default: differentiable_market/evals)")
     return p
