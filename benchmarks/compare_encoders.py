@@ -58,6 +58,14 @@ def train_and_validate(market, cfg: ExperimentConfig, eval_every: int) -> dict:
     }
 
 
+def timed_row(labels: dict, market, cfg: ExperimentConfig, eval_every: int) -> dict:
+    """``labels`` plus ``train_and_validate``'s figures and the wall seconds; printed as one JSON line."""
+    t0 = time.perf_counter()
+    row = {**labels, **train_and_validate(market, cfg, eval_every), "seconds": time.perf_counter() - t0}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def summary(results: list[dict], markets: list[str], names: list[str], key: str) -> None:
     """Per market and ``key`` value (encoder, policy...): mean and range over seeds of the validation figures."""
     print(f"\n{'market':<9}{key:<17}{'final val excess':>20}{'final t':>16}{'best-ckpt t':>16}"
@@ -103,11 +111,8 @@ def main() -> None:
                     train = TrainConfig(epochs=args.sample_steps, seed=seed, dtype="float32", device="cpu")
                     eval_every = train.eval_interval
                 cfg = ExperimentConfig(policy=PolicyConfig(encoder=encoder), train=train)
-                t0 = time.perf_counter()
-                row = {"market": market_name, "encoder": encoder, "seed": seed,
-                       **train_and_validate(market, cfg, eval_every), "seconds": time.perf_counter() - t0}
-                results.append(row)
-                print(json.dumps(row), flush=True)
+                results.append(timed_row({"market": market_name, "encoder": encoder, "seed": seed}, market, cfg,
+                                         eval_every))
     summary(results, args.markets, args.encoders, key="encoder")
     print(json.dumps({"benchmark": "compare_encoders", "machine": machine_info(CPU).describe(), "results": results}))
 

@@ -27,9 +27,8 @@ import contextlib
 import dataclasses
 import io
 import json
-import time
 
-from compare_encoders import CPU, summary, train_and_validate
+from compare_encoders import CPU, summary, timed_row
 
 from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
 from differentiable_market.hardware import machine_info
@@ -81,11 +80,8 @@ def main() -> None:
                 if overrides.get("universe_sample") == "quarter":
                     train = dataclasses.replace(train, universe_sample=max(2, market.n_assets // 4))
                 cfg = ExperimentConfig(policy=policy, train=train)
-                t0 = time.perf_counter()
-                row = {"market": market_name, "policy": variant, "seed": seed,
-                       **train_and_validate(market, cfg, eval_every), "seconds": time.perf_counter() - t0}
-                results.append(row)
-                print(json.dumps(row), flush=True)
+                results.append(timed_row({"market": market_name, "policy": variant, "seed": seed}, market, cfg,
+                                         eval_every))
     summary(results, args.markets, args.variants, key="policy")
     print(json.dumps({"benchmark": "compare_policies", "machine": machine_info(CPU).describe(), "results": results}))
 

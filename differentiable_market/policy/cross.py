@@ -23,9 +23,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..config import PolicyConfig
+from .base import DirichletPolicy
 from .encoders import ENCODERS
 from .head import _ChunkedHead, _head
 
@@ -62,7 +62,7 @@ class AttentionMixing(nn.Module):
         return h + self.out(mixed.transpose(1, 2).reshape(*lead, n, hidden))
 
 
-class CrossSectionalPolicy(nn.Module):
+class CrossSectionalPolicy(DirichletPolicy):
     """Maps features [B, T, A, F] and held weights [..., T, A_out] to Dirichlet concentrations [..., T, A_out].
 
     ``n_assets`` is the universe it is built for (the output layout of evaluation and backtests); the weights fit
@@ -71,24 +71,14 @@ class CrossSectionalPolicy(nn.Module):
     """
 
     def __init__(self, cfg: PolicyConfig, n_assets: int, n_features: int, include_cash: bool) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.n_assets = n_assets
-        self.n_features = n_features
-        self.include_cash = include_cash
-        self.n_out = n_assets + int(include_cash)
+        super().__init__(cfg, n_assets, n_features, include_cash)
         hidden, k = cfg.asset_hidden, cfg.asset_head_hidden
         self.input_proj = nn.Linear(n_features, hidden)
         self.input_norm = nn.LayerNorm(hidden)
         self.encoder = ENCODERS[cfg.encoder](hidden, cfg.num_layers)
         self.cash_token = nn.Parameter(0.02 * torch.randn(hidden)) if include_cash else None
         self.mixing = PooledMixing(hidden) if cfg.mixing == "pool" else AttentionMixing(hidden, cfg.attention_heads)
-        self.head_state = nn.Linear(hidden, k)
-        self.head_held = nn.Linear(1, k, bias=False)
-        self.head_out = nn.Linear(k, 1)
-        # Start near a flat Dirichlet with moderate concentration so early rollouts explore around equal weight.
-        nn.init.zeros_(self.head_out.weight)
-        nn.init.constant_(self.head_out.bias, 1.0)
+        self._add_head(hidden, k, 1, 1)  # one held weight in, one concentration out, per asset
 
     def hidden_matrix_names(self) -> set[str]:
         """Names of the 2-D hidden weight matrices (trained with Muon); the rest use AdamW."""
@@ -103,39 +93,42 @@ class CrossSectionalPolicy(nn.Module):
         x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
-            x = self.input_norm(self.input_proj(x))
-            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                e = checkpoint(self.encoder, x, use_reentrant=False)
-            else:
-                e = self.encoder(x)
-            tokens = e.reshape(b, a, t, -1).transpose(1, 2)  # [B, T, A, H]
+            tokens = self._encoded(x).reshape(b, a, t, -1).transpose(1, 2)  # [B, T, A, H]
             if self.cash_token is not None:
                 cash = self.cash_token.to(tokens.dtype).expand(b, t, 1, tokens.shape[-1])
                 tokens = torch.cat([tokens, cash], dim=2)
             h = self.mixing(tokens)
         return h if h.dtype == torch.float64 else h.float()
 
-    def state_projection(self, h: torch.Tensor) -> torch.Tensor:
-        """The held-weights-independent part of each asset's head, [..., T, A_out, K]; computed once per window."""
-        return self.head_state(h)
-
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K] and the
         held weights [..., T, A_out] (broadcastable)."""
-        # An asset's held weight relative to equal weight reads 1 at equal weight whatever the asset count; cash
-        # reads its raw weight (it starts every window at 1, and A_out would differ between universes and subsets).
-        scale = torch.full((held.shape[-1],), float(held.shape[-1]), dtype=held.dtype, device=held.device)
-        if self.include_cash:
-            scale[-1] = 1.0
-        held_rel = (held * scale)[..., None]
-        args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
-                self.cfg.alpha_max)
-        if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:
-            return _ChunkedHead.apply(state_proj, held_rel, *args)[..., 0]
-        return _head(state_proj, held_rel, *args)[..., 0]
+        return self._alpha(state_proj, held * self._held_scale(held))
 
     def bar_head(self, state_proj: torch.Tensor, n_rows: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
         """The head for the rollout loop: ``f(t, held_t)`` maps holdings [n_rows, B, A_out] shown at bar t to
         concentrations [n_rows, B, A_out] (``concentrations`` on bar t of the state projection [B, T, A_out, K])."""
         sp = state_proj.float()
-        return lambda t, held_t: self.concentrations(sp[None, :, t], held_t)
+        n_out = sp.shape[-2]
+        scale = self._held_scale(torch.empty(n_out, device=sp.device))  # once per window, not once per bar
+        return lambda t, held_t: self._alpha(sp[None, :, t], held_t * scale)
+
+    def _held_scale(self, held: torch.Tensor) -> torch.Tensor:
+        """Per column of ``held`` [..., A_out]: A_out for an asset, so its held weight relative to equal weight
+        reads 1 at equal weight whatever the asset count; 1 for cash, which reads its raw weight (it starts every
+        window at 1, and A_out would differ between universes and subsets)."""
+        n = held.shape[-1]
+        scale = torch.full((n,), float(n), dtype=held.dtype, device=held.device)
+        if self.include_cash:
+            scale[-1] = 1.0
+        return scale
+
+    def _alpha(self, state_proj: torch.Tensor, held_rel: torch.Tensor) -> torch.Tensor:
+        """The head on scaled holdings [..., A_out]: the chunked version when the leading dims match (teacher
+        forcing, with gradient), the plain one otherwise (the rollout's broadcast layout)."""
+        held_rel = held_rel[..., None]
+        args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
+                self.cfg.alpha_max)
+        if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:
+            return _ChunkedHead.apply(state_proj, held_rel, *args)[..., 0]
+        return _head(state_proj, held_rel, *args)[..., 0]

@@ -13,36 +13,26 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..config import PolicyConfig
+from .base import DirichletPolicy
 from .encoders import ENCODERS
 from .head import _ChunkedHead, _head
 
 
-class DirichletGRUPolicy(nn.Module):
+class DirichletGRUPolicy(DirichletPolicy):
     """Maps features [B, T, A, F] and held weights [..., T, A_out] to Dirichlet concentrations [..., T, A_out].
 
     ``A_out`` is the number of assets plus one when a cash asset is traded (cash is the last column).
     """
 
     def __init__(self, cfg: PolicyConfig, n_assets: int, n_features: int, include_cash: bool) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.n_assets = n_assets
-        self.n_features = n_features
-        self.include_cash = include_cash
-        self.n_out = n_assets + int(include_cash)
+        super().__init__(cfg, n_assets, n_features, include_cash)
         hidden = cfg.hidden_size
         self.input_proj = nn.Linear(n_assets * n_features, hidden)
         self.input_norm = nn.LayerNorm(hidden)
         self.encoder = ENCODERS[cfg.encoder](hidden, cfg.num_layers)
-        self.head_state = nn.Linear(hidden, cfg.head_hidden)
-        self.head_held = nn.Linear(self.n_out, cfg.head_hidden, bias=False)
-        self.head_out = nn.Linear(cfg.head_hidden, self.n_out)
-        # Start near a flat Dirichlet with moderate concentration so early rollouts explore around equal weight.
-        nn.init.zeros_(self.head_out.weight)
-        nn.init.constant_(self.head_out.bias, 1.0)
+        self._add_head(hidden, cfg.head_hidden, self.n_out, self.n_out)
         self.register_load_state_dict_pre_hook(_rename_legacy_gru_keys)
 
     def hidden_matrix_names(self) -> set[str]:
@@ -55,16 +45,8 @@ class DirichletGRUPolicy(nn.Module):
         x = features.reshape(b, t, self.n_assets * self.n_features)
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
-            x = self.input_norm(self.input_proj(x))
-            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(self.encoder, x, use_reentrant=False)
-            else:
-                h = self.encoder(x)
+            h = self._encoded(x)
         return h.float()
-
-    def state_projection(self, h: torch.Tensor) -> torch.Tensor:
-        """The held-weights-independent part of the head's first layer, [..., T, K]; computed once per window."""
-        return self.head_state(h)
 
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) from the state projection and the held weights (broadcastable)."""

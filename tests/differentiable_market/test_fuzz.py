@@ -240,12 +240,19 @@ def _names_flag(text: str, argv: list[str]) -> bool:
     return False
 
 
-@given(argv=_train_argv())
-def test_train_flags_parse_to_a_valid_config_or_a_named_error(argv: list[str]) -> None:
+def _parsed(parser, argv: list[str]):
+    """The parsed flags, or None when argparse refused them the usual way (usage message, exit status 2)."""
     try:
-        args = _train_parser.parse_args(argv)
+        return parser.parse_args(argv)
     except SystemExit as exc:
         assert exc.code == 2
+        return None
+
+
+@given(argv=_train_argv())
+def test_train_flags_parse_to_a_valid_config_or_a_named_error(argv: list[str]) -> None:
+    args = _parsed(_train_parser, argv)
+    if args is None:
         return
     try:
         cfg = config_from_args(args)
@@ -273,10 +280,8 @@ def test_backtest_flags_parse_to_valid_options_or_a_named_error(window, stride, 
     for flag, value in (("--window-length", window), ("--stride", stride), ("--cost-bps", cost)):
         if value is not None:
             argv.append(f"{flag}={value}")
-    try:
-        args = _bt_parser.parse_args(argv)
-    except SystemExit as exc:
-        assert exc.code == 2
+    args = _parsed(_bt_parser, argv)
+    if args is None:
         return
     try:
         opts = BacktestOptions(

@@ -1,0 +1,45 @@
+"""What both policies share: the output layout, the encoder pass, and the Dirichlet head's layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import PolicyConfig
+
+
+class DirichletPolicy(nn.Module):
+    """Layout (``n_assets``, ``n_features``, ``include_cash``, ``n_out`` = assets + cash) and shared pieces; the
+    subclasses create their layers in ``__init__`` (the order fixes seeded initialisation) and call ``_add_head``."""
+
+    def __init__(self, cfg: PolicyConfig, n_assets: int, n_features: int, include_cash: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_assets = n_assets
+        self.n_features = n_features
+        self.include_cash = include_cash
+        self.n_out = n_assets + int(include_cash)
+
+    def _add_head(self, hidden: int, k: int, held_inputs: int, outputs: int) -> None:
+        """head_state [hidden -> k], head_held [held_inputs -> k] and head_out [k -> outputs], the output layer
+        zeroed with bias 1 so training starts near a flat Dirichlet of moderate concentration (rollouts explore
+        around equal weight)."""
+        self.head_state = nn.Linear(hidden, k)
+        self.head_held = nn.Linear(held_inputs, k, bias=False)
+        self.head_out = nn.Linear(k, outputs)
+        nn.init.zeros_(self.head_out.weight)
+        nn.init.constant_(self.head_out.bias, 1.0)
+
+    def _encoded(self, x: torch.Tensor) -> torch.Tensor:
+        """input_proj, input_norm and the encoder over [N, T, F] (activations recomputed in backward when
+        ``gradient_checkpointing``); call inside the autocast region."""
+        x = self.input_norm(self.input_proj(x))
+        if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self.encoder, x, use_reentrant=False)
+        return self.encoder(x)
+
+    def state_projection(self, h: torch.Tensor) -> torch.Tensor:
+        """The held-weights-independent part of the head's first layer (flat [..., T, K], cross [..., T, A_out, K]);
+        computed once per window."""
+        return self.head_state(h)
