@@ -159,6 +159,9 @@ def _with_legacy_defaults(config: dict) -> dict:
         policy = {**policy, "encoder": "gru"}
     if "architecture" not in policy:  # written before the cross-sectional policy: flat
         policy = {**policy, "architecture": "flat"}
+    features = config.get("features")
+    if isinstance(features, dict):  # written before the moving-average and cross-sectional features
+        config = {**config, "features": {"ma_windows": [], "cross_sectional": False, **features}}
     return {**config, "policy": policy}
 
 

@@ -78,12 +78,19 @@ class FeatureConfig:
     return_windows: tuple[int, ...] = (1, 5, 20)  # trailing close-to-close log-return horizons, in bars
     volatility_window: int = 20  # trailing window of the realised-volatility feature, in bars
     normalise: bool = True  # z-score each feature with mean/std fitted on the training split
+    # trailing windows (bars) of the close-to-moving-average features log(C_t / mean of the last w closes)
+    ma_windows: tuple[int, ...] = (5, 10, 20)
+    # add each return and moving-average feature minus its mean over the data's assets at the same bar
+    cross_sectional: bool = True
 
     def __post_init__(self) -> None:
         if not self.return_windows or min(self.return_windows) < 1:
             raise ConfigError(f"features.return_windows must be positive integers, got {self.return_windows}.")
         if self.volatility_window < 2:
             raise ConfigError(f"features.volatility_window must be >= 2, got {self.volatility_window}.")
+        ma = self.ma_windows
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in ma) or len(set(ma)) != len(ma):
+            raise ConfigError(f"features.ma_windows must be distinct integers >= 2 (or empty), got {list(ma)}.")
 
 
 @dataclass(frozen=True)

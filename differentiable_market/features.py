@@ -2,14 +2,19 @@
 
 Every feature of bar t is a function of bars 0..t only (trailing windows, no centring, no forward-looking
 statistics). A feature whose window reaches before bar 0 is 0 at those early bars rather than backfilled. Features
-(for ``return_windows = (1, 5, 20)`` and ``volatility_window = 20``), all in log units:
+(for ``return_windows = (1, 5, 20)`` and ``volatility_window = 20``), all in log units, in column order:
 
 - ``log_return_w``: log(C_t / C_{t-w}), the trailing close-to-close return over w bars;
 - ``volatility_n``: sqrt(mean of the last n one-bar close-to-close log returns squared) (realised volatility per bar);
 - ``log_high_low``: log(H_t / L_t), the bar's range;
 - ``log_close_open``: log(C_t / O_t), the bar's body;
 - ``overnight_gap``: log(O_t / C_{t-1});
-- ``log_volume_rel_n``: log(1 + V_t) minus its mean over the last n bars (0 everywhere when volume is absent).
+- ``log_volume_rel_n``: log(1 + V_t) minus its mean over the last n bars (0 everywhere when volume is absent);
+- ``log_close_ma_w`` (for ``ma_windows = (5, 10, 20)``): log(C_t / mean(C_{t-w+1..t})), the close relative to its
+  trailing arithmetic moving average (its inverse is the OLMAR reversal signal);
+- with ``cross_sectional``, ``xs_log_return_w`` and ``xs_log_close_ma_w``: that feature minus its mean over the
+  assets at the same bar. The mean runs over the assets present in the data (every column of the MarketData, filled
+  bars included), not over a sampled subset; with one asset these features are 0.
 
 The normaliser z-scores each feature with one mean and std pooled over assets and the training bars [0, train_end)
 whose window is complete; the result is clipped to +-``clip`` so extreme (valid) data cannot blow up the policy.
@@ -35,13 +40,18 @@ def feature_names(cfg: FeatureConfig) -> tuple[str, ...]:
     """Feature names in column order (see the module docstring)."""
     n = cfg.volatility_window
     returns = tuple(f"log_return_{w}" for w in cfg.return_windows)
-    return (*returns, f"volatility_{n}", "log_high_low", "log_close_open", "overnight_gap", f"log_volume_rel_{n}")
+    averages = tuple(f"log_close_ma_{w}" for w in cfg.ma_windows)
+    relative = tuple(f"xs_{name}" for name in (*returns, *averages)) if cfg.cross_sectional else ()
+    return (*returns, f"volatility_{n}", "log_high_low", "log_close_open", "overnight_gap", f"log_volume_rel_{n}",
+            *averages, *relative)
 
 
 def first_valid_bars(cfg: FeatureConfig) -> tuple[int, ...]:
     """Per feature, the first bar whose window lies entirely inside the data."""
     n = cfg.volatility_window
-    return (*cfg.return_windows, n, 0, 0, 1, n - 1)
+    averages = tuple(w - 1 for w in cfg.ma_windows)
+    relative = (*cfg.return_windows, *averages) if cfg.cross_sectional else ()
+    return (*cfg.return_windows, n, 0, 0, 1, n - 1, *averages, *relative)
 
 
 def warmup_bars(cfg: FeatureConfig) -> int:
@@ -92,12 +102,13 @@ def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None) -> 
 
     Blocks keep the peak memory at the caller's output plus a few blocks, instead of a few [T, A] arrays, and each
     block's passes in cache. The values equal those of computing every bar at once, bit for bit: each block also
-    reads the ``max(return_windows)`` bars before it (the past), and the trailing sums carry their prefix sums.
+    reads the bars before it (the past) that the longest return or moving-average window reaches, and the trailing
+    sums carry their prefix sums.
     """
     m = market
     stop = m.n_bars if stop is None else stop
     rows = _block_rows(m.n_assets)
-    halo = max(*cfg.return_windows, 1)
+    halo = max(*cfg.return_windows, *(w - 1 for w in cfg.ma_windows), 1)
     sums = (_TrailingSum(cfg.volatility_window, m.n_assets), _TrailingSum(cfg.volatility_window, m.n_assets))
     for t0 in range(0, stop, rows):
         a, t1 = max(t0 - halo, 0), min(t0 + rows, stop)
@@ -110,14 +121,18 @@ def _columns(
     sums: tuple[_TrailingSum, _TrailingSum],
 ) -> Iterator[np.ndarray]:
     """The features of the bars from row ``skip`` on of [rows, A] price and volume arrays, one float64 column at a
-    time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)`` of them, or all bars
-    from bar 0); ``sums`` are the trailing sums of the volatility and the volume feature, fed in bar order.
+    time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)`` and
+    ``max(ma_windows) - 1`` of them, or all bars from bar 0); ``sums`` are the trailing sums of the volatility and the
+    volume feature, fed in bar order.
     """
     log_c = np.log(c)
     n = cfg.volatility_window
+    relative = []  # cross-sectional features, taken before their source is yielded (callers change columns in place)
     for w in cfg.return_windows:
         r = np.zeros_like(log_c)
         np.subtract(log_c[w:], log_c[:-w], out=r[w:])
+        if cfg.cross_sectional:
+            relative.append(_minus_asset_mean(r[skip:]))
         yield r[skip:]
     r1 = np.zeros_like(log_c)
     np.subtract(log_c[1:], log_c[:-1], out=r1[1:])
@@ -140,6 +155,35 @@ def _columns(
     mean_v = sums[1](log_v.copy())
     mean_v /= n
     yield np.subtract(log_v, mean_v, out=log_v)
+    for w in cfg.ma_windows:
+        # The w closes are summed directly, oldest last, not as a difference of prefix sums: a prefix sum holds the
+        # whole history, so for an asset far below its past prices the difference would lose the window's digits.
+        total = c[skip:].copy()
+        for k in range(1, min(w, len(c))):
+            lo = max(k - skip, 0)  # rows whose bar t - k exists
+            total[lo:] += c[skip + lo - k : len(c) - k]
+        total /= w
+        ma = np.subtract(log_c, np.log(total, out=total), out=total)
+        if cfg.cross_sectional:
+            relative.append(_minus_asset_mean(ma))
+        yield ma
+    yield from relative
+
+
+def _minus_asset_mean(x: np.ndarray) -> np.ndarray:
+    """``x`` [rows, A] minus each row's mean over the A assets, as a new array.
+
+    The row sums are a pairwise tree of elementwise additions spelled out here, not numpy's sum over an axis (whose
+    order of additions is its own choice), so that a bar's value is the same whatever block it lies in.
+    """
+    total = x
+    while total.shape[1] > 1:
+        half = total.shape[1] // 2
+        pair = total[:, :half] + total[:, half : 2 * half]
+        if total.shape[1] % 2:
+            pair[:, :1] += total[:, 2 * half :]
+        total = pair
+    return x - total / x.shape[1]
 
 
 def raw_features(market: MarketData, cfg: FeatureConfig) -> np.ndarray:
@@ -196,8 +240,13 @@ class FeatureSpec:
         if not isinstance(d, dict) or set(d) != keys:
             got = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ConfigError(f"feature spec must have exactly the keys {sorted(keys)}; got {got}.")
+        config = d["config"]
+        if isinstance(config, dict):
+            # A spec written before these keys existed was fitted without the moving-average and cross-sectional
+            # features; the current defaults would ask for columns its policy never saw.
+            config = {"ma_windows": (), "cross_sectional": False, **config}
         return cls(
-            config=config_from_dict(FeatureConfig, d["config"], "feature_spec.config"),
+            config=config_from_dict(FeatureConfig, config, "feature_spec.config"),
             names=tuple(d["names"]),
             mean=tuple(float(x) for x in d["mean"]),
             std=tuple(float(x) for x in d["std"]),

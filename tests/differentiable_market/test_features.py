@@ -42,10 +42,15 @@ def test_names_shape_and_dtype(synthetic_ohlc) -> None:
     feats = compute_features(m, spec)
     assert spec.names == feature_names(CFG) == (
         "log_return_1", "log_return_5", "log_return_20", "volatility_10", "log_high_low", "log_close_open",
-        "overnight_gap", "log_volume_rel_10",
+        "overnight_gap", "log_volume_rel_10", "log_close_ma_5", "log_close_ma_10", "log_close_ma_20",
+        "xs_log_return_1", "xs_log_return_5", "xs_log_return_20", "xs_log_close_ma_5", "xs_log_close_ma_10",
+        "xs_log_close_ma_20",
     )
+    assert first_valid_bars(CFG) == (1, 5, 20, 10, 0, 0, 1, 9, 4, 9, 19, 1, 5, 20, 4, 9, 19)
     assert feats.shape == (120, 3, spec.n_features) and feats.dtype == np.float32
     assert warmup_bars(CFG) == 20
+    plain = FeatureConfig(return_windows=(1, 5, 20), volatility_window=10, ma_windows=(), cross_sectional=False)
+    assert feature_names(plain) == feature_names(CFG)[:8]  # the features before moving averages, in their order
 
 
 def test_raw_values_match_definitions(synthetic_ohlc) -> None:
@@ -63,10 +68,48 @@ def test_raw_values_match_definitions(synthetic_ohlc) -> None:
     np.testing.assert_allclose(col["overnight_gap"][t], np.log(m.open[t] / c[t - 1]), rtol=1e-12, atol=1e-15)
     lv = np.log1p(m.volume)
     np.testing.assert_allclose(col["log_volume_rel_10"][t], lv[t] - lv[t - 9 : t + 1].mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(col["log_close_ma_10"][t], np.log(c[t] / c[t - 9 : t + 1].mean(axis=0)), rtol=1e-9)
+    r20 = np.log(c[t] / c[t - 20])
+    np.testing.assert_allclose(col["xs_log_return_20"][t], r20 - r20.mean(), rtol=1e-9)
     # too little history: exactly 0, never backfilled
     assert (col["log_return_20"][:20] == 0).all() and (col["log_return_20"][20] != 0).all()
     assert (col["volatility_10"][:10] == 0).all() and (col["volatility_10"][10] > 0).all()
     assert (col["overnight_gap"][0] == 0).all() and (col["log_volume_rel_10"][:9] == 0).all()
+    assert (col["log_close_ma_20"][:19] == 0).all() and (col["log_close_ma_20"][19] != 0).all()
+    assert (col["xs_log_close_ma_5"][:4] == 0).all() and (col["xs_log_close_ma_5"][4] != 0).all()
+
+
+def test_close_to_moving_average_by_hand() -> None:
+    close = np.array([[1.0, 10.0], [2.0, 10.0], [4.0, 10.0], [8.0, 5.0], [2.0, 20.0]])
+    m = MarketData.from_arrays(("A", "B"), None, close, close, close, close)
+    cfg = FeatureConfig(return_windows=(1,), volatility_window=2, ma_windows=(2, 3))
+    col = dict(zip(feature_names(cfg), np.moveaxis(raw_features(m, cfg), -1, 0)))
+    ma2 = np.log([[1, 1], [2 / 1.5, 1], [4 / 3, 1], [8 / 6, 5 / 7.5], [2 / 5, 20 / 12.5]])
+    ma3 = np.log([[1, 1], [1, 1], [4 / (7 / 3), 1], [8 / (14 / 3), 5 / (25 / 3)], [2 / (14 / 3), 20 / (35 / 3)]])
+    ma3[:2] = 0.0  # the first full 3-bar window ends at bar 2
+    np.testing.assert_allclose(col["log_close_ma_2"], ma2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(col["log_close_ma_3"], ma3, rtol=1e-12, atol=1e-15)
+    # minus the two assets' mean: half their difference, with opposite signs
+    np.testing.assert_allclose(col["xs_log_close_ma_3"][:, 0], (ma3[:, 0] - ma3[:, 1]) / 2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(col["xs_log_close_ma_3"][:, 1], -col["xs_log_close_ma_3"][:, 0], rtol=0, atol=1e-15)
+    r1 = np.vstack([np.zeros((1, 2)), np.diff(np.log(close), axis=0)])
+    np.testing.assert_allclose(col["xs_log_return_1"], r1 - r1.mean(axis=1, keepdims=True), rtol=1e-12, atol=1e-15)
+
+
+def test_cross_sectional_features_sum_to_zero_over_assets(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(90, 5, seed=11)
+    raw = raw_features(m, CFG)
+    names = feature_names(CFG)
+    relative = [i for i, name in enumerate(names) if name.startswith("xs_")]
+    assert [names[i] for i in relative] == [f"xs_{names[i]}" for i in (0, 1, 2, 8, 9, 10)]
+    for i in relative:
+        np.testing.assert_allclose(raw[..., i].sum(axis=1), 0.0, atol=1e-13)
+        assert np.abs(raw[30:, :, i]).min() > 0  # not trivially 0
+    one = synthetic_ohlc(90, 1, seed=11)
+    raw_one = raw_features(one, CFG)
+    assert (raw_one[..., relative] == 0).all()  # a single asset is its own mean
+    spec = fit_feature_spec(one, CFG, 60)
+    assert all(spec.std[i] == 1.0 for i in relative) and np.isfinite(compute_features(one, spec)).all()
 
 
 @pytest.mark.parametrize("t", [0, 5, 19, 20, 63, 118])
@@ -74,6 +117,7 @@ def test_features_are_causal(synthetic_ohlc, t: int) -> None:
     m = synthetic_ohlc(120, 3, seed=2)
     spec = fit_feature_spec(m, CFG, train_end=60)
     base = compute_features(m, spec)
+    assert {"log_close_ma_20", "xs_log_return_20", "xs_log_close_ma_20"} <= set(spec.names)  # every feature is checked
     moved = compute_features(_perturb_after(m, t), spec)
     np.testing.assert_array_equal(base[: t + 1], moved[: t + 1])
     if t < 118:
@@ -143,6 +187,28 @@ def test_spec_round_trips_through_json_and_is_strict(synthetic_ohlc) -> None:
         FeatureSpec.from_dict({**spec.to_dict(), "std": [0.0] * spec.n_features})
 
 
+def test_spec_written_before_moving_averages_loads_with_its_own_features(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(100, 2, seed=5)
+    cfg = FeatureConfig(return_windows=(1, 5, 20), volatility_window=10, ma_windows=(), cross_sectional=False)
+    spec = fit_feature_spec(m, cfg, 70)
+    legacy = spec.to_dict()
+    legacy["config"] = {k: v for k, v in legacy["config"].items() if k not in ("ma_windows", "cross_sectional")}
+    again = FeatureSpec.from_dict(json.loads(json.dumps(legacy)))
+    assert again == spec and again.n_features == 8
+    assert again.names[-1] == "log_volume_rel_10"
+    np.testing.assert_array_equal(compute_features(m, again), compute_features(m, spec))
+    # a spec that stores the keys keeps them
+    full = fit_feature_spec(m, CFG, 70)
+    assert FeatureSpec.from_dict(json.loads(json.dumps(full.to_dict()))) == full
+
+
+@pytest.mark.parametrize("windows", [(1, 5), (0,), (5, 5), (2.5,), (True, 3)])
+def test_ma_windows_are_checked(windows) -> None:
+    with pytest.raises(ConfigError, match="features.ma_windows must be distinct integers >= 2"):
+        FeatureConfig(ma_windows=windows)
+    assert FeatureConfig(ma_windows=()).ma_windows == ()
+
+
 def test_train_end_must_leave_room_after_warmup(synthetic_ohlc) -> None:
     m = synthetic_ohlc(100, 2, seed=6)
     with pytest.raises(DataError, match="too few to fit the feature normaliser"):
@@ -160,7 +226,12 @@ def test_sample_features_are_sane(sample_market: MarketData) -> None:
     assert (np.abs(feats) >= spec.clip).mean() < 1e-3  # clipping is a guard, not a routine event
 
 
-@pytest.mark.parametrize("cfg", [CFG, FeatureConfig(return_windows=(2, 30), volatility_window=7)])
+@pytest.mark.parametrize("cfg", [
+    CFG,
+    FeatureConfig(return_windows=(2, 30), volatility_window=7),
+    FeatureConfig(return_windows=(3,), volatility_window=4, ma_windows=(2, 41)),  # the MA window sets the halo
+    FeatureConfig(return_windows=(1,), volatility_window=4, ma_windows=(), cross_sectional=False),
+])
 def test_blocks_of_bars_give_the_whole_array_values_bit_for_bit(synthetic_ohlc, monkeypatch, cfg) -> None:
     # Features are computed a block of bars at a time (features._block_rows); every block size, including blocks
     # shorter than the feature windows, must give what one block over all bars gives, to the last bit.
