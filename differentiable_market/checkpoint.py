@@ -159,6 +159,12 @@ def _with_legacy_defaults(config: dict) -> dict:
         policy = {**policy, "encoder": "gru"}
     if "architecture" not in policy:  # written before the cross-sectional policy: flat
         policy = {**policy, "architecture": "flat"}
+    if "action" not in policy:  # written before action designs: full targets
+        policy = {**policy, "action": "target"}
+    env = config.get("env")
+    if isinstance(env, dict):  # written before the training fee and the rebalancing schedule
+        env = {"train_cost_bps": None, "rebalance_every": 1, **env}
+        config = {**config, "env": env}
     features = config.get("features")
     if isinstance(features, dict):  # written before the moving-average and cross-sectional features
         config = {**config, "features": {"ma_windows": [], "cross_sectional": False, **features}}

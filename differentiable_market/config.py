@@ -23,6 +23,7 @@ CompileMode = Literal["auto", "on", "off"]
 EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
+Action = Literal["target", "partial", "band"]
 
 
 def _check_finite(obj: Any, section: str) -> None:
@@ -104,6 +105,10 @@ class EnvConfig:
     drawdown_lambda: float = 0.0  # weight of the smooth maximum drawdown of log wealth
     smooth_abs_eps: float = 1e-6  # smoothing of |x| in the training cost, fraction of wealth
     drawdown_temperature: float = 0.01  # temperature of the smooth running maximum, log-wealth units
+    # One-way fee of the training objective (rewards and pathwise term), basis points; None: cost_bps. Validation,
+    # backtests and studies always charge cost_bps. A higher training fee teaches the policy to trade less.
+    train_cost_bps: float | None = None
+    rebalance_every: int = 1  # decide every N bars of a path (from its first); holdings drift in between
 
     def __post_init__(self) -> None:
         _check_finite(self, "env")
@@ -115,11 +120,20 @@ class EnvConfig:
             raise ConfigError("env.smooth_abs_eps and env.drawdown_temperature must be > 0.")
         if self.execution not in get_args(Execution):
             raise ConfigError(f"env.execution must be one of {get_args(Execution)}, got {self.execution!r}.")
+        if self.train_cost_bps is not None and not (0.0 <= self.train_cost_bps < 10_000.0):
+            raise ConfigError(f"env.train_cost_bps must lie in [0, 10000), got {self.train_cost_bps}.")
+        if self.rebalance_every < 1:
+            raise ConfigError(f"env.rebalance_every must be >= 1 bar, got {self.rebalance_every}.")
 
     @property
     def cost_rate(self) -> float:
         """One-way fee as a fraction of traded wealth."""
         return self.cost_bps * 1e-4
+
+    @property
+    def train_cost_rate(self) -> float:
+        """One-way fee of the training objective as a fraction (``train_cost_bps``, else ``cost_bps``)."""
+        return (self.cost_bps if self.train_cost_bps is None else self.train_cost_bps) * 1e-4
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,9 @@ class PolicyConfig:
     asset_hidden: int = 32  # cross: hidden units of the shared per-asset encoder and of the mixing layer
     asset_head_hidden: int = 16  # cross: hidden units of the per-asset head (state and that asset's held weight)
     mixing: Mixing = "pool"  # cross: how assets interact at each bar (pooled context, or attention over assets)
+    # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
+    # the way; "band" leaves holdings inside a learned no-trade band around it
+    action: Action = "target"
     attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
@@ -148,7 +165,8 @@ class PolicyConfig:
                      "attention_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
-        for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing)):
+        for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing),
+                              ("action", Action)):
             if getattr(self, name) not in get_args(choices):
                 raise ConfigError(f"policy.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
         if self.architecture == "cross" and self.mixing == "attention" and self.asset_hidden % self.attention_heads:

@@ -225,12 +225,15 @@ def objective(log_growth: Tensor, risk_aversion: float | Tensor, drawdown_lambda
     return total
 
 
-def env_objective(w: Tensor, g: Tensor, initial: Tensor, cfg: EnvConfig, smooth: bool) -> tuple[Tensor, Accounting]:
+def env_objective(w: Tensor, g: Tensor, initial: Tensor, cfg: EnvConfig, smooth: bool,
+                  training: bool = False) -> tuple[Tensor, Accounting]:
     """``account`` then ``objective`` with the costs and risk terms of ``cfg``.
 
-    smooth=True uses ``cfg.smooth_abs_eps`` for the turnover cost (training); False is exact (evaluation). Returns
-    the per-path objective [...] and the Accounting.
+    smooth=True uses ``cfg.smooth_abs_eps`` for the turnover cost (the pathwise term); False is exact. training=True
+    charges the training fee ``cfg.train_cost_rate`` (rewards and pathwise term), False the real one (validation,
+    backtests). Returns the per-path objective [...] and the Accounting.
     """
-    acc = account(w, g, initial, cfg.cost_rate, cfg.include_cash, cfg.smooth_abs_eps if smooth else None)
+    rate = cfg.train_cost_rate if training else cfg.cost_rate
+    acc = account(w, g, initial, rate, cfg.include_cash, cfg.smooth_abs_eps if smooth else None)
     value = objective(acc.log_growth, cfg.risk_aversion, cfg.drawdown_lambda, cfg.drawdown_temperature)
     return value, acc

@@ -37,7 +37,7 @@ from .atomic import atomic_write_new, json_safe
 from .checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint
 from .config import Execution
 from .data import MarketData, load_market, resolve_data_root
-from .env import account, execution_horizon, observed_growth
+from .env import account, decision_growth, execution_horizon, observed_growth
 from .errors import CheckpointError, DataError, DifferentiableMarketError
 from .features import compute_features
 from .marketsimulator.report import iso
@@ -184,24 +184,28 @@ def held_growth(open_ta: torch.Tensor, close_ta: torch.Tensor, execution: Execut
 
 
 @torch.no_grad()
-def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor,
-           holdings: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor, holdings: torch.Tensor | None,
+           fill: torch.Tensor | None = None, rebalance_every: int = 1
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Roll the deterministic policy over one window and decide its last bar.
 
     features: [L, A, F] of the window's decision bars; held: [L-1, A_out] drift of each decision's position up to
-    the next decision (``held_growth``). Returns the path's weights [L, A_out] (the arithmetic of
-    ``rollout.deterministic_weights``: float32, cold start, all cash shown first), the holdings the path shows its
-    last decision [A_out], and the last decision's target [A_out] when shown ``holdings`` instead (the path's own
-    last row when None).
+    the next decision (``held_growth``); fill: [L-1, A_out] its drift to the next fill where it differs (the
+    accounting growth of "open" execution; its last row, which needs the next open, is ``held``'s). Returns the
+    path's weights [L, A_out] (the arithmetic of ``rollout.deterministic_weights``: float32, cold start, all cash
+    shown first, ``rebalance_every`` counted from the window's first bar), the holdings the path shows its last
+    decision [A_out], and the weights the last decision asks to hold after its fill [A_out]: its target, or for a
+    cost-aware action the holdings moved toward it by the action, shown ``holdings`` (the path's own when None). The
+    last decision always trades, whatever ``rebalance_every`` says of its position in the window.
     """
     state_proj = policy.state_projection(policy.encode(features[None], None))  # [1, L, K]
     observed = torch.cat([held, torch.ones_like(held[:1])])  # the last row would drift past the decision: unused
-    path = generate_paths(policy, state_proj, observed[None], 0, True, None)
+    growth = None if fill is None else torch.cat([fill, torch.ones_like(fill[:1])])[None]
+    path = generate_paths(policy, state_proj, observed[None], 0, True, None, growth=growth,
+                          rebalance_every=rebalance_every)
     weights, own = path.weights[0, 0], path.held[0, 0, -1]
-    if holdings is None:
-        return weights, own, weights[-1]
-    last = generate_paths(policy, state_proj[:, -1:], observed[None, -1:], 0, True, None,
-                          holdings.to(torch.float32)[None])
+    shown = own if holdings is None else holdings.to(torch.float32)
+    last = generate_paths(policy, state_proj[:, -1:], observed[None, -1:], 0, True, None, shown[None])
     return weights, own, last.weights[0, 0, 0]
 
 
@@ -241,10 +245,22 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     features = torch.as_tensor(compute_features(market, ckpt.feature_spec)[first:])
     if features.shape[-1] != ckpt.n_features:
         raise CheckpointError(f"The features have {features.shape[-1]} columns; {ckpt.path} expects {ckpt.n_features}.")
-    held = held_growth(torch.tensor(market.open[first:]), torch.tensor(market.close[first:]), cfg.env.execution,
-                       include_cash).to(torch.float32)
+    window_prices = torch.tensor(market.open[first:]), torch.tensor(market.close[first:])
+    held = held_growth(*window_prices, cfg.env.execution, include_cash).to(torch.float32)
+    fill = None
+    if cfg.env.execution == "open" and (cfg.policy.action != "target" or cfg.env.rebalance_every > 1):
+        # the path's fills drift with the open-to-open growth, known for every decision but the last two
+        fill = held.clone()
+        fill[:-1] = decision_growth(*window_prices, "open", include_cash).to(torch.float32)
     given = None if holdings_file is None else read_holdings(holdings_file, names, include_cash)
-    weights, own, target32 = decide(policy, features, held, None if given is None else torch.as_tensor(given))
+    weights, own, target32 = decide(policy, features, held, None if given is None else torch.as_tensor(given), fill,
+                                    cfg.env.rebalance_every)
+    if cfg.policy.action != "target":
+        notes.append(f"Action '{cfg.policy.action}': the target is what to hold after this trade, the holdings moved "
+                     "toward the policy's aim by its learned rate or band, not the aim itself.")
+    if cfg.env.rebalance_every > 1:
+        notes.append(f"The run rebalances every {cfg.env.rebalance_every} bars: trade this target on your "
+                     "rebalancing bars only.")
     if given is None:
         own64 = own.to(torch.float64)
         holdings = Holdings((own64 / own64.sum()).numpy(), "policy",

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from . import actions
 from .env import drift, initial_holdings
 from .policy import Policy
 
@@ -21,10 +22,13 @@ SAMPLE_FLOOR = 1e-12  # fp32 Dirichlet samples are kept off exact zero so their 
 
 
 class Paths(NamedTuple):
-    """Weights chosen and weights held before each decision, both [B, R, T, A_out]."""
+    """Weights held after each fill, holdings shown before each decision, and the policy's targets, each
+    [B, R, T, A_out]. ``targets`` are what was sampled (the Dirichlet draws or means); with full targets
+    (``action="target"``, every bar) they are the weights themselves."""
 
     weights: torch.Tensor
     held: torch.Tensor
+    targets: torch.Tensor
 
 
 @torch.no_grad()
@@ -36,41 +40,63 @@ def generate_paths(
     with_mean: bool,
     generator: torch.Generator | None,
     initial: torch.Tensor | None = None,
+    growth: torch.Tensor | None = None,
+    rebalance_every: int = 1,
 ) -> Paths:
     """Roll the policy through the window.
 
     state_proj: head projection of the encoder states ([B, T, K] flat, [B, T, A_out, K] cross); observed:
     [B, T, A_out] growth of each decision's position up to the next decision (``env.observed_growth``), which drifts
-    the holdings the policy is shown.
+    the holdings the policy is shown; growth: [B, T, A_out] its accounting growth to the next fill
+    (``env.decision_growth``), needed when the policy's action or ``rebalance_every`` makes the fill depend on the
+    holdings (``actions.needs_loop``; None then means ``observed``, exact in "close" execution).
     Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``. ``initial``
-    ([A_out] or [B, A_out]) is what the policy is shown at the first bar; by default all cash (``initial_holdings``).
+    ([A_out] or [B, A_out]) is what is held before the first bar; by default all cash (``initial_holdings``).
 
     This loop is the one inherently sequential part of training, so each bar is kept to a dozen ops writing into
     preallocated buffers: rows are laid out [T, R, B, A] so that one bar's sampled rows are a contiguous block, the
     policy's ``bar_head`` prepares its per-bar head once, and normalised weights and drifted holdings are written in
-    place. The arithmetic is ``policy.concentrations``, which re-scores these paths.
+    place. The arithmetic is ``policy.concentrations`` and ``actions.fill``, which re-score these paths.
     """
     b, t_len = state_proj.shape[:2]
     n_out = observed.shape[-1]  # a cross-sectional policy may be run on any number of assets
     n_rows = n_samples + int(with_mean)
     device = state_proj.device
+    action = policy.cfg.action
+    looped = actions.needs_loop(action, rebalance_every)
     obs_tba = observed.transpose(0, 1).contiguous()
-    weights = torch.empty(t_len, n_rows, b, n_out, device=device)
+    growth_tba = obs_tba if growth is None else growth.transpose(0, 1).to(obs_tba.dtype).contiguous()
+    targets = torch.empty(t_len, n_rows, b, n_out, device=device)
+    weights = torch.empty_like(targets) if looped else targets
     held = torch.empty(t_len + 1, n_rows, b, n_out, device=device)  # held[t]: holdings shown at decision t
     held[0] = initial_holdings(n_out, policy.include_cash, device) if initial is None else initial
+    pre = held[0]  # holdings at the fill (differs from held only in "open" execution)
+    strength = policy.action_strength()
     alpha_at = policy.bar_head(state_proj, n_rows)
     sample_dirichlet = dirichlet_sampler(generator, device) if n_samples else None
     for t in range(t_len):
         alpha = alpha_at(t, held[t])
         if sample_dirichlet is not None:
             sample = sample_dirichlet(alpha[:n_samples]).clamp_min_(SAMPLE_FLOOR)
-            torch.div(sample, sample.sum(-1, keepdim=True), out=weights[t, :n_samples])
+            torch.div(sample, sample.sum(-1, keepdim=True), out=targets[t, :n_samples])
         if with_mean:
             mean = alpha[n_samples:]
-            torch.div(mean, mean.sum(-1, keepdim=True), out=weights[t, n_samples:])
+            torch.div(mean, mean.sum(-1, keepdim=True), out=targets[t, n_samples:])
+        if looped:
+            h_t = held[t]
+            if growth is None:
+                pre = h_t
+            weights[t] = actions.fill(action, targets[t], h_t, pre, strength) if t % rebalance_every == 0 else pre
+            if growth is not None:
+                pre = drift(weights[t], growth_tba[t])
         wg = weights[t] * obs_tba[t]
         torch.div(wg, wg.sum(-1, keepdim=True), out=held[t + 1])
-    return Paths(weights.permute(2, 1, 0, 3).contiguous(), held[:-1].permute(2, 1, 0, 3).contiguous())
+
+    def out(x: torch.Tensor) -> torch.Tensor:
+        return x.permute(2, 1, 0, 3).contiguous()
+
+    w_out = out(weights)
+    return Paths(w_out, out(held[:-1]), out(targets) if looped else w_out)
 
 
 def dirichlet_sampler(generator: torch.Generator | None, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -109,15 +135,18 @@ def deterministic_weights(
     include_cash: bool,
     autocast_dtype: torch.dtype | None = None,
     initial: torch.Tensor | None = None,
+    growth: torch.Tensor | None = None,
+    rebalance_every: int = 1,
 ) -> torch.Tensor:
-    """Mean-action weights [B, T, A_out] for windows of features [B, T, A, F] and observed growth [B, T, A_out].
+    """Mean-action weights held after each fill [B, T, A_out] for windows of features [B, T, A, F] and observed
+    growth [B, T, A_out]; ``growth`` and ``rebalance_every`` as in ``generate_paths``.
 
     Each window starts cold (zero encoder state), as training windows do, holding ``initial`` (default all cash).
     """
     if include_cash != policy.include_cash:
         raise ValueError("include_cash must match the policy's output layout")
     state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
-    return generate_paths(policy, state_proj, observed, 0, True, None, initial).weights[:, 0]
+    return generate_paths(policy, state_proj, observed, 0, True, None, initial, growth, rebalance_every).weights[:, 0]
 
 
 @torch.no_grad()
@@ -126,22 +155,32 @@ def ensemble_weights(
     features: list[torch.Tensor],
     observed: torch.Tensor,
     initial: torch.Tensor | None = None,
+    growth: torch.Tensor | None = None,
+    rebalance_every: int = 1,
 ) -> torch.Tensor:
-    """Weights [B, T, A_out] of the seed ensemble: one agent whose target at every bar is the mean of its members'
-    deterministic targets, each member shown the ensemble's own drifted holdings (not the holdings it would have had
-    alone). ``features[m]`` [B, T, A, F] are member m's (its own normaliser); ``observed`` [B, T, A_out] as in
-    ``generate_paths``; ``initial`` what is held before the first bar (default all cash).
+    """Weights [B, T, A_out] of the seed ensemble: one agent whose weights after every fill are the mean of what
+    its members' deterministic decisions would fill (their targets, for full targets), each member shown the
+    ensemble's own drifted holdings (not the holdings it would have had alone). ``features[m]`` [B, T, A, F] are
+    member m's (its own normaliser); ``observed``, ``growth`` and ``rebalance_every`` as in ``generate_paths``;
+    ``initial`` what is held before the first bar (default all cash).
     """
     first = policies[0]
     if any(p.n_out != first.n_out or p.include_cash != first.include_cash for p in policies):
         raise ValueError("ensemble members must trade the same assets with the same cash layout")
     projs = [p.state_projection(p.encode(f)) for p, f in zip(policies, features)]  # [B, T, K_m]
+    strengths = [p.action_strength() for p in policies]
     b, t_len, _ = observed.shape
     held = initial_holdings(first.n_out, first.include_cash, observed.device) if initial is None else initial
     held = held.expand(b, first.n_out)
+    pre = held
     out = torch.empty(b, t_len, first.n_out, device=observed.device)
     for t in range(t_len):
-        targets = torch.stack([mean_weights(p.concentrations(sp[:, t], held)) for p, sp in zip(policies, projs)])
-        out[:, t] = targets.mean(0)
+        if t % rebalance_every:
+            out[:, t] = pre
+        else:
+            fills = [actions.fill(p.cfg.action, mean_weights(p.concentrations(sp[:, t], held)), held, pre, s)
+                     for p, sp, s in zip(policies, projs, strengths)]
+            out[:, t] = torch.stack(fills).mean(0)
         held = drift(out[:, t], observed[:, t])
+        pre = held if growth is None else drift(out[:, t], growth[:, t].to(out.dtype))
     return out

@@ -53,6 +53,9 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "execution": ("env", "execution"),
     "risk_aversion": ("env", "risk_aversion"),
     "drawdown_lambda": ("env", "drawdown_lambda"),
+    "train_cost_bps": ("env", "train_cost_bps"),
+    "rebalance_every": ("env", "rebalance_every"),
+    "action": ("policy", "action"),
     "architecture": ("policy", "architecture"),
     "encoder": ("policy", "encoder"),
     "hidden_size": ("policy", "hidden_size"),
@@ -126,6 +129,12 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    f"in the objective (default: {e.risk_aversion})")
     g.add_argument("--drawdown-lambda", type=float, help=f"weight of the smooth max drawdown of log wealth "
                    f"(default: {e.drawdown_lambda})")
+    g.add_argument("--train-cost-bps", type=float, help="one-way fee charged by the training objective only (rollout "
+                   "rewards and the pathwise term), basis points; validation, backtests and studies charge --cost-bps "
+                   "(default: --cost-bps)")
+    g.add_argument("--rebalance-every", type=int, help="trade only every N bars of a path, counted from its first "
+                   "decision; holdings drift in between. Training, validation, backtests, studies and predict use it "
+                   f"(default: {e.rebalance_every})")
     g = ap.add_argument_group("policy")
     g.add_argument("--architecture", choices=["flat", "cross"], help="'flat': one encoder over all assets' features "
                    "at once, tied to the symbols it was trained on; 'cross': one encoder shared by every asset, the "
@@ -145,6 +154,10 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    f"self-attention over assets (quadratic) (default: {p.mixing})")
     g.add_argument("--attention-heads", type=int, help=f"cross with --mixing attention: heads, dividing "
                    f"--asset-hidden (default: {p.attention_heads})")
+    g.add_argument("--action", choices=["target", "partial", "band"], help="how a target becomes a trade: "
+                   "'target' trades to it in full every bar; 'partial' moves a learned fraction of the way from the "
+                   "holdings to it; 'band' moves the holdings only as far as a learned no-trade band around it "
+                   f"(default: {p.action})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
                    help="recompute encoder activations in the backward pass to save memory")
     g = ap.add_argument_group("training")

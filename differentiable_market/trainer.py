@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import dirichlet, hardware
+from . import actions, dirichlet, hardware
 from .config import CompileMode, DTypeName, ExperimentConfig, SplitName
 from .data import MarketData
 from .env import decision_growth, env_objective, execution_horizon, initial_holdings, observed_growth
@@ -139,8 +139,9 @@ class Rollouts:
 
     features: torch.Tensor  # [B, T, A, F]
     growth: torch.Tensor  # [B, T, A_out]
+    observed: torch.Tensor  # [B, T, A_out] growth up to the next decision (drifts what the policy is shown)
     held: torch.Tensor  # [B, R, T, A_out] holdings shown to the policy; R = groups (+1 for the mean path)
-    sampled: torch.Tensor  # [B, G, T, A_out]
+    sampled: torch.Tensor  # [B, G, T, A_out] sampled targets (the Dirichlet draws)
     advantages: torch.Tensor  # [B, G]
     alpha_ref: torch.Tensor  # [B, G, T, A_out] reference concentrations on the same inputs
     rewards: torch.Tensor  # [B, G] exact-cost objectives of the sampled paths
@@ -166,9 +167,10 @@ class GRPOLoss:
         old_logp: torch.Tensor | None,
         alpha_ref: torch.Tensor,
         growth: torch.Tensor,
+        observed: torch.Tensor,
         initial: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        tc = self.cfg.train
+        tc, env = self.cfg.train, self.cfg.env
         groups = sampled.shape[1]
         alpha = self.policy.concentrations(state_proj[:, None], held)  # [B, R, T, A]
         alpha_s = alpha[:, :groups]
@@ -176,11 +178,18 @@ class GRPOLoss:
         # Per-bar ratio to the policy that drew the rollouts; on the first update that policy is this one.
         ratio = torch.exp(logp - (logp.detach() if old_logp is None else old_logp))
         adv = advantages[..., None]
-        pg = -torch.minimum(ratio * adv, ratio.clamp(1 - tc.clip_eps, 1 + tc.clip_eps) * adv).mean()
+        pg_bar = -torch.minimum(ratio * adv, ratio.clamp(1 - tc.clip_eps, 1 + tc.clip_eps) * adv)
+        if env.rebalance_every > 1:  # targets of bars that do not trade change nothing: no credit for them
+            mask = actions.decision_mask(pg_bar.shape[-1], env.rebalance_every, pg_bar.device)
+            pg = (pg_bar * mask).sum(-1).mean() / mask.sum()
+        else:
+            pg = pg_bar.mean()
         entropy, kl = entropy.mean(), kl.mean()
         loss = tc.pg_weight * pg + tc.kl_weight * kl - tc.entropy_weight * entropy
         if alpha.shape[1] > groups:
-            objective, _ = env_objective(mean_weights(alpha[:, groups]), growth, initial, self.cfg.env, smooth=True)
+            w = actions.execute_path(self.policy.cfg.action, mean_weights(alpha[:, groups]), growth, observed,
+                                     initial, self.policy.action_strength(), env.rebalance_every)
+            objective, _ = env_objective(w, growth, initial, env, smooth=True, training=True)
             pathwise = objective.mean()
             loss = loss - tc.pathwise_weight * pathwise
         else:
@@ -204,16 +213,18 @@ class GRPOLoss:
         cfg, policy = self.cfg, self.policy
         groups = cfg.train.rollout_groups
         state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
-        paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator)
-        sampled = paths.weights[:, :groups]
+        paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator,
+                               growth=growth, rebalance_every=cfg.env.rebalance_every)
+        sampled = paths.targets[:, :groups]
         with torch.no_grad():
             initial = initial_holdings(growth.shape[-1], policy.include_cash, features.device)
-            rewards, _ = env_objective(sampled, growth[:, None], initial, cfg.env, smooth=False)  # [B, G]
+            rewards, _ = env_objective(paths.weights[:, :groups], growth[:, None], initial, cfg.env, smooth=False,
+                                       training=True)  # [B, G]
             std = rewards.std(dim=1, keepdim=True)
             advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
             ref_proj = reference.state_projection(reference.encode(features, autocast_dtype))
             alpha_ref = reference.concentrations(ref_proj[:, None], paths.held[:, :groups])
-        return Rollouts(features, growth, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
+        return Rollouts(features, growth, observed, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
 
     def loss(
         self, ro: Rollouts, state_proj: torch.Tensor | None, autocast_dtype: torch.dtype | None
@@ -228,7 +239,7 @@ class GRPOLoss:
             state_proj = policy.state_projection(policy.encode(ro.features, autocast_dtype))
         initial = initial_holdings(ro.growth.shape[-1], policy.include_cash, ro.features.device)
         loss, pg, kl, entropy, pathwise, logp = self.scoring(
-            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, ro.growth, initial
+            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, ro.growth, ro.observed, initial
         )
         if ro.old_logp is None:
             ro.old_logp = logp
@@ -257,7 +268,8 @@ def evaluate_split(
     policy.eval()
     features = tensors.features[start:stop][None]
     growth = tensors.growth[start:stop][None]
-    weights = deterministic_weights(policy, features, tensors.observed[start:stop][None], policy.include_cash)
+    weights = deterministic_weights(policy, features, tensors.observed[start:stop][None], policy.include_cash,
+                                    growth=growth, rebalance_every=cfg.env.rebalance_every)
     policy.train(was_training)
     initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
     equal = torch.zeros(policy.n_out, device=features.device)

@@ -347,7 +347,8 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     growth = growth_ta[bars]  # [W, L, A (+1)]
 
     # Full float32 (no bf16 autocast): the stored weights' own precision, and cheaper on CPU for one pass.
-    w_policy = deterministic_weights(policy, features[bars], seen_ta[bars].to(torch.float32), include_cash, None)
+    w_policy = deterministic_weights(policy, features[bars], seen_ta[bars].to(torch.float32), include_cash, None,
+                                     growth=growth.to(torch.float32), rebalance_every=cfg.env.rebalance_every)
     w_policy = w_policy.to(torch.float64)
     w_policy = w_policy / w_policy.sum(dim=-1, keepdim=True)
     t_policy = time.perf_counter()
@@ -368,7 +369,9 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
         checkpoint={"path": ckpt.path, "sha256": ckpt.sha256, "step": ckpt.step,
                     "trained_through": ckpt.trained_through, "validated_through": validated_through},
         effective={"cost_bps": cfg.env.cost_bps, "include_cash": include_cash, "execution": cfg.env.execution,
-                   "policy_dtype": "float32"},
+                   "policy_dtype": "float32", "action": cfg.policy.action,
+                   "action_strength": _strength(policy), "rebalance_every": cfg.env.rebalance_every,
+                   "train_cost_bps": cfg.env.train_cost_bps},
         overrides=overrides,
         data={"root": str(root), "bundled_sample": bundled, "glob": cfg.data.glob, "fingerprint": fingerprint,
               "checkpoint_fingerprint": ckpt.data_fingerprint, "matches_checkpoint": same_data},
@@ -382,6 +385,12 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
                  "total_s": t_end - t0},
         notes=notes,
     )
+
+
+def _strength(policy) -> float | None:
+    """The learned rate (partial) or band width as a fraction of equal weight (band) of the policy's action."""
+    s = policy.action_strength()
+    return None if s is None else float(s.detach())
 
 
 def in_sample_notes(split: SplitName, split_dates: tuple[str, str], trained_through: str | None,

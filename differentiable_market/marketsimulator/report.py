@@ -484,6 +484,7 @@ def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str
                     + (f", stride {split['stride']}" if split["stride"] is not None else " (the whole split)")
                     + (f"; {_beats_scope(result)}" if split["overlapping"] else "; no two windows overlap")),
         ("Costs", f"{result.effective['cost_bps']:g} bps one-way on traded non-cash weight"),
+        ("Action", _action_text(result.effective)),
         ("Execution", f"{result.effective['execution']}; cash asset: {result.effective['include_cash']}"),
         ("Data", f"{report['data']['root']} ({len(result.symbols)} assets: {', '.join(result.symbols[:20])}"
                  f"{' ...' if len(result.symbols) > 20 else ''}); matches checkpoint: "
@@ -560,3 +561,18 @@ def write_report(result: BacktestResult, report_dir: str | Path) -> Path:
     atomic_write_text(out / "report.html", report_html(result, report))
     return out
 
+
+def _action_text(effective: dict) -> str:
+    """How the policy's targets became trades, for the settings table."""
+    action, s = effective.get("action", "target"), effective.get("action_strength")
+    text = {"target": "full target every decision",
+            "partial": f"partial rebalancing, learned rate {s:.3f} per decision" if s is not None else "partial",
+            "band": f"no-trade band, learned half-width {s:.3f} x equal weight" if s is not None else "band",
+            }[action]
+    every = effective.get("rebalance_every", 1)
+    if every > 1:
+        text += f"; decisions every {every} bars"
+    train_bps = effective.get("train_cost_bps")
+    if train_bps is not None:
+        text += f"; trained with a {train_bps:g} bps fee"
+    return text

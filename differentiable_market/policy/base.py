@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import actions
 from ..config import PolicyConfig
 
 
@@ -30,6 +31,14 @@ class DirichletPolicy(nn.Module):
         self.head_out = nn.Linear(k, outputs)
         nn.init.zeros_(self.head_out.weight)
         nn.init.constant_(self.head_out.bias, 1.0)
+        # The action's learned rate or band width (actions.py); absent for full targets, so their checkpoints and
+        # seeded initialisation are unchanged.
+        if self.cfg.action != "target":
+            self.action_param = nn.Parameter(torch.tensor([actions.initial_param(self.cfg.action)]))
+
+    def action_strength(self) -> torch.Tensor | None:
+        """[1] rate (partial) or band width fraction (band) of the action, float32; None for full targets."""
+        return actions.strength(self.action_param) if self.cfg.action != "target" else None
 
     def _encoded(self, x: torch.Tensor) -> torch.Tensor:
         """input_proj, input_norm and the encoder over [N, T, F] (activations recomputed in backward when

@@ -46,7 +46,8 @@ class Path:
 
 
 def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
-                   cost_rate: float, include_cash: bool, execution: str) -> tuple[dict[str, Path], np.ndarray]:
+                   cost_rate: float, include_cash: bool, execution: str,
+                   rebalance_every: int = 1) -> tuple[dict[str, Path], np.ndarray]:
     """Paths of every seed, the ensemble and every baseline; and the decision bars [T] they trade.
 
     ``members[k]`` lists (seed, best checkpoint) of fold k; each must have been trained on exactly these data.
@@ -61,6 +62,7 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)
     growth_ta = decision_growth(open_ta, close_ta, execution, include_cash)  # float64 [T - h, A (+1)]
     seen_ta = observed_growth(open_ta, close_ta, execution, include_cash).to(torch.float32)
+    fill_ta = growth_ta.to(torch.float32)
     bars = np.arange(folds[0].decisions[0], folds[-1].decisions[1])
     seeds = [seed for seed, _ in members[folds[0].index]]
     weights: dict[str, list[torch.Tensor]] = {f"seed{s}": [] for s in seeds}
@@ -75,11 +77,13 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
             policies.append(policy)
             feats.append(f)
             name = f"seed{seed}"
-            w = deterministic_weights(policy, f, seen_ta[None, d0:d1], include_cash, None, initial=shown[name])[0]
+            w = deterministic_weights(policy, f, seen_ta[None, d0:d1], include_cash, None, initial=shown[name],
+                                      growth=fill_ta[None, d0:d1], rebalance_every=rebalance_every)[0]
             weights[name].append(w)
-        weights["ensemble"].append(ensemble_weights(policies, feats, seen_ta[None, d0:d1], shown["ensemble"])[0])
+        weights["ensemble"].append(ensemble_weights(policies, feats, seen_ta[None, d0:d1], shown["ensemble"],
+                                                    fill_ta[None, d0:d1], rebalance_every)[0])
         for name, parts in weights.items():
-            # what the next fold's first decision is shown: the last target drifted to the close of its bar
+            # what the next fold's first decision is shown: the last weights drifted to the close of its bar
             shown[name] = drift(parts[-1][-1], seen_ta[d1 - 1])
     ppy = bars_per_year(market.timestamps)
     growth = growth_ta[torch.as_tensor(bars)][None]  # [1, T, A (+1)]

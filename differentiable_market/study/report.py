@@ -108,7 +108,8 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
                   cfg: ExperimentConfig, settings: StudySettings) -> dict[str, Any]:
     """Everything the study concludes, as JSON-able data (deterministic: fixed bootstrap seed)."""
     include_cash = cfg.env.include_cash
-    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution)
+    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution,
+                                 cfg.env.rebalance_every)
     ppy = bars_per_year(market.timestamps)
     level, reps = settings.ci_level, settings.bootstrap_reps
     lg = {name: p.log_growth for name, p in paths.items()}
@@ -135,7 +136,10 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
         "spa": "Hansen (2005) SPA on per-bar losses -log growth, studentised, stationary bootstrap; the models are "
                "every trial (each seed and the ensemble)",
     }}
-    for key, bench in (("vs_equal_weight", "equal_weight"), ("vs_best_causal_baseline", best)):
+    benchmarks = [("vs_equal_weight", "equal_weight"), ("vs_best_causal_baseline", best)]
+    if "olmar" in paths:  # the reversal rule a learner should at least match, shown even when not the best
+        benchmarks.append(("vs_olmar", "olmar"))
+    for key, bench in benchmarks:
         statistics[key] = {
             "benchmark": bench,
             "excess_log_growth_per_year": _interval(

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from differentiable_market.config import FeatureConfig
+from differentiable_market.features import feature_names
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "data_scale.py"
 
 
@@ -52,7 +55,7 @@ def test_written_data_and_what_the_loader_keeps(script, tmp_path: Path) -> None:
     assert info["assets_kept"] == 9 and info["dropped"] == [early] and info["late_gaps"] == [late]
     assert info["bars_kept"] == expected["calendar_bars"] == expected["calendar_last_bar"] - expected[
         "calendar_first_bar"] + 1
-    assert info["features_shape"] == [expected["calendar_bars"], 9, 8]
+    assert info["features_shape"] == [expected["calendar_bars"], 9, len(feature_names(FeatureConfig()))]
     assert meter.records["read"].calls == 10 and meter.records["align"].calls == 1
     for name in ("read", "align", "fingerprint", "prepare_market", "fit normaliser", "features", "chain"):
         r = meter.records[name]

@@ -107,8 +107,10 @@ def test_a_checkpoint_written_before_encoders_were_selectable_loads_and_backtest
     )
     expected = torch.load(FIXTURES / "legacy_gru_backtest.pt", weights_only=True)
     policy = result.strategies["policy"]
-    torch.testing.assert_close(torch.as_tensor(policy.weights), expected["weights"], rtol=0, atol=1e-12)
-    torch.testing.assert_close(torch.as_tensor(policy.log_growth), expected["log_growth"], rtol=0, atol=1e-12)
+    # float32 GRU kernels differ between CPUs (an AMX Xeon differs from the AMD EPYC that wrote the fixture by up to
+    # 1.1e-8 in 4 of 2048 weights), so the match is to float32 precision, far below any behaviour change.
+    torch.testing.assert_close(torch.as_tensor(policy.weights), expected["weights"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.as_tensor(policy.log_growth), expected["log_growth"], rtol=0, atol=1e-7)
 
 
 def test_validation_end_is_stored_and_recovered_for_older_checkpoints(tmp_path, sample_market):

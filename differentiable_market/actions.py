@@ -1,0 +1,133 @@
+"""Actions: how a decision becomes a trade.
+
+The policy's Dirichlet sample (or mean) ``u_t`` is its *target*. The action design (``PolicyConfig.action``) turns
+the target into the weights held after the fill, ``w_t``, which ``env.account`` then accounts like any other weights
+(one fee model, one drift):
+
+- ``target``: trade to the target in full at every decision, ``w_t = u_t`` (the first design; old checkpoints).
+- ``partial``: move a learned fraction ``r`` of the way from the holdings to the target, ``h_t + r (u_t - h_t)``.
+  Partial rebalancing toward an aim portfolio is the classic answer to trading costs: it damps the target's jitter
+  (turnover scales with ``r``) while a persistent view is still reached in ``1 / r`` bars.
+- ``band``: a no-trade band around the target: the holdings move to the nearest point (Euclidean) of the band
+  ``{w on the simplex : |w - u| <= b}`` with half-width ``b = beta / A_out`` (``beta`` learned, in (0, 1), so the
+  band is a fraction of equal weight in any universe). Holdings already inside the band are not traded at all (the
+  shape of the optimal policy under proportional costs).
+
+``r`` and ``beta`` are one learned scalar per policy, ``sigmoid(ACTION_SCALE * action_param)``; ``ACTION_SCALE``
+lets AdamW's per-step moves of about ``lr`` shift the logit usefully within a short run.
+
+Timing. ``h_t`` are the holdings known when the decision is made (drifted to the close of bar t, what the policy is
+shown); ``p_t`` are the holdings at the fill (``Accounting.pre_trade``). In ``close`` execution they are the same.
+In ``open`` execution the cost-aware actions fix the *trade* at the decision, ``a_t - h_t`` with ``a_t`` the action's
+desired weights, and apply it at the fill: ``w_t = normalise(max(p_t + a_t - h_t, 0))``, so a decision not to trade
+costs exactly nothing and nothing about the next open is used. ``target`` keeps its first meaning (hold exactly
+``u_t`` after the fill).
+
+``rebalance_every`` N (``EnvConfig``): only bars 0, N, 2N, ... of a path (counted from its first decision) trade;
+on the others ``w_t = p_t``, the holdings drift. Everything is differentiable in ``u``, ``r``/``beta`` and the
+holdings, so the pathwise gradient sees the cost of every trade; GRPO's log-probabilities are those of the sampled
+target ``u``, which stay exact Dirichlet densities.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .config import Action
+from .env import drift
+
+ACTION_SCALE = 10.0
+INITIAL_STRENGTH = {"partial": 0.5, "band": 0.25}  # r and beta of an untrained policy
+
+
+def initial_param(action: Action) -> float:
+    """The ``action_param`` whose strength is ``INITIAL_STRENGTH[action]``."""
+    s = INITIAL_STRENGTH[action]
+    return float(torch.logit(torch.tensor(s, dtype=torch.float64))) / ACTION_SCALE
+
+
+def strength(param: Tensor) -> Tensor:
+    """r (partial) or beta (band) in (0, 1) from the learned parameter."""
+    return torch.sigmoid(ACTION_SCALE * param)
+
+
+def desired(action: Action, u: Tensor, h: Tensor, s: Tensor | None) -> Tensor:
+    """The weights the action aims to hold after the trade, [..., A], from target ``u`` and holdings ``h``."""
+    if action == "partial":
+        return h + s * (u - h)
+    if action == "band":
+        b = s / u.shape[-1]
+        return band_projection(h, (u - b).clamp_min(0.0), u + b)
+    return u
+
+
+def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """The point of the band {w : lo <= w <= hi, sum w = 1} nearest to ``h`` (Euclidean), [..., A].
+
+    It is ``clamp(h + lam, lo, hi)`` for the shift ``lam`` that makes it sum to 1, so holdings already in the band
+    (and on the simplex) are returned unchanged: no trade at all. f(lam) = sum clamp(h + lam, lo, hi) is piecewise
+    linear and nondecreasing with knots at lo - h and hi - h; the crossing of 1 is found exactly from the sorted knots
+    (O(A log A), no iteration), then ``lam`` is recomputed with gradient from the coordinates left free. Needs
+    sum lo <= 1 <= sum hi.
+    """
+    with torch.no_grad():
+        n = h.shape[-1]
+        knots, order = torch.sort(torch.cat([lo - h, hi - h], -1), dim=-1)
+        steps = torch.cat([torch.ones_like(h), -torch.ones_like(h)], -1).gather(-1, order)
+        slope = torch.cumsum(steps, -1)  # free coordinates just right of each knot
+        f_knots = lo.sum(-1, keepdim=True) + torch.cat(
+            [torch.zeros_like(knots[..., :1]), torch.cumsum(slope[..., :-1] * knots.diff(dim=-1), -1)], -1)
+        k = ((f_knots <= 1.0).sum(-1, keepdim=True) - 1).clamp(0, 2 * n - 1)
+        lam0 = knots.gather(-1, k) + (1.0 - f_knots.gather(-1, k)) / slope.gather(-1, k).clamp_min(1.0)
+        shifted = h + lam0
+        below, above = shifted <= lo, shifted >= hi
+        free = ~(below | above)
+    fixed = torch.where(below, lo, hi)
+    n_free = free.sum(-1, keepdim=True)
+    lam = (1.0 - torch.where(free, 0.0, fixed).sum(-1, keepdim=True) - torch.where(free, h, 0.0).sum(-1, keepdim=True)
+           ) / n_free.clamp_min(1)
+    lam = torch.where(n_free > 0, lam, lam0)
+    return torch.where(free, h + lam, fixed)
+
+
+def fill(action: Action, u: Tensor, h: Tensor, p: Tensor, s: Tensor | None) -> Tensor:
+    """Weights held after the fill [..., A]: ``u`` for ``target``; otherwise the decided trade applied to the
+    holdings at the fill ``p`` (equal to ``desired`` when ``p`` is ``h``)."""
+    if action == "target":
+        return u
+    a = desired(action, u, h, s)
+    # Normalised also when p is h: a start from nothing (no cash column, zero holdings) is off the simplex.
+    w = a if p is h else (p + (a - h)).clamp_min(0.0)
+    return w / w.sum(-1, keepdim=True)
+
+
+def needs_loop(action: Action, rebalance_every: int) -> bool:
+    """Whether the held weights depend on the path (anything but full targets at every bar)."""
+    return action != "target" or rebalance_every > 1
+
+
+def execute_path(action: Action, u: Tensor, growth: Tensor, observed: Tensor, initial: Tensor, s: Tensor | None,
+                 rebalance_every: int = 1) -> Tensor:
+    """Weights held after each fill [..., T, A] for targets ``u`` [..., T, A], differentiable in every input.
+
+    growth: each decision's accounting growth (``env.decision_growth``), which drifts the holdings to the next fill;
+    observed: its growth to the next decision (``env.observed_growth``), which drifts what the next decision knows;
+    both broadcastable against ``u``. initial: [..., A] holdings before the first decision.
+    """
+    if not needs_loop(action, rebalance_every):
+        return u
+    p = h = torch.broadcast_to(initial, u.shape[:-2] + u.shape[-1:]).to(u.dtype)
+    same = growth is observed
+    out = []
+    for t in range(u.shape[-2]):
+        w = fill(action, u[..., t, :], h, p, s) if t % rebalance_every == 0 else p
+        out.append(w)
+        p = drift(w, growth[..., t, :])
+        h = p if same else drift(w, observed[..., t, :])
+    return torch.stack(out, dim=-2)
+
+
+def decision_mask(n_bars: int, rebalance_every: int, device: torch.device | None = None) -> Tensor:
+    """[T] float: 1 on the bars of a path that trade (0, N, 2N, ...), 0 on the others."""
+    return (torch.arange(n_bars, device=device) % rebalance_every == 0).float()
