@@ -142,7 +142,7 @@ class PolicyConfig:
 
     # "flat": one encoder over all assets' features at once (tied to the symbols it was trained on); "cross": one
     # encoder shared by every asset, assets mixed at each bar, one head per asset (any universe, same features)
-    architecture: Architecture = "flat"
+    architecture: Architecture = "cross"
     encoder: EncoderName = "mingru"  # "mingru": minimal GRU computed with a parallel scan; "gru": torch.nn.GRU
     hidden_size: int = 64  # flat: encoder hidden units
     num_layers: int = 1  # stacked encoder layers
@@ -153,7 +153,7 @@ class PolicyConfig:
     mixing: Mixing = "pool"  # cross: how assets interact at each bar (pooled context, or attention over assets)
     # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
     # the way; "band" leaves holdings inside a learned no-trade band around it
-    action: Action = "target"
+    action: Action = "band"
     attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
@@ -194,7 +194,7 @@ class TrainConfig:
     use_muon: bool = True
     grad_clip: float = 1.0  # global gradient-norm clip
     pg_weight: float = 1.0  # weight of the clipped-ratio GRPO policy-gradient loss
-    pathwise_weight: float = 1.0  # weight of the pathwise (differentiable-env) objective of the mean action
+    pathwise_weight: float = 10.0  # weight of the pathwise (differentiable-env) objective of the mean action
     kl_weight: float = 0.01  # weight of KL(policy || EMA reference)
     entropy_weight: float = 1e-3  # weight of the Dirichlet entropy bonus
     clip_eps: float = 0.2  # PPO/GRPO ratio clip

@@ -121,7 +121,7 @@ def tiny_study_config(data_root: Path, save_dir: Path, epochs: int = 4):
 
     return ExperimentConfig(
         data=DataConfig(root=str(data_root)),
-        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
         train=TrainConfig(lookback=16, batch_windows=4, rollout_groups=2, epochs=epochs, eval_interval=2,
                           log_interval=2, device="cpu", dtype="float32", save_dir=str(save_dir)),
     )

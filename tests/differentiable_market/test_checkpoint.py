@@ -17,7 +17,7 @@ MARKER = Path("/tmp/differentiable_market_pwned_marker")
 
 def _save(path: Path, include_cash: bool = False) -> tuple[DirichletGRUPolicy, tuple[str, ...]]:
     market = random_walk_market(120, 3, seed=0)
-    cfg = ExperimentConfig(policy=PolicyConfig(hidden_size=8, head_hidden=8))
+    cfg = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8))
     spec = fit_feature_spec(market, cfg.features, 60)
     torch.manual_seed(0)
     policy = DirichletGRUPolicy(cfg.policy, 3, len(spec.names), include_cash)
@@ -125,7 +125,7 @@ def test_validation_end_is_stored_and_recovered_for_older_checkpoints(tmp_path, 
         sample_market.timestamps[va_end - 1])[:19]
 
     market = random_walk_market(120, 3, seed=0)
-    cfg = ExperimentConfig(policy=PolicyConfig(hidden_size=8, head_hidden=8))
+    cfg = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8))
     spec = fit_feature_spec(market, cfg.features, 60)
     save_checkpoint(tmp_path / "new.pt", config=cfg, symbols=market.symbols, feature_spec=spec,
                     policy=DirichletGRUPolicy(cfg.policy, 3, len(spec.names), False), step=1,

@@ -9,7 +9,7 @@ from differentiable_market.policy import DirichletGRUPolicy
 
 
 def _policy(encoder: str = "mingru") -> DirichletGRUPolicy:
-    return DirichletGRUPolicy(PolicyConfig(hidden_size=8, head_hidden=8, encoder=encoder), n_assets=2, n_features=3,
+    return DirichletGRUPolicy(PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8, encoder=encoder), n_assets=2, n_features=3,
                               include_cash=True)
 
 

@@ -7,7 +7,7 @@ from differentiable_market.policy import DirichletGRUPolicy
 
 def _policy(include_cash: bool = False, **kw) -> DirichletGRUPolicy:
     torch.manual_seed(0)
-    return DirichletGRUPolicy(PolicyConfig(hidden_size=16, head_hidden=8, **kw), n_assets=3, n_features=5,
+    return DirichletGRUPolicy(PolicyConfig(architecture="flat", action="target", hidden_size=16, head_hidden=8, **kw), n_assets=3, n_features=5,
                               include_cash=include_cash)
 
 

@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
 
     cfg = ExperimentConfig(
         data=DataConfig(root=str(bundled_sample_dir())),
-        policy=PolicyConfig(hidden_size=8, head_hidden=8),
+        policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
         train=TrainConfig(lookback=LOOKBACK, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1,
                           log_interval=1, device="cpu", dtype="float32", compile="off",
                           save_dir=str(tmp_path_factory.mktemp("runs"))),
@@ -198,3 +198,34 @@ def test_a_bad_holdings_file_on_the_command_line_exits_2(run_dir, cut, tmp_path,
     assert main(["--checkpoint", str(run_dir), "--data-root", str(data), "--holdings", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "sum to 0.7" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("execution", ["close", "open"])
+def test_a_band_policy_predicts_what_the_backtester_fills(tmp_path, execution):
+    """The default design (cross-sectional, no-trade band): predict's path is the backtester's. In close execution
+    the last decision's target is the backtester's fill; in open execution that fill depends on the next open, which
+    predict cannot know, so the rows before it are compared."""
+    from differentiable_market.config import EnvConfig
+    from differentiable_market.train import run_training
+
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(bundled_sample_dir())), env=EnvConfig(execution=execution),
+        policy=PolicyConfig(asset_hidden=8, asset_head_hidden=4),
+        train=TrainConfig(lookback=LOOKBACK, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1,
+                          log_interval=1, device="cpu", dtype="float32", compile="off", save_dir=str(tmp_path / "r")),
+    )
+    assert cfg.policy.architecture == "cross" and cfg.policy.action == "band"
+    run = run_training(cfg, progress=False, argv=[])
+    bt = run_backtest(BacktestOptions(checkpoint=str(run), window_length=LOOKBACK, trades=False), log=lambda *_: None)
+    bars = bt.plan.decision_bars[-1]
+    data = _sample_through(tmp_path / "cut", bt.timestamps[bars[-1]])
+    p = predict(str(run), data_root=str(data), log=lambda *_: None)
+    w_bt = bt.policy.weights[-1]
+    assert p.window_bars == (int(bars[0]), int(bars[-1]))
+    if execution == "close":
+        np.testing.assert_allclose(p.window_weights, w_bt, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(p.target, w_bt[-1], rtol=0, atol=1e-6)
+    else:
+        np.testing.assert_allclose(p.window_weights[:-1], w_bt[:-1], rtol=0, atol=1e-6)
+    assert p.target.sum() == pytest.approx(1.0, abs=1e-12)
+    assert any("Action 'band'" in note for note in p.notes)

@@ -8,7 +8,7 @@ from differentiable_market.rollout import deterministic_weights, generate_paths,
 
 def _setup(include_cash: bool):
     torch.manual_seed(0)
-    policy = DirichletGRUPolicy(PolicyConfig(hidden_size=16, head_hidden=8), 3, 4, include_cash)
+    policy = DirichletGRUPolicy(PolicyConfig(architecture="flat", action="target", hidden_size=16, head_hidden=8), 3, 4, include_cash)
     with torch.no_grad():
         policy.head_held.weight.normal_()  # make the held weights matter
         policy.head_out.weight.normal_()  # the zero init would make every action the same

@@ -71,7 +71,7 @@ def test_cost_breakeven_matches_its_closed_form():
 
 def _checkpoints(tmp_path, market, folds, seeds):
     """Untrained but distinct policies saved as each fold x seed's best.pt."""
-    cfg = ExperimentConfig(policy=PolicyConfig(hidden_size=8, head_hidden=8), train=TrainConfig(lookback=16))
+    cfg = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8), train=TrainConfig(lookback=16))
     members = {}
     for f in folds:
         spec = fit_feature_spec(market, cfg.features, f.train[1])

@@ -15,7 +15,7 @@ from differentiable_market.train import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--lookback", "32", "--batch-windows", "4", "--rollout-groups", "2", "--hidden-size", "8",
-        "--no-progress"]
+        "--no-progress", "--architecture", "flat", "--action", "target"]
 
 
 def _run_dirs(save_dir: Path) -> list[Path]:
