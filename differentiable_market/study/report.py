@@ -252,6 +252,19 @@ def interval_figure(results: dict[str, Any]) -> str:
     return _png(fig)
 
 
+def settings_text(config: dict[str, Any]) -> str:
+    """The training settings a reader needs to judge the study: policy, action, fees, schedule, execution."""
+    env, policy, train = config["env"], config["policy"], config["train"]
+    fee = env["cost_bps"]
+    train_fee = env.get("train_cost_bps")
+    return (f"policy {policy['architecture']}, encoder {policy['encoder']}; action {policy.get('action', 'target')}; "
+            f"rebalancing every {env.get('rebalance_every', 1)} bar(s); {fee:g} bps one-way"
+            + (f" (trained with {train_fee:g} bps)" if train_fee is not None else "")
+            + f"; execution {env['execution']}; cash {env['include_cash']}; lookback {train['lookback']}, "
+            f"{train['batch_windows']} windows x {train['rollout_groups']} rollouts, {train['epochs']} steps, "
+            f"pathwise weight {train['pathwise_weight']:g}")
+
+
 def report_html(state: dict[str, Any]) -> str:
     r = state["results"]
     s = r["statistics"]
@@ -268,6 +281,11 @@ def report_html(state: dict[str, Any]) -> str:
     spa = s["vs_equal_weight"]["spa"]
     be = s["cost_breakeven_bps"]["vs_equal_weight"]
     be_text = "no edge even without fees" if be is None else f"{be:.1f} bps one-way"
+    olmar = ""
+    if "vs_olmar" in s:
+        iv = s["vs_olmar"]["excess_log_growth_per_year"]
+        olmar = (f"<li>Ensemble against OLMAR: {100 * iv['estimate']:+.1f}%/yr excess log growth, CI "
+                 f"[{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]</li>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Walk-forward study</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
 table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdict{{font-size:1.15em;font-weight:bold}}
@@ -284,7 +302,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdi
 ({s['ensemble_dsr']['trials']} trials): {s['ensemble_dsr']['dsr']:.3f}</li>
 <li>Seed spread of out-of-sample Sharpe: min {s['seed_spread']['sharpe_min']:.2f}, median
 {s['seed_spread']['sharpe_median']:.2f}, max {s['seed_spread']['sharpe_max']:.2f}</li>
-<li>Cost at which the ensemble's edge over equal weight vanishes: {be_text}</li></ul>
+<li>Cost at which the ensemble's edge over equal weight vanishes: {be_text}</li>{olmar}</ul>
+<h2>Settings</h2><p>{esc(settings_text(state["config"]))}</p>
 <h3>Assumptions</h3><ul>{''.join(f'<li><b>{esc(k)}</b>: {esc(v)}</li>' for k, v in s['assumptions'].items())}</ul>
 <h2>Strategies (stitched path)</h2><table><tr><th>strategy</th><th>log growth / yr</th><th>Sharpe</th>
 <th>max drawdown</th><th>turnover / bar</th></tr>{strat_rows}</table>

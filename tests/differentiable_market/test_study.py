@@ -142,7 +142,13 @@ def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_
     assert iv["low"] <= iv["estimate"] <= iv["high"]
     assert set(res["strategies"]) >= {"ensemble", "seed0", "seed1", "equal_weight", "olmar"}
     assert sum(f["bars"] for f in res["folds"]) == res["out_of_sample"]["bars"]
-    assert (folder / "report.html").read_text().count("data:image/png;base64,") == 2
+    page = (folder / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    olmar = res["statistics"]["vs_olmar"]["excess_log_growth_per_year"]
+    ens, ol = res["strategies"]["ensemble"], res["strategies"]["olmar"]
+    assert olmar["estimate"] == pytest.approx(ens["log_growth_per_year"] - ol["log_growth_per_year"], abs=1e-12)
+    assert "Ensemble against OLMAR" in page
+    assert "action target; rebalancing every 1 bar(s); 10 bps one-way; execution open" in page
     before = {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoints/*.pt")}
     run_study(cfg, settings, folder, log=lambda *_: None)
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoints/*.pt")} == before  # nothing retrained
