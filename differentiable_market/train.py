@@ -312,7 +312,7 @@ def run_training(
             ip = init.config.policy
             hint = (f"; or start this cross-sectional policy on these symbols with --architecture cross "
                     f"--asset-hidden {ip.asset_hidden} --asset-head-hidden {ip.asset_head_hidden} --mixing {ip.mixing} "
-                    f"--num-layers {ip.num_layers} --encoder {ip.encoder}.")
+                    f"--num-layers {ip.num_layers} --encoder {ip.encoder} --action {ip.action}.")
         check_market_matches(source, market.symbols, hint=hint)
     if resume is not None:
         diff = _fingerprint_difference(fingerprint, resume.data_fingerprint)
@@ -343,9 +343,9 @@ def run_training(
                 raise CheckpointError(
                     f"{init.path} holds a policy of another shape ({ip.architecture} architecture, encoder "
                     f"{ip.encoder}, hidden size {ip.hidden_size}, {ip.num_layers} layer(s), head {ip.head_hidden}, "
-                    f"asset hidden {ip.asset_hidden}, asset head {ip.asset_head_hidden}, mixing {ip.mixing}); pass "
-                    "the same --architecture/--encoder/--hidden-size/--num-layers/--asset-hidden/"
-                    "--asset-head-hidden/--mixing or start without --init-checkpoint."
+                    f"asset hidden {ip.asset_hidden}, asset head {ip.asset_head_hidden}, mixing {ip.mixing}, action "
+                    f"{ip.action}); pass the same --architecture/--encoder/--hidden-size/--num-layers/--asset-hidden/"
+                    "--asset-head-hidden/--mixing/--action or start without --init-checkpoint."
                 ) from None
             trainer.reference.load_state_dict(init.policy_state)
         if run_dir is None:

@@ -264,7 +264,8 @@ def test_a_cross_checkpoint_starts_a_training_run_on_other_symbols(cross_run, ca
     code = main(["--architecture", "cross", "--asset-hidden", "8", "--asset-head-hidden", "4", "--hidden-size", "8",
                  "--lookback", "16", "--batch-windows", "4", "--rollout-groups", "2", "--epochs", "0",
                  "--device", "cpu", "--dtype", "float32", "--data-root", str(other_root), "--save-dir",
-                 str(tmp / "runs2"), "--init-checkpoint", str(run / "checkpoints" / "best.pt"), "--no-progress"])
+                 str(tmp / "runs2"), "--init-checkpoint", str(run / "checkpoints" / "best.pt"), "--no-progress",
+                 "--action", "target"])
     assert code == 0
     assert "trained on 4 symbols, on 6 (0 shared, 6 new)" in capsys.readouterr().out
     started = load_checkpoint(next((tmp / "runs2").iterdir()) / "checkpoints" / "latest.pt")
