@@ -49,6 +49,14 @@ from differentiable_market.synthetic import planted_signal_market, random_walk_m
 MARKETS = ("reversal", "nyse", "planted", "random", "sample", "random-cash", "sample-cash")
 
 
+def build_market(base: str):
+    """The synthetic or reference market named ``reversal``, ``nyse``, ``planted`` or ``random`` (not the sample)."""
+    return {"reversal": lambda: reversal_market(2520, 32, seed=0),
+            "nyse": nyse_o,
+            "planted": lambda: planted_signal_market(3000, 4, seed=0),
+            "random": lambda: random_walk_market(2520, 8, seed=0)}[base]()
+
+
 def market_root(name: str, work: Path) -> tuple[str, str, bool]:
     """(data folder, execution, include_cash) of a market, written under ``work`` once."""
     base = name.removesuffix("-cash")
@@ -57,11 +65,7 @@ def market_root(name: str, work: Path) -> tuple[str, str, bool]:
         return str(bundled_sample_dir()), "open", cash
     folder = work / "data" / base
     if not folder.exists():
-        market = {"reversal": lambda: reversal_market(2520, 32, seed=0),
-                  "nyse": nyse_o,
-                  "planted": lambda: planted_signal_market(3000, 4, seed=0),
-                  "random": lambda: random_walk_market(2520, 8, seed=0)}[base]()
-        write_market_folder(market, folder)
+        write_market_folder(build_market(base), folder)
     return str(folder), "close" if base == "nyse" else "open", cash
 
 

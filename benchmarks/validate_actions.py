@@ -21,24 +21,23 @@ import io
 import json
 
 import torch
+from compare_actions import build_market
 from compare_encoders import CPU, timed_row
 
 from differentiable_market import baselines
 from differentiable_market.config import EnvConfig, ExperimentConfig, PolicyConfig, TrainConfig
-from differentiable_market.datasets import nyse_o
 from differentiable_market.env import account, initial_holdings
 from differentiable_market.hardware import machine_info
-from differentiable_market.synthetic import random_walk_market, reversal_market
 from differentiable_market.train import load_data
 from differentiable_market.trainer import prepare_market
 
 
 def market(name: str):
+    """The bundled sample, or ``compare_actions``' market of that name."""
     if name == "sample":
         with contextlib.redirect_stdout(io.StringIO()):
             return load_data(ExperimentConfig())
-    return {"reversal": lambda: reversal_market(2520, 32, seed=0), "nyse": nyse_o,
-            "random": lambda: random_walk_market(2520, 8, seed=0)}[name]()
+    return build_market(name)
 
 
 def variant_config(variant: str, execution: str, seed: int, epochs: int) -> ExperimentConfig:
