@@ -12,6 +12,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +285,13 @@ def run_training(
     argv: list[str] | None = None,
     run_dir: Path | None = None,
     data_root: str | None = None,
+    on_eval: Callable[[int, dict[str, Any], bool], bool] | None = None,
 ) -> Path:
     """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
     new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir.
     ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
-    the config that the run records."""
+    the config that the run records. ``on_eval(step, validation, improved)`` is called after every validation
+    evaluation (once its checkpoints are written); returning True stops the run there (a search's pruner)."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
@@ -462,6 +465,9 @@ def run_training(
                     + ("  * best" if improved else "")
                 )
                 t_mark, steps_mark = time.perf_counter(), step
+                if on_eval is not None and on_eval(step, val, improved):
+                    bar.write(f"step {step:>6}  stopped by the search's pruner")
+                    break
             if tc.epochs == 0:
                 break
     finally:

@@ -42,16 +42,19 @@ class Job:
         return f"fold{self.fold}-seed{self.seed}"
 
 
-def make_jobs(base: ExperimentConfig, folds: list[Fold], seeds: int) -> list[Job]:
-    """Every fold x seed, folds outermost; seeds are ``base.train.seed`` .. ``base.train.seed + seeds - 1``."""
+def make_jobs(base: ExperimentConfig, folds: list[Fold], seeds: int,
+              per_fold: dict[int, ExperimentConfig] | None = None) -> list[Job]:
+    """Every fold x seed, folds outermost; seeds are ``base.train.seed`` .. ``base.train.seed + seeds - 1``.
+    ``per_fold`` replaces the base config of the folds it names (the flags a fold's search chose)."""
     jobs = []
     for fold in folds:
+        cfg_fold = (per_fold or {}).get(fold.index, base)
         for s in range(seeds):
             seed = base.train.seed + s
             cfg = dataclasses.replace(
-                base,
-                data=dataclasses.replace(base.data, split_bars=fold.split_bars),
-                train=dataclasses.replace(base.train, seed=seed),
+                cfg_fold,
+                data=dataclasses.replace(cfg_fold.data, split_bars=fold.split_bars),
+                train=dataclasses.replace(cfg_fold.train, seed=seed),
             )
             jobs.append(Job(fold.index, seed, cfg))
     return jobs

@@ -47,10 +47,11 @@ class Path:
 
 def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
                    cost_rate: float, include_cash: bool, execution: str,
-                   rebalance_every: int = 1) -> tuple[dict[str, Path], np.ndarray]:
+                   rebalance_every: int | None = None) -> tuple[dict[str, Path], np.ndarray]:
     """Paths of every seed, the ensemble and every baseline; and the decision bars [T] they trade.
 
     ``members[k]`` lists (seed, best checkpoint) of fold k; each must have been trained on exactly these data.
+    ``rebalance_every`` None: each fold's members' own (a search may choose it per fold).
     """
     fingerprint = market.fingerprint()
     for k, fold_members in members.items():
@@ -71,17 +72,17 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     for fold in folds:
         d0, d1 = fold.decisions
         policies, feats = [], []
+        every = rebalance_every or members[fold.index][0][1].config.env.rebalance_every
         for seed, ckpt in members[fold.index]:
-            policy = build_policy(ckpt, include_cash)
-            f = torch.as_tensor(compute_features(market, ckpt.feature_spec), dtype=torch.float32)[None, d0:d1]
+            policy, f = _policy_and_features(market, ckpt, include_cash, d0, d1)
             policies.append(policy)
             feats.append(f)
             name = f"seed{seed}"
             w = deterministic_weights(policy, f, seen_ta[None, d0:d1], include_cash, None, initial=shown[name],
-                                      growth=fill_ta[None, d0:d1], rebalance_every=rebalance_every)[0]
+                                      growth=fill_ta[None, d0:d1], rebalance_every=every)[0]
             weights[name].append(w)
         weights["ensemble"].append(ensemble_weights(policies, feats, seen_ta[None, d0:d1], shown["ensemble"],
-                                                    fill_ta[None, d0:d1], rebalance_every)[0])
+                                                    fill_ta[None, d0:d1], every)[0])
         for name, parts in weights.items():
             # what the next fold's first decision is shown: the last weights drifted to the close of its bar
             shown[name] = drift(parts[-1][-1], seen_ta[d1 - 1])
@@ -103,3 +104,42 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     for name, label, kind, w in named:
         add(name, label, kind, w)
     return out, bars
+
+
+def _policy_and_features(market: MarketData, ckpt: Checkpoint, include_cash: bool, d0: int, d1: int
+                         ) -> tuple[torch.nn.Module, torch.Tensor]:
+    policy = build_policy(ckpt, include_cash)
+    f = torch.as_tensor(compute_features(market, ckpt.feature_spec), dtype=torch.float32)[None, d0:d1]
+    return policy, f
+
+
+def single_policy_log_growth(market: MarketData, folds: list[Fold], models: list[dict[int, Checkpoint]],
+                             cost_rate: float, include_cash: bool, execution: str) -> np.ndarray:
+    """Net log growth [T, M] on the study's decision bars of M stitched single-policy models, ``models[m][k]``
+    deciding on fold k's block (holdings carried across folds, accounted like ``stitched_paths``' seeds).
+
+    The search's trials become models this way for the data-snooping test: model m stitches each fold's m-th best
+    trial, so the SPA test sees every configuration the search tried, not only the chosen one."""
+    open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)
+    growth_ta = decision_growth(open_ta, close_ta, execution, include_cash)
+    seen_ta = observed_growth(open_ta, close_ta, execution, include_cash).to(torch.float32)
+    fill_ta = growth_ta.to(torch.float32)
+    bars = np.arange(folds[0].decisions[0], folds[-1].decisions[1])
+    growth = growth_ta[torch.as_tensor(bars)][None]
+    ppy = bars_per_year(market.timestamps)
+    out = []
+    for m, model in enumerate(models):
+        shown, parts = None, []
+        for fold in folds:
+            d0, d1 = fold.decisions
+            ckpt = model[fold.index]
+            policy, f = _policy_and_features(market, ckpt, include_cash, d0, d1)
+            w = deterministic_weights(policy, f, seen_ta[None, d0:d1], include_cash, None, initial=shown,
+                                      growth=fill_ta[None, d0:d1],
+                                      rebalance_every=ckpt.config.env.rebalance_every)[0]
+            parts.append(w)
+            shown = drift(w[-1], seen_ta[d1 - 1])
+        w = torch.cat(parts)[None].to(torch.float64)
+        w = w / w.sum(-1, keepdim=True)
+        out.append(evaluate_weights(f"trial{m}", "", "policy", w, growth, cost_rate, include_cash, ppy).log_growth[0])
+    return np.stack(out, axis=1) if out else np.zeros((bars.size, 0))

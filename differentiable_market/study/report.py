@@ -13,7 +13,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from ..env import account, decision_growth
 from ..errors import ConfigError
 from ..metrics import bars_per_year, path_metrics
 from . import stats
-from .oos import stitched_paths
+from .oos import single_policy_log_growth, stitched_paths
 from .plan import Fold, WindowKind
 
 BOOTSTRAP_SEED = 0  # fixed, so a resumed study writes the same numbers
@@ -44,10 +44,20 @@ class StudySettings:
     train_bars: int | None = None  # training bars per fold with window="rolling"
     bootstrap_reps: int = 2000
     ci_level: float = 0.9
+    search: int = 0  # Optuna trials per fold (0: no search; the study trains the given flags)
+    space: str | None = None  # the search space file given (None: the default space); the study keeps a copy
+    search_batch: int = 4  # trials drawn together per fold (and run at once), whatever the worker count
+    search_pruner: Literal["median", "halving", "none"] = "median"
+    search_storage: str | None = None  # Optuna database URL; None: a journal file in the study folder
 
     def __post_init__(self) -> None:
         if self.folds < 1 or self.seeds < 1:
             raise ConfigError(f"--folds and --seeds must be >= 1, got {self.folds} and {self.seeds}.")
+        if self.search < 0 or self.search_batch < 1:
+            raise ConfigError(f"--search must be >= 0 and --search-batch >= 1, got {self.search} and "
+                              f"{self.search_batch}.")
+        if self.search_pruner not in ("median", "halving", "none"):
+            raise ConfigError(f"--search-pruner must be median, halving or none, got {self.search_pruner!r}.")
         if not 0.0 < self.ci_level < 1.0:
             raise ConfigError(f"--ci-level must lie in (0, 1), got {self.ci_level}.")
         if self.bootstrap_reps < 100:
@@ -105,11 +115,14 @@ def _verdict(first: str, last: str, bars: int, settings: StudySettings, cost_bps
 
 
 def study_results(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
-                  cfg: ExperimentConfig, settings: StudySettings) -> dict[str, Any]:
-    """Everything the study concludes, as JSON-able data (deterministic: fixed bootstrap seed)."""
+                  cfg: ExperimentConfig, settings: StudySettings, search: dict[str, Any] | None = None,
+                  trial_checkpoints: dict[int, dict[int, Checkpoint]] | None = None) -> dict[str, Any]:
+    """Everything the study concludes, as JSON-able data (deterministic: fixed bootstrap seed).
+
+    ``search``: the study's search record (``search.run_search``), whose every trial the DSR counts;
+    ``trial_checkpoints``: fold -> trial number -> its best.pt, stitched by validation rank into the SPA test's models."""
     include_cash = cfg.env.include_cash
-    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution,
-                                 cfg.env.rebalance_every)
+    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution)
     ppy = bars_per_year(market.timestamps)
     level, reps = settings.ci_level, settings.bootstrap_reps
     lg = {name: p.log_growth for name, p in paths.items()}
@@ -124,6 +137,9 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
     seeds = [n for n in paths if n.startswith("seed")]
     trials = seeds + ["ensemble"]
     ens = lg["ensemble"]
+    searched = n_search_trials(search)
+    trial_lg = _trial_models(market, folds, search, trial_checkpoints, cfg)  # [T, M], M = 0 without search
+    spa_models = np.concatenate([np.stack([lg[t] for t in trials], axis=1), trial_lg], axis=1)
     statistics: dict[str, Any] = {"best_causal_baseline": best, "assumptions": {
         "paths": "one stitched out-of-sample path per strategy; every bar counted once",
         "bootstrap": "stationary bootstrap (Politis-Romano) of per-bar values, expected block length chosen by "
@@ -132,9 +148,13 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
         "best_causal_baseline": "the causal baseline (equal weight, buy and hold, OLMAR, inverse volatility) with "
                                 "the highest out-of-sample log growth: chosen after the fact, so a harder benchmark",
         "psr_dsr": "Bailey & Lopez de Prado; i.i.d. returns with the sample skewness and kurtosis; DSR counts every "
-                   "trial the study made (each seed and the ensemble) as independent, which is conservative",
+                   "trial the study made (each seed, the ensemble and every search trial of every fold, pruned "
+                   "ones included) as independent, which is conservative; the variance of the trials' Sharpe "
+                   "ratios is that of the out-of-sample paths of the seeds, the ensemble and the stitched trials",
         "spa": "Hansen (2005) SPA on per-bar losses -log growth, studentised, stationary bootstrap; the models are "
-               "every trial (each seed and the ensemble)",
+               "every trial (each seed and the ensemble"
+               + (", and each search trial rank: the m-th best trial of every fold stitched into one path)"
+                  if searched else ")"),
     }}
     benchmarks = [("vs_equal_weight", "equal_weight"), ("vs_best_causal_baseline", best)]
     if "olmar" in paths:  # the reversal rule a learner should at least match, shown even when not the best
@@ -146,14 +166,16 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
                 stats.mean_growth_ci(ens - lg[bench], ppy, level, reps, BOOTSTRAP_SEED)),
             "sharpe_difference": _interval(
                 stats.sharpe_difference_ci(ens, lg[bench], ppy, level, reps, BOOTSTRAP_SEED)),
-            "spa": _spa(stats.spa_test(-lg[bench], -np.stack([lg[t] for t in trials], axis=1), None, reps,
-                                       BOOTSTRAP_SEED)),
+            "spa": _spa(stats.spa_test(-lg[bench], -spa_models, None, reps, BOOTSTRAP_SEED)),
         }
-    trial_sharpes = np.array([stats.sharpe_per_bar(np.expm1(lg[t])) for t in trials])
+    trial_sharpes = np.array([stats.sharpe_per_bar(np.expm1(lg[t])) for t in trials]
+                             + [stats.sharpe_per_bar(np.expm1(trial_lg[:, m])) for m in range(trial_lg.shape[1])])
     ew_sr = float(stats.sharpe_per_bar(np.expm1(lg["equal_weight"])))
     statistics["ensemble_psr"] = {"vs_zero": stats.psr_of(np.expm1(ens), 0.0),
                                   "vs_equal_weight_sharpe": stats.psr_of(np.expm1(ens), ew_sr)}
-    statistics["ensemble_dsr"] = {"dsr": stats.dsr_of(np.expm1(ens), trial_sharpes), "trials": len(trials)}
+    n_trials = len(trials) + searched
+    statistics["ensemble_dsr"] = {"dsr": stats.dsr_of(np.expm1(ens), trial_sharpes, n_trials),
+                                  "trials": n_trials, "search_trials": searched}
     seed_sharpes = sorted(strategies[s]["sharpe"] for s in seeds)
     statistics["seed_spread"] = {"sharpe_min": seed_sharpes[0], "sharpe_median": float(np.median(seed_sharpes)),
                                  "sharpe_max": seed_sharpes[-1],
@@ -187,6 +209,29 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
         "equity": {"timestamps": [str(t)[:10] for t in market.timestamps[bars]],
                    "log_wealth": {n: np.cumsum(v).tolist() for n, v in lg.items()}},
     })
+
+
+def n_search_trials(search: dict[str, Any] | None) -> int:
+    """Every trial of every fold's search, pruned and failed ones included (0 without search)."""
+    return 0 if not search else sum(len(f["trials"]) for f in search["folds"])
+
+
+def _trial_models(market: MarketData, folds: list[Fold], search: dict[str, Any] | None,
+                  checkpoints: dict[int, dict[int, Checkpoint]] | None, cfg: ExperimentConfig) -> np.ndarray:
+    """[T, M] log growth of the search's trials as stitched models: model m holds each fold's m-th best trial
+    (by validation score; pruned trials after completed ones), M the fewest trials with a checkpoint in any fold."""
+    if not search or not checkpoints:
+        return np.zeros((folds[-1].decisions[1] - folds[0].decisions[0], 0))
+    ranked = {}
+    for f in search["folds"]:
+        by_number = checkpoints.get(f["fold"], {})
+        order = sorted(f["trials"], key=lambda t: (t["state"] != "complete", -(t["value"] if t["value"] is not None
+                                                                               else -math.inf), t["number"]))
+        ranked[f["fold"]] = [by_number[t["number"]] for t in order if t["number"] in by_number]
+    n_models = min(len(r) for r in ranked.values())
+    models = [{k: ranked[k][m] for k in ranked} for m in range(n_models)]
+    return single_policy_log_growth(market, folds, models, cfg.env.cost_rate, cfg.env.include_cash,
+                                    cfg.env.execution)
 
 
 def _png(fig: Any) -> str:
@@ -265,6 +310,11 @@ def settings_text(config: dict[str, Any]) -> str:
             f"pathwise weight {train['pathwise_weight']:g}")
 
 
+def _search_count(dsr: dict[str, Any]) -> str:
+    n = dsr.get("search_trials", 0)
+    return f", {n} of them search trials" if n else ""
+
+
 def report_html(state: dict[str, Any]) -> str:
     r = state["results"]
     s = r["statistics"]
@@ -279,6 +329,11 @@ def report_html(state: dict[str, Any]) -> str:
         + "".join(f"<td>{f[k]:+.4f}</td>" for k in fold_keys) + "</tr>" for f in r["folds"])
     fold_head = "".join(f"<th>{esc(k.removesuffix('_log_growth'))}</th>" for k in fold_keys)
     spa = s["vs_equal_weight"]["spa"]
+    search_section = ""
+    if state.get("search"):
+        from .search import search_html
+
+        search_section = search_html(state["search"])
     be = s["cost_breakeven_bps"]["vs_equal_weight"]
     be_text = "no edge even without fees" if be is None else f"{be:.1f} bps one-way"
     olmar = ""
@@ -299,7 +354,7 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdi
 {spa['models']} models); against {esc(s['best_causal_baseline'])}:
 {s['vs_best_causal_baseline']['spa']['pvalue']:.3f}</li>
 <li>Probabilistic Sharpe ratio of the ensemble (vs 0): {s['ensemble_psr']['vs_zero']:.3f}; deflated Sharpe ratio
-({s['ensemble_dsr']['trials']} trials): {s['ensemble_dsr']['dsr']:.3f}</li>
+({s['ensemble_dsr']['trials']} trials{_search_count(s['ensemble_dsr'])}): {s['ensemble_dsr']['dsr']:.3f}</li>
 <li>Seed spread of out-of-sample Sharpe: min {s['seed_spread']['sharpe_min']:.2f}, median
 {s['seed_spread']['sharpe_median']:.2f}, max {s['seed_spread']['sharpe_max']:.2f}</li>
 <li>Cost at which the ensemble's edge over equal weight vanishes: {be_text}</li>{olmar}</ul>
@@ -309,6 +364,7 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdi
 <th>max drawdown</th><th>turnover / bar</th></tr>{strat_rows}</table>
 <h2>Per fold (log growth over the fold's test block)</h2><table><tr><th>fold</th><th>dates</th><th>bars</th>
 {fold_head}</tr>{fold_rows}</table>
+{search_section}
 </body></html>"""
 
 

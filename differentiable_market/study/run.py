@@ -22,6 +22,9 @@ from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
 from ..runlog import new_timestamped_dir
 from ..train import build_parser, config_from_args, given_flags, load_data
+from ..metrics import bars_per_year
+from . import search
+from . import space as space_mod
 from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
 from .plan import Fold, plan_folds
 from .report import StudySettings, study_results, write_study_report
@@ -48,18 +51,31 @@ def plan_dict(market: MarketData, folds: list[Fold]) -> list[dict[str, Any]]:
 
 
 def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | None = None,
-              executor: Executor | None = None, log=print) -> Path:
-    """Run (or, given an existing ``study_dir`` with a study.json, continue) a study; returns its folder."""
+              executor: Executor | None = None, log=print, trial_runner: search.TrialRunner | None = None) -> Path:
+    """Run (or, given an existing ``study_dir`` with a study.json, continue) a study; returns its folder.
+
+    With ``settings.search`` > 0 every fold first searches its flags (``search.py``; ``trial_runner`` runs the
+    trials, by default in this process), then trains the chosen ones over the seeds."""
     resuming = study_dir is not None and (study_dir / "study.json").exists()
     horizon = execution_horizon(cfg.env.execution)
-    if cfg.embargo_bars < cfg.train.lookback:
-        raise ConfigError(f"--embargo-bars {cfg.embargo_bars} is shorter than --lookback {cfg.train.lookback}: a "
-                          "study needs gaps of at least the lookback between train, validation and test, so that "
-                          "no evaluation window reaches back into the bars before it.")
+    space: tuple[space_mod.Param, ...] = ()
+    if settings.search:
+        if resuming:
+            space = search.load_study_space(study_dir, cfg)
+        else:
+            space = space_mod.load_space(settings.space or space_mod.DEFAULT_SPACE, cfg)
+    # The gaps must cover the longest lookback any trial may use ("None" embargo: that lookback).
+    lookback = space_mod.max_lookback(space, cfg) if space else cfg.train.lookback
+    embargo = lookback if cfg.data.embargo_bars is None else cfg.data.embargo_bars
+    if embargo < lookback:
+        longest = f"the longest lookback the search space allows ({lookback})" if space else f"--lookback {lookback}"
+        raise ConfigError(f"--embargo-bars {embargo} is shorter than {longest}: a study needs gaps of at least "
+                          "the lookback between train, validation and test, so that no evaluation window reaches "
+                          "back into the bars before it. Raise --embargo-bars or narrow the space's lookback.")
 
     def plan(n_bars: int) -> list[Fold]:
         return plan_folds(n_bars, horizon, settings.folds, settings.oos_fraction,
-                          round(n_bars * cfg.data.val_fraction), cfg.embargo_bars, cfg.train.lookback,
+                          round(n_bars * cfg.data.val_fraction), embargo, lookback,
                           settings.window, settings.train_bars)
 
     # One universe for every fold, decided on the bars before the FIRST fold's training end: no fold's assets are
@@ -76,6 +92,8 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     jobs = make_jobs(cfg, folds, settings.seeds)
     if study_dir is None:
         study_dir = new_timestamped_dir(cfg.train.save_dir)
+    if space and not resuming:
+        search.copy_space(Path(settings.space) if settings.space else space_mod.DEFAULT_SPACE, study_dir)
     state: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -84,6 +102,7 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         "data": fingerprint,
         "plan": plan_dict(market, folds),
         "jobs": [{"fold": j.fold, "seed": j.seed, "run_dir": j.name, "status": "pending"} for j in jobs],
+        "search": None,
         "results": None,
     }
     if resuming:
@@ -96,6 +115,19 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     dates = state["plan"]
     log(f"{len(folds)} folds x {settings.seeds} seeds = {len(jobs)} jobs; out-of-sample decisions "
         f"{dates[0]['decisions_dates'][0][:10]} .. {dates[-1]['decisions_dates'][1][:10]}")
+    if space:
+        log(f"Search: {settings.search} trials per fold over {', '.join(p.describe() for p in space)}; scored on "
+            f"each fold's validation bars ({settings.search_pruner} pruning, batches of {settings.search_batch})")
+        state["search"] = search.run_search(
+            cfg, folds, space, settings.search, settings.search_batch, settings.search_pruner,
+            settings.search_storage, study_dir, bars_per_year(market.timestamps),
+            trial_runner or search.local_trials, log)
+        state["search"]["space"] = [p.to_dict() for p in space]
+        atomic_write_json(study_dir / "study.json", state)
+        for f in state["search"]["folds"]:
+            log(f"  fold {f['fold']} chose trial {f['chosen']['number']}: "
+                + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in f["chosen"]["params"].items()))
+        jobs = make_jobs(cfg, folds, settings.seeds, search.fold_configs(cfg, state["search"]))
     index = {(j.fold, j.seed): i for i, j in enumerate(jobs)}
     started = time.perf_counter()
 
@@ -109,12 +141,23 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     (executor or run_local)(jobs, study_dir, done)
     members = {f.index: [(j.seed, load_checkpoint(study_dir / j.name / "checkpoints" / "best.pt"))
                          for j in jobs if j.fold == f.index] for f in folds}
-    state["results"] = study_results(market, folds, members, cfg, settings)
+    state["results"] = study_results(market, folds, members, cfg, settings, state["search"],
+                                     _trial_checkpoints(study_dir, state["search"]))
     atomic_write_json(study_dir / "study.json", state)
     write_study_report(study_dir, state)
     log(state["results"]["verdict"])
     log(f"Wrote {study_dir / 'study.json'} and {study_dir / 'report.html'}")
     return study_dir
+
+
+def _trial_checkpoints(study_dir: Path, found: dict[str, Any] | None) -> dict[int, dict[int, Any]]:
+    """fold -> trial number -> the best.pt of every trial of its search that kept one (empty without search)."""
+    out: dict[int, dict[int, Any]] = {}
+    for f in (found or {}).get("folds", []):
+        best = {t["number"]: search.trial_dir(study_dir, f["fold"], t["number"]) / "checkpoints" / "best.pt"
+                for t in f["trials"]}
+        out[f["fold"]] = {n: load_checkpoint(p) for n, p in best.items() if p.exists()}
+    return out
 
 
 def load_study(study_dir: Path) -> dict[str, Any]:
@@ -155,12 +198,35 @@ def build_study_parser() -> argparse.ArgumentParser:
     g.add_argument("--bootstrap-reps", type=int, default=s.bootstrap_reps, help="bootstrap resamples of the "
                    f"confidence intervals and the SPA test (default: {s.bootstrap_reps})")
     g.add_argument("--ci-level", type=float, default=s.ci_level, help=f"confidence level (default: {s.ci_level})")
+    g = ap.add_argument_group("search (Optuna inside each fold, scored on its validation bars only)")
+    g.add_argument("--search", type=int, default=s.search, metavar="N", help="trials per fold: each trains the "
+                   "fold's training bars with flags drawn from the space and is scored by its validation excess log "
+                   "growth over equal weight after costs; the best one's flags are then trained over --seeds "
+                   "(default: 0, no search: the flags given are trained)")
+    g.add_argument("--space", metavar="TOML", help="the search space: one table per training flag with low/high "
+                   "(log, step) or choices; default: the space shipped as "
+                   "differentiable_market/study/default_space.toml")
+    g.add_argument("--search-batch", type=int, default=s.search_batch, metavar="B", help="trials drawn together "
+                   "per fold from the trials finished before them, and run at once; fixes the result whatever "
+                   f"--workers is (default: {s.search_batch})")
+    g.add_argument("--search-pruner", choices=["median", "halving", "none"], default=s.search_pruner,
+                   help="stops trials that lag at an evaluation: Optuna's median rule, successive halving, or "
+                   f"none (default: {s.search_pruner})")
+    g.add_argument("--search-storage", metavar="URL", help="Optuna storage as a database URL (postgresql://, "
+                   "mysql://, sqlite:///) for a cluster; default: the journal file search.journal in the study "
+                   "folder, no server needed")
     g = ap.add_argument_group("study folder")
     g.add_argument("--save-dir", help=f"parent of study folders (default: {DEFAULT_SAVE_DIR})")
-    g.add_argument("--resume", metavar="STUDY", help="continue a study folder: finished jobs are kept, a "
-                   "half-trained one continues from its latest.pt; no other flag may be given but --workers, "
-                   "--ray-address and --ray-cpus-per-job")
+    g.add_argument("--resume", metavar="STUDY", help="continue a study folder: finished jobs and search trials "
+                   "are kept, a half-trained job continues from its latest.pt; no other flag may be given but "
+                   "--workers, --ray-address and --ray-cpus-per-job")
     return ap
+
+
+def _trial_runner(args: argparse.Namespace) -> search.TrialRunner:
+    if args.ray_address is not None:
+        return search.ray_trials(args.ray_address, args.ray_cpus_per_job)
+    return search.process_trials(args.workers) if args.workers > 1 else search.local_trials
 
 
 def _executor(args: argparse.Namespace) -> Executor | None:
@@ -186,15 +252,19 @@ def main(argv: list[str] | None = None) -> int:
             state = load_study(folder)
             cfg = config_from_dict(ExperimentConfig, state["config"], "study.json config")
             settings = config_from_dict(StudySettings, state["settings"], "study.json settings")
-            run_study(cfg, settings, folder, executor)
+            run_study(cfg, settings, folder, executor, trial_runner=_trial_runner(args))
         else:
             if args.save_dir is None:
                 args.save_dir = DEFAULT_SAVE_DIR
             cfg = config_from_args(args)
             settings = StudySettings(folds=args.folds, seeds=args.seeds, oos_fraction=args.oos_fraction,
                                      window=args.window, train_bars=args.train_bars,
-                                     bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level)
-            run_study(cfg, settings, None, executor)
+                                     bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level,
+                                     search=args.search, space=args.space, search_batch=args.search_batch,
+                                     search_pruner=args.search_pruner, search_storage=args.search_storage)
+            if args.space and not args.search:
+                raise ConfigError("--space has no effect without --search N (the number of trials per fold).")
+            run_study(cfg, settings, None, executor, trial_runner=_trial_runner(args))
     except DifferentiableMarketError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -306,10 +306,19 @@ def deflated_sharpe_ratio(
     return float(probabilistic_sharpe_ratio(sr, sr0, n, skew, kurtosis))
 
 
-def dsr_of(returns: np.ndarray, trial_sharpes: np.ndarray) -> float:
-    """DSR of a [T] series of per-bar simple returns selected among trials with the given per-bar Sharpe ratios."""
+def dsr_of(returns: np.ndarray, trial_sharpes: np.ndarray, n_trials: int | None = None) -> float:
+    """DSR of a [T] series of per-bar simple returns selected among trials with the given per-bar Sharpe ratios.
+
+    ``n_trials`` counts trials whose Sharpe ratio on these bars is unknown too (a search's trials, scored on
+    validation only): N is then ``n_trials`` (at least the number of Sharpe ratios given) and V the variance of
+    the given ones."""
     sr, skew, kurt, n = sample_moments(returns)
-    return deflated_sharpe_ratio(sr, n, skew, kurt, trial_sharpes=trial_sharpes)
+    if n_trials is None:
+        return deflated_sharpe_ratio(sr, n, skew, kurt, trial_sharpes=trial_sharpes)
+    t = np.asarray(trial_sharpes, dtype=np.float64).ravel()
+    t = t[np.isfinite(t)]
+    var = float(t.var(ddof=1)) if t.size > 1 else 0.0
+    return deflated_sharpe_ratio(sr, n, skew, kurt, n_trials=max(n_trials, t.size), var_trials=var)
 
 
 # --- data snooping: Hansen's test of superior predictive ability -----------------------------------------------

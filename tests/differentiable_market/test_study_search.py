@@ -1,0 +1,211 @@
+"""The study's search: the space file, trials scored on validation only, pruning, honest trial counts, resume."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_study_config
+
+from differentiable_market.config import ExperimentConfig, config_to_dict
+from differentiable_market.errors import ConfigError
+from differentiable_market.study import search
+from differentiable_market.study.report import StudySettings
+from differentiable_market.study.run import build_study_parser, main, run_study
+from differentiable_market.study.space import DEFAULT_SPACE, apply, load_space, max_lookback
+from differentiable_market.study.stats import dsr_of
+from differentiable_market.synthetic import random_walk_market
+
+TINY_SPACE = """
+# a tiny space for tests
+[lr]
+low = 1e-4
+high = 1e-2
+log = true
+
+[action]
+choices = ["target", "band"]
+"""
+
+
+def _space(tmp_path, text, name="space.toml"):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_the_default_space_loads_and_covers_the_designs():
+    space = load_space(DEFAULT_SPACE, ExperimentConfig())
+    flags = {p.flag for p in space}
+    assert {"lr", "weight_decay", "train_cost_bps", "action", "architecture", "lookback"} <= flags
+    assert max_lookback(space, ExperimentConfig()) == 192
+    lookback = next(p for p in space if p.flag == "lookback")
+    assert (lookback.kind, lookback.low, lookback.high, lookback.step) == ("int", 32, 192, 32)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[lr]\nlow = 1e-2\nhigh = 1e-4\n", r"line 1, \[lr\]: low \(0.01\) must be below high"),
+    ("\n\n[cost-bps]\nlow = 0.0\nhigh = 5.0\n", r"line 3, \[cost-bps\]: --cost-bps cannot be searched: it is the "
+                                                r"evaluation fee"),
+    ("[seed]\nchoices = [1, 2]\n", "seeds are the study's --seeds"),
+    ("[learning-rate]\nlow = 0.1\nhigh = 0.2\n", r"no training flag --learning-rate; searchable flags: .*lr"),
+    ("[lr]\nlow = 0.0\nhigh = 0.1\nlog = true\n", "a log scale needs low > 0"),
+    ("[action]\nchoices = [\"target\", \"sideways\"]\n", r"line 1, \[action\]: policy.action: 'sideways' is not one "
+                                                          "of"),
+    ("[lookback]\nlow = 32.0\nhigh = 64.0\n", r"line 1, \[lookback\]: train.lookback: expected an integer, got 32.0"),
+    ("[lookback]\nlow = 4\nhigh = 64\n", r"value 4: train.lookback must be >= 8"),
+    ("[lr]\nlow = 1e-4\n", "a range needs both low and high"),
+    ("[lr]\nlow = 1e-4\nhigh = 1e-2\nscale = \"log\"\n", r"unknown key\(s\) \['scale'\]"),
+    ("lr = 0.1\n", "expected a table with low/high"),
+    ("[lr\nlow = 1\n", "not valid TOML"),
+    ("# nothing\n", "names no flag to search"),
+])
+def test_a_bad_space_is_refused_with_its_file_and_line(tmp_path, text, message):
+    path = _space(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_space(path, ExperimentConfig())
+    assert str(path) in str(info.value) or "names no flag" in message
+
+
+def test_suggested_values_make_valid_configs():
+    import optuna
+
+    space = load_space(DEFAULT_SPACE, ExperimentConfig())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(20):
+        values = search.space_mod.suggest(study.ask(), space)
+        cfg = apply(ExperimentConfig(), values)
+        assert cfg.train.lr == values["lr"] and cfg.policy.action == values["action"]
+        assert cfg.train.lookback % 32 == 0 and 32 <= cfg.train.lookback <= 192
+        assert cfg.env.cost_bps == ExperimentConfig().env.cost_bps  # the evaluation fee never moves
+
+
+def test_the_dsr_falls_as_the_trial_count_grows():
+    rng = np.random.default_rng(0)
+    returns = rng.normal(0.001, 0.01, 750)  # one fixed out-of-sample path with a real edge
+    sharpes = rng.normal(0.05, 0.02, 5)
+    dsrs = [dsr_of(returns, sharpes, n) for n in (5, 20, 100, 1000)]
+    assert all(a > b for a, b in zip(dsrs, dsrs[1:])), dsrs
+    assert dsr_of(returns, sharpes, None) == dsr_of(returns, sharpes, 5)  # counting only the given ones
+
+
+def _pruning_task(tmp_path, root, previous):
+    cfg = tiny_study_config(root, tmp_path / "studies", epochs=6)
+    return search.TrialTask(0, len(previous), {"lr": 1e-3}, config_to_dict(cfg), str(tmp_path / "trial"), previous,
+                            "median", 252.0)
+
+
+def test_a_trial_below_the_median_of_earlier_trials_is_pruned_at_an_evaluation(tmp_path, write_ohlc_csvs):
+    import optuna
+
+    root = write_ohlc_csvs(random_walk_market(400, 3, seed=1))
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    # four earlier trials that reported an impossible +1000%/yr at every evaluation
+    previous = [optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist, value=10.0,
+                                          intermediate_values={2: 10.0, 4: 10.0, 6: 10.0}) for _ in range(4)]
+    result = search.run_trial(_pruning_task(tmp_path, root, previous))
+    assert result["state"] == "pruned"
+    # the first evaluation (step 2) is warm-up; the second is below the median, and the run stops there
+    assert [e["step"] for e in result["evaluations"]] == [2, 4]
+    from differentiable_market.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "trial" / "checkpoints" / "latest.pt").step == 4
+    # with no earlier trials nothing is pruned, and the trial's value is its kept checkpoint's validation score
+    done = search.run_trial(_pruning_task(tmp_path / "b", root, []))
+    assert done["state"] == "complete" and [e["step"] for e in done["evaluations"]] == [2, 4, 6]
+    kept = [e for e in done["evaluations"] if e["best"]][-1]
+    assert done["value"] == kept["excess_per_year"] and done["best_step"] == kept["step"]
+    # a finished trial is read back, not trained again
+    assert search.run_trial(_pruning_task(tmp_path / "b", root, [])) == done
+
+
+def _search_study(tmp_path, root, runner=None, log=lambda *_: None, **kw):
+    cfg = tiny_study_config(root, tmp_path / "studies")
+    settings = StudySettings(folds=2, seeds=1, bootstrap_reps=200, search=3, search_batch=2,
+                             space=str(_space(tmp_path, TINY_SPACE)), **kw)
+    return run_study(cfg, settings, log=log, trial_runner=runner)
+
+
+def test_a_search_study_trains_each_folds_choice_and_counts_every_trial(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    folder = _search_study(tmp_path, root)
+    state = json.loads((folder / "study.json").read_text())
+    found = state["search"]
+    assert [len(f["trials"]) for f in found["folds"]] == [3, 3]
+    assert (folder / "space.toml").read_text() == TINY_SPACE and (folder / search.JOURNAL).exists()
+    for f in found["folds"]:
+        complete = [t for t in f["trials"] if t["state"] == "complete"]
+        best = max(complete, key=lambda t: t["value"])
+        assert f["chosen"]["number"] == best["number"] and f["chosen"]["params"] == best["params"]
+        # the fold's seed job trains the chosen flags on the fold's split
+        job = json.loads((folder / f"fold{f['fold']}-seed0" / "config.json").read_text())["config"]
+        assert job["train"]["lr"] == best["params"]["lr"] and job["policy"]["action"] == best["params"]["action"]
+        plan = state["plan"][f["fold"]]
+        assert job["data"]["split_bars"] == [*plan["train"], *plan["validation"], *plan["test"]]
+        # trials saw the fold's validation bars only: their runs' test split is the fold's test block, unread
+        trial = json.loads((folder / "search" / f"fold{f['fold']}" / "trial000" / "config.json").read_text())
+        assert trial["config"]["data"]["split_bars"] == job["data"]["split_bars"]
+    stats = state["results"]["statistics"]
+    # DSR: 1 seed + the ensemble + 6 search trials; SPA: those two plus 3 stitched trial ranks
+    assert stats["ensemble_dsr"]["trials"] == 8 and stats["ensemble_dsr"]["search_trials"] == 6
+    assert stats["vs_equal_weight"]["spa"]["models"] == 5
+    html = (folder / "report.html").read_text()
+    assert "Search" in html and "6 trials" in html
+
+
+def test_a_search_killed_mid_batch_resumes_to_the_same_study(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    whole = _search_study(tmp_path / "a", root)
+
+    calls = []
+
+    def dies_in_second_batch(tasks):
+        calls.append(len(tasks))
+        if len(calls) == 2:
+            search.run_trial(tasks[0])  # one trial of the batch finishes, then the driver dies
+            raise KeyboardInterrupt
+        return search.local_trials(tasks)
+
+    with pytest.raises(KeyboardInterrupt):
+        _search_study(tmp_path / "b", root, runner=dies_in_second_batch)
+    (folder,) = (tmp_path / "b" / "studies").iterdir()
+    state = json.loads((folder / "study.json").read_text())
+    assert state["search"] is None and state["results"] is None
+    assert main(["--resume", str(folder)]) == 0
+    a, b = (json.loads((f / "study.json").read_text()) for f in (whole, folder))
+    assert a["search"] == b["search"] and a["results"] == b["results"]
+
+
+def test_trials_in_worker_processes_give_the_search_of_one_process(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of 2 workers gets on this 2-core machine: the same reduction order
+    try:
+        local = _search_study(tmp_path / "a", root)
+    finally:
+        torch.set_num_threads(threads)
+    pooled = _search_study(tmp_path / "b", root, runner=search.process_trials(2))
+    a, b = (json.loads((f / "study.json").read_text()) for f in (local, pooled))
+    if (os.cpu_count() or 1) // 2 == 1:
+        assert a["search"] == b["search"]
+    else:  # workers get more threads than the local run: the last bits may differ
+        assert [len(f["trials"]) for f in b["search"]["folds"]] == [3, 3]
+
+
+def test_the_study_cli_takes_the_search_flags():
+    args = build_study_parser().parse_args(["--search", "8", "--space", "s.toml", "--search-batch", "2",
+                                            "--search-pruner", "halving", "--search-storage", "sqlite:///x.db"])
+    assert (args.search, args.space, args.search_batch, args.search_pruner, args.search_storage) == (
+        8, "s.toml", 2, "halving", "sqlite:///x.db")
+
+
+def test_a_search_space_reaching_past_the_embargo_is_refused(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    cfg = tiny_study_config(root, tmp_path / "studies")
+    cfg = ExperimentConfig(data=type(cfg.data)(root=str(root), embargo_bars=16), policy=cfg.policy, train=cfg.train)
+    space = _space(tmp_path, "[lookback]\nchoices = [16, 64]\n")
+    with pytest.raises(ConfigError, match=r"--embargo-bars 16 is shorter than the longest lookback the search "
+                                          r"space allows \(64\)"):
+        run_study(cfg, StudySettings(folds=2, seeds=1, search=2, space=str(space)), log=lambda *_: None)
