@@ -6,7 +6,8 @@ distribution of per-bar excess returns (policy minus equal weight). plotly.js is
 ``<script>`` element; nothing is loaded from the network.
 
 The numbers behind the rolling Sharpe and the heatmap come from ``rolling_sharpe`` and ``period_returns``, plain
-functions of a returns series.
+functions of a returns series. The study report (``study.report``) draws its wealth with ``equity_figure`` on a log
+axis and its confidence intervals with ``interval_figure``.
 """
 
 from __future__ import annotations
@@ -73,17 +74,33 @@ def _layout(fig: Any, title: str, height: int) -> None:
                       margin=dict(l=60, r=20, t=60, b=40), legend=dict(font=dict(size=11)))
 
 
-def equity_figure(times: pd.DatetimeIndex, log_wealth: dict[str, np.ndarray], labels: dict[str, str],
-                  drawdown: set[str], starts: list[int], title: str) -> Any:
+BACKTEST_STYLES = {"policy": dict(color="black", width=2.5),
+                   "best_single_hindsight": dict(color="grey", width=1.2, dash="dash")}
+
+
+def _backtest_style(name: str) -> dict[str, Any]:
+    if name.startswith("hold:"):
+        return dict(width=0.8, dash="dot")
+    return BACKTEST_STYLES.get(name, dict(width=1.3))
+
+
+def equity_figure(times: pd.Index, log_wealth: dict[str, np.ndarray], labels: dict[str, str],
+                  drawdown: set[str], starts: list[int], title: str,
+                  styles: dict[str, dict[str, Any]] | None = None, log_y: bool = False) -> Any:
     """Wealth (top) and drawdown in % (bottom) of each strategy; ``drawdown`` names the strategies whose drawdown is
-    drawn; vertical lines mark window starts after the first."""
+    drawn; vertical lines mark window starts after the first (``starts``: indices into ``times``).
+
+    ``styles`` gives each strategy's plotly line (color, width, dash); None: the backtest's (policy bold black,
+    hindsight grey dashed, single-asset holds dotted). ``log_y`` puts wealth on a log axis, where equal growth rates
+    look equally steep whatever the wealth, so a strategy that grows 100x does not flatten the others."""
     go, _, make_subplots = _plotly()
+    from plotly.colors import qualitative
+
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
-    for name, lw in log_wealth.items():
-        style = {"policy": dict(color="black", width=2.5),
-                 "best_single_hindsight": dict(color="grey", width=1.2, dash="dash")}.get(name, dict(width=1.3))
-        if name.startswith("hold:"):
-            style = dict(width=0.8, dash="dot")
+    for i, (name, lw) in enumerate(log_wealth.items()):
+        # an explicit colour (the template's cycle), so a strategy's drawdown has the colour of its wealth
+        style = {"color": qualitative.Plotly[i % len(qualitative.Plotly)],
+                 **(styles[name] if styles is not None else _backtest_style(name))}
         fig.add_trace(go.Scatter(x=times, y=np.exp(lw), name=labels.get(name, name), legendgroup=name, line=style,
                                  hovertemplate="%{y:.4f}"), row=1, col=1)
         if name in drawdown:
@@ -92,7 +109,8 @@ def equity_figure(times: pd.DatetimeIndex, log_wealth: dict[str, np.ndarray], la
                                      showlegend=False, line=style, hovertemplate="%{y:.2f}%"), row=2, col=1)
     for k in starts[1:]:
         fig.add_vline(x=times[k], line=dict(color="#ccc", width=1))
-    fig.update_yaxes(title_text="wealth (start = 1)", row=1, col=1)
+    fig.update_yaxes(title_text="wealth (start = 1" + (", log scale)" if log_y else ")"), row=1, col=1,
+                     type="log" if log_y else "linear")
     fig.update_yaxes(title_text="drawdown %", row=2, col=1)
     _layout(fig, title, 620)
     return fig
@@ -158,14 +176,38 @@ def excess_histogram_figure(excess: np.ndarray) -> Any:
     return fig
 
 
-def figures_html(figures: dict[str, Any]) -> dict[str, str]:
+def interval_figure(panels: dict[str, dict[str, tuple[float, float, float]]], title: str) -> Any:
+    """Confidence intervals side by side: one panel per statistic (keyed by its axis title), one row per comparison
+    (keyed by its label, the same in every panel) holding (estimate, low, high); a red line at zero. Rows read top
+    to bottom in the order given."""
+    go, _, make_subplots = _plotly()
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.06)
+    for col, (axis, rows) in enumerate(panels.items(), start=1):
+        labels = list(rows)
+        est, lo, hi = (np.array([rows[k][i] for k in labels], dtype=np.float64) for i in range(3))
+        fig.add_trace(go.Scatter(
+            x=est, y=labels, mode="markers", marker=dict(color="black", size=9), showlegend=False,
+            error_x=dict(type="data", symmetric=False, array=hi - est, arrayminus=est - lo, width=6),
+            customdata=np.stack([lo, hi], axis=1),
+            hovertemplate="%{y}: %{x:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>"),
+            row=1, col=col)
+        fig.add_vline(x=0, line=dict(color="red", width=1), row=1, col=col)
+        fig.update_xaxes(title_text=axis, row=1, col=col)
+        fig.update_yaxes(type="category", autorange="reversed", row=1, col=col)
+    _layout(fig, title, 150 + 40 * max(len(rows) for rows in panels.values()))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def figures_html(figures: dict[str, Any], embed_plotlyjs: bool = True) -> dict[str, str]:
     """HTML fragment per figure, keyed as given; the first carries plotly.js inline, the others reuse it. Each
-    figure's div has id ``chart-<key>``."""
+    figure's div has id ``chart-<key>``. ``embed_plotlyjs=False``: none carries it, for fragments added to a page
+    whose earlier charts already did (the study report's ``extra_sections``)."""
     _, pio, _ = _plotly()
     # plotly.js 3 shows a "send to Chart Studio" button by default, which posts the data to plotly's cloud: never.
     config = {"displaylogo": False, "responsive": True, "showSendToCloud": False, "plotlyServerURL": ""}
-    return {key: pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False, div_id=f"chart-{key}",
-                             config=config)
+    return {key: pio.to_html(fig, include_plotlyjs=(embed_plotlyjs and i == 0), full_html=False,
+                             div_id=f"chart-{key}", config=config)
             for i, (key, fig) in enumerate(figures.items())}
 
 

@@ -1,5 +1,6 @@
 """A study's results: statistics on the stitched out-of-sample paths, the verdict sentence, study.json's results
-section and a self-contained report.html.
+section and a self-contained report.html (interactive plotly charts with plotly.js embedded once, nothing loaded from
+the network; see ``report_html``).
 
 Every figure is computed on the one stitched out-of-sample path per strategy (``oos.stitched_paths``): no bar is
 counted twice. Assumptions are written next to each statistic in study.json.
@@ -7,10 +8,9 @@ counted twice. Assumptions are written next to each statistic in study.json.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -234,67 +234,59 @@ def _trial_models(market: MarketData, folds: list[Fold], search: dict[str, Any] 
                                     cfg.env.execution)
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+SEED_LINE = dict(color="rgba(31, 119, 180, 0.55)", width=0.9)  # the seeds: thin, so the ensemble stands out
+INTERVAL_BENCHMARKS = ("vs_equal_weight", "vs_best_causal_baseline", "vs_olmar")
 
 
-def equity_figure(results: dict[str, Any]) -> str:
-    import matplotlib
+def equity_chart(results: dict[str, Any]) -> Any:
+    """Plotly figure of the stitched out-of-sample wealth of the ensemble, each seed and every baseline on a log axis,
+    the drawdown of the ensemble and the baselines below, and the fold boundaries marked."""
+    import pandas as pd
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..marketsimulator import charts
 
-    eq = results["equity"]
-    x = np.array(eq["timestamps"], dtype="datetime64[D]")
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    kinds = {n: s["kind"] for n, s in results["strategies"].items()}
-    for name, lw in eq["log_wealth"].items():
-        w = np.exp(np.asarray(lw))
-        if name == "ensemble":
-            ax.plot(x, w, color="black", lw=2.2, label="seed ensemble", zorder=5)
-        elif name.startswith("seed"):
-            ax.plot(x, w, color="tab:blue", lw=0.8, alpha=0.6, label=name)
-        elif kinds[name] == "baseline":
-            ax.plot(x, w, lw=1.3, ls="--", label=name)
-    for f in results["folds"][1:]:
-        ax.axvline(np.datetime64(f["first_bar"][:10]), color="grey", lw=0.6, ls=":")
-    ax.set_ylabel("wealth (start = 1)")
-    ax.set_title("Stitched out-of-sample equity (dotted lines: fold boundaries)")
-    ax.legend(fontsize=8, ncol=3)
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    eq, strategies = results["equity"], results["strategies"]
+    names = [n for n, v in strategies.items() if v["kind"] in ("policy", "baseline")]
+    styles = {n: dict(color="black", width=2.5) if n == "ensemble" else SEED_LINE if n.startswith("seed")
+              else dict(width=1.4, dash="dash") for n in names}
+    starts = np.cumsum([0] + [f["bars"] for f in results["folds"]])[:-1].tolist()
+    times = pd.DatetimeIndex(eq["timestamps"])
+    intraday = not times.is_unique  # study.json keeps dates only: number the bars instead
+    x = pd.RangeIndex(len(times), name="bar") if intraday else times
+    fig = charts.equity_figure(
+        x, {n: np.asarray(eq["log_wealth"][n]) for n in names}, {n: strategies[n]["label"] for n in names},
+        {n for n in names if not n.startswith("seed")}, starts,
+        "Stitched out-of-sample wealth (log scale) and drawdown; grey lines: fold boundaries", styles, log_y=True)
+    for f, k in zip(results["folds"], starts):
+        fig.add_annotation(x=x[k], y=1.0, xref="x", yref="paper", text=f"fold {f['fold']}", showarrow=False,
+                           xanchor="left", yanchor="top", font=dict(size=10, color="#888"))
+    if intraday:
+        fig.update_xaxes(title_text="out-of-sample bar", row=2, col=1)
+    return fig
 
 
-def interval_figure(results: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def interval_chart(results: dict[str, Any]) -> Any:
+    """Plotly figure of the ensemble's confidence intervals against each benchmark of the statistics."""
+    from ..marketsimulator import charts
 
     s = results["statistics"]
     level = s["vs_equal_weight"]["excess_log_growth_per_year"]["level"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 2.4), gridspec_kw={"wspace": 0.45})
-    panels = (("excess_log_growth_per_year", 100.0, "ensemble's excess log growth, %/yr"),
-              ("sharpe_difference", 1.0, "ensemble's Sharpe minus benchmark's (annualised)"))
-    for ax, (stat, scale, title) in zip(axes, panels):
-        labels = []
-        for i, key in enumerate(("vs_equal_weight", "vs_best_causal_baseline")):
-            iv = s[key][stat]
-            est, lo, hi = (iv[k] * scale for k in ("estimate", "low", "high"))
-            ax.errorbar([est], [i], xerr=[[est - lo], [hi - est]], fmt="o", color="black", capsize=4)
-            labels.append(f"vs {s[key]['benchmark']}")
-        ax.set_yticks(range(len(labels)), labels, fontsize=9)
-        ax.set_ylim(-0.6, len(labels) - 0.4)
-        ax.axvline(0, color="red", lw=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3, axis="x")
-    fig.suptitle(f"{level:.0%} confidence intervals (stationary bootstrap)", fontsize=10, y=1.05)
-    return _png(fig)
+    labels = {k: f"vs best causal baseline ({s[k]['benchmark']})" if k == "vs_best_causal_baseline"
+              else f"vs {s[k]['benchmark']}" for k in INTERVAL_BENCHMARKS if k in s}
+    panels = {}
+    for stat, scale, title in (("excess_log_growth_per_year", 100.0, "ensemble's excess log growth, %/yr"),
+                               ("sharpe_difference", 1.0, "ensemble's Sharpe minus benchmark's (annualised)")):
+        panels[title] = {text: tuple(s[k][stat][q] * scale for q in ("estimate", "low", "high"))
+                         for k, text in labels.items()}
+    return charts.interval_figure(panels, f"{level:.0%} confidence intervals (stationary bootstrap)")
+
+
+def study_charts(results: dict[str, Any]) -> dict[str, str]:
+    """HTML fragments of report.html's charts, keyed equity and intervals (div ids ``chart-<key>``); the first
+    embeds plotly.js."""
+    from ..marketsimulator import charts
+
+    return charts.figures_html({"equity": equity_chart(results), "intervals": interval_chart(results)})
 
 
 def settings_text(config: dict[str, Any]) -> str:
@@ -315,7 +307,19 @@ def _search_count(dsr: dict[str, Any]) -> str:
     return f", {n} of them search trials" if n else ""
 
 
-def report_html(state: dict[str, Any]) -> str:
+def report_html(state: dict[str, Any], extra_sections: Sequence[str] = ()) -> str:
+    """report.html of a study whose ``state`` (study.json's content) has results: one page that loads nothing from
+    the network. The verdict, the interactive charts (``study_charts``: wealth on a log scale, drawdown, fold
+    boundaries, confidence intervals; plotly.js embedded once, in the first chart), the statistics, settings,
+    assumptions and the tables.
+
+    ``extra_sections``: HTML fragments appended in order after the tables, each typically an ``<h2>`` and its
+    content. A fragment may hold plotly charts that use the plotly.js the page already carries: make them with
+    ``marketsimulator.charts.figures_html(figures, embed_plotlyjs=False)`` and keys unique on the page (the div ids
+    are ``chart-<key>``; ``equity`` and ``intervals`` are taken). Fragments are inserted as given, not escaped, and
+    must not load anything from the network themselves."""
+    if isinstance(extra_sections, str):  # a lone fragment would otherwise be joined character by character
+        raise TypeError("extra_sections is a sequence of HTML fragments; wrap a single one in a list.")
     r = state["results"]
     s = r["statistics"]
     esc = html.escape
@@ -341,14 +345,19 @@ def report_html(state: dict[str, Any]) -> str:
         iv = s["vs_olmar"]["excess_log_growth_per_year"]
         olmar = (f"<li>Ensemble against OLMAR: {100 * iv['estimate']:+.1f}%/yr excess log growth, CI "
                  f"[{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]</li>")
+    charts = study_charts(r)
+    extra = "\n".join(extra_sections)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Walk-forward study</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
 table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdict{{font-size:1.15em;font-weight:bold}}
+.plotly-graph-div{{border:1px solid #ddd;margin:8px 0}}
 </style></head><body>
 <h1>Walk-forward study</h1>
 <p class="verdict">{esc(r['verdict'])}</p>
-<img alt="equity" src="data:image/png;base64,{equity_figure(r)}">
-<img alt="confidence intervals" src="data:image/png;base64,{interval_figure(r)}">
+{charts["equity"]}
+<p>Interactive: drag to zoom, double-click to reset, hover for values, click a legend entry to hide it. Wealth is on
+a log scale: equal growth rates look equally steep whatever the wealth.</p>
+{charts["intervals"]}
 <h2>Statistics</h2><ul>
 <li>SPA p-value against equal weight: {spa['pvalue']:.3f} (bounds {spa['pvalue_lower']:.3f}..{spa['pvalue_upper']:.3f},
 {spa['models']} models); against {esc(s['best_causal_baseline'])}:
@@ -365,8 +374,10 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdi
 <h2>Per fold (log growth over the fold's test block)</h2><table><tr><th>fold</th><th>dates</th><th>bars</th>
 {fold_head}</tr>{fold_rows}</table>
 {search_section}
+{extra}
 </body></html>"""
 
 
-def write_study_report(study_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write_text(study_dir / "report.html", report_html(state))
+def write_study_report(study_dir: Path, state: dict[str, Any], extra_sections: Sequence[str] = ()) -> None:
+    """Write ``report_html(state, extra_sections)`` to ``<study_dir>/report.html``."""
+    atomic_write_text(study_dir / "report.html", report_html(state, extra_sections))

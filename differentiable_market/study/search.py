@@ -361,6 +361,8 @@ def search_html(found: dict[str, Any]) -> str:
     import numpy as np
     import optuna
 
+    from ..marketsimulator import charts
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folds = found["folds"]
     total = sum(len(f["trials"]) for f in folds)
@@ -377,8 +379,8 @@ def search_html(found: dict[str, Any]) -> str:
                     f"<td>{count['pruned']}</td><td>{count['fail']}</td><td>{spread}</td>"
                     f"<td>#{chosen['number']}: {100 * chosen['value']:+.1f}%/yr</td><td>{h.escape(flags)}</td></tr>")
         study = _as_optuna_study(f, found.get("space", []))
-        for name, draw in (("optimisation history", optuna.visualization.plot_optimization_history),
-                           ("parameter importances", optuna.visualization.plot_param_importances)):
+        for key, name, draw in (("history", "optimisation history", optuna.visualization.plot_optimization_history),
+                                ("importance", "parameter importances", optuna.visualization.plot_param_importances)):
             try:
                 with warnings.catch_warnings():  # "importances will be equal" with few trials: the chart shows it
                     warnings.simplefilter("ignore")
@@ -387,7 +389,7 @@ def search_html(found: dict[str, Any]) -> str:
                 figures.append(f"<p>Fold {f['fold']}, {name}: not drawn ({h.escape(str(exc))}).</p>")
                 continue
             fig.update_layout(title=f"Fold {f['fold']}: {name}", height=320, margin=dict(l=50, r=20, t=40, b=40))
-            figures.append(fig.to_html(full_html=False, include_plotlyjs=False))
+            figures.extend(charts.figures_html({f"search-{key}-fold{f['fold']}": fig}, embed_plotlyjs=False).values())
     return f"""<h2>Search</h2>
 <p>{total} trials in all ({len(folds)} folds), each trained on its fold's training bars and scored on its validation
 bars only: the validation excess log growth over equal weight after costs, per year, of the checkpoint the run keeps.

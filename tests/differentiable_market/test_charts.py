@@ -3,9 +3,11 @@ import pandas as pd
 import pytest
 
 from differentiable_market.marketsimulator.charts import (
+    equity_figure,
     excess_histogram_figure,
     external_references,
     figures_html,
+    interval_figure,
     period_heatmap_figure,
     period_of,
     period_returns,
@@ -78,3 +80,35 @@ def test_figures_embed_plotly_once_and_load_nothing():
     assert 'id="chart-period_returns"' in page and 'id="chart-excess_returns"' in page
     assert external_references(page) == []
     assert '"showSendToCloud": false' in page  # no button that posts the data to plotly's cloud
+
+
+def test_a_log_wealth_axis_keeps_a_hundredfold_grower_and_a_flat_line_apart():
+    times = pd.bdate_range("2021-01-04", periods=101)
+    log_w = {"big": np.linspace(0.0, np.log(100.0), 101), "flat": np.zeros(101)}
+    fig = equity_figure(times, log_w, {"big": "Big"}, {"big"}, [0, 50], "t", log_y=True,
+                        styles={"big": dict(color="black"), "flat": dict(dash="dash")})
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type in (None, "linear")  # drawdown stays linear
+    big, big_dd, flat = fig.data
+    assert (big.name, flat.name) == ("Big", "flat") and not big_dd.showlegend
+    assert big.y[-1] == pytest.approx(100.0, rel=1e-12) and np.allclose(big_dd.y, 0.0)  # never below its peak
+    assert big_dd.line.color == big.line.color == "black" and flat.line.dash == "dash" and flat.line.color
+    assert equity_figure(times, log_w, {}, set(), [0], "t").layout.yaxis.type == "linear"  # the backtest's default
+
+
+def test_interval_figure_draws_each_interval_around_its_estimate():
+    fig = interval_figure({"excess %/yr": {"vs a": (1.0, -2.0, 5.0), "vs b": (-3.0, -4.0, -1.0)},
+                           "Sharpe difference": {"vs a": (0.5, 0.1, 0.6), "vs b": (0.0, -1.0, 2.0)}}, "t")
+    left, right = fig.data
+    assert list(left.y) == ["vs a", "vs b"] and list(left.x) == [1.0, -3.0]
+    np.testing.assert_allclose(left.error_x.array, [4.0, 2.0])  # high - estimate
+    np.testing.assert_allclose(left.error_x.arrayminus, [3.0, 1.0])  # estimate - low
+    np.testing.assert_allclose(right.error_x.array, [0.1, 2.0])
+    assert fig.layout.xaxis.title.text == "excess %/yr" and fig.layout.xaxis2.title.text == "Sharpe difference"
+    assert [shape.x0 for shape in fig.layout.shapes] == [0, 0]  # the line at zero, in each panel
+
+
+def test_fragments_can_leave_plotly_to_the_page_that_carries_it():
+    parts = figures_html({"a": excess_histogram_figure(np.zeros(5)), "b": excess_histogram_figure(np.ones(5))},
+                         embed_plotlyjs=False)
+    assert not any("* plotly.js v" in part for part in parts.values())
+    assert 'id="chart-a"' in parts["a"] and 'id="chart-b"' in parts["b"]

@@ -1,6 +1,8 @@
+import base64
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_study_config
+from conftest import tiny_study_config, write_market_csvs
 import torch
 
 from differentiable_market.checkpoint import load_checkpoint, save_checkpoint
@@ -16,12 +18,13 @@ from differentiable_market.config import DataConfig, ExperimentConfig, PolicyCon
 from differentiable_market.env import account, decision_growth, drift, initial_holdings, observed_growth
 from differentiable_market.errors import DataError
 from differentiable_market.features import compute_features, fit_feature_spec
+from differentiable_market.marketsimulator.charts import external_references, figures_html
 from differentiable_market.policy import DirichletGRUPolicy
 from differentiable_market.rollout import deterministic_weights
 from differentiable_market.study.jobs import make_jobs, run_job
 from differentiable_market.study.oos import stitched_paths
 from differentiable_market.study.plan import plan_folds
-from differentiable_market.study.report import StudySettings, cost_breakeven_bps
+from differentiable_market.study.report import StudySettings, cost_breakeven_bps, report_html
 from differentiable_market.study.run import build_study_parser, run_study
 from differentiable_market.synthetic import random_walk_market
 
@@ -127,11 +130,18 @@ def test_an_ensemble_of_one_is_that_seed(tmp_path):
     np.testing.assert_allclose(paths["ensemble"].weights, paths["seed5"].weights, rtol=0, atol=1e-6)
 
 
-def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_path, write_ohlc_csvs):
-    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    cfg = tiny_study_config(root, tmp_path / "studies")
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """(config, settings, folder) of one finished 2-fold x 2-seed study on a random walk, shared by the module."""
+    tmp = tmp_path_factory.mktemp("tiny_study")
+    root = write_market_csvs(random_walk_market(500, 3, seed=2), tmp / "data")
+    cfg = tiny_study_config(root, tmp / "studies")
     settings = StudySettings(folds=2, seeds=2, bootstrap_reps=200)
-    folder = run_study(cfg, settings, log=lambda *_: None)
+    return cfg, settings, run_study(cfg, settings, log=lambda *_: None)
+
+
+def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tiny_study):
+    cfg, settings, folder = tiny_study
     state = json.loads((folder / "study.json").read_text())
     assert [j["status"] for j in state["jobs"]] == ["done"] * 4
     assert {j["run_dir"] for j in state["jobs"]} == {"fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1"}
@@ -143,7 +153,6 @@ def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_
     assert set(res["strategies"]) >= {"ensemble", "seed0", "seed1", "equal_weight", "olmar"}
     assert sum(f["bars"] for f in res["folds"]) == res["out_of_sample"]["bars"]
     page = (folder / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
     olmar = res["statistics"]["vs_olmar"]["excess_log_growth_per_year"]
     ens, ol = res["strategies"]["ensemble"], res["strategies"]["olmar"]
     assert olmar["estimate"] == pytest.approx(ens["log_growth_per_year"] - ol["log_growth_per_year"], abs=1e-12)
@@ -153,6 +162,65 @@ def test_a_study_writes_its_plan_jobs_and_verdict_and_resume_redoes_nothing(tmp_
     run_study(cfg, settings, folder, log=lambda *_: None)
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/checkpoints/*.pt")} == before  # nothing retrained
     assert json.loads((folder / "study.json").read_text()) == state
+
+
+def _plotly_figure(page: str, key: str) -> tuple[list[dict], dict]:
+    """The traces and layout a page hands Plotly.newPlot for the div ``chart-<key>``."""
+    decoder = json.JSONDecoder()
+    at = re.search(rf'Plotly\.newPlot\(\s*"chart-{key}",\s*', page).end()
+    data, end = decoder.raw_decode(page, at)
+    layout, _ = decoder.raw_decode(page, re.match(r",\s*", page[end:]).end() + end)
+    return data, layout
+
+
+def _array(values: list | dict) -> np.ndarray:
+    """A plotly JSON array: a list, or (plotly 6+) a base64 typed array."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values)
+
+
+def test_the_study_report_is_interactive_offline_and_draws_wealth_on_a_log_scale(tiny_study):
+    _, _, folder = tiny_study
+    state = json.loads((folder / "study.json").read_text())
+    page = (folder / "report.html").read_text()
+    assert external_references(page) == [] and 'src="http' not in page
+    assert page.count("* plotly.js v") == 1 and "<img" not in page
+    data, layout = _plotly_figure(page, "equity")
+    assert layout["yaxis"]["type"] == "log" and layout["yaxis2"].get("type", "linear") == "linear"  # drawdown in %
+    strategies = state["results"]["strategies"]
+    drawn = {v["label"] for v in strategies.values() if v["kind"] in ("policy", "baseline")}
+    assert {"seed0", "seed1", "ensemble", "equal_weight", "olmar"} <= set(strategies)
+    assert {t["name"] for t in data} == drawn and all(label in page for label in drawn)
+    wealth = {t["name"]: t for t in data if t.get("showlegend", True) is not False}
+    log_wealth = state["results"]["equity"]["log_wealth"]["ensemble"]
+    np.testing.assert_allclose(_array(wealth[strategies["ensemble"]["label"]]["y"]), np.exp(log_wealth), rtol=1e-12)
+    # grey lines at the fold boundaries (in both panels), each fold labelled
+    folds = state["results"]["folds"]
+    assert {s["x0"][:10] for s in layout["shapes"]} == {f["first_bar"][:10] for f in folds[1:]}
+    assert [a["text"] for a in layout["annotations"] if a["text"].startswith("fold ")] == [
+        f"fold {f['fold']}" for f in folds]
+    data, layout = _plotly_figure(page, "intervals")
+    stats = state["results"]["statistics"]
+    assert data[0]["y"] == ["vs equal_weight", f"vs best causal baseline ({stats['best_causal_baseline']})",
+                            "vs olmar"]
+    assert _array(data[0]["x"])[2] == pytest.approx(100 * stats["vs_olmar"]["excess_log_growth_per_year"]["estimate"])
+
+
+def test_extra_sections_are_appended_to_the_study_report_and_use_its_plotly(tiny_study):
+    import plotly.graph_objects as go
+
+    _, _, folder = tiny_study
+    state = json.loads((folder / "study.json").read_text())
+    extra = figures_html({"trials": go.Figure(go.Scatter(x=[0, 1], y=[2, 3]))}, embed_plotlyjs=False)["trials"]
+    page = report_html(state, ["<h2>Search</h2><p>twenty trials</p>", extra])
+    assert page.count("* plotly.js v") == 1 and external_references(page) == []
+    # after the tables, in order, and after the plotly.js that the extra chart needs
+    assert page.index("* plotly.js v") < page.index("Per fold") < page.index("twenty trials") < page.index(
+        'id="chart-trials"') < page.index("</body>")
+    assert report_html(state) == (folder / "report.html").read_text()  # nothing extra: the page the study wrote
+    with pytest.raises(TypeError, match="wrap a single one in a list"):
+        report_html(state, "<h2>Search</h2>")
 
 
 def test_a_half_trained_job_continues_to_the_same_result(tmp_path, write_ohlc_csvs):
