@@ -102,3 +102,25 @@ def test_study_cli_takes_a_ray_address_but_not_with_worker_processes(capsys):
     assert "--ray-address and --workers > 1 exclude each other" in capsys.readouterr().err
     assert main(["--ray-address", "auto", "--ray-cpus-per-job", "0"]) == 2
     assert "CPUs per Ray job must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_search_on_ray_equals_the_local_search(tmp_path, write_ohlc_csvs, local_ray):
+    from differentiable_market.study import search
+
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    space = tmp_path / "space.toml"
+    space.write_text("[lr]\nlow = 1e-4\nhigh = 1e-2\nlog = true\n\n[action]\nchoices = [\"target\", \"band\"]\n")
+    cfg = tiny_study_config(root, tmp_path / "studies")
+    settings = StudySettings(folds=2, seeds=1, bootstrap_reps=200, search=3, search_batch=2, space=str(space))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the threads of a one-CPU Ray task
+    try:
+        local = run_study(cfg, settings, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    remote = run_study(cfg, settings, log=lambda *_: None, trial_runner=search.ray_trials("local"))
+    a, b = (json.loads((f / "study.json").read_text()) for f in (local, remote))
+    assert a["search"] == b["search"] and a["results"] == b["results"]
+    # the driver wrote every trial's run folder from what the tasks returned
+    assert (remote / "search" / "fold1" / "trial002" / "checkpoints" / "best.pt").exists()

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_study_config
+from conftest import tiny_study_config, write_market_csvs
 
 from differentiable_market.config import ExperimentConfig, config_to_dict
 from differentiable_market.errors import ConfigError
@@ -128,9 +128,21 @@ def _search_study(tmp_path, root, runner=None, log=lambda *_: None, **kw):
     return run_study(cfg, settings, log=log, trial_runner=runner)
 
 
-def test_a_search_study_trains_each_folds_choice_and_counts_every_trial(tmp_path, write_ohlc_csvs):
-    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    folder = _search_study(tmp_path, root)
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One tiny study with a search (2 folds x 3 trials, batches of 2, 1 seed): its data folder and study folder."""
+    base = tmp_path_factory.mktemp("search")
+    root = write_market_csvs(random_walk_market(500, 3, seed=2), base / "data")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of 2 workers gets on a 2-core machine: the same reduction order
+    try:
+        return root, _search_study(base / "whole", root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_search_study_trains_each_folds_choice_and_counts_every_trial(searched):
+    _, folder = searched
     state = json.loads((folder / "study.json").read_text())
     found = state["search"]
     assert [len(f["trials"]) for f in found["folds"]] == [3, 3]
@@ -144,21 +156,21 @@ def test_a_search_study_trains_each_folds_choice_and_counts_every_trial(tmp_path
         assert job["train"]["lr"] == best["params"]["lr"] and job["policy"]["action"] == best["params"]["action"]
         plan = state["plan"][f["fold"]]
         assert job["data"]["split_bars"] == [*plan["train"], *plan["validation"], *plan["test"]]
-        # trials saw the fold's validation bars only: their runs' test split is the fold's test block, unread
+        # trials train and validate on the fold's split, so they never score on its test block
         trial = json.loads((folder / "search" / f"fold{f['fold']}" / "trial000" / "config.json").read_text())
         assert trial["config"]["data"]["split_bars"] == job["data"]["split_bars"]
+        assert trial["splits"]["validation"] == plan["validation"]
     stats = state["results"]["statistics"]
     # DSR: 1 seed + the ensemble + 6 search trials; SPA: those two plus 3 stitched trial ranks
     assert stats["ensemble_dsr"]["trials"] == 8 and stats["ensemble_dsr"]["search_trials"] == 6
     assert stats["vs_equal_weight"]["spa"]["models"] == 5
     html = (folder / "report.html").read_text()
-    assert "Search" in html and "6 trials" in html
+    assert "<h2>Search</h2>" in html and "6 trials in all" in html and "chart-search-history-fold1" in html
+    assert html.count("6 of them search trials") == 1
 
 
-def test_a_search_killed_mid_batch_resumes_to_the_same_study(tmp_path, write_ohlc_csvs):
-    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    whole = _search_study(tmp_path / "a", root)
-
+def test_a_search_killed_mid_batch_resumes_to_the_same_study(tmp_path, searched):
+    root, whole = searched
     calls = []
 
     def dies_in_second_batch(tasks):
@@ -178,18 +190,13 @@ def test_a_search_killed_mid_batch_resumes_to_the_same_study(tmp_path, write_ohl
     assert a["search"] == b["search"] and a["results"] == b["results"]
 
 
-def test_trials_in_worker_processes_give_the_search_of_one_process(tmp_path, write_ohlc_csvs):
-    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what each of 2 workers gets on this 2-core machine: the same reduction order
-    try:
-        local = _search_study(tmp_path / "a", root)
-    finally:
-        torch.set_num_threads(threads)
+@pytest.mark.slow
+def test_trials_in_worker_processes_give_the_search_of_one_process(tmp_path, searched):
+    root, local = searched  # the fixture's study ran in this process, on one thread
     pooled = _search_study(tmp_path / "b", root, runner=search.process_trials(2))
     a, b = (json.loads((f / "study.json").read_text()) for f in (local, pooled))
     if (os.cpu_count() or 1) // 2 == 1:
-        assert a["search"] == b["search"]
+        assert a["search"] == b["search"] and a["results"] == b["results"]
     else:  # workers get more threads than the local run: the last bits may differ
         assert [len(f["trials"]) for f in b["search"]["folds"]] == [3, 3]
 
