@@ -80,10 +80,10 @@ class Param:
 
     def describe(self) -> str:
         if self.choices is not None:
-            return f"{self.flag} in {list(self.choices)}"
+            return f"--{self.flag.replace('_', '-')} in {list(self.choices)}"
         scale = ", log" if self.log else ""
         step = f", step {self.step}" if self.step is not None else ""
-        return f"{self.flag} in [{self.low}, {self.high}]{scale}{step}"
+        return f"--{self.flag.replace('_', '-')} in [{self.low}, {self.high}]{scale}{step}"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"flag": self.flag, "kind": self.kind}
