@@ -54,8 +54,14 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     ``rebalance_every`` None: each fold's members' own (a search may choose it per fold).
     """
     fingerprint = market.fingerprint()
+    planned = {f.index: tuple(f.split_bars) for f in folds}
     for k, fold_members in members.items():
         for seed, ckpt in fold_members:
+            split = ckpt.config.data.split_bars
+            if split is None or tuple(split) != planned[k]:
+                raise DataError(f"{ckpt.path} (fold {k}, seed {seed}) was trained on the split {split}, not fold "
+                                f"{k}'s planned {list(planned[k])}: its validation or test bars are not the fold's, "
+                                "so its out-of-sample path would not be out of sample. Rerun the study.")
             if ckpt.symbols != market.symbols or ckpt.data_fingerprint.get("ohlc_sha256") != fingerprint.get(
                     "ohlc_sha256"):
                 raise DataError(f"{ckpt.path} (fold {k}, seed {seed}) was trained on other data or another universe "

@@ -90,12 +90,25 @@ def cost_breakeven_bps(w_ta: np.ndarray, w_bench_ta: np.ndarray, growth_ta: torc
 
     if excess(0.0) <= 0:
         return None
-    if excess(BREAKEVEN_MAX_BPS) > 0:
+    return first_zero(excess, BREAKEVEN_MAX_BPS)
+
+
+def first_zero(f: Any, cap: float) -> float:
+    """The smallest x in (0, cap] where f, positive at 0, reaches 0 (``inf`` if it stays positive up to ``cap``).
+
+    f need not be monotone (a strategy's excess over a benchmark that also pays fees can dip below zero and come
+    back), so the first crossing is bracketed on a grid (0.25 doubling up to the cap), then bisected to below 1e-9."""
+    grid = [0.0] + [0.25 * 2.0**i for i in range(40) if 0.25 * 2.0**i < cap] + [cap]
+    for lo, hi in zip(grid, grid[1:]):
+        if f(hi) <= 0:
+            break
+    else:
         return math.inf
-    lo, hi = 0.0, BREAKEVEN_MAX_BPS
-    for _ in range(40):  # bisection to ~2e-9 bps
+    for _ in range(60):
+        if hi - lo < 1e-10:
+            break
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+        lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
     return 0.5 * (lo + hi)
 
 
@@ -111,7 +124,13 @@ def _verdict(first: str, last: str, bars: int, settings: StudySettings, cost_bps
     return (f"Out of sample ({first[:10]}..{last[:10]}, {bars:,} bars, {settings.folds} folds x {settings.seeds} "
             f"seeds, {cost_bps:g} bps), the seed ensemble's excess log growth over equal weight is "
             f"{100 * iv['estimate']:+.1f}%/yr, {pct} CI [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]: {call} "
-            f"(SPA p = {spa_p:.2f}).")
+            f"(SPA {format_pvalue(spa_p, settings.bootstrap_reps)}).")
+
+
+def format_pvalue(p: float, reps: int) -> str:
+    """"p = 0.23", or "p < 0.0005" when no resample reached the statistic (a bootstrap p-value of 0 only says p is
+    below 1 / reps)."""
+    return f"p < {1 / reps:.2g}" if p <= 0 else f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
 
 
 def study_results(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
@@ -145,13 +164,17 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
         "bootstrap": "stationary bootstrap (Politis-Romano) of per-bar values, expected block length chosen by "
                      "Politis-White; percentile intervals; assumes the per-bar series is stationary and weakly "
                      "dependent",
-        "best_causal_baseline": "the causal baseline (equal weight, buy and hold, OLMAR, inverse volatility) with "
-                                "the highest out-of-sample log growth: chosen after the fact, so a harder benchmark",
+        "best_causal_baseline": f"the causal baseline ({', '.join(causal)}) with the highest out-of-sample log "
+                                "growth: chosen after the fact, so a harder benchmark",
         "psr_dsr": "Bailey & Lopez de Prado; i.i.d. returns with the sample skewness and kurtosis; DSR counts every "
                    "trial the study made (each seed, the ensemble and every search trial of every fold, pruned "
-                   "ones included) as independent, which is conservative; the variance of the trials' Sharpe "
-                   "ratios is that of the out-of-sample paths of the seeds, the ensemble and the stitched trials",
-        "spa": "Hansen (2005) SPA on per-bar losses -log growth, studentised, stationary bootstrap; the models are "
+                   "ones included) as independent, which is conservative; V is the variance of the per-bar Sharpe "
+                   "ratios of the out-of-sample paths of the seeds, the ensemble (and the stitched search trials), "
+                   "floored at 1/T, the sampling variance of a skill-less Sharpe estimate over T bars; the PSR "
+                   "against equal weight's Sharpe treats that Sharpe as a known constant (its estimation error and "
+                   "its correlation with the ensemble are ignored, so it overstates the evidence)",
+        "spa": "Hansen (2005) SPA on per-bar losses -log growth, studentised by the bootstrap standard error of each "
+               "model's mean differential, stationary bootstrap; the models are "
                "every trial (each seed and the ensemble"
                + (", and each search trial rank: the m-th best trial of every fold stitched into one path)"
                   if searched else ")"),

@@ -309,16 +309,21 @@ def deflated_sharpe_ratio(
 def dsr_of(returns: np.ndarray, trial_sharpes: np.ndarray, n_trials: int | None = None) -> float:
     """DSR of a [T] series of per-bar simple returns selected among trials with the given per-bar Sharpe ratios.
 
-    ``n_trials`` counts trials whose Sharpe ratio on these bars is unknown too (a search's trials, scored on
-    validation only): N is then ``n_trials`` (at least the number of Sharpe ratios given) and V the variance of
-    the given ones."""
+    N is ``n_trials`` when given (trials whose Sharpe ratio on these bars is unknown count too: a search's trials,
+    scored on validation only), else the number of Sharpe ratios; never fewer than the Sharpe ratios given. V is
+    the variance of the given Sharpe ratios, floored at 1 / T: the sampling variance of a per-bar Sharpe estimate of
+    a skill-less strategy over T i.i.d. bars (Lo 2002). Seeds of one method are so alike that their variance can
+    be near 0, which would make the DSR almost the PSR however many trials were made; the floor is what
+    independent skill-less trials of this length would spread by, so with N counted as independent the DSR stays
+    conservative."""
     sr, skew, kurt, n = sample_moments(returns)
-    if n_trials is None:
-        return deflated_sharpe_ratio(sr, n, skew, kurt, trial_sharpes=trial_sharpes)
     t = np.asarray(trial_sharpes, dtype=np.float64).ravel()
     t = t[np.isfinite(t)]
-    var = float(t.var(ddof=1)) if t.size > 1 else 0.0
-    return deflated_sharpe_ratio(sr, n, skew, kurt, n_trials=max(n_trials, t.size), var_trials=var)
+    if t.size == 0:
+        raise ValueError("trial_sharpes has no finite value.")
+    var = max(float(t.var(ddof=1)) if t.size > 1 else 0.0, 1.0 / n)
+    n_trials = t.size if n_trials is None else max(n_trials, t.size)
+    return deflated_sharpe_ratio(sr, n, skew, kurt, n_trials=n_trials, var_trials=var)
 
 
 # --- data snooping: Hansen's test of superior predictive ability -----------------------------------------------
@@ -335,6 +340,7 @@ class SPAResult:
     reps: int
     n_models: int
     n_bars: int
+    statistic: float = math.nan  # T_SPA, the studentised statistic
 
 
 def spa_test(
@@ -344,18 +350,28 @@ def spa_test(
     reps: int = 1000,
     seed: int | np.random.Generator = 0,
 ) -> SPAResult:
-    """Hansen's (2005) test of superior predictive ability, via ``arch.bootstrap.SPA``.
+    """Hansen's (2005) test of superior predictive ability, studentised as in the paper.
 
     Losses are per bar: loss = -(per-bar log growth). ``benchmark_losses`` is [T] (equal weight, or the best
     causal baseline); ``model_losses`` is [T] or [T, k], one column per trial (every seed, every configuration,
     not only the best). Null hypothesis: no model has a lower expected loss than the benchmark,
     max_k E[L_bench - L_k] <= 0. A small p-value says that at least one model beats the benchmark, accounting for
-    having searched over all k. The consistent p-value recentres only models that are not clearly worse than the
-    benchmark; the lower one recentres none of the poor models (liberal); the upper one treats every model as at
-    the null's boundary (conservative, White's Reality Check). Studentised statistic, stationary bootstrap with
-    expected block ``block_size`` bars (``None``: ``block_length`` of the loss differentials, rounded).
+    having searched over all k.
+
+    With d_tk = L_bench,t - L_k,t, d̄_k their means and ω_k^2 = T Var*(d̄*_k) (the bootstrap variance of the mean,
+    the estimator Hansen recommends), the statistic is T_SPA = max(0, max_k sqrt(T) d̄_k / ω_k) and its null
+    distribution is that of max(0, max_k sqrt(T) (d̄*_k - g(d̄_k)) / ω_k) over stationary-bootstrap resamples
+    (expected block ``block_size`` bars; ``None``: ``block_length`` of the differentials, rounded). The consistent
+    p-value recentres with g(x) = x 1{x >= -sqrt(ω^2 / T * 2 log log T)} (models clearly worse than the benchmark
+    are not recentred), the lower one with g(x) = max(x, 0) (liberal), the upper one with g(x) = x (White's Reality
+    Check, conservative). Models identical to the benchmark (ω = 0) carry no evidence and are left out of the max.
+
+    Written here rather than taken from ``arch.bootstrap.SPA``: arch 8's SPA computes its p-values from the raw
+    mean differentials whatever ``studentize`` says (it uses the variances only to pick the recentred models), so a
+    model with large but noisy differentials dominates the maximum. The resampling itself is arch's
+    ``StationaryBootstrap``.
     """
-    from arch.bootstrap import SPA
+    from arch.bootstrap import StationaryBootstrap
 
     bench = _as_path(benchmark_losses, "benchmark_losses")
     models = _as_path(model_losses, "model_losses")
@@ -365,20 +381,41 @@ def spa_test(
         models = models[:, None]
     if models.shape[0] != bench.shape[0]:
         raise ValueError(f"model_losses has {models.shape[0]} bars, benchmark_losses {bench.shape[0]}.")
+    d = bench[:, None] - models  # [T, k], positive where the model did better
     if block_size is None:
-        block_size = max(1, round(block_length(models - bench[:, None])))
+        block_size = max(1, round(block_length(-d)))
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1 bar, got {block_size}.")
-    spa = SPA(bench, models, block_size=block_size, reps=reps, bootstrap="stationary", studentize=True,
-              seed=_rng(seed))
-    spa.compute()
-    p = spa.pvalues
+    t = d.shape[0]
+    d_bar = d.mean(0)
+    bs = StationaryBootstrap(block_size, d, seed=_rng(seed))
+    means = np.stack([data[0][0].mean(0) for data in bs.bootstrap(reps)])  # [reps, k]
+    omega = np.sqrt(t * means.var(axis=0))
+    live = omega > 1e-12 * max(1.0, float(np.abs(d).max()))
+    stat = spa_statistic(d_bar, omega, t, live)
+    threshold = -np.sqrt(omega**2 / t * 2.0 * np.log(np.log(max(t, 3))))
+    centres = {"lower": np.maximum(d_bar, 0.0), "consistent": np.where(d_bar >= threshold, d_bar, 0.0),
+               "upper": d_bar}
+    p = {}
+    for name, g in centres.items():
+        z = np.sqrt(t) * (means - g) / np.where(live, omega, 1.0)
+        simulated = np.maximum(np.where(live, z, -np.inf).max(1), 0.0)
+        p[name] = float((simulated > stat).mean()) if live.any() else 1.0
     return SPAResult(
-        pvalue=float(p["consistent"]),
-        pvalue_lower=float(p["lower"]),
-        pvalue_upper=float(p["upper"]),
+        pvalue=p["consistent"],
+        pvalue_lower=p["lower"],
+        pvalue_upper=p["upper"],
         block_size=int(block_size),
         reps=reps,
         n_models=models.shape[1],
-        n_bars=bench.shape[0],
+        n_bars=t,
+        statistic=stat,
     )
+
+
+def spa_statistic(d_bar: np.ndarray, omega: np.ndarray, n_bars: int, live: np.ndarray | None = None) -> float:
+    """Hansen's T_SPA = max(0, max_k sqrt(T) d̄_k / ω_k) over the models with ω_k > 0 (``live``)."""
+    live = omega > 0 if live is None else live
+    if not live.any():
+        return 0.0
+    return float(max(0.0, (np.sqrt(n_bars) * d_bar[live] / omega[live]).max()))

@@ -74,9 +74,11 @@ def test_cost_breakeven_matches_its_closed_form():
 
 def _checkpoints(tmp_path, market, folds, seeds):
     """Untrained but distinct policies saved as each fold x seed's best.pt."""
-    cfg = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8), train=TrainConfig(lookback=16))
+    base = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
+                            train=TrainConfig(lookback=16))
     members = {}
     for f in folds:
+        cfg = ExperimentConfig(data=DataConfig(split_bars=f.split_bars), policy=base.policy, train=base.train)
         spec = fit_feature_spec(market, cfg.features, f.train[1])
         members[f.index] = []
         for s in seeds:
@@ -120,6 +122,32 @@ def test_stitched_paths_carry_holdings_across_folds_and_charge_the_switch(tmp_pa
     assert paths["seed0"].cost[d0 - bars[0]] > 0
     # every baseline and strategy trades the same bars
     assert {p.log_growth.shape for p in paths.values()} == {(bars.size,)}
+
+
+def test_a_checkpoint_of_another_fold_is_refused(tmp_path):
+    market = random_walk_market(500, 3, seed=4)
+    folds = plan_folds(market.n_bars, 2, 2, 0.3, 60, 16, 16)
+    members = _checkpoints(tmp_path, market, folds, [5])
+    members[1] = members[0]  # fold 0's checkpoint has seen fold 1's test block in training
+    with pytest.raises(DataError, match=r"fold 1, seed 5\) was trained on the split .* not fold 1's planned"):
+        stitched_paths(market, folds, members, 1e-3, False, "open")
+
+
+def test_the_breakeven_is_the_first_fee_where_the_edge_is_gone():
+    from differentiable_market.study.report import first_zero
+
+    # positive, below zero on (3, 5), positive again up to 100: the first crossing, where bisecting [0, 2000]
+    # would have found 100
+    assert first_zero(lambda x: -(x - 3.0) * (x - 5.0) * (x - 100.0), 2000.0) == pytest.approx(3.0, abs=1e-9)
+    assert first_zero(lambda x: 3.0 - x, 2000.0) == pytest.approx(3.0, abs=1e-9)
+    assert first_zero(lambda x: 1.0, 2000.0) == math.inf
+
+
+def test_the_verdict_says_p_is_below_one_over_reps_when_no_resample_reached_it():
+    from differentiable_market.study.report import format_pvalue
+
+    assert format_pvalue(0.0, 2000) == "p < 0.0005"
+    assert format_pvalue(0.234, 2000) == "p = 0.23" and format_pvalue(0.004, 2000) == "p = 0.004"
 
 
 def test_an_ensemble_of_one_is_that_seed(tmp_path):

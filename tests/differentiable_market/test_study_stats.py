@@ -112,8 +112,15 @@ def test_dsr_trial_forms_agree_and_one_trial_is_psr():
     dsrs = [deflated_sharpe_ratio(sr, n, sk, ku, n_trials=k, var_trials=1e-3) for k in (2, 10, 100, 1000)]
     assert np.all(np.diff(dsrs) < 0)
     r = rng.normal(0.001, 0.01, size=500)
-    assert dsr_of(r, trials) == pytest.approx(deflated_sharpe_ratio(*sample_moments(r)[:1], 500,
-                                                                   *sample_moments(r)[1:3], trial_sharpes=trials))
+    # dsr_of floors V at 1/T, the sampling variance of a skill-less Sharpe estimate (here 1/500 > var(trials))
+    sr_r, sk_r, ku_r, _ = sample_moments(r)
+    assert dsr_of(r, trials) == pytest.approx(deflated_sharpe_ratio(
+        sr_r, 500, sk_r, ku_r, n_trials=40, var_trials=max(float(trials.var(ddof=1)), 1 / 500)))
+    wide = trials * 3  # var 0.0081 > 1/500: the trials' own variance
+    assert dsr_of(r, wide) == pytest.approx(deflated_sharpe_ratio(sr_r, 500, sk_r, ku_r, trial_sharpes=wide))
+    # three near-identical seeds: without the floor the DSR would be almost the PSR
+    seeds = np.array([0.05, 0.0501, 0.0502])
+    assert dsr_of(r, seeds) < deflated_sharpe_ratio(sr_r, 500, sk_r, ku_r, trial_sharpes=seeds)
     with pytest.raises(ValueError):
         deflated_sharpe_ratio(sr, n, sk, ku, trial_sharpes=trials, n_trials=40)
     with pytest.raises(ValueError):
@@ -200,3 +207,43 @@ def test_spa_detects_planted_edge_and_not_noise():
     assert edge.pvalue_lower <= edge.pvalue <= edge.pvalue_upper
     assert spa_test(-bench, -np.column_stack([noise_models, edge_model]), reps=500, seed=0) == edge
     assert spa_test(-bench, -edge_model, block_size=5, reps=200, seed=1).block_size == 5
+
+
+def test_spa_statistic_is_hansens_studentised_maximum():
+    from differentiable_market.study.stats import spa_statistic
+
+    # T_SPA = max(0, max_k sqrt(T) d_k / omega_k): sqrt(100) * 0.1 / 0.5 = 2 beats 10 * 0.3 / 3 = 1
+    assert spa_statistic(np.array([0.1, 0.3, -0.2]), np.array([0.5, 3.0, 1.0]), 100) == pytest.approx(2.0)
+    assert spa_statistic(np.array([-0.1, -0.3]), np.array([0.5, 3.0]), 100) == 0.0  # floored at 0
+
+
+def test_spa_is_studentised_a_precise_small_edge_is_found_next_to_a_noisy_large_one():
+    rng = np.random.default_rng(5)
+    t = 1000
+    bench = np.zeros(t)
+    precise = rng.normal(0.004, 0.02, t)  # t-stat about 6
+    noisy = rng.normal(0.0, 2.0, t)
+    noisy += 0.001 - noisy.mean()  # no better than the precise one on average, but 100x as noisy: t-stat 0.016
+    res = spa_test(-bench, -np.column_stack([precise, noisy]), block_size=1, reps=1000, seed=0)
+    assert res.pvalue < 0.01
+    # a raw-mean statistic (what arch 8 computes whatever 'studentize' says) is dominated by the noisy model
+    from arch.bootstrap import SPA
+
+    raw = SPA(-bench, -np.column_stack([precise, noisy]), block_size=1, reps=1000, bootstrap="stationary",
+              seed=np.random.default_rng(0))
+    raw.compute()
+    assert raw.pvalues["consistent"] > 0.3  # about P(N(0, 2 / sqrt(T)) > 0.004) = 0.47
+    # rescaling one model's differentials changes nothing: each model is measured in its own standard errors
+    scaled = spa_test(-bench, -np.column_stack([precise, 10.0 * noisy]), block_size=1, reps=1000, seed=0)
+    assert abs(scaled.pvalue - res.pvalue) <= 1 / 1000 and scaled.statistic == pytest.approx(res.statistic)
+
+
+def test_spa_of_one_iid_model_matches_the_normal_tail():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(2)
+    d = rng.normal(0.002, 0.01, 800)
+    res = spa_test(np.zeros(800), -d, block_size=1, reps=4000, seed=3)
+    t_stat = d.mean() / d.std(ddof=1) * np.sqrt(800)
+    assert res.statistic == pytest.approx(t_stat, rel=0.05)  # bootstrap omega ~ the sample standard deviation
+    assert res.pvalue_upper == pytest.approx(norm.sf(t_stat), abs=0.02)
