@@ -66,7 +66,7 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
     run in another process or on another machine; ``data_root`` is where that machine holds the config's data."""
     import torch
 
-    from ..train import run_training
+    from ..training_run import run_training
 
     if threads:
         torch.set_num_threads(threads)

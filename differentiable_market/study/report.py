@@ -47,6 +47,7 @@ class StudySettings:
     search: int = 0  # Optuna trials per fold (0: no search; the study trains the given flags)
     space: str | None = None  # the search space file given (None: the default space); the study keeps a copy
     search_batch: int = 4  # trials drawn together per fold (and run at once), whatever the worker count
+    search_epochs: int | None = None  # optimizer steps of each trial (None: the study's --epochs)
     search_pruner: Literal["median", "halving", "none"] = "median"
     search_storage: str | None = None  # Optuna database URL; None: a journal file in the study folder
 
@@ -56,6 +57,8 @@ class StudySettings:
         if self.search < 0 or self.search_batch < 1:
             raise ConfigError(f"--search must be >= 0 and --search-batch >= 1, got {self.search} and "
                               f"{self.search_batch}.")
+        if self.search_epochs is not None and self.search_epochs < 1:
+            raise ConfigError(f"--search-epochs must be >= 1, got {self.search_epochs}.")
         if self.search_pruner not in ("median", "halving", "none"):
             raise ConfigError(f"--search-pruner must be median, halving or none, got {self.search_pruner!r}.")
         if not 0.0 < self.ci_level < 1.0:

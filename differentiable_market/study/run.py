@@ -21,7 +21,8 @@ from ..data import MarketData
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
 from ..runlog import new_timestamped_dir
-from ..train import build_parser, config_from_args, given_flags, load_data
+from ..flags import build_parser, config_from_args, given_flags
+from ..training_run import load_data
 from ..metrics import bars_per_year
 from . import search
 from . import space as space_mod
@@ -118,8 +119,10 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     if space:
         log(f"Search: {settings.search} trials per fold over {', '.join(p.describe() for p in space)}; scored on "
             f"each fold's validation bars ({settings.search_pruner} pruning, batches of {settings.search_batch})")
+        trial_cfg = cfg if settings.search_epochs is None else dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, epochs=settings.search_epochs))
         state["search"] = search.run_search(
-            cfg, folds, space, settings.search, settings.search_batch, settings.search_pruner,
+            trial_cfg, folds, space, settings.search, settings.search_batch, settings.search_pruner,
             settings.search_storage, study_dir, bars_per_year(market.timestamps),
             trial_runner or search.local_trials, log)
         state["search"]["space"] = [p.to_dict() for p in space]
@@ -209,6 +212,8 @@ def build_study_parser() -> argparse.ArgumentParser:
     g.add_argument("--search-batch", type=int, default=s.search_batch, metavar="B", help="trials drawn together "
                    "per fold from the trials finished before them, and run at once; fixes the result whatever "
                    f"--workers is (default: {s.search_batch})")
+    g.add_argument("--search-epochs", type=int, metavar="N", help="optimizer steps of each trial, to spend less "
+                   "on trials than on the final seeds (default: --epochs)")
     g.add_argument("--search-pruner", choices=["median", "halving", "none"], default=s.search_pruner,
                    help="stops trials that lag at an evaluation: Optuna's median rule, successive halving, or "
                    f"none (default: {s.search_pruner})")
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                                      window=args.window, train_bars=args.train_bars,
                                      bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level,
                                      search=args.search, space=args.space, search_batch=args.search_batch,
-                                     search_pruner=args.search_pruner, search_storage=args.search_storage)
+                                     search_epochs=args.search_epochs, search_pruner=args.search_pruner,
+                                     search_storage=args.search_storage)
             if args.space and not args.search:
                 raise ConfigError("--space has no effect without --search N (the number of trials per fold).")
             run_study(cfg, settings, None, executor, trial_runner=_trial_runner(args))

@@ -95,7 +95,7 @@ def run_trial(task: TrialTask, threads: int | None = None, data_root: str | None
     import optuna
     import torch
 
-    from ..train import run_training
+    from ..training_run import run_training
 
     folder = Path(task.run_dir)
     done_file = folder / "trial.json"

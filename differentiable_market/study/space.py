@@ -106,7 +106,7 @@ def _table_lines(text: str) -> dict[str, int]:
 
 def load_space(path: str | Path, base: ExperimentConfig) -> tuple[Param, ...]:
     """Read and check a search space file against the study's base config; errors name the file and line."""
-    from ..train import FLAG_FIELDS
+    from ..flags import FLAG_FIELDS
 
     path = Path(path)
     try:
@@ -179,7 +179,7 @@ def _param(spec: dict[str, Any], flag: str, section: str, field: str, line: int,
 
 def apply(base: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
     """``base`` with the searched flags set to ``values`` (flag -> value); the config's own checks apply."""
-    from ..train import FLAG_FIELDS
+    from ..flags import FLAG_FIELDS
 
     sections: dict[str, dict[str, Any]] = {}
     for flag, value in values.items():

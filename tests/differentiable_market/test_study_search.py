@@ -216,3 +216,62 @@ def test_a_search_space_reaching_past_the_embargo_is_refused(tmp_path, write_ohl
     with pytest.raises(ConfigError, match=r"--embargo-bars 16 is shorter than the longest lookback the search "
                                           r"space allows \(64\)"):
         run_study(cfg, StudySettings(folds=2, seeds=1, search=2, space=str(space)), log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_the_search_finds_the_one_flag_that_decides_a_planted_market(tmp_path, write_ohlc_csvs):
+    """AR(1) returns on one asset: a one-bar momentum edge, earned only by trading every bar.
+    Rebalancing every 20 bars cannot earn it, so --rebalance-every decides everything, and 4 trials must find 1."""
+    from differentiable_market.config import DataConfig, PolicyConfig, TrainConfig
+    from differentiable_market.synthetic import planted_signal_market
+
+    root = write_ohlc_csvs(planted_signal_market(1200, 2, seed=0))
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(root)),
+        policy=PolicyConfig(architecture="flat", action="target", hidden_size=16, head_hidden=16),
+        train=TrainConfig(lookback=32, batch_windows=16, rollout_groups=4, epochs=60, eval_interval=20, device="cpu",
+                          dtype="float32", save_dir=str(tmp_path / "studies")))
+    space = _space(tmp_path, "[rebalance-every]\nchoices = [1, 20]\n")
+    folder = run_study(cfg, StudySettings(folds=1, seeds=1, bootstrap_reps=200, search=4, search_batch=2,
+                                          space=str(space), search_pruner="none"), log=print)
+    found = json.loads((folder / "study.json").read_text())["search"]
+    for f in found["folds"]:
+        tried = {t["params"]["rebalance_every"] for t in f["trials"]}
+        assert tried == {1, 20}, f"fold {f['fold']} tried only {tried}"
+        assert f["chosen"]["params"]["rebalance_every"] == 1
+        slow = [t["value"] for t in f["trials"] if t["params"]["rebalance_every"] == 20]
+        assert f["chosen"]["value"] > max(slow)
+
+
+@pytest.mark.slow
+def test_a_search_killed_with_sigkill_resumes_to_a_byte_identical_study_json(tmp_path, write_ohlc_csvs):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    space = _space(tmp_path, TINY_SPACE)
+    save = tmp_path / "studies"  # one parent for both, so their configs (which name it) are equal
+    cli = [sys.executable, "-m", "differentiable_market.study", "--data-root", str(root), "--save-dir", str(save),
+           "--folds", "2", "--seeds", "1", "--lookback", "16", "--batch-windows", "4", "--rollout-groups", "2",
+           "--hidden-size", "8", "--architecture", "flat", "--action", "target", "--epochs", "40",
+           "--eval-interval", "4", "--log-interval", "4", "--dtype", "float32", "--bootstrap-reps", "200",
+           "--search", "4", "--search-batch", "2", "--space", str(space)]
+    subprocess.run(cli, check=True, capture_output=True)
+    (whole,) = save.iterdir()
+    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, target = time.time() + 600, None
+    while time.time() < deadline and target is None:
+        # kill once a trial of the second batch has written a checkpoint, before it can finish
+        hits = [p for p in save.glob("*/search/fold0/trial002/checkpoints/latest.pt") if whole not in p.parents]
+        target = hits[0] if hits else None
+        time.sleep(0.01)
+    assert target is not None, "the search never reached its second batch"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    folder = target.parents[4]
+    assert json.loads((folder / "study.json").read_text())["search"] is None
+    subprocess.run([sys.executable, "-m", "differentiable_market.study", "--resume", str(folder)], check=True,
+                   capture_output=True)
+    assert (folder / "study.json").read_text() == (whole / "study.json").read_text()

@@ -95,16 +95,16 @@ def test_read_only_save_dir_is_reported_before_training(tmp_path, capsys):
 
 
 def test_repeated_non_finite_steps_stop_the_run_with_a_clear_message(tmp_path, capsys, monkeypatch):
-    import differentiable_market.train as train_module
+    import differentiable_market.training_run as training_run
 
-    real_prepare = train_module.prepare_market
+    real_prepare = training_run.prepare_market
 
     def poisoned(*args, **kwargs):
         tensors, spec = real_prepare(*args, **kwargs)
         tensors.features.fill_(float("nan"))
         return tensors, spec
 
-    monkeypatch.setattr(train_module, "prepare_market", poisoned)
+    monkeypatch.setattr(training_run, "prepare_market", poisoned)
     assert main(TINY + ["--epochs", "50", "--eval-interval", "25", "--save-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "10 optimizer steps in a row had a non-finite loss or gradient (step 10)" in err
@@ -236,9 +236,9 @@ def test_full_disk_is_reported_before_training(tmp_path, capsys):
 def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     import errno
 
-    import differentiable_market.train as train_module
+    import differentiable_market.training_run as training_run
 
-    real_save, calls = train_module.save_checkpoint, []
+    real_save, calls = training_run.save_checkpoint, []
 
     def failing_save(path, **kwargs):
         calls.append(path)
@@ -246,7 +246,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, capsys, m
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(path, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", failing_save)
+    monkeypatch.setattr(training_run, "save_checkpoint", failing_save)
     assert main(TINY + ["--epochs", "6", "--eval-interval", "2", "--save-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Could not write" in err and "No space left on device" in err and "--resume" in err

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from differentiable_market import train as train_module
+from differentiable_market import training_run
 from differentiable_market.checkpoint import load_checkpoint
 from differentiable_market.config import ExperimentConfig, TrainConfig, config_from_dict, config_to_dict
 from differentiable_market.train import main
@@ -46,14 +46,14 @@ def _expected(rows: list[dict], kind: str, *keys: str) -> tuple[list[int], list[
 
 def test_training_png_is_redrawn_at_each_evaluation_from_metrics_jsonl(tmp_path, monkeypatch):
     seen_validation_rows = []
-    real = train_module.write_training_png
+    real = training_run.write_training_png
 
     def spy(run_dir):
         rows = read_metrics(Path(run_dir) / "metrics.jsonl")
         seen_validation_rows.append([r["step"] for r in rows if r["type"] == "validation"])
         return real(run_dir)
 
-    monkeypatch.setattr(train_module, "write_training_png", spy)
+    monkeypatch.setattr(training_run, "write_training_png", spy)
     run_dir = _train(tmp_path)
     # Redrawn once per evaluation, each time after that evaluation's row is in the log.
     assert seen_validation_rows == [[2], [2, 4]]

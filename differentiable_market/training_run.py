@@ -1,0 +1,283 @@
+"""A training run, as the train CLI, the study's jobs and its search trials all start one: load and check the data,
+open (or continue) the run folder, train with validation and checkpoints, and hand each evaluation to an optional
+callback. The CLIs parse flags and call ``run_training``; nothing here reads ``sys.argv``.
+
+A run folder holds config.json, metrics.jsonl, training.png (the curves, redrawn at each evaluation),
+checkpoints/latest.pt and best.pt; with --tensorboard also TensorBoard event files in tensorboard/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_write_json
+from .checkpoint import (Checkpoint, check_market_matches, save_checkpoint, transferable,
+                         universe_difference)
+from .config import ExperimentConfig, config_to_dict
+from .data import MarketData, UniverseCutoff, load_market, resolve_data_root
+from .env import execution_horizon
+from .errors import CheckpointError, ConfigError, TrainingError
+from .hardware import machine_info
+from .runlog import MetricsLog, check_writable, create_run_dir, environment_record
+from .splits import train_end_cutoff
+from .training_curves import TensorBoardLog, check_tensorboard, write_training_png
+from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
+
+
+def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = None) -> MarketData:
+    """The run's market. Which assets are kept is decided on the bars up to the end of the run's training split
+    (``universe_cutoff`` replaces that); longer gaps later are forward-filled and listed in the notes."""
+    root, bundled = resolve_data_root(cfg.data.root)
+    if bundled:
+        print(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).", flush=True)
+    min_bars = cfg.train.lookback + execution_horizon(cfg.env.execution) + 1
+    cutoff = universe_cutoff or train_end_cutoff(cfg.data, cfg.train.lookback)
+    market = load_market(dataclasses.replace(cfg.data, root=str(root)), min_bars=min_bars, universe_cutoff=cutoff)
+    for note in market.notes:
+        print(f"data: {note}", flush=True)
+    return market
+
+
+def check_init_split(init: Checkpoint, trained_through: str) -> None:
+    """Refuse a starting checkpoint whose weights or normaliser saw bars after this run's training split: they
+    would leak this run's validation (and maybe test) prices into training and into the choice of best.pt."""
+    if init.trained_through is None:
+        raise CheckpointError(f"{init.path} does not record which bars it was trained on; it cannot start a new run.")
+    if init.trained_through > trained_through:
+        raise CheckpointError(
+            f"{init.path} was trained on bars up to {init.trained_through}, after this run's training split ends "
+            f"({trained_through}); its weights and feature normaliser have seen this run's validation data. Use the "
+            "same or smaller --val-fraction/--test-fraction/--embargo-bars/--lookback as that run, or start fresh."
+        )
+
+
+def _fingerprint_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = sorted((set(a) | set(b)) - {"source"})
+    return [f"{k}: checkpoint {b.get(k)!r} vs data {a.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _load_market(cfg: ExperimentConfig, resume: Checkpoint | None, init: Checkpoint | None,
+                 data_root: str | None) -> tuple[MarketData, dict[str, Any]]:
+    """The run's market and its fingerprint, checked against the checkpoint it resumes or starts from."""
+    market = load_data(cfg if data_root is None else dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, root=data_root)))
+    fingerprint = market.fingerprint()  # hashes every price; computed once, stored with each checkpoint
+    source = resume or init
+    if init is not None and transferable(init) and cfg.policy.architecture == "cross":
+        check_market_matches(init, None)  # a cross-sectional policy may start on other symbols
+        if market.symbols != init.symbols:
+            u = universe_difference(init.symbols, market.symbols)
+            print(f"Starting from {init.path}, trained on {len(init.symbols)} symbols, on {market.n_assets} "
+                  f"({len(u['shared'])} shared, {len(u['new'])} new).", flush=True)
+    elif source is not None:
+        hint = ", or use --include to select its symbols."
+        if init is not None and transferable(init):
+            ip = init.config.policy
+            hint = (f"; or start this cross-sectional policy on these symbols with --architecture cross "
+                    f"--asset-hidden {ip.asset_hidden} --asset-head-hidden {ip.asset_head_hidden} --mixing {ip.mixing} "
+                    f"--num-layers {ip.num_layers} --encoder {ip.encoder} --action {ip.action}.")
+        check_market_matches(source, market.symbols, hint=hint)
+    if resume is not None:
+        diff = _fingerprint_difference(fingerprint, resume.data_fingerprint)
+        if diff:
+            raise CheckpointError(
+                f"The data differs from the data run {resume.path} was trained on ({'; '.join(diff)}); a resumed run "
+                "must see the same prices. Point --data-root at the original data."
+            )
+    return market, fingerprint
+
+
+def _open_run_folder(cfg: ExperimentConfig, trainer: Trainer, resume: Checkpoint | None, init: Checkpoint | None,
+                     run_dir: Path | None) -> Path:
+    """Load what the run continues or starts from into ``trainer`` and return its folder (created when new)."""
+    if resume is not None:
+        run_dir = Path(resume.path).parent.parent
+        assert resume.training_state is not None
+        trainer.load_training_state(resume.policy_state, resume.training_state, resume.step, resume.best_score)
+        dropped = MetricsLog.truncate_after(run_dir / "metrics.jsonl", resume.step)
+        print(f"Resuming {run_dir} at step {resume.step} (dropped {dropped} log rows written after it).", flush=True)
+    else:
+        if init is not None:
+            try:
+                trainer.policy.load_state_dict(init.policy_state)
+            except RuntimeError:
+                ip = init.config.policy
+                raise CheckpointError(
+                    f"{init.path} holds a policy of another shape ({ip.architecture} architecture, encoder "
+                    f"{ip.encoder}, hidden size {ip.hidden_size}, {ip.num_layers} layer(s), head {ip.head_hidden}, "
+                    f"asset hidden {ip.asset_hidden}, asset head {ip.asset_head_hidden}, mixing {ip.mixing}, action "
+                    f"{ip.action}); pass the same --architecture/--encoder/--hidden-size/--num-layers/--asset-hidden/"
+                    "--asset-head-hidden/--mixing/--action or start without --init-checkpoint."
+                ) from None
+            trainer.reference.load_state_dict(init.policy_state)
+        if run_dir is None:
+            run_dir = create_run_dir(cfg.train.save_dir)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if (run_dir / "config.json").exists() or (run_dir / "checkpoints").exists():
+                raise ConfigError(f"{run_dir} already holds a run; continue it with --resume or pick a new folder.")
+            (run_dir / "checkpoints").mkdir()
+    return run_dir
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    *,
+    resume: Checkpoint | None = None,
+    init: Checkpoint | None = None,
+    progress: bool = True,
+    argv: list[str] | None = None,
+    run_dir: Path | None = None,
+    data_root: str | None = None,
+    on_eval: Callable[[int, dict[str, Any], bool], bool] | None = None,
+) -> Path:
+    """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
+    new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir.
+    ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
+    the config that the run records. ``on_eval(step, validation, improved)`` is called after every validation
+    evaluation (once its checkpoints are written); returning True stops the run there (a search's pruner)."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(cfg.train.device)
+    if cfg.train.tensorboard:  # before the data is loaded or a run folder made
+        check_tensorboard()
+    if resume is None:  # before the data is loaded, so the user hears at once
+        check_writable(run_dir.parent if run_dir is not None else Path(cfg.train.save_dir))
+    market, fingerprint = _load_market(cfg, resume, init, data_root)
+    source = resume or init
+    tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
+    train_end = tensors.splits.train[1]
+    trained_through = str(market.timestamps[train_end - 1])[:19]
+    validated_through = str(market.timestamps[tensors.splits.validation[1] - 1])[:19]  # the bars that pick best.pt
+    if init is not None:
+        check_init_split(init, trained_through)
+    trainer = Trainer(cfg, tensors, device)
+    run_dir = _open_run_folder(cfg, trainer, resume, init, run_dir)
+    header = {
+        "type": "header",
+        "config": config_to_dict(cfg),
+        "data": fingerprint,
+        "splits": tensors.splits.to_dict(),
+        "feature_spec": spec.to_dict(),
+        "environment": environment_record(device),
+        "autocast": str(trainer.autocast),
+        "autocast_reason": trainer.autocast_reason,
+        "compiled": trainer.compiled,
+        "compile_reason": trainer.compile_reason,
+        "command": argv,
+        "resumed_from_step": resume.step if resume else None,
+        "init_checkpoint": init.path if init else None,
+    }
+    if resume is None:
+        atomic_write_json(run_dir / "config.json", header)
+    board = None
+    if cfg.train.tensorboard:  # a resumed run hides the events its killed predecessor wrote after latest.pt
+        board = TensorBoardLog(run_dir, header["config"], purge_step=resume.step + 1 if resume else None)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    log.write(header)
+
+    def record(row: dict[str, Any]) -> None:
+        log.write(row)
+        if board is not None:
+            board.write(row)
+
+    print(f"Run folder: {run_dir}", flush=True)
+    print(f"Machine: {machine_info(device).describe()}", flush=True)
+    dtype_name = "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch.")
+    print(f"dtype: {dtype_name} ({trainer.autocast_reason}); compile: {'on' if trainer.compiled else 'off'} "
+          f"({trainer.compile_reason})", flush=True)
+
+    tc = cfg.train
+
+    def save(name: str, with_state: bool) -> None:
+        path = run_dir / "checkpoints" / name
+        try:
+            save_checkpoint(
+                path, config=cfg, symbols=market.symbols, feature_spec=spec,
+                policy=trainer.policy, step=trainer.step_count, data_fingerprint=fingerprint,
+                splits=tensors.splits.to_dict(), best_score=trainer.best_score, trained_through=trained_through,
+                validated_through=validated_through,
+                training_state=trainer.training_state() if with_state else None,
+            )
+        except OSError as exc:
+            raise TrainingError(
+                f"Could not write {path} at step {trainer.step_count}: {exc.strerror or exc}. The previous "
+                f"checkpoint there is intact (writes are atomic); free some space and continue with --resume {run_dir}."
+            ) from None
+
+    pending: list[torch.Tensor] = []
+    bar = tqdm(total=tc.epochs, initial=trainer.step_count, disable=not progress, unit="step", dynamic_ncols=True)
+    t_mark, steps_mark = time.perf_counter(), trainer.step_count
+    try:
+        while trainer.step_count < tc.epochs or trainer.step_count == 0 == tc.epochs:
+            if tc.epochs > 0:
+                stats = trainer.step()
+                if stats is not None:
+                    pending.append(stats)
+                if trainer.nonfinite_run >= tc.max_nonfinite_steps:
+                    raise TrainingError(
+                        f"{trainer.nonfinite_run} optimizer steps in a row had a non-finite loss or gradient (step "
+                        f"{trainer.step_count}); the run stops with the last good checkpoint in {run_dir}. Likely "
+                        "causes: a learning rate too high (--lr, --muon-lr) or bad prices in the data."
+                    )
+                bar.update(1)
+            step = trainer.step_count
+            is_eval = step % tc.eval_interval == 0 or step >= tc.epochs
+            if pending and (step % tc.log_interval == 0 or is_eval):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed = time.perf_counter() - t_mark
+                means = torch.stack(pending).mean(0).tolist()  # the one read of metrics per interval
+                row = dict(zip(TRAIN_STATS, means))
+                row.update(
+                    type="train", step=step, windows=tc.batch_windows, microbatch=tc.microbatch,
+                    env_steps_per_s=env_steps_per_step(cfg) * (step - steps_mark) / max(elapsed, 1e-9),
+                    peak_mem_gb=peak_memory_gb(device), nonfinite_steps=trainer.nonfinite_total,
+                )
+                record(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", reward=f"{row['reward_mean']:.4f}",
+                                steps_s=f"{row['env_steps_per_s']:.3g}")
+                pending.clear()
+            if is_eval:
+                val = trainer.evaluate("validation")
+                score = val["policy"]["objective"]
+                improved = math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
+                if improved:
+                    trainer.best_score = score
+                record({"type": "validation", "step": step, "score": score, "best": improved, **val})
+                save("latest.pt", with_state=True)
+                if improved:
+                    save("best.pt", with_state=False)
+                try:
+                    write_training_png(run_dir)
+                except OSError as exc:  # the picture is redrawn at the next evaluation; the checkpoints are safe
+                    bar.write(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
+                p, ew = val["policy"], val["equal_weight"]
+                bar.write(
+                    f"step {step:>6}  val log growth {p['log_growth']:+.4f} (equal weight {ew['log_growth']:+.4f})  "
+                    f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  excess t {val['excess_vs_equal_weight']['t_stat']:+.2f}  "
+                    f"turnover {p['turnover']:.4f}"
+                    + ("  * best" if improved else "")
+                )
+                t_mark, steps_mark = time.perf_counter(), step
+                if on_eval is not None and on_eval(step, val, improved):
+                    bar.write(f"step {step:>6}  stopped by the search's pruner")
+                    break
+            if tc.epochs == 0:
+                break
+    finally:
+        bar.close()
+        log.close()
+        if board is not None:
+            board.close()
+    best = "none" if trainer.best_score is None else f"{trainer.best_score:.4f}"
+    print(f"Done: {run_dir} (best validation objective {best}; {trainer.nonfinite_total} non-finite steps skipped).",
+          flush=True)
+    return run_dir
