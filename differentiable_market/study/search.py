@@ -272,7 +272,7 @@ def run_search(base: ExperimentConfig, folds: list[Fold], space: tuple[space_mod
         if not tasks:
             break
         log(f"  search: {len(tasks)} trial(s) ({', '.join(f'fold {t.fold} #{t.number}' for t in tasks)})")
-        for task, result in zip(tasks, runner(tasks)):
+        for task, result in zip(tasks, _run_unique(tasks, study_dir, runner)):
             trial = handles[(task.fold, task.number)]
             for e in result["evaluations"]:
                 if e["excess_per_year"] is not None:
@@ -282,11 +282,51 @@ def run_search(base: ExperimentConfig, folds: list[Fold], space: tuple[space_mod
             trial.set_user_attr("best_step", result["best_step"])
             trial.set_user_attr("validation_excess_per_year", result["value"])
             state = getattr(optuna.trial.TrialState, _STATES[result["state"]])
+            if "duplicate_of" in result:
+                trial.set_user_attr("duplicate_of", result["duplicate_of"])
             studies[task.fold].tell(trial, result["value"] if state == optuna.trial.TrialState.COMPLETE else None,
                                     state=state)
             shown = "n/a" if result["value"] is None else f"{100 * result['value']:+.1f}%/yr"
-            log(f"    fold {task.fold} trial {task.number}: {result['state']}, validation excess {shown}")
+            again = (f" (the flags of trial {result['duplicate_of']}: not trained again)"
+                     if "duplicate_of" in result else "")
+            log(f"    fold {task.fold} trial {task.number}: {result['state']}, validation excess {shown}{again}")
     return {"folds": [search_summary(studies[f.index], f.index) for f in folds]}
+
+
+def _run_unique(tasks: list[TrialTask], study_dir: Path, runner: TrialRunner) -> list[dict[str, Any]]:
+    """Results of ``tasks`` in order, training each distinct flag set of a fold once: a trial that repeats the
+    flags of an earlier trial of its fold (a sampler may draw a category again) gets that trial's result (the same
+    seed and flags train bit-identical runs), marked ``duplicate_of``. It still counts as a trial."""
+    def key(t: TrialTask) -> tuple[int, str]:
+        return t.fold, json.dumps(t.params, sort_keys=True)
+
+    earlier: dict[tuple[int, str], int] = {}
+    for fold in {t.fold for t in tasks}:
+        for folder in sorted((study_dir / "search" / f"fold{fold}").glob("trial*/trial.json")):
+            done = json.loads(folder.read_text(encoding="utf-8"))
+            if "duplicate_of" not in done:
+                earlier.setdefault((fold, json.dumps(done["params"], sort_keys=True)), done["number"])
+    def repeats_finished(t: TrialTask) -> bool:
+        return earlier.get(key(t), t.number) < t.number
+
+    fresh: list[TrialTask] = []
+    for t in tasks:
+        if not repeats_finished(t) and all(key(t) != key(u) for u in fresh):
+            fresh.append(t)
+    ran = dict(zip([(t.fold, t.number) for t in fresh], runner(fresh) if fresh else []))
+    out = []
+    for t in tasks:
+        if (t.fold, t.number) in ran:
+            out.append(ran[(t.fold, t.number)])
+            continue
+        if repeats_finished(t):
+            first = earlier[key(t)]
+            original = json.loads((trial_dir(study_dir, t.fold, first) / "trial.json").read_text(encoding="utf-8"))
+        else:
+            first = next(u.number for u in fresh if key(u) == key(t))
+            original = ran[(t.fold, first)]
+        out.append({**original, "number": t.number, "duplicate_of": first})
+    return out
 
 
 def search_summary(study: Any, fold: int) -> dict[str, Any]:
@@ -296,6 +336,7 @@ def search_summary(study: Any, fold: int) -> dict[str, Any]:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     rows = [{"number": t.number, "state": t.state.name.lower(), "params": dict(t.params),
              "value": t.user_attrs.get("validation_excess_per_year"), "best_step": t.user_attrs.get("best_step"),
+             "duplicate_of": t.user_attrs.get("duplicate_of"),
              "reported": {str(k): v for k, v in sorted(t.intermediate_values.items())}} for t in trials]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
@@ -370,13 +411,14 @@ def search_html(found: dict[str, Any]) -> str:
     for f in folds:
         values = [t["value"] for t in f["trials"] if t["state"] == "complete" and t["value"] is not None]
         count = {s: sum(t["state"] == s for t in f["trials"]) for s in ("complete", "pruned", "fail")}
+        repeats = sum(t.get("duplicate_of") is not None for t in f["trials"])
         spread = (f"{100 * min(values):+.1f} / {100 * float(np.median(values)):+.1f} / {100 * max(values):+.1f}"
                   if values else "n/a")
         chosen = f["chosen"]
         flags = ", ".join(f"--{k.replace('_', '-')} {v:.4g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
                           for k, v in chosen["params"].items())
-        rows.append(f"<tr><td>{f['fold']}</td><td>{len(f['trials'])}</td><td>{count['complete']}</td>"
-                    f"<td>{count['pruned']}</td><td>{count['fail']}</td><td>{spread}</td>"
+        rows.append(f"<tr><td>{f['fold']}</td><td>{len(f['trials'])} ({repeats} repeated)</td>"
+                    f"<td>{count['complete']}</td><td>{count['pruned']}</td><td>{count['fail']}</td><td>{spread}</td>"
                     f"<td>#{chosen['number']}: {100 * chosen['value']:+.1f}%/yr</td><td>{h.escape(flags)}</td></tr>")
         study = _as_optuna_study(f, found.get("space", []))
         for key, name, draw in (("history", "optimisation history", optuna.visualization.plot_optimization_history),
@@ -393,7 +435,9 @@ def search_html(found: dict[str, Any]) -> str:
     return f"""<h2>Search</h2>
 <p>{total} trials in all ({len(folds)} folds), each trained on its fold's training bars and scored on its validation
 bars only: the validation excess log growth over equal weight after costs, per year, of the checkpoint the run keeps.
-Every trial counts in the deflated Sharpe ratio and the SPA test above, pruned ones included.</p>
+Every trial counts in the deflated Sharpe ratio above, pruned ones included; the SPA test's models are the
+trials' stitched paths. A trial that drew the flags of an earlier trial of its fold is not trained again (the same
+seed and flags give the same run): it takes that trial's result and still counts (shown as repeated).</p>
 <table><tr><th>fold</th><th>trials</th><th>complete</th><th>pruned</th><th>failed</th>
 <th>validation excess, %/yr: min / median / max</th><th>chosen</th><th>chosen flags</th></tr>{''.join(rows)}</table>
 {''.join(figures)}"""

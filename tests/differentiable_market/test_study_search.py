@@ -190,6 +190,21 @@ def test_a_search_killed_mid_batch_resumes_to_the_same_study(tmp_path, searched)
     assert a["search"] == b["search"] and a["results"] == b["results"]
 
 
+def test_a_trial_that_repeats_earlier_flags_is_not_trained_again_but_counts(tmp_path, write_ohlc_csvs):
+    root = write_ohlc_csvs(random_walk_market(500, 3, seed=2))
+    cfg = tiny_study_config(root, tmp_path / "studies")
+    space = _space(tmp_path, "[action]\nchoices = [\"target\"]\n")  # every draw is the same
+    folder = run_study(cfg, StudySettings(folds=2, seeds=1, bootstrap_reps=200, search=3, search_batch=2,
+                                          space=str(space)), log=lambda *_: None)
+    state = json.loads((folder / "study.json").read_text())
+    for f in state["search"]["folds"]:
+        assert [t["duplicate_of"] for t in f["trials"]] == [None, 0, 0]
+        assert len({t["value"] for t in f["trials"]}) == 1 and f["chosen"]["number"] == 0
+        assert sorted(p.name for p in (folder / "search" / f"fold{f['fold']}").iterdir()) == ["trial000"]
+    assert state["results"]["statistics"]["ensemble_dsr"]["search_trials"] == 6
+    assert "(2 repeated)" in (folder / "report.html").read_text()
+
+
 @pytest.mark.slow
 def test_trials_in_worker_processes_give_the_search_of_one_process(tmp_path, searched):
     root, local = searched  # the fixture's study ran in this process, on one thread
@@ -239,6 +254,10 @@ def test_the_search_finds_the_one_flag_that_decides_a_planted_market(tmp_path, w
         tried = {t["params"]["rebalance_every"] for t in f["trials"]}
         assert tried == {1, 20}, f"fold {f['fold']} tried only {tried}"
         assert f["chosen"]["params"]["rebalance_every"] == 1
+        firsts = {}
+        for t in f["trials"]:  # a repeated draw is not trained again
+            first = firsts.setdefault(t["params"]["rebalance_every"], t["number"])
+            assert t["duplicate_of"] == (None if first == t["number"] else first)
         slow = [t["value"] for t in f["trials"] if t["params"]["rebalance_every"] == 20]
         assert f["chosen"]["value"] > max(slow)
 
