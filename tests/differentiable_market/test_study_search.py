@@ -294,3 +294,21 @@ def test_a_search_killed_with_sigkill_resumes_to_a_byte_identical_study_json(tmp
     subprocess.run([sys.executable, "-m", "differentiable_market.study", "--resume", str(folder)], check=True,
                    capture_output=True)
     assert (folder / "study.json").read_text() == (whole / "study.json").read_text()
+
+
+def test_pruned_and_failed_trials_are_counted_but_never_chosen():
+    import optuna
+
+    from differentiable_market.study.report import n_search_trials
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for value, state in ((0.02, "COMPLETE"), (None, "PRUNED"), (0.05, "COMPLETE"), (None, "FAIL")):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 1e-3}, distributions=dist, value=value, state=getattr(optuna.trial.TrialState, state),
+            user_attrs={"validation_excess_per_year": value if value is not None else 0.9},  # a pruned high score
+            intermediate_values={2: 0.9} if state == "PRUNED" else {}))
+    summary = search.search_summary(study, 0)
+    assert [t["state"] for t in summary["trials"]] == ["complete", "pruned", "complete", "fail"]
+    assert summary["chosen"]["number"] == 2  # the best COMPLETED trial, not the pruned one's early score
+    assert n_search_trials({"folds": [summary, summary]}) == 8
