@@ -249,3 +249,22 @@ def test_configs_written_before_actions_load_as_full_targets_every_bar():
     cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(old))
     assert cfg.policy.action == "target" and cfg.env.rebalance_every == 1 and cfg.env.train_cost_bps is None
     assert "action_param" not in dict(make_policy(cfg.policy, 2, 3, False).named_parameters())
+
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_an_untrained_policy_is_its_benchmark_equal_weight(architecture):
+    """The head's output layer starts at zero weight, so every concentration is the same: the untrained target is
+    a zero tilt from equal weight, and with full targets the policy IS the equal-weight benchmark, costs included."""
+    market = random_walk_market(80, 5, seed=1)
+    policy = make_policy(PolicyConfig(architecture=architecture, action="target", hidden_size=8, head_hidden=8,
+                                      asset_hidden=8, asset_head_hidden=8), 5, 7, False)
+    o, c = torch.tensor(market.open), torch.tensor(market.close)
+    growth = decision_growth(o, c, "open", False)
+    seen = observed_growth(o, c, "open", False).float()
+    w = deterministic_weights(policy, torch.randn(1, growth.shape[0], 5, 7), seen[None], False,
+                              growth=growth[None].float())[0].double()
+    torch.testing.assert_close(w, torch.full_like(w, 0.2), rtol=0, atol=1e-7)
+    h0 = initial_holdings(5, False, dtype=F64)
+    ours = account(w / w.sum(-1, keepdim=True), growth, h0, 0.001, False).log_growth
+    ew = account(torch.full_like(w, 0.2), growth, h0, 0.001, False).log_growth
+    torch.testing.assert_close(ours, ew, rtol=0, atol=1e-12)
