@@ -16,8 +16,10 @@ from differentiable_market.data import (
     BUNDLED_SOURCE,
     MarketData,
     bundled_sample_dir,
+    execution_note,
     load_market,
     resolve_data_root,
+    symbols_without_open,
 )
 from differentiable_market.errors import DataError
 
@@ -112,8 +114,10 @@ def test_resolve_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 BAD_FILES = {
-    "missing_column": (_csv([r[:3] + r[4:] for r in GOOD_ROWS], "timestamp,open,high,close,volume"),
-                       r"missing required column\(s\) \['low'\]"),
+    "no_close_column": (_csv([r[:4] + r[5:] for r in GOOD_ROWS], "timestamp,open,high,low,volume"),
+                        r"has no close column.*close is required.*rename that column to close"),
+    "high_below_open_without_low": (_csv([(r[0], r[1], 9.0, r[4]) for r in GOOD_ROWS], "timestamp,open,high,close"),
+                                    r"row 1 .*high 9 is below max\(open, close\) = 10.5"),
     "no_time_column": (_csv([r[1:] for r in GOOD_ROWS], "open,high,low,close,volume"), "no time column"),
     "empty": ("", "file is empty"),
     "header_only": (HEADER + "\n", "no data rows"),
@@ -127,7 +131,7 @@ BAD_FILES = {
     "duplicate_time": (_csv(_with(2, 0, "2021-01-05")), r"2021-01-05 appears more than once \(rows 2 and 3"),
     "bad_time": (_csv(_with(1, 0, "yesterday")), r"row 2 \(line 3\): time 'yesterday' is not a date"),
     "not_ohlc": ("symbol,sharpe,sortino\nAAPL,1.2,1.5\nMSFT,0.9,1.1\n",
-                 r"does not look like an OHLC price file.*--exclude BAD.*--data-glob"),
+                 r"does not look like a price file.*--exclude BAD.*--data-glob"),
 }
 
 
@@ -401,6 +405,114 @@ def test_split_like_jump_is_noted_and_bom_header_read(tmp_path: Path) -> None:
     m = _load(tmp_path)
     (note,) = [n for n in m.notes if n.startswith("SPLIT.csv: 1 overnight move(s)")]
     assert "10.8 -> 5.4 at 2021-01-07" in note and "['Adj Close']" in note
+
+
+# ------------------------------------------------------------------------------------------ close-only and partial
+
+
+def test_close_only_file_takes_open_high_low_as_the_close(tmp_path: Path) -> None:
+    closes = [r[4] for r in GOOD_ROWS]
+    (tmp_path / "C.csv").write_text(_csv([(r[0], r[4]) for r in GOOD_ROWS], "Date,Close"))
+    (tmp_path / "V.csv").write_text(_csv([(r[0], r[4], r[5]) for r in GOOD_ROWS], "date,close,volume"))
+    m = _load(tmp_path)
+    for a in (m.open, m.high, m.low, m.close):
+        assert np.array_equal(a, np.array([closes, closes]).T)
+    assert np.array_equal(m.volume[:, 0], np.zeros(5)) and np.array_equal(m.volume[:, 1], [r[5] for r in GOOD_ROWS])
+    assert m.missing_columns == (("open", "high", "low"), ("open", "high", "low"))
+    assert m.lacking_open.tolist() == [True, True] and m.lacking_range.tolist() == [True, True]
+    assert ("C.csv: close only (no open, high, low): open, high and low are taken as the close; its bar-range, body "
+            "and overnight-gap features are 0") in m.notes
+    assert m.fingerprint()["missing_prices"] == {"C": ["open", "high", "low"], "V": ["open", "high", "low"]}
+
+
+def test_partial_file_derives_only_what_it_lacks(tmp_path: Path) -> None:
+    (tmp_path / "OC.csv").write_text(_csv([(r[0], r[1], r[4]) for r in GOOD_ROWS], "timestamp,open,close"))
+    (tmp_path / "NOLOW.csv").write_text(_csv([r[:3] + r[4:] for r in GOOD_ROWS], "timestamp,open,high,close,volume"))
+    (tmp_path / "NOOPEN.csv").write_text(_csv([(r[0], r[2], r[3], r[4]) for r in GOOD_ROWS], "timestamp,high,low,close"))
+    m = _load(tmp_path)
+    o, hi, lo, c = (np.array([r[k] for r in GOOD_ROWS]) for k in (1, 2, 3, 4))
+    assert m.symbols == ("NOLOW", "NOOPEN", "OC")
+    assert m.missing_columns == (("low",), ("open",), ("high", "low"))
+    assert np.array_equal(m.open[:, 0], o) and np.array_equal(m.high[:, 0], hi)
+    assert np.array_equal(m.low[:, 0], np.minimum(o, c))
+    assert np.array_equal(m.open[:, 1], c) and np.array_equal(m.high[:, 1], hi) and np.array_equal(m.low[:, 1], lo)
+    assert np.array_equal(m.high[:, 2], np.maximum(o, c)) and np.array_equal(m.low[:, 2], np.minimum(o, c))
+    assert m.lacking_open.tolist() == [False, True, False] and m.lacking_range.tolist() == [True, False, True]
+    assert ("OC.csv: no high, low column(s), taken as high = max(open, close), low = min(open, close); its bar-range "
+            "feature(s) are 0") in m.notes
+    assert any(n.startswith("NOOPEN.csv: no open column(s), taken as open = close; its body, overnight-gap") for n in m.notes)
+
+
+def test_mixed_folder_aligns_ohlc_and_close_only_assets(synthetic_ohlc, write_ohlc_csvs) -> None:
+    ref = synthetic_ohlc(40, 3, seed=11)
+    folder = write_ohlc_csvs(ref, columns={"S01": ("close",), "S02": ("open", "close", "volume")})
+    _drop_rows(folder, "S01", [10, 11])  # a short gap in the close-only file: forward-filled from its close
+    m = _load(folder, max_fill_bars=3)
+    assert m.n_bars == 40 and m.missing_columns == ((), ("open", "high", "low"), ("high", "low"))
+    for name in ("open", "high", "low", "close", "volume"):
+        assert np.array_equal(getattr(m, name)[:, 0], getattr(ref, name)[:, 0])  # the OHLC asset is untouched
+    c1 = ref.close[:, 1].copy()
+    c1[10:12] = c1[9]
+    assert m.filled[:, 1].tolist() == [10 <= t < 12 for t in range(40)]
+    for name in ("open", "high", "low", "close"):
+        assert np.array_equal(getattr(m, name)[:, 1], c1)
+    assert np.array_equal(m.open[:, 2], ref.open[:, 2]) and np.array_equal(m.close[:, 2], ref.close[:, 2])
+
+
+def test_close_only_parquet_and_bad_close_rows_name_the_row(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"timestamp": pd.to_datetime([r[0] for r in GOOD_ROWS], utc=True),
+                          "close": [r[4] for r in GOOD_ROWS]})
+    frame.to_parquet(tmp_path / "P.parquet")
+    assert _load(tmp_path).missing_columns == (("open", "high", "low"),)
+    (tmp_path / "P.parquet").unlink()
+    rows = [(r[0], r[4]) for r in GOOD_ROWS]
+    rows[2] = (rows[2][0], "")
+    (tmp_path / "Q.csv").write_text(_csv(rows, "timestamp,close"))
+    with pytest.raises(DataError, match=r"Q.csv: row 3 \(line 4, timestamp 2021-01-06\): close is missing. Fill it in"):
+        _load(tmp_path)
+
+
+def test_close_only_split_like_move_is_a_close_to_close_note(tmp_path: Path) -> None:
+    rows = [(r[0], r[4]) for r in GOOD_ROWS]
+    rows[3], rows[4] = (rows[3][0], 5.5), (rows[4][0], 5.3)  # a 2:1 split left in the closes
+    (tmp_path / "J.csv").write_text(_csv(rows, "timestamp,close"))
+    assert any(n.startswith("J.csv: 1 close-to-close move(s)") and "10.8 -> 5.5" in n for n in _load(tmp_path).notes)
+
+
+def test_missing_columns_must_hold_the_derived_prices(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(6, 2, seed=3)
+    c = m.close
+    with pytest.raises(DataError, match="S00 is said to lack open"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, c, missing_columns=(("open",), ()))
+    with pytest.raises(DataError, match="entries are tuples of"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, c, missing_columns=(("close",), ()))
+    with pytest.raises(DataError, match="one entry per asset"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, c, missing_columns=((),))
+    d = MarketData.from_arrays(m.symbols, None, c, c, c, c, missing_columns=(("low", "open", "high"), ()))
+    assert d.missing_columns == (("open", "high", "low"), ()) and d.missing_prices() == {"S00": ["open", "high", "low"]}
+    assert m.missing_columns == ((), ()) and "missing_prices" not in m.fingerprint()
+
+
+def test_symbols_without_open_reads_the_selected_headers(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    (tmp_path / "B.csv").write_text(_csv([(r[0], r[4]) for r in GOOD_ROWS], "Date, Close"))
+    (tmp_path / "C.csv").write_text(_csv([(r[0], r[2], r[3], r[4]) for r in GOOD_ROWS], "timestamp,high,low,close"))
+    (tmp_path / "D.csv").write_bytes(b"\xff\xfe\x00garbage")
+    assert symbols_without_open(DataConfig(root=str(tmp_path))) == ("B", "C")
+    assert symbols_without_open(DataConfig(root=str(tmp_path), exclude=("B",))) == ("C",)
+    assert symbols_without_open(DataConfig(root=str(tmp_path), include=("A",))) == ()
+
+
+def test_execution_note_says_when_a_fill_happens(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    assert execution_note(_load(tmp_path), "open") is None
+    (tmp_path / "B.csv").write_text(_csv([(r[0], r[4]) for r in GOOD_ROWS], "timestamp,close"))
+    m = _load(tmp_path)
+    opened = execution_note(m, "open")
+    assert opened.startswith("execution open: 1 of 2 assets have no open price (['B'])")
+    assert "fills them at the close of bar t+1, one bar after the decision (the other assets fill at the open" in opened
+    assert "--execution close" in opened
+    assert execution_note(m, "close").startswith("execution close: 1 of 2 assets have no open price")
 
 
 # ------------------------------------------------------------------------------------------- universe cut-off

@@ -39,6 +39,15 @@ def _check_invariants(m) -> None:
     assert (m.high >= np.maximum(m.open, m.close) * (1 - tol)).all()
     assert (m.low <= np.minimum(m.open, m.close) * (1 + tol)).all()
     assert np.isfinite(m.volume).all() and (m.volume >= 0).all()
+    assert len(m.missing_columns) == m.n_assets
+    for i, cols in enumerate(m.missing_columns):  # what a file lacked is derived from what it had
+        assert set(cols) <= {"open", "high", "low"}
+        if "open" in cols:
+            assert np.array_equal(m.open[:, i], m.close[:, i])
+        if "high" in cols:
+            assert np.array_equal(m.high[:, i], np.maximum(m.open[:, i], m.close[:, i]))
+        if "low" in cols:
+            assert np.array_equal(m.low[:, i], np.minimum(m.open[:, i], m.close[:, i]))
 
 
 def _load_or_refuse(folder: Path) -> None:
@@ -53,7 +62,7 @@ def _load_or_refuse(folder: Path) -> None:
         event(f"refused: {text.split(': ', 2)[1][:30] if text.count(': ') > 1 else text[:30]}")
         return
     _check_invariants(market)
-    event("loaded")
+    event("loaded" + (" (some prices derived from the close)" if any(market.missing_columns) else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -61,7 +70,7 @@ def _load_or_refuse(folder: Path) -> None:
 
 MUTATIONS = (
     "drop_rows", "dup_rows", "shuffle_rows", "swap_columns", "rename_column", "garbage", "latin1", "utf16",
-    "extreme", "mixed_tz", "empty_cell", "truncate", "epoch", "none",
+    "extreme", "mixed_tz", "empty_cell", "truncate", "epoch", "drop_columns", "none",
 )
 
 
@@ -88,6 +97,14 @@ def _mutate(text: str, kind: str, data: st.DataObject) -> bytes:
         i = data.draw(st.integers(0, len(cols) - 1))
         cols[i] = data.draw(st.sampled_from(["Date", " TIME ", "CLOSE", "Open", "adj close", "x", "", "high"]))
         header = ",".join(cols)
+    elif kind == "drop_columns":
+        # A close-only or partial file: some of open, high, low, volume (even close, or the time) left out.
+        cols = header.split(",")
+        names = [c.strip().lower() for c in cols]
+        droppable = [i for i, c in enumerate(names) if c in ("open", "high", "low", "volume", "close", "timestamp")]
+        gone = set(data.draw(st.lists(st.sampled_from(droppable), unique=True))) if droppable else set()
+        header = ",".join(c for i, c in enumerate(cols) if i not in gone)
+        rows = [",".join(f for i, f in enumerate(r.split(",")) if i not in gone) for r in rows]
     elif kind == "extreme" and rows:
         scale = data.draw(st.sampled_from([1e-300, 1e-12, 1e12, 1e300, 1.7e308]))
         out = []
@@ -186,6 +203,43 @@ def test_mutated_csv_folders_load_or_refuse_naming_the_file(data: st.DataObject)
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_parquet_folders_load_or_refuse_naming_the_file(data: st.DataObject) -> None:
     _fuzz_folder(data, parquet=True)
+
+
+_PRICE = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
+
+
+@given(closes=st.lists(_PRICE, min_size=MIN_BARS, max_size=40),
+       optional=st.lists(st.sampled_from(["open", "high", "low", "volume"]), unique=True),
+       header_case=st.sampled_from([str.lower, str.upper, str.title]))
+def test_any_subset_of_optional_columns_loads_with_exact_closes(closes, optional, header_case) -> None:
+    """A file with a time column, close and any subset of open/high/low/volume loads; close is kept bit for bit, the
+    columns it lacked are derived from the close and said in the notes; with only open, high is max(open, close)."""
+    n = len(closes)
+    c = np.array(closes)
+    frame = {"timestamp": [str(np.datetime64("2021-01-01") + k) for k in range(n)], "close": c}
+    if "open" in optional:
+        frame["open"] = c * 1.01
+    if "high" in optional:
+        frame["high"] = c * 1.02
+    if "low" in optional:
+        frame["low"] = np.minimum(c, frame.get("open", c)) * 0.99
+    if "volume" in optional:
+        frame["volume"] = np.arange(n, dtype=float)
+    folder = Path(tempfile.mkdtemp(prefix="fuzz"))
+    try:
+        import pandas as pd
+
+        pd.DataFrame(frame).rename(columns=header_case).to_csv(folder / "X.csv", index=False, float_format="%.17g")
+        m = load_market(DataConfig(root=str(folder)), min_bars=MIN_BARS)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _check_invariants(m)
+    lacking = tuple(k for k in ("open", "high", "low") if k not in optional)
+    assert m.missing_columns == (lacking,)
+    assert np.array_equal(m.close[:, 0], c)
+    assert np.array_equal(m.open[:, 0], frame.get("open", c))
+    assert any(note.startswith("X.csv: close only" if len(lacking) == 3 else "X.csv: no ") for note in m.notes) or not lacking
+    event(f"lacking {len(lacking)}")
 
 
 @given(raw=st.binary(max_size=256))
