@@ -18,6 +18,12 @@ statistics). A feature whose window reaches before bar 0 is 0 at those early bar
 
 The normaliser z-scores each feature with one mean and std pooled over assets and the training bars [0, train_end)
 whose window is complete; the result is clipped to +-``clip`` so extreme (valid) data cannot blow up the policy.
+
+Assets whose file lacked open, high or low (``MarketData.missing_columns``; the loader derived them from the close)
+have no bar range, body or overnight gap: ``log_high_low`` is 0 for an asset without high or low, ``log_close_open``
+and ``overnight_gap`` are 0 for one without open, both raw and normalised (0 is the training mean, a neutral input),
+and those assets' values are left out of the normaliser's fit. ``FeatureSpec.missing_prices`` records which assets of
+the fitting data lacked which columns.
 """
 
 from __future__ import annotations
@@ -52,6 +58,14 @@ def first_valid_bars(cfg: FeatureConfig) -> tuple[int, ...]:
     averages = tuple(w - 1 for w in cfg.ma_windows)
     relative = (*cfg.return_windows, *averages) if cfg.cross_sectional else ()
     return (*cfg.return_windows, n, 0, 0, 1, n - 1, *averages, *relative)
+
+
+def undefined_assets(market: MarketData, cfg: FeatureConfig) -> list[np.ndarray | None]:
+    """Per feature (``feature_names`` order), bool [A] of the assets for which it is not defined because their file
+    lacked the prices it needs (the feature is 0 for them), or None when it is defined for every asset."""
+    no_range, no_open = market.lacking_range, market.lacking_open
+    needs = {"log_high_low": no_range, "log_close_open": no_open, "overnight_gap": no_open}
+    return [needs[name] if name in needs and needs[name].any() else None for name in feature_names(cfg)]
 
 
 def warmup_bars(cfg: FeatureConfig) -> int:
@@ -191,9 +205,12 @@ def raw_features(market: MarketData, cfg: FeatureConfig) -> np.ndarray:
     m = market
     out = np.empty((m.n_bars, m.n_assets, len(feature_names(cfg))))
     starts = first_valid_bars(cfg)
+    undefined = undefined_assets(m, cfg)
     for t0, columns in _blocks(m, cfg):
         for f, col in enumerate(columns):
             col[: max(starts[f] - t0, 0)] = 0.0
+            if undefined[f] is not None:
+                col[:, undefined[f]] = 0.0
             out[t0 : t0 + len(col), :, f] = col
     return out
 
@@ -208,6 +225,10 @@ class FeatureSpec:
     std: tuple[float, ...]
     train_end: int  # normaliser fitted on bars [0, train_end) only
     clip: float = FEATURE_CLIP
+    # (symbol, the columns among open, high, low its file lacked) for each asset of the fitting data that lacked any:
+    # their range, body or gap features were 0 and left out of the fit. () for specs written before it was recorded
+    # (the loader then required all four prices).
+    missing_prices: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         expected = feature_names(self.config)
@@ -232,14 +253,20 @@ class FeatureSpec:
             "std": [float(x) for x in self.std],
             "train_end": int(self.train_end),
             "clip": float(self.clip),
+            "missing_prices": {sym: list(cols) for sym, cols in self.missing_prices},
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
-        keys = {"config", "names", "mean", "std", "train_end", "clip"}
-        if not isinstance(d, dict) or set(d) != keys:
+        keys = {"config", "names", "mean", "std", "train_end", "clip", "missing_prices"}
+        legacy = keys - {"missing_prices"}  # written before the loader accepted files without open, high or low
+        if not isinstance(d, dict) or set(d) not in (keys, legacy):
             got = sorted(d) if isinstance(d, dict) else type(d).__name__
             raise ConfigError(f"feature spec must have exactly the keys {sorted(keys)}; got {got}.")
+        missing = d.get("missing_prices", {})
+        if not isinstance(missing, dict) or not all(
+                isinstance(cols, list) and set(cols) <= {"open", "high", "low"} for cols in missing.values()):
+            raise ConfigError(f"feature spec missing_prices must map symbols to lists of open/high/low; got {missing!r}.")
         config = d["config"]
         if isinstance(config, dict):
             # A spec written before these keys existed was fitted without the moving-average and cross-sectional
@@ -252,19 +279,22 @@ class FeatureSpec:
             std=tuple(float(x) for x in d["std"]),
             train_end=int(d["train_end"]),
             clip=float(d["clip"]),
+            missing_prices=tuple((str(sym), tuple(cols)) for sym, cols in missing.items()),
         )
 
 
 def fit_feature_spec(market: MarketData, cfg: FeatureConfig, train_end: int) -> FeatureSpec:
     """Fit the normaliser on bars [0, train_end) of every asset (forward-filled bars left out).
 
-    Only bars whose feature window is complete count, so the zeros of the warm-up do not shrink the std.
+    Only bars whose feature window is complete count, so the zeros of the warm-up do not shrink the std; nor do the
+    zeros of a feature an asset lacks the prices for (``undefined_assets``). A feature no asset has is left unscaled.
     """
     names = feature_names(cfg)
     if not (0 < train_end <= market.n_bars):
         raise DataError(f"train_end must lie in (0, {market.n_bars}], got {train_end}.")
+    missing = tuple((sym, tuple(cols)) for sym, cols in market.missing_prices().items())
     if not cfg.normalise:
-        return FeatureSpec(cfg, names, (0.0,) * len(names), (1.0,) * len(names), train_end)
+        return FeatureSpec(cfg, names, (0.0,) * len(names), (1.0,) * len(names), train_end, missing_prices=missing)
     starts = first_valid_bars(cfg)
     if train_end - max(starts) < 2:
         raise DataError(
@@ -273,27 +303,31 @@ def fit_feature_spec(market: MarketData, cfg: FeatureConfig, train_end: int) -> 
         )
     k = train_end  # only the training bars go in, so later data cannot reach the normaliser
     real = ~market.filled[:k]
-    # Per feature, its values on the real (not forward-filled) training bars whose window is complete, in bar-major
-    # order: the one array numpy's mean and std then run over.
-    counts = [int(real[start:].sum()) for start in starts]
+    # Per feature, the assets it is defined for (None: all), and its values on their real (not forward-filled)
+    # training bars whose window is complete, in bar-major order: the one array numpy's mean and std then run over.
+    defined = [None if u is None else ~u for u in undefined_assets(market, cfg)]
+    counts = [int(real[start:].sum() if ok is None else real[start:, ok].sum()) for start, ok in zip(starts, defined)]
+    n_defined = [market.n_assets if ok is None else int(ok.sum()) for ok in defined]
     use_all = [count == 0 for count in counts]  # every bar filled: nothing else to learn the scale from
-    values = [np.empty(real[start:].size if every else count) for start, count, every in zip(starts, counts, use_all)]
+    values = [np.empty(max(k - start, 0) * n if every else count)
+              for start, count, every, n in zip(starts, counts, use_all, n_defined)]
     filled_to = [0] * len(names)
     for t0, columns in _blocks(market, cfg, stop=k):
         for f, col in enumerate(columns):
             skip = max(starts[f] - t0, 0)
-            if skip >= len(col):
+            if skip >= len(col) or n_defined[f] == 0:
                 continue
-            rows = col[skip:]
-            x = rows.reshape(-1) if use_all[f] else rows[real[t0 + skip : t0 + len(col)]]
+            rows = col[skip:] if defined[f] is None else col[skip:, defined[f]]
+            keep = real[t0 + skip : t0 + len(col)]
+            x = rows.reshape(-1) if use_all[f] else rows[keep if defined[f] is None else keep[:, defined[f]]]
             values[f][filled_to[f] : filled_to[f] + x.size] = x
             filled_to[f] += x.size
     means, stds = [], []
     for x in values:
-        std = float(x.std())
-        means.append(float(x.mean()))
+        std = float(x.std()) if x.size else 1.0
+        means.append(float(x.mean()) if x.size else 0.0)
         stds.append(std if std > _STD_FLOOR else 1.0)
-    return FeatureSpec(cfg, names, tuple(means), tuple(stds), train_end)
+    return FeatureSpec(cfg, names, tuple(means), tuple(stds), train_end, missing_prices=missing)
 
 
 def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
@@ -304,11 +338,14 @@ def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
     m = market
     out = np.empty((m.n_bars, m.n_assets, spec.n_features), dtype=np.float32)
     starts = first_valid_bars(spec.config)
+    undefined = undefined_assets(m, spec.config)
     for t0, columns in _blocks(m, spec.config):
         for f, col in enumerate(columns):
             col -= spec.mean[f]
             col /= spec.std[f]
             np.clip(col, -spec.clip, spec.clip, out=col)
             col[: max(starts[f] - t0, 0)] = 0.0
+            if undefined[f] is not None:
+                col[:, undefined[f]] = 0.0
             out[t0 : t0 + len(col), :, f] = col
     return out

@@ -202,6 +202,63 @@ def test_spec_written_before_moving_averages_loads_with_its_own_features(synthet
     assert FeatureSpec.from_dict(json.loads(json.dumps(full.to_dict()))) == full
 
 
+def _without(m: MarketData, missing: dict[int, tuple[str, ...]]) -> MarketData:
+    """``m`` with the given assets' open/high/low replaced as the loader derives them for files lacking them."""
+    o, h, lo = m.open.copy(), m.high.copy(), m.low.copy()
+    for i, cols in missing.items():
+        if "open" in cols:
+            o[:, i] = m.close[:, i]
+        if "high" in cols:
+            h[:, i] = np.maximum(o[:, i], m.close[:, i])
+        if "low" in cols:
+            lo[:, i] = np.minimum(o[:, i], m.close[:, i])
+    return MarketData.from_arrays(m.symbols, m.timestamps, o, h, lo, m.close, m.volume,
+                                  missing_columns=tuple(missing.get(i, ()) for i in range(m.n_assets)))
+
+
+def test_features_that_need_missing_prices_are_zero_and_left_out_of_the_fit(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(150, 4, seed=12)
+    part = _without(m, {1: ("open", "high", "low"), 2: ("high", "low"), 3: ("open",)})
+    names = feature_names(CFG)
+    rng, body, gap = (names.index(n) for n in ("log_high_low", "log_close_open", "overnight_gap"))
+    spec = fit_feature_spec(part, CFG, 100)
+    assert spec.missing_prices == (("S01", ("open", "high", "low")), ("S02", ("high", "low")), ("S03", ("open",)))
+    for raw in (raw_features(part, CFG), compute_features(part, spec)):
+        assert (raw[:, 1, [rng, body, gap]] == 0).all()
+        assert (raw[:, 2, rng] == 0).all() and (raw[20:, 2, [body, gap]] != 0).all()
+        assert (raw[:, 3, [body, gap]] == 0).all() and (raw[20:, 3, rng] != 0).all()
+        assert (raw[20:, 0, [rng, body, gap]] != 0).all()
+    # The features that need no open/high/low are those of the full data, bit for bit.
+    same = [f for f in range(len(names)) if f not in (rng, body, gap)]
+    np.testing.assert_array_equal(raw_features(part, CFG)[..., same], raw_features(m, CFG)[..., same])
+    # The range is fitted on the assets that have it (S00, S03) only, the body and gap on S00 and S02.
+    raw = raw_features(m, CFG)
+    assert spec.mean[rng] == pytest.approx(raw[:100, [0, 3], rng].mean(), rel=1e-12)
+    assert spec.std[gap] == pytest.approx(raw[1:100, [0, 2], gap].std(), rel=1e-12)
+    assert spec.mean[same[0]] == fit_feature_spec(m, CFG, 100).mean[same[0]]
+
+
+def test_a_feature_no_asset_has_is_left_unscaled_and_zero(synthetic_ohlc) -> None:
+    close_only = _without(synthetic_ohlc(80, 2, seed=13), {0: ("open", "high", "low"), 1: ("open", "high", "low")})
+    spec = fit_feature_spec(close_only, CFG, 50)
+    for name in ("log_high_low", "log_close_open", "overnight_gap"):
+        f = spec.names.index(name)
+        assert (spec.mean[f], spec.std[f]) == (0.0, 1.0)
+        assert (compute_features(close_only, spec)[..., f] == 0).all()
+    assert np.isfinite(compute_features(close_only, spec)).all()
+
+
+def test_missing_prices_round_trip_and_a_spec_without_them_loads(synthetic_ohlc) -> None:
+    spec = fit_feature_spec(_without(synthetic_ohlc(100, 2, seed=14), {1: ("open", "high", "low")}), CFG, 70)
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert stored["missing_prices"] == {"S01": ["open", "high", "low"]}
+    assert FeatureSpec.from_dict(stored) == spec
+    legacy = {k: v for k, v in stored.items() if k != "missing_prices"}  # written before the record existed
+    assert FeatureSpec.from_dict(legacy).missing_prices == ()
+    with pytest.raises(ConfigError, match="missing_prices must map symbols"):
+        FeatureSpec.from_dict({**stored, "missing_prices": {"S01": ["close"]}})
+
+
 @pytest.mark.parametrize("windows", [(1, 5), (0,), (5, 5), (2.5,), (True, 3)])
 def test_ma_windows_are_checked(windows) -> None:
     with pytest.raises(ConfigError, match="features.ma_windows must be distinct integers >= 2"):
