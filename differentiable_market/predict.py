@@ -36,7 +36,7 @@ from . import __version__
 from .atomic import atomic_write_new, json_safe
 from .checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint
 from .config import Execution
-from .data import MarketData, load_market, resolve_data_root
+from .data import MarketData, execution_note, load_market, resolve_data_root
 from .env import account, decision_growth, execution_horizon, observed_growth
 from .errors import CheckpointError, DataError, DifferentiableMarketError
 from .features import compute_features
@@ -229,7 +229,8 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
             f"{ckpt.path} was trained on ({ckpt.trained_through}): they are older than the policy, so a decision on "
             "them is not a forecast. Update the files, or point --data-root at data up to date."
         )
-    notes = list(market.notes)
+    fills = execution_note(market, cfg.env.execution)  # "the next open" is the next close for assets without one
+    notes = list(market.notes) + ([fills] if fills else [])
     if ckpt.trained_through is None:
         notes.append(f"{ckpt.path} does not record its last training bar, so the data's age cannot be checked.")
     stale = [s for s, f in zip(market.symbols, market.filled[-1]) if f]

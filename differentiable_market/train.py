@@ -28,7 +28,7 @@ from .config import (
     TrainConfig,
     config_to_dict,
 )
-from .data import MarketData, UniverseCutoff, load_market, resolve_data_root
+from .data import MarketData, UniverseCutoff, execution_note, load_market, resolve_data_root, symbols_without_open
 from .env import execution_horizon
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError, TrainingError
 from .hardware import machine_info
@@ -124,7 +124,9 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--cost-bps", type=float, help=f"one-way fee on traded wealth, basis points (default: {e.cost_bps})")
     g.add_argument("--include-cash", action="store_const", const=True, help="add a cash asset (price 1, no fee)")
     g.add_argument("--execution", choices=["open", "close"], help="'open': decide after bar t closes, fill at the "
-                   "open of t+1 (default); 'close': fill at the close of t, for 24/7 markets only")
+                   "open of t+1; 'close': fill at the close of t (24/7 markets, close-only data). Default: 'open', "
+                   "or 'close' when a selected file has no open column (printed; with open taken as the close, "
+                   "'open' would fill one bar after the decision)")
     g.add_argument("--risk-aversion", type=float, help=f"weight of the variance of per-bar log growth (times bars) "
                    f"in the objective (default: {e.risk_aversion})")
     g.add_argument("--drawdown-lambda", type=float, help=f"weight of the smooth max drawdown of log wealth "
@@ -234,6 +236,27 @@ def given_flags(args: argparse.Namespace) -> set[str]:
     return {flag for flag in FLAG_FIELDS if getattr(args, flag, None) is not None}
 
 
+def choose_execution(cfg: ExperimentConfig, given: bool) -> tuple[ExperimentConfig, str | None]:
+    """The config with the execution a run uses when ``--execution`` was not ``given``, and why, if it changed.
+
+    Default "open" fills a decision at the next bar's open. A file without an open column has its open taken as the
+    close, so there "open" would fill at the next bar's close: one bar after the decision, later than a user of
+    close-only data expects. When any selected file lacks open (read from the headers, before loading), the default
+    is "close" instead: fill at the decision bar's close, the convention of close-only data sets. An explicit
+    ``--execution`` is always kept.
+    """
+    if given or cfg.env.execution == "close":
+        return cfg, None
+    lacking = symbols_without_open(cfg.data)
+    if not lacking:
+        return cfg, None
+    names = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+    why = (f"execution: close (chosen because {len(lacking)} file(s) have no open column: {names}; with the open "
+           "taken as the close, the default 'open' would fill one bar after the decision). Pass --execution open to "
+           "fill at the next bar's open instead.")
+    return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, execution="close")), why
+
+
 def resolve_resume_path(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
@@ -284,11 +307,12 @@ def run_training(
     argv: list[str] | None = None,
     run_dir: Path | None = None,
     data_root: str | None = None,
+    execution_choice: str | None = None,
 ) -> Path:
     """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
     new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir.
     ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
-    the config that the run records."""
+    the config that the run records. ``execution_choice`` (from ``choose_execution``) is recorded in the header."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
@@ -299,6 +323,9 @@ def run_training(
     market = load_data(cfg if data_root is None else dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, root=data_root)))
     fingerprint = market.fingerprint()  # hashes every price; computed once, stored with each checkpoint
+    fills = execution_note(market, cfg.env.execution)  # what the execution means where an asset has no open
+    if fills is not None:
+        print(fills, flush=True)
     source = resume or init
     if init is not None and transferable(init) and cfg.policy.architecture == "cross":
         check_market_matches(init, None)  # a cross-sectional policy may start on other symbols
@@ -367,6 +394,7 @@ def run_training(
         "compiled": trainer.compiled,
         "compile_reason": trainer.compile_reason,
         "command": argv,
+        "execution": {"used": cfg.env.execution, "choice": execution_choice, "note": fills},
         "resumed_from_step": resume.step if resume else None,
         "init_checkpoint": init.path if init else None,
     }
@@ -494,12 +522,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_args(args, ckpt.config)
             run_training(cfg, resume=ckpt, progress=not args.no_progress, argv=argv)
         else:
-            cfg = config_from_args(args)
+            cfg, why = choose_execution(config_from_args(args), "execution" in given_flags(args))
+            if why is not None:
+                print(why, flush=True)
             init = load_checkpoint(args.init_checkpoint) if args.init_checkpoint else None
             if init is not None and init.config.env.include_cash != cfg.env.include_cash:
                 raise CheckpointError(f"{init.path} was trained with include_cash={init.config.env.include_cash}; "
                                       "pass the same --include-cash setting to start from it.")
-            run_training(cfg, init=init, progress=not args.no_progress, argv=argv)
+            run_training(cfg, init=init, progress=not args.no_progress, argv=argv, execution_choice=why)
     except DifferentiableMarketError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
