@@ -126,9 +126,9 @@ def write_market_folder(market: MarketData, root: Path) -> Path:
     are written to full (round-trip) precision. The loader lists symbols in sorted order, so a market whose symbols
     are not sorted reads back with its columns in that order. Which bars were forward-filled is not written (they read back as
     ordinary bars). An asset's file leaves out the columns among open, high, low that it lacked
-    (``MarketData.missing_columns``), so a close-only asset reads back close-only. ``root`` is created when missing; an existing non-empty folder is refused, so nothing is ever
-    overwritten, and so are symbols that cannot be file names or that collide as file names (``A`` and ``a`` on a
-    case-insensitive file system). Returns ``root``.
+    (``MarketData.missing_columns``), so a close-only asset reads back close-only. ``root`` is created when missing; an
+    existing non-empty folder is refused, so nothing is ever overwritten, and so are symbols that cannot be file names
+    or that collide as file names (``A`` and ``a`` on a case-insensitive file system). Returns ``root``.
     """
     import pandas as pd
 

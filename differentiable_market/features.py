@@ -266,7 +266,8 @@ class FeatureSpec:
         missing = d.get("missing_prices", {})
         if not isinstance(missing, dict) or not all(
                 isinstance(cols, list) and set(cols) <= {"open", "high", "low"} for cols in missing.values()):
-            raise ConfigError(f"feature spec missing_prices must map symbols to lists of open/high/low; got {missing!r}.")
+            raise ConfigError(f"feature spec missing_prices must map symbols to lists of open/high/low; got "
+                              f"{missing!r}.")
         config = d["config"]
         if isinstance(config, dict):
             # A spec written before these keys existed was fitted without the moving-average and cross-sectional

@@ -428,7 +428,8 @@ def test_close_only_file_takes_open_high_low_as_the_close(tmp_path: Path) -> Non
 def test_partial_file_derives_only_what_it_lacks(tmp_path: Path) -> None:
     (tmp_path / "OC.csv").write_text(_csv([(r[0], r[1], r[4]) for r in GOOD_ROWS], "timestamp,open,close"))
     (tmp_path / "NOLOW.csv").write_text(_csv([r[:3] + r[4:] for r in GOOD_ROWS], "timestamp,open,high,close,volume"))
-    (tmp_path / "NOOPEN.csv").write_text(_csv([(r[0], r[2], r[3], r[4]) for r in GOOD_ROWS], "timestamp,high,low,close"))
+    no_open = [(r[0], r[2], r[3], r[4]) for r in GOOD_ROWS]
+    (tmp_path / "NOOPEN.csv").write_text(_csv(no_open, "timestamp,high,low,close"))
     m = _load(tmp_path)
     o, hi, lo, c = (np.array([r[k] for r in GOOD_ROWS]) for k in (1, 2, 3, 4))
     assert m.symbols == ("NOLOW", "NOOPEN", "OC")
@@ -440,7 +441,8 @@ def test_partial_file_derives_only_what_it_lacks(tmp_path: Path) -> None:
     assert m.lacking_open.tolist() == [False, True, False] and m.lacking_range.tolist() == [True, False, True]
     assert ("OC.csv: no high, low column(s), taken as high = max(open, close), low = min(open, close); its bar-range "
             "feature(s) are 0") in m.notes
-    assert any(n.startswith("NOOPEN.csv: no open column(s), taken as open = close; its body, overnight-gap") for n in m.notes)
+    assert any(n.startswith("NOOPEN.csv: no open column(s), taken as open = close; its body, overnight-gap")
+               for n in m.notes)
 
 
 def test_mixed_folder_aligns_ohlc_and_close_only_assets(synthetic_ohlc, write_ohlc_csvs) -> None:
