@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import DataConfig
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,6 +102,15 @@ class MarketData:
     missing_columns: per asset, the price columns among open, high, low that its file lacked (in that order), and
     which were therefore derived from the close (open = close, high = max(open, close), low = min(open, close)).
     Given as () it means every asset had all four.
+    calendar: "intersection" (every asset listed over the whole calendar) or "union" (each asset over its own life;
+    ``load_market`` with ``DataConfig.calendar = "union"``, see ``_align_union``).
+    listed: bool [T, A], True from an asset's first to its last print in its file. It knows when the asset delists,
+    i.e. the future: for reports only, never for a decision. None (the default) means listed everywhere.
+    tradeable: bool [T, A], the causal mask: True at bar t when the asset's last print at or before t is at most
+    ``max_fill_bars`` bars old. A delisting (or a long halt) is known only once that many bars have passed without a
+    print. None (the default) means tradeable everywhere. With a union calendar, prices on bars an asset has not
+    yet listed are placeholders (1.0, volume 0) and after its last print its last close (volume 0): consumers must
+    not read them where the asset is not tradeable.
     """
 
     symbols: tuple[str, ...]
@@ -118,6 +127,9 @@ class MarketData:
     universe_cutoff: int | None = None
     late_gaps: tuple[tuple[str, str], ...] = ()
     missing_columns: tuple[tuple[str, ...], ...] = ()
+    calendar: str = "intersection"
+    listed: np.ndarray | None = None
+    tradeable: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         syms = self.symbols
@@ -139,6 +151,16 @@ class MarketData:
                 raise DataError(f"MarketData.{name} must be {np.dtype(want)} of shape {shape} (bars, assets): {got}.")
             object.__setattr__(self, name, _readonly(a))
         object.__setattr__(self, "timestamps", _readonly(ts))
+        if self.calendar not in ("intersection", "union"):
+            raise DataError(f"MarketData.calendar must be 'intersection' or 'union', got {self.calendar!r}.")
+        for name in ("listed", "tradeable"):
+            a = getattr(self, name)
+            if a is None:  # everywhere: one shared read-only True, not a [T, A] array
+                a = np.broadcast_to(np.True_, shape)
+            elif not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != np.bool_:
+                got = (a.shape, a.dtype) if isinstance(a, np.ndarray) else type(a).__name__
+                raise DataError(f"MarketData.{name} must be bool of shape {shape} (bars, assets): {got}.")
+            object.__setattr__(self, name, _readonly(a))
         self._check_prices()
         self._check_missing_columns()
 
@@ -210,12 +232,16 @@ class MarketData:
         source: str = "arrays",
         notes: tuple[str, ...] = (),
         missing_columns: tuple[tuple[str, ...], ...] = (),
+        calendar: str = "intersection",
+        listed: Any = None,
+        tradeable: Any = None,
     ) -> MarketData:
         """Build (and validate) a market from [T, A] price arrays; inputs are copied.
 
         timestamps: anything ``numpy.asarray(..., dtype='datetime64[ns]')`` accepts (tz-aware pandas times are
         converted to UTC), or None for consecutive days from 2000-01-01. volume None means zeros.
         missing_columns: see the class docstring (the prices given for those columns must be the derived ones).
+        calendar, listed, tradeable: see the class docstring (None: listed and tradeable everywhere).
         """
         o = np.array(open, dtype=np.float64)
         if o.ndim != 2:
@@ -243,6 +269,9 @@ class MarketData:
             source=source,
             notes=tuple(notes),
             missing_columns=tuple(tuple(c) for c in missing_columns),
+            calendar=calendar,
+            listed=None if listed is None else np.array(listed, dtype=np.bool_),
+            tradeable=None if tradeable is None else np.array(tradeable, dtype=np.bool_),
         )
 
     @property
@@ -269,6 +298,7 @@ class MarketData:
             "ohlc_sha256": h.hexdigest(),
             "source": self.source,
             **({"missing_prices": missing} if missing else {}),
+            **({"calendar": self.calendar} if self.calendar != "intersection" else {}),
         }
 
     def __repr__(self) -> str:
@@ -315,12 +345,16 @@ def load_market(cfg: DataConfig, min_bars: int, universe_cutoff: UniverseCutoff 
     files = _list_files(root, cfg.glob)
     selected = _select(sorted(files), cfg, root, notes)
     series = {}
+    union = cfg.calendar == "union"
     for sym in selected:
-        s = _read_series(files[sym], min_bars)
+        s = _read_series(files[sym], 1 if union else min_bars)  # on a union calendar a short life is no error
         notes.extend(s.notes)
         series[sym] = s
     source = BUNDLED_SOURCE if root.resolve() == bundled_sample_dir() else str(root.resolve())
-    market = _align(series, cfg.max_fill_bars, min_bars, source, notes, universe_cutoff)
+    if union:
+        market = _align_union(series, cfg.max_fill_bars, cfg.min_listed, min_bars, source, notes)
+    else:
+        market = _align(series, cfg.max_fill_bars, min_bars, source, notes, universe_cutoff)
     del series
     _release_freed_memory()
     return market
@@ -495,6 +529,16 @@ def symbols_without_open(cfg: DataConfig) -> tuple[str, ...]:
         if "close" in by_name and "open" not in by_name:
             out.append(sym)
     return tuple(out)
+
+
+def refuse_union_calendar(cfg: DataConfig, what: str) -> None:
+    """Raise ConfigError for a union calendar: only the data layer has it so far (see the README)."""
+    if cfg.calendar == "union":
+        raise ConfigError(
+            f"{what} cannot use data.calendar 'union' yet: the loader builds it (MarketData.listed and the tradeable "
+            "mask), but the accounting, policies, features and baselines do not yet respect the mask, so they would "
+            "trade placeholder prices. Use the default calendar 'intersection'."
+        )
 
 
 def execution_note(market: MarketData, execution: str) -> str | None:
@@ -815,3 +859,122 @@ def _align(
         late_gaps=tuple(late_gaps),
         missing_columns=missing_columns,
     )
+
+
+def _union_calendar(series: dict[str, _Series]) -> np.ndarray:
+    """Every timestamp of every series, sorted and unique (int64 ns)."""
+    parts = [s.ts for s in series.values()]
+    base = max(parts, key=len)
+    extra = [p[~_contains(base, p)] for p in parts if p is not base]
+    return np.unique(np.concatenate([base, *extra]))
+
+
+def _align_union(
+    series: dict[str, _Series], max_fill: int, min_listed: int | None, min_bars: int, source: str, notes: list[str],
+) -> MarketData:
+    """Every asset over its own life on the union calendar, with ``listed`` and the causal ``tradeable`` mask.
+
+    The calendar holds every timestamp of every file, from the earliest first bar (or, with ``min_listed``, from the
+    first bar at which that many assets are tradeable) to the latest last bar. No asset is dropped: a gap longer than
+    ``max_fill`` makes the asset untradeable until its prints resume. Per asset and calendar bar t: a bar with a print
+    holds it; a later bar holds the last close (volume 0, ``filled``); a bar before the first print holds the
+    placeholder 1.0 (volume 0, ``filled``). ``tradeable[t]`` is whether the last print at or before t lies at most
+    ``max_fill`` calendar bars back, computed on the whole calendar (from the earliest first bar) before ``min_listed``
+    cuts its start (at the first bar where that many assets are tradeable), so the age of a print made before that
+    start is counted exactly. Consumes ``series``.
+    """
+    active = list(series)
+    full = _union_calendar(series)
+    positions = np.arange(len(full))
+    if min_listed is not None and min_listed > len(active):
+        raise DataError(f"--min-listed {min_listed} is more than the {len(active)} assets in the data; lower it.")
+    # Pass 1, on the whole calendar: per asset, the bars with a print and the causal mask.
+    printed = np.zeros((len(active), len(full)), dtype=np.bool_)
+    for j, sym in enumerate(active):
+        printed[j, np.searchsorted(full, series[sym].ts)] = True  # every own bar is on the calendar
+    last_print = np.maximum.accumulate(np.where(printed, positions, -(max_fill + 1)), axis=1)
+    tradeable_full = positions - last_print <= max_fill
+    del last_print
+    start = 0
+    if min_listed is not None:  # the first bar at which that many assets are tradeable (a causal count)
+        count = tradeable_full.sum(axis=0)
+        if count.max() < min_listed:
+            raise DataError(f"no bar has {min_listed} tradeable assets (at most {int(count.max())}, first at "
+                            f"{_iso(full[int(np.argmax(count))])}); lower --min-listed.")
+        start = int(np.argmax(count >= min_listed))
+    cal = full[start:]
+    n = len(cal)
+    if n < min_bars:
+        raise DataError(f"the union calendar has only {n} bars ({_iso(cal[0])}..{_iso(cal[-1])}) but {min_bars} are "
+                        "needed. Add history or use a shorter --lookback.")
+    first_sym = min(active, key=lambda s: series[s].ts[0])
+    last_sym = max(active, key=lambda s: series[s].ts[-1])
+    opening = (f"starts at {first_sym}'s first bar" if min_listed is None
+               else f"starts at the first bar where {min_listed} assets are tradeable")
+    notes.append(f"calendar: union, {n} bars {_iso(cal[0])}..{_iso(cal[-1])} ({opening}, ends at {last_sym}'s last "
+                 f"bar); every asset is kept over its own life, tradeable where its last print is at most "
+                 f"{max_fill} bar(s) old")
+    names = ("o", "h", "l", "c", "v")
+    buffers = {k: np.empty((len(active), n)) for k in names}
+    absent = np.empty((len(active), n), dtype=np.bool_)
+    listed = np.empty((len(active), n), dtype=np.bool_)
+    tradeable = np.empty((len(active), n), dtype=np.bool_)
+    missing_columns = tuple(series[s].missing for s in active)
+    for j, sym in enumerate(active):  # pass 2: the calendar's bars from its start
+        s = series.pop(sym)
+        idx = np.searchsorted(s.ts, cal, side="right") - 1  # last own bar at or before each bar; -1 before listing
+        tradeable[j] = tradeable_full[j, start:]
+        listed[j] = (cal >= s.ts[0]) & (cal <= s.ts[-1])
+        absent[j] = ~printed[j, start:]
+        before = idx < 0
+        close = np.take(s.c, idx, out=buffers["c"][j], mode="clip")
+        close[before] = 1.0
+        for k in ("o", "h", "l", "v"):
+            col = np.take(getattr(s, k), idx, out=buffers[k][j], mode="clip")
+            col[absent[j]] = 0.0 if k == "v" else close[absent[j]]
+        life = _life_note(sym, s, cal, tradeable[j], max_fill)
+        if life:
+            notes.append(life)
+        del s, idx, close, col
+    del printed, tradeable_full
+    _release_freed_memory()
+    arrays = {k: np.ascontiguousarray(buffers.pop(k).T) for k in names}
+    return MarketData(
+        symbols=tuple(active),
+        timestamps=cal.view("datetime64[ns]"),
+        open=arrays["o"],
+        high=arrays["h"],
+        low=arrays["l"],
+        close=arrays["c"],
+        volume=arrays["v"],
+        filled=np.ascontiguousarray(absent.T),
+        source=source,
+        notes=tuple(notes),
+        missing_columns=missing_columns,
+        calendar="union",
+        listed=np.ascontiguousarray(listed.T),
+        tradeable=np.ascontiguousarray(tradeable.T),
+    )
+
+
+def _life_note(sym: str, s: _Series, cal: np.ndarray, tradeable: np.ndarray, max_fill: int) -> str | None:
+    """A note on an asset that is not tradeable over the whole union calendar: when it lists, when its delisting
+    becomes known, and its halts (runs of untradeable bars between prints); None when it is tradeable throughout."""
+    if tradeable.all():
+        return None
+    parts = []
+    if s.ts[0] > cal[0]:
+        parts.append(f"lists at bar {int(np.searchsorted(cal, s.ts[0]))} ({_iso(s.ts[0])})")
+    if s.ts[-1] < cal[-1]:
+        # the bar after the last tradeable one (0: untradeable throughout, its last print long before this calendar)
+        gone = len(tradeable) - int(np.argmax(tradeable[::-1])) if tradeable.any() else 0
+        known = f"untradeable from bar {gone}" if gone < len(cal) else "still tradeable at the last bar"
+        parts.append(f"last print at {_iso(s.ts[-1])}, {known} (a delisting is known {max_fill} bar(s) after it)")
+    inside = (cal >= s.ts[0]) & (cal <= s.ts[-1])
+    starts, lengths = _runs(~tradeable & inside)
+    if lengths.size:
+        k = int(np.argmax(lengths))
+        parts.append(f"{lengths.size} halt(s) longer than max_fill_bars={max_fill}, untradeable until prints resume "
+                     f"(the longest {int(lengths[k])} bars from {_iso(cal[starts[k]])})")
+    return f"{sym}: " + "; ".join(parts)
+

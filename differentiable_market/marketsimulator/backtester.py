@@ -42,7 +42,7 @@ from .. import baselines
 from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, transferable,
                           universe_difference)
 from ..config import ExperimentConfig, SplitName
-from ..data import MarketData, execution_note, load_market, resolve_data_root
+from ..data import MarketData, execution_note, load_market, refuse_union_calendar, resolve_data_root
 from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
@@ -299,6 +299,7 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     cutoff = (through_cutoff(ckpt.trained_through)
               if ckpt.trained_through and cfg.data.universe_through is None and not options.transfer_universe
               else train_end_cutoff(cfg.data, cfg.train.lookback))
+    refuse_union_calendar(cfg.data, "The backtester")
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     fills = execution_note(market, cfg.env.execution)
     notes = list(market.notes) + ([fills] if fills else []) + _missing_prices_notes(market, ckpt)

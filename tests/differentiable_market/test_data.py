@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import importlib.util
 import time
 from pathlib import Path
@@ -584,3 +585,114 @@ def test_future_gaps_do_not_decide_the_training_universe_of_the_sample(tmp_path:
     assert str(m.timestamps[np.flatnonzero(m.filled[:, 3])[0]])[:10] == "2012-12-03"
     ((sym, text),) = m.late_gaps
     assert sym == "MSFT" and "5 consecutive bars missing from 2012-12-03 to 2012-12-07" in text
+
+
+# ------------------------------------------------------------------------------------ union calendar (data layer)
+
+DAYS = pd.date_range("2020-01-01", periods=30, freq="D").strftime("%Y-%m-%d")
+
+
+def _closes(folder: Path, sym: str, bars: list[int], price=lambda i: 100.0 + i) -> None:
+    """A close-only file of ``sym`` with prints on the given bars of DAYS (close 100 + bar, volume 1)."""
+    rows = [(DAYS[i], price(i), 1) for i in bars]
+    (folder / f"{sym}.csv").write_text(_csv(rows, "date,close,volume"))
+
+
+def test_union_calendar_keeps_every_asset_over_its_own_life(tmp_path: Path) -> None:
+    _closes(tmp_path, "A", list(range(30)))
+    _closes(tmp_path, "B", list(range(10, 30)))  # lists at bar 10
+    _closes(tmp_path, "C", list(range(20)))  # last print at bar 19
+    _closes(tmp_path, "D", [i for i in range(30) if not 5 <= i < 12])  # a 7-bar halt
+    _closes(tmp_path, "E", [3, 4])  # two bars only: no error on a union calendar
+    m = _load(tmp_path, min_bars=20, calendar="union", max_fill_bars=2)
+    assert m.calendar == "union" and m.n_bars == 30 and m.symbols == ("A", "B", "C", "D", "E") and not m.dropped
+    t = np.arange(30)
+    assert m.listed.T.tolist() == [[True] * 30, (t >= 10).tolist(), (t <= 19).tolist(), [True] * 30,
+                                   ((t >= 3) & (t <= 4)).tolist()]
+    # tradeable: a print at most 2 bars back; C's delisting known at bar 22, D untradeable from the 3rd halted bar
+    assert m.tradeable.T.tolist() == [[True] * 30, (t >= 10).tolist(), (t <= 21).tolist(),
+                                      ((t < 7) | (t >= 12)).tolist(), ((t >= 3) & (t <= 6)).tolist()]
+    assert m.filled[:, 3].tolist() == ((t >= 5) & (t < 12)).tolist()
+    # placeholders: 1.0 before the first print, the last close after the last one; volume 0 on every bar without one
+    assert (m.close[:10, 1] == 1.0).all() and (m.open[:10, 1] == 1.0).all() and m.close[10, 1] == 110.0
+    assert (m.close[20:, 2] == 119.0).all() and (m.close[5:12, 3] == 104.0).all()
+    assert (m.volume[m.filled] == 0).all() and (m.volume[~m.filled] == 1).all()
+    assert "B: lists at bar 10 (2020-01-11)" in m.notes
+    assert ("C: last print at 2020-01-20, untradeable from bar 22 (a delisting is known 2 bar(s) after it)"
+            in m.notes)
+    assert ("D: 1 halt(s) longer than max_fill_bars=2, untradeable until prints resume (the longest 5 bars from "
+            "2020-01-08)") in m.notes
+    assert m.fingerprint()["calendar"] == "union"
+    # The default calendar refuses E's short file, and without E cuts everyone to C's life (bars 0..19).
+    with pytest.raises(DataError, match="E.csv: has 2 bars but at least 20 are needed"):
+        _load(tmp_path, min_bars=20, max_fill_bars=2)
+    (tmp_path / "E.csv").unlink()
+    assert _load(tmp_path, min_bars=10, max_fill_bars=10).n_bars == 10  # B lists at bar 10, C ends at bar 19
+
+
+def test_the_tradeable_mask_and_prices_up_to_t_do_not_depend_on_later_bars(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    lives = {"A": (0, 30), "B": (4, 30), "C": (0, 17), "D": (8, 23), "E": (2, 30)}
+    prints = {}
+    for sym, (a, b) in lives.items():
+        keep = rng.random(b - a) > 0.25  # random gaps, some longer than max_fill_bars
+        keep[0] = keep[-1] = True
+        prints[sym] = [a + i for i in np.flatnonzero(keep)]
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    for sym, bars in prints.items():
+        _closes(full_dir, sym, bars, price=lambda i: round(float(rng.uniform(50, 150)), 2))
+    full = _load(full_dir, calendar="union", max_fill_bars=2)
+    for t in range(30):
+        shutil.rmtree(cut_dir, ignore_errors=True)
+        cut_dir.mkdir()
+        for f in full_dir.glob("*.csv"):  # every row after bar t removed
+            frame = pd.read_csv(f)
+            frame = frame[frame["date"] <= DAYS[t]]
+            if len(frame):
+                frame.to_csv(cut_dir / f.name, index=False)
+        seen = _load(cut_dir, calendar="union", max_fill_bars=2)
+        cols = [full.symbols.index(s) for s in seen.symbols]
+        assert seen.n_bars == t + 1
+        for name in ("tradeable", "filled", "open", "close", "volume"):
+            np.testing.assert_array_equal(getattr(seen, name), getattr(full, name)[: t + 1, cols], err_msg=name)
+        for sym in full.symbols:  # an asset that has not listed by t is untradeable in the full data too
+            if sym not in seen.symbols:
+                assert not full.tradeable[: t + 1, full.symbols.index(sym)].any()
+
+
+def test_min_listed_starts_the_calendar_and_counts_earlier_prints_exactly(tmp_path: Path) -> None:
+    _closes(tmp_path, "A", list(range(30)))
+    _closes(tmp_path, "B", list(range(12, 30)))
+    _closes(tmp_path, "C", list(range(6, 30)))  # the fourth tradeable asset, at bar 6
+    _closes(tmp_path, "OLD", list(range(0, 6)))  # last print one bar before that start
+    _closes(tmp_path, "HALT", list(range(0, 11)) + list(range(15, 30)))
+    m = _load(tmp_path, calendar="union", min_listed=4, max_fill_bars=2)
+    assert m.n_bars == 24 and str(m.timestamps[0])[:10] == DAYS[6]
+    assert "starts at the first bar where 4 assets are tradeable" in next(
+        n for n in m.notes if n.startswith("calendar: union"))
+    col = dict(zip(m.symbols, m.tradeable.T.tolist()))
+    assert col["A"] == col["C"] == [True] * 24 and col["B"] == [False] * 6 + [True] * 18
+    assert col["OLD"] == [True, True] + [False] * 22  # its bar-5 print is 1 bar old at the start: known gone at 8
+    assert col["HALT"] == [True] * 7 + [False] * 2 + [True] * 15
+    assert (m.close[:, m.symbols.index("OLD")] == 105.0).all()
+    assert "OLD: last print at 2020-01-06, untradeable from bar 2 (a delisting is known 2 bar(s) after it)" in m.notes
+    with pytest.raises(DataError, match="--min-listed 9 is more than the 5 assets"):
+        _load(tmp_path, calendar="union", min_listed=9)
+    with pytest.raises(DataError, match=r"no bar has 5 tradeable assets \(at most 4, first at 2020-01-07\)"):
+        _load(tmp_path, calendar="union", min_listed=5, max_fill_bars=2)
+
+
+def test_calendar_settings_are_checked_and_intersection_stays_the_default(tmp_path: Path) -> None:
+    from differentiable_market.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.calendar must be one of"):
+        DataConfig(calendar="outer")
+    with pytest.raises(ConfigError, match="needs data.calendar 'union'"):
+        DataConfig(min_listed=3)
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    m = _load(tmp_path)
+    assert m.calendar == "intersection" and m.listed.all() and m.tradeable.all() and m.listed.shape == (5, 1)
+    assert "calendar" not in m.fingerprint()
+    with pytest.raises(DataError, match="tradeable must be bool of shape"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, m.close, tradeable=np.ones((4, 1)))

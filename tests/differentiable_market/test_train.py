@@ -374,3 +374,13 @@ def test_an_explicit_execution_open_is_kept_on_a_mixed_folder_and_says_when_fill
     (run_dir,) = _run_dirs(tmp_path / "runs3")
     header = json.loads((run_dir / "config.json").read_text())
     assert header["config"]["env"]["execution"] == "open" and header["execution"]["note"] is None
+
+
+def test_training_refuses_the_union_calendar_that_only_the_data_layer_has():
+    from differentiable_market.config import DataConfig, ExperimentConfig
+    from differentiable_market.errors import ConfigError
+    from differentiable_market.train import load_data
+
+    with pytest.raises(ConfigError, match=r"Training \(and the study\) cannot use data.calendar 'union' yet: the "
+                                          r"loader builds it .* do not yet respect the mask"):
+        load_data(ExperimentConfig(data=DataConfig(calendar="union")))
