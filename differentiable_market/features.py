@@ -24,6 +24,14 @@ have no bar range, body or overnight gap: ``log_high_low`` is 0 for an asset wit
 and ``overnight_gap`` are 0 for one without open, both raw and normalised (0 is the training mean, a neutral input),
 and those assets' values are left out of the normaliser's fit. ``FeatureSpec.missing_prices`` records which assets of
 the fitting data lacked which columns.
+
+On a union calendar (``MarketData.calendar == "union"``), each asset's features warm up from its own listing (its
+first print, or bar 0 when it is tradeable there): a feature is 0 until its window lies entirely after the listing,
+and 0 wherever the asset is not tradeable (``MarketData.tradeable``). The one-bar returns and volumes before the
+listing enter no trailing sum, the cross-sectional means run over the assets whose source feature is valid at that
+bar, and the normaliser is fitted on valid real bars only, so the placeholder prices before a listing and after a
+known delisting reach no feature (tested by changing them). On a common calendar nothing of this applies and the
+values are those computed before it existed, bit for bit.
 """
 
 from __future__ import annotations
@@ -104,6 +112,29 @@ class _TrailingSum:
         return out
 
 
+@dataclass(frozen=True)
+class _Life:
+    """Where features are defined on a union calendar: ``first`` int64 [A], each asset's listing bar (its first print,
+    0 when it is tradeable at bar 0, T when it never prints); ``tradeable`` bool [T, A], the market's causal mask."""
+
+    first: np.ndarray
+    tradeable: np.ndarray
+
+    def valid(self, t0: int, rows: int, start: int) -> np.ndarray:
+        """bool [rows, A]: bars t0.. where a feature whose window needs ``start`` earlier bars is defined."""
+        t = np.arange(t0, t0 + rows)[:, None]
+        return (t >= self.first[None, :] + start) & self.tradeable[t0 : t0 + rows]
+
+
+def _life(market: MarketData) -> _Life | None:
+    """The assets' lives on a union calendar; None on a common calendar (every feature defined everywhere)."""
+    if market.calendar != "union":
+        return None
+    printed = ~market.filled
+    first = np.where(printed.any(axis=0), printed.argmax(axis=0), market.n_bars)
+    return _Life(np.where(market.tradeable[0], 0, first).astype(np.int64), market.tradeable)
+
+
 def _block_rows(n_assets: int) -> int:
     """Rows per block: a [rows, A] float64 block of about 1 MB, so a block's few passes stay in cache."""
     return max(256, (1 << 20) // (8 * max(n_assets, 1)))
@@ -124,33 +155,43 @@ def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None) -> 
     rows = _block_rows(m.n_assets)
     halo = max(*cfg.return_windows, *(w - 1 for w in cfg.ma_windows), 1)
     sums = (_TrailingSum(cfg.volatility_window, m.n_assets), _TrailingSum(cfg.volatility_window, m.n_assets))
+    life = _life(m)
     for t0 in range(0, stop, rows):
         a, t1 = max(t0 - halo, 0), min(t0 + rows, stop)
         yield t0, list(_columns(m.open[a:t1], m.high[a:t1], m.low[a:t1], m.close[a:t1], m.volume[a:t1], cfg,
-                                t0 - a, sums))
+                                t0 - a, sums, life, t0))
 
 
 def _columns(
     o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray, cfg: FeatureConfig, skip: int,
-    sums: tuple[_TrailingSum, _TrailingSum],
+    sums: tuple[_TrailingSum, _TrailingSum], life: _Life | None = None, t0: int = 0,
 ) -> Iterator[np.ndarray]:
     """The features of the bars from row ``skip`` on of [rows, A] price and volume arrays, one float64 column at a
     time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)`` and
     ``max(ma_windows) - 1`` of them, or all bars from bar 0); ``sums`` are the trailing sums of the volatility and the
-    volume feature, fed in bar order.
+    volume feature, fed in bar order. ``life`` (a union calendar; the rows from ``skip`` on are bars ``t0``..): the
+    one-bar returns up to each asset's listing bar and the volumes before it are taken as 0, and the cross-sectional
+    means run over the assets whose source feature is valid.
     """
     log_c = np.log(c)
     n = cfg.volatility_window
+    rows = len(c) - skip
+
+    def valid(start: int) -> np.ndarray | None:
+        return None if life is None else life.valid(t0, rows, start)
+
     relative = []  # cross-sectional features, taken before their source is yielded (callers change columns in place)
     for w in cfg.return_windows:
         r = np.zeros_like(log_c)
         np.subtract(log_c[w:], log_c[:-w], out=r[w:])
         if cfg.cross_sectional:
-            relative.append(_minus_asset_mean(r[skip:]))
+            relative.append(_minus_asset_mean(r[skip:], valid(w)))
         yield r[skip:]
     r1 = np.zeros_like(log_c)
     np.subtract(log_c[1:], log_c[:-1], out=r1[1:])
     r1 = r1[skip:]
+    if life is not None:  # a return into the listing bar starts from a placeholder
+        r1[np.arange(t0, t0 + rows)[:, None] <= life.first[None, :]] = 0.0
     vol = sums[0](r1 * r1)
     np.maximum(vol, 0.0, out=vol)
     vol /= n
@@ -166,6 +207,8 @@ def _columns(
         np.subtract(log_o, prev_log_c, out=gap)
     yield gap
     log_v = np.log1p(v[skip:])
+    if life is not None:
+        log_v[np.arange(t0, t0 + rows)[:, None] < life.first[None, :]] = 0.0
     mean_v = sums[1](log_v.copy())
     mean_v /= n
     yield np.subtract(log_v, mean_v, out=log_v)
@@ -179,17 +222,15 @@ def _columns(
         total /= w
         ma = np.subtract(log_c, np.log(total, out=total), out=total)
         if cfg.cross_sectional:
-            relative.append(_minus_asset_mean(ma))
+            relative.append(_minus_asset_mean(ma, valid(w - 1)))
         yield ma
     yield from relative
 
 
-def _minus_asset_mean(x: np.ndarray) -> np.ndarray:
-    """``x`` [rows, A] minus each row's mean over the A assets, as a new array.
-
-    The row sums are a pairwise tree of elementwise additions spelled out here, not numpy's sum over an axis (whose
-    order of additions is its own choice), so that a bar's value is the same whatever block it lies in.
-    """
+def _row_sums(x: np.ndarray) -> np.ndarray:
+    """[rows, 1]: the sums of the rows of ``x`` [rows, A], as a pairwise tree of elementwise additions spelled out
+    here, not numpy's sum over an axis (whose order of additions is its own choice), so that a bar's value is the same
+    whatever block it lies in."""
     total = x
     while total.shape[1] > 1:
         half = total.shape[1] // 2
@@ -197,7 +238,16 @@ def _minus_asset_mean(x: np.ndarray) -> np.ndarray:
         if total.shape[1] % 2:
             pair[:, :1] += total[:, 2 * half :]
         total = pair
-    return x - total / x.shape[1]
+    return total
+
+
+def _minus_asset_mean(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """``x`` [rows, A] minus each row's mean over the A assets, as a new array; with ``valid`` (bool [rows, A]) the
+    mean over the valid entries of each row only (the others' results are meaningless: callers zero them)."""
+    if valid is None:
+        return x - _row_sums(x) / x.shape[1]
+    count = _row_sums(valid.astype(np.float64))
+    return x - _row_sums(np.where(valid, x, 0.0)) / np.maximum(count, 1.0)
 
 
 def raw_features(market: MarketData, cfg: FeatureConfig) -> np.ndarray:
@@ -206,11 +256,14 @@ def raw_features(market: MarketData, cfg: FeatureConfig) -> np.ndarray:
     out = np.empty((m.n_bars, m.n_assets, len(feature_names(cfg))))
     starts = first_valid_bars(cfg)
     undefined = undefined_assets(m, cfg)
+    life = _life(m)
     for t0, columns in _blocks(m, cfg):
         for f, col in enumerate(columns):
             col[: max(starts[f] - t0, 0)] = 0.0
             if undefined[f] is not None:
                 col[:, undefined[f]] = 0.0
+            if life is not None:
+                col[~life.valid(t0, len(col), starts[f])] = 0.0
             out[t0 : t0 + len(col), :, f] = col
     return out
 
@@ -307,12 +360,30 @@ def fit_feature_spec(market: MarketData, cfg: FeatureConfig, train_end: int) -> 
     # Per feature, the assets it is defined for (None: all), and its values on their real (not forward-filled)
     # training bars whose window is complete, in bar-major order: the one array numpy's mean and std then run over.
     defined = [None if u is None else ~u for u in undefined_assets(market, cfg)]
+    life = _life(market)
+    if life is not None:
+        moments = _valid_training_moments(market, cfg, k, life, defined)
+    else:
+        moments = [(x.size, float(x.mean()) if x.size else 0.0, float(x.std()) if x.size else 1.0)
+                   for x in _training_values(market, cfg, k, real, defined)]
+    means, stds = [], []
+    for count, mean, std in moments:
+        means.append(mean if count else 0.0)
+        stds.append(std if count and std > _STD_FLOOR else 1.0)
+    return FeatureSpec(cfg, names, tuple(means), tuple(stds), train_end, missing_prices=missing)
+
+
+def _training_values(market: MarketData, cfg: FeatureConfig, k: int, real: np.ndarray,
+                     defined: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Per feature, its values on the real bars [0, k) of the assets it is defined for whose window is complete (all
+    such bars when every one was filled), filled into one preallocated array each."""
+    starts = first_valid_bars(cfg)
     counts = [int(real[start:].sum() if ok is None else real[start:, ok].sum()) for start, ok in zip(starts, defined)]
     n_defined = [market.n_assets if ok is None else int(ok.sum()) for ok in defined]
     use_all = [count == 0 for count in counts]  # every bar filled: nothing else to learn the scale from
     values = [np.empty(max(k - start, 0) * n if every else count)
               for start, count, every, n in zip(starts, counts, use_all, n_defined)]
-    filled_to = [0] * len(names)
+    filled_to = [0] * len(values)
     for t0, columns in _blocks(market, cfg, stop=k):
         for f, col in enumerate(columns):
             skip = max(starts[f] - t0, 0)
@@ -323,12 +394,31 @@ def fit_feature_spec(market: MarketData, cfg: FeatureConfig, train_end: int) -> 
             x = rows.reshape(-1) if use_all[f] else rows[keep if defined[f] is None else keep[:, defined[f]]]
             values[f][filled_to[f] : filled_to[f] + x.size] = x
             filled_to[f] += x.size
-    means, stds = [], []
-    for x in values:
-        std = float(x.std()) if x.size else 1.0
-        means.append(float(x.mean()) if x.size else 0.0)
-        stds.append(std if std > _STD_FLOOR else 1.0)
-    return FeatureSpec(cfg, names, tuple(means), tuple(stds), train_end, missing_prices=missing)
+    return values
+
+
+def _valid_training_moments(market: MarketData, cfg: FeatureConfig, k: int, life: _Life,
+                            defined: list[np.ndarray | None]) -> list[tuple[int, float, float]]:
+    """Union calendar: per feature, (count, mean, std) of its values on the bars [0, k) that have a print and where it
+    is valid for that asset (``_Life.valid``; never a placeholder). Accumulated block by block (Chan et al.'s pairwise
+    update of count, mean and sum of squared deviations), so no copy of the training values is made."""
+    starts = first_valid_bars(cfg)
+    acc = [(0, 0.0, 0.0) for _ in starts]  # count, mean, sum of squared deviations
+    for t0, columns in _blocks(market, cfg, stop=k):
+        for f, col in enumerate(columns):
+            keep = ~market.filled[t0 : t0 + len(col)] & life.valid(t0, len(col), starts[f])
+            if defined[f] is not None:
+                keep &= defined[f][None, :]
+            x = col[keep]
+            if not x.size:
+                continue
+            n, mean, m2 = acc[f]
+            mean_b = float(x.mean())
+            m2_b = float(np.square(x - mean_b).sum())
+            total = n + x.size
+            delta = mean_b - mean
+            acc[f] = (total, mean + delta * x.size / total, m2 + m2_b + delta * delta * n * x.size / total)
+    return [(n, mean, float(np.sqrt(m2 / n)) if n else 1.0) for n, mean, m2 in acc]
 
 
 def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
@@ -340,6 +430,7 @@ def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
     out = np.empty((m.n_bars, m.n_assets, spec.n_features), dtype=np.float32)
     starts = first_valid_bars(spec.config)
     undefined = undefined_assets(m, spec.config)
+    life = _life(m)
     for t0, columns in _blocks(m, spec.config):
         for f, col in enumerate(columns):
             col -= spec.mean[f]
@@ -348,5 +439,7 @@ def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
             col[: max(starts[f] - t0, 0)] = 0.0
             if undefined[f] is not None:
                 col[:, undefined[f]] = 0.0
+            if life is not None:
+                col[~life.valid(t0, len(col), starts[f])] = 0.0
             out[t0 : t0 + len(col), :, f] = col
     return out
