@@ -888,12 +888,14 @@ def _align_union(
     positions = np.arange(len(full))
     if min_listed is not None and min_listed > len(active):
         raise DataError(f"--min-listed {min_listed} is more than the {len(active)} assets in the data; lower it.")
-    # Pass 1, on the whole calendar: per asset, the bars with a print and the causal mask.
+    # Pass 1, on the whole calendar: per asset, the bars with a print and the causal mask (a row at a time: the
+    # int64 positions of all assets at once would be 8 bytes per asset-bar).
     printed = np.zeros((len(active), len(full)), dtype=np.bool_)
+    tradeable_full = np.empty((len(active), len(full)), dtype=np.bool_)
     for j, sym in enumerate(active):
         printed[j, np.searchsorted(full, series[sym].ts)] = True  # every own bar is on the calendar
-    last_print = np.maximum.accumulate(np.where(printed, positions, -(max_fill + 1)), axis=1)
-    tradeable_full = positions - last_print <= max_fill
+        last_print = np.maximum.accumulate(np.where(printed[j], positions, -(max_fill + 1)))
+        np.less_equal(positions - last_print, max_fill, out=tradeable_full[j])
     del last_print
     start = 0
     if min_listed is not None:  # the first bar at which that many assets are tradeable (a causal count)

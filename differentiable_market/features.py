@@ -37,7 +37,7 @@ values are those computed before it existed, bit for bit.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -119,11 +119,22 @@ class _Life:
 
     first: np.ndarray
     tradeable: np.ndarray
+    # the current block's masks by window start: features share a few starts, and each block is asked per feature
+    _block: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def valid(self, t0: int, rows: int, start: int) -> np.ndarray:
         """bool [rows, A]: bars t0.. where a feature whose window needs ``start`` earlier bars is defined."""
-        t = np.arange(t0, t0 + rows)[:, None]
-        return (t >= self.first[None, :] + start) & self.tradeable[t0 : t0 + rows]
+        key = (t0, rows, start)
+        if key not in self._block:
+            if any(k[0] != t0 for k in self._block):
+                self._block.clear()
+            t = np.arange(t0, t0 + rows)[:, None]
+            self._block[key] = (t >= self.first[None, :] + start) & self.tradeable[t0 : t0 + rows]
+        return self._block[key]
+
+    def zero_invalid(self, col: np.ndarray, t0: int, start: int) -> None:
+        """Set ``col`` [rows, A] (bars t0..) to 0 where ``valid`` is False, in place."""
+        np.copyto(col, 0.0, where=~self.valid(t0, len(col), start))
 
 
 def _life(market: MarketData) -> _Life | None:
@@ -140,7 +151,8 @@ def _block_rows(n_assets: int) -> int:
     return max(256, (1 << 20) // (8 * max(n_assets, 1)))
 
 
-def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None) -> Iterator[tuple[int, list[np.ndarray]]]:
+def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None,
+            life: _Life | None = None) -> Iterator[tuple[int, list[np.ndarray]]]:
     """The features of bars [0, stop) (default: all), one block of consecutive bars at a time: (first bar, float64
     [rows, A] per feature in ``feature_names`` order). Bars before ``first_valid_bars`` hold partial-window values;
     callers set them to 0.
@@ -148,14 +160,15 @@ def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None) -> 
     Blocks keep the peak memory at the caller's output plus a few blocks, instead of a few [T, A] arrays, and each
     block's passes in cache. The values equal those of computing every bar at once, bit for bit: each block also
     reads the bars before it (the past) that the longest return or moving-average window reaches, and the trailing
-    sums carry their prefix sums.
+    sums carry their prefix sums. ``life``: the market's ``_life``, passed by callers that use it too (its masks of
+    the current block are then computed once); None computes it.
     """
     m = market
+    life = _life(m) if life is None else life
     stop = m.n_bars if stop is None else stop
     rows = _block_rows(m.n_assets)
     halo = max(*cfg.return_windows, *(w - 1 for w in cfg.ma_windows), 1)
     sums = (_TrailingSum(cfg.volatility_window, m.n_assets), _TrailingSum(cfg.volatility_window, m.n_assets))
-    life = _life(m)
     for t0 in range(0, stop, rows):
         a, t1 = max(t0 - halo, 0), min(t0 + rows, stop)
         yield t0, list(_columns(m.open[a:t1], m.high[a:t1], m.low[a:t1], m.close[a:t1], m.volume[a:t1], cfg,
@@ -257,13 +270,13 @@ def raw_features(market: MarketData, cfg: FeatureConfig) -> np.ndarray:
     starts = first_valid_bars(cfg)
     undefined = undefined_assets(m, cfg)
     life = _life(m)
-    for t0, columns in _blocks(m, cfg):
+    for t0, columns in _blocks(m, cfg, life=life):
         for f, col in enumerate(columns):
             col[: max(starts[f] - t0, 0)] = 0.0
             if undefined[f] is not None:
                 col[:, undefined[f]] = 0.0
             if life is not None:
-                col[~life.valid(t0, len(col), starts[f])] = 0.0
+                life.zero_invalid(col, t0, starts[f])
             out[t0 : t0 + len(col), :, f] = col
     return out
 
@@ -404,7 +417,7 @@ def _valid_training_moments(market: MarketData, cfg: FeatureConfig, k: int, life
     update of count, mean and sum of squared deviations), so no copy of the training values is made."""
     starts = first_valid_bars(cfg)
     acc = [(0, 0.0, 0.0) for _ in starts]  # count, mean, sum of squared deviations
-    for t0, columns in _blocks(market, cfg, stop=k):
+    for t0, columns in _blocks(market, cfg, stop=k, life=life):
         for f, col in enumerate(columns):
             keep = ~market.filled[t0 : t0 + len(col)] & life.valid(t0, len(col), starts[f])
             if defined[f] is not None:
@@ -431,7 +444,7 @@ def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
     starts = first_valid_bars(spec.config)
     undefined = undefined_assets(m, spec.config)
     life = _life(m)
-    for t0, columns in _blocks(m, spec.config):
+    for t0, columns in _blocks(m, spec.config, life=life):
         for f, col in enumerate(columns):
             col -= spec.mean[f]
             col /= spec.std[f]
@@ -440,6 +453,6 @@ def compute_features(market: MarketData, spec: FeatureSpec) -> np.ndarray:
             if undefined[f] is not None:
                 col[:, undefined[f]] = 0.0
             if life is not None:
-                col[~life.valid(t0, len(col), starts[f])] = 0.0
+                life.zero_invalid(col, t0, starts[f])
             out[t0 : t0 + len(col), :, f] = col
     return out
