@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from .. import baselines
-from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, transferable,
-                          universe_difference)
+from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
+                          transferable, universe_difference)
 from ..config import ExperimentConfig, SplitName
-from ..data import MarketData, execution_note, load_market, refuse_union_calendar, resolve_data_root
+from ..data import execution_note, load_market, refuse_union_calendar, resolve_data_root
 from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
@@ -302,7 +302,7 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     refuse_union_calendar(cfg.data, "The backtester")
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     fills = execution_note(market, cfg.env.execution)
-    notes = list(market.notes) + ([fills] if fills else []) + _missing_prices_notes(market, ckpt)
+    notes = list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
     for note in notes:
         log(note)
     if options.transfer_universe:  # the features are the checkpoint's spec computed on these data
@@ -393,21 +393,6 @@ def _strength(policy) -> float | None:
     """The learned rate (partial) or band width as a fraction of equal weight (band) of the policy's action."""
     s = policy.action_strength()
     return None if s is None else float(s.detach())
-
-
-def _missing_prices_notes(market: MarketData, ckpt: Checkpoint) -> list[str]:
-    """Notes on assets whose files lack other prices here than in the data the checkpoint's features were fitted on:
-    their range, body or gap features are 0 on one side and not on the other, which the policy never saw."""
-    trained = dict(ckpt.feature_spec.missing_prices)
-    here = {s: tuple(c) for s, c in market.missing_prices().items()}
-    shared = [s for s in market.symbols if s in ckpt.symbols]
-    changed = [s for s in shared if trained.get(s, ()) != here.get(s, ())]
-    if not changed:
-        return []
-    detail = "; ".join(f"{s}: lacked {list(trained.get(s, ())) or 'nothing'} in training, lacks "
-                       f"{list(here.get(s, ())) or 'nothing'} here" for s in changed[:10])
-    return [f"Warning: {len(changed)} asset(s) lack other price columns than in the checkpoint's training data "
-            f"({detail}); their bar-range, body or overnight-gap features differ in kind from what the policy saw."]
 
 
 def in_sample_notes(split: SplitName, split_dates: tuple[str, str], trained_through: str | None,
