@@ -922,7 +922,8 @@ def _align_union(
     listed = np.empty((len(active), n), dtype=np.bool_)
     tradeable = np.empty((len(active), n), dtype=np.bool_)
     missing_columns = tuple(series[s].missing for s in active)
-    for j, sym in enumerate(active):  # pass 2: the calendar's bars from its start
+    freed = 0
+    for j, sym in enumerate(active):  # pass 2: the calendar's bars from its start, each file let go once copied
         s = series.pop(sym)
         idx = np.searchsorted(s.ts, cal, side="right") - 1  # last own bar at or before each bar; -1 before listing
         tradeable[j] = tradeable_full[j, start:]
@@ -937,7 +938,11 @@ def _align_union(
         life = _life_note(sym, s, cal, tradeable[j], max_fill)
         if life:
             notes.append(life)
+        freed += 6 * s.ts.nbytes
         del s, idx, close, col
+        if freed > RELEASE_BYTES:
+            _release_freed_memory()
+            freed = 0
     del printed, tradeable_full
     _release_freed_memory()
     arrays = {k: np.ascontiguousarray(buffers.pop(k).T) for k in names}
