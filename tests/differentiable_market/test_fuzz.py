@@ -376,3 +376,41 @@ def test_nan_backtest_cost_is_refused() -> None:
     args = _bt_parser.parse_args(["--checkpoint", "run", "--cost-bps=nan"])
     with pytest.raises(ConfigError, match="cost"):
         BacktestOptions(checkpoint=args.checkpoint, cost_bps=args.cost_bps)
+
+
+@given(lives=st.lists(st.lists(st.booleans(), min_size=30, max_size=30).filter(any), min_size=1, max_size=5),
+       max_fill=st.integers(0, 4), min_listed=st.none() | st.integers(1, 5))
+def test_union_calendar_matches_a_bar_by_bar_reference(lives, max_fill, min_listed) -> None:
+    """Any pattern of prints per asset (listings, delistings, halts): the union calendar holds every printed day,
+    the mask is "a print at most max_fill calendar bars back" counted bar by bar on the whole calendar, the
+    placeholders are 1.0 before the first print and the last close after, and min_listed starts the calendar at the
+    first bar where that many assets are tradeable (or is refused naming the flag)."""
+    days = [str(np.datetime64("2021-01-01") + k) for k in range(30)]
+    folder = Path(tempfile.mkdtemp(prefix="fuzz"))
+    try:
+        for i, printed in enumerate(lives):
+            rows = [f"{days[k]},{100 + 10 * i + k}" for k in range(30) if printed[k]]
+            (folder / f"S{i}.csv").write_text("date,close\n" + "\n".join(rows) + "\n")
+        try:
+            m = load_market(DataConfig(root=str(folder), calendar="union", max_fill_bars=max_fill,
+                                       min_listed=min_listed), min_bars=1)
+        except DifferentiableMarketError as exc:
+            assert min_listed is not None and "--min-listed" in str(exc), str(exc)
+            event("refused: min_listed")
+            return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _check_invariants(m)
+    cal = [k for k in range(30) if any(p[k] for p in lives)]  # every printed day, in order
+    ref = np.array([[any(p[cal[j]] for j in range(max(0, b - max_fill), b + 1)) for p in lives]
+                    for b in range(len(cal))])
+    start = 0 if min_listed is None else int(np.argmax(ref.sum(axis=1) >= min_listed))
+    assert m.n_bars == len(cal) - start
+    np.testing.assert_array_equal(m.tradeable, ref[start:])
+    for i, p in enumerate(lives):
+        own = [k for k in cal if p[k]]
+        for j, k in enumerate(cal[start:]):
+            seen = [d for d in own if d <= k]
+            assert m.close[j, i] == (100 + 10 * i + seen[-1] if seen else 1.0)
+            assert m.filled[j, i] == (not p[k]) and m.listed[j, i] == (own[0] <= k <= own[-1])
+    event("loaded")
