@@ -13,7 +13,9 @@ Alignment: the calendar is the union of the assets' timestamps from the latest f
 so nothing is ever backfilled. An asset that lists late or delists early is therefore kept, and every asset's history
 is cut to the span in which all of them are listed (the notes name the assets that set the span). A bar an asset lacks on that calendar is forward-filled from its previous close
 (open = high = low = close = previous close, volume 0), at most ``max_fill_bars`` in a row; an asset with a longer gap
-is dropped and reported by name. Nothing is interpolated and nothing is left out silently.
+is dropped and reported by name. Nothing is interpolated and nothing is left out silently. That is the default
+calendar ("intersection"); ``DataConfig.calendar = "union"`` keeps every asset over its own life instead, with a
+causal tradeable mask (``_align_union``; so far only the data layer and the features use it, the rest refuses it).
 
 Universe cut-off: which assets are kept may only depend on the past of the bars a model is fitted on, otherwise a gap
 in 2012 would remove an asset from a model trained on 2004-2010. Given ``universe_cutoff`` (a function of the
