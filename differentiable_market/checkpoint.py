@@ -19,6 +19,7 @@ import torch
 from . import __version__
 from .atomic import atomic_write_bytes
 from .config import ExperimentConfig, config_from_dict, config_to_dict
+from .data import MarketData
 from .errors import CheckpointError, ConfigError
 from .features import FeatureSpec
 from .policy import Policy, make_policy
@@ -233,6 +234,20 @@ def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...] | None, feat
             f"Feature spec differs from checkpoint {ckpt.path}: data gives {list(feature_spec.names)}, checkpoint "
             f"expects {list(ckpt.feature_spec.names)}."
         )
+
+
+def missing_prices_notes(ckpt: Checkpoint, market: MarketData) -> list[str]:
+    """A warning when assets' files lack other price columns than in the data the checkpoint's features were fitted
+    on: their range, body or gap features are 0 on one side and not on the other, which the policy never saw."""
+    trained = dict(ckpt.feature_spec.missing_prices)
+    here = {s: tuple(c) for s, c in market.missing_prices().items()}
+    changed = [s for s in market.symbols if s in ckpt.symbols and trained.get(s, ()) != here.get(s, ())]
+    if not changed:
+        return []
+    detail = "; ".join(f"{s}: lacked {list(trained.get(s, ())) or 'nothing'} in training, lacks "
+                       f"{list(here.get(s, ())) or 'nothing'} here" for s in changed[:10])
+    return [f"Warning: {len(changed)} asset(s) lack other price columns than in the checkpoint's training data "
+            f"({detail}); their bar-range, body or overnight-gap features differ in kind from what the policy saw."]
 
 
 def _unsafe_global(exc: BaseException) -> str:

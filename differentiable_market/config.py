@@ -24,6 +24,7 @@ EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
 Action = Literal["target", "partial", "band"]
+Calendar = Literal["intersection", "union"]
 
 
 def _check_finite(obj: Any, section: str) -> None:
@@ -53,9 +54,18 @@ class DataConfig:
     # Last bar (ISO timestamp, inclusive) whose gaps decide which assets are kept; None: the training split's end.
     # A study sets it to its first fold's training end, so every fold trades one universe chosen from the past only.
     universe_through: str | None = None
+    # "intersection": the span in which every kept asset is listed (long gaps in the training part drop an asset);
+    # "union": every asset over its own life, from the earliest first bar to the latest last bar, with a causal
+    # tradeable mask (data layer only for now: training, backtests, studies and predict refuse it)
+    calendar: Calendar = "intersection"
+    min_listed: int | None = None  # union only: start the calendar at the first bar where this many assets have listed
 
     def __post_init__(self) -> None:
         _check_finite(self, "data")
+        if self.calendar not in get_args(Calendar):
+            raise ConfigError(f"data.calendar must be one of {get_args(Calendar)}, got {self.calendar!r}.")
+        if self.min_listed is not None and (self.calendar != "union" or self.min_listed < 1):
+            raise ConfigError(f"data.min_listed ({self.min_listed}) must be >= 1 and needs data.calendar 'union'.")
         if self.split_bars and len(self.split_bars) != 6:
             raise ConfigError(f"data.split_bars must hold 6 bar indices (train start/end, validation start/end, test "
                               f"start/end), got {list(self.split_bars)}.")

@@ -1,15 +1,21 @@
 """Read a folder of per-symbol OHLC(V) files, validate every bar, and align the assets on one calendar.
 
 One file per symbol (``.csv``, ``.csv.gz`` or ``.parquet``; the symbol is the file name without that suffix). Columns
-are matched case-insensitively: a time column (``timestamp``, ``date``, ``datetime`` or ``time``), ``open``,
-``high``, ``low``, ``close`` and optionally ``volume``. Times may be dates, ISO date-times with or without a zone (no
+are matched case-insensitively: a time column (``timestamp``, ``date``, ``datetime`` or ``time``), ``close``, and
+optionally ``open``, ``high``, ``low`` and ``volume``. A file without ``open`` takes the close as its open; one without
+``high`` or ``low`` takes max(open, close) and min(open, close) (so a close-only file has open = high = low = close).
+Which columns each asset lacked is kept in ``MarketData.missing_columns`` and said in the notes: the features that
+need them are 0 for that asset, and with "open" execution such an asset fills at the next bar's close
+(``execution_note``). Times may be dates, ISO date-times with or without a zone (no
 zone means UTC), or epoch seconds / milliseconds (told apart by magnitude); all become UTC instants.
 
 Alignment: the calendar is the union of the assets' timestamps from the latest first bar to the earliest last bar,
 so nothing is ever backfilled. An asset that lists late or delists early is therefore kept, and every asset's history
 is cut to the span in which all of them are listed (the notes name the assets that set the span). A bar an asset lacks on that calendar is forward-filled from its previous close
 (open = high = low = close = previous close, volume 0), at most ``max_fill_bars`` in a row; an asset with a longer gap
-is dropped and reported by name. Nothing is interpolated and nothing is left out silently.
+is dropped and reported by name. Nothing is interpolated and nothing is left out silently. That is the default
+calendar ("intersection"); ``DataConfig.calendar = "union"`` keeps every asset over its own life instead, with a
+causal tradeable mask (``_align_union``; so far only the data layer and the features use it, the rest refuses it).
 
 Universe cut-off: which assets are kept may only depend on the past of the bars a model is fitted on, otherwise a gap
 in 2012 would remove an asset from a model trained on 2004-2010. Given ``universe_cutoff`` (a function of the
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import DataConfig
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +50,7 @@ DEFAULT_ROOT = "trainingdata"
 DATA_SUFFIXES = (".csv.gz", ".csv", ".parquet")
 TIME_COLUMNS = ("timestamp", "date", "datetime", "time")
 PRICE_COLUMNS = ("open", "high", "low", "close")
+OPTIONAL_PRICES = ("open", "high", "low")  # a file may lack these; close is required
 BUNDLED_SOURCE = "bundled sample"  # MarketData.source of the bundled sample, the same on every machine
 OHLC_TOLERANCE = 1e-6  # relative slack for high >= max(open, close) and low <= min(open, close) (rounded files)
 RELEASE_BYTES = 256 << 20  # while aligning, freed file data goes back to the system in steps of this size
@@ -94,6 +101,18 @@ class MarketData:
     universe_cutoff: the number of leading bars whose gaps decided which assets were kept (None: all of them).
     late_gaps: (symbol, description) of every run of missing bars longer than ``max_fill_bars`` that lies (partly)
     after the cut-off and was forward-filled instead of dropping the asset (see the module docstring).
+    missing_columns: per asset, the price columns among open, high, low that its file lacked (in that order), and
+    which were therefore derived from the close (open = close, high = max(open, close), low = min(open, close)).
+    Given as () it means every asset had all four.
+    calendar: "intersection" (every asset listed over the whole calendar) or "union" (each asset over its own life;
+    ``load_market`` with ``DataConfig.calendar = "union"``, see ``_align_union``).
+    listed: bool [T, A], True from an asset's first to its last print in its file. It knows when the asset delists,
+    i.e. the future: for reports only, never for a decision. None (the default) means listed everywhere.
+    tradeable: bool [T, A], the causal mask: True at bar t when the asset's last print at or before t is at most
+    ``max_fill_bars`` bars old. A delisting (or a long halt) is known only once that many bars have passed without a
+    print. None (the default) means tradeable everywhere. With a union calendar, prices on bars an asset has not
+    yet listed are placeholders (1.0, volume 0) and after its last print its last close (volume 0): consumers must
+    not read them where the asset is not tradeable.
     """
 
     symbols: tuple[str, ...]
@@ -109,6 +128,10 @@ class MarketData:
     notes: tuple[str, ...] = ()
     universe_cutoff: int | None = None
     late_gaps: tuple[tuple[str, str], ...] = ()
+    missing_columns: tuple[tuple[str, ...], ...] = ()
+    calendar: str = "intersection"
+    listed: np.ndarray | None = None
+    tradeable: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         syms = self.symbols
@@ -130,7 +153,18 @@ class MarketData:
                 raise DataError(f"MarketData.{name} must be {np.dtype(want)} of shape {shape} (bars, assets): {got}.")
             object.__setattr__(self, name, _readonly(a))
         object.__setattr__(self, "timestamps", _readonly(ts))
+        if self.calendar not in ("intersection", "union"):
+            raise DataError(f"MarketData.calendar must be 'intersection' or 'union', got {self.calendar!r}.")
+        for name in ("listed", "tradeable"):
+            a = getattr(self, name)
+            if a is None:  # everywhere: one shared read-only True, not a [T, A] array
+                a = np.broadcast_to(np.True_, shape)
+            elif not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != np.bool_:
+                got = (a.shape, a.dtype) if isinstance(a, np.ndarray) else type(a).__name__
+                raise DataError(f"MarketData.{name} must be bool of shape {shape} (bars, assets): {got}.")
+            object.__setattr__(self, name, _readonly(a))
         self._check_prices()
+        self._check_missing_columns()
 
     def _check_prices(self) -> None:
         for name in PRICE_COLUMNS:
@@ -150,6 +184,41 @@ class MarketData:
                 t, i = np.argwhere(bad)[0]
                 raise DataError(f"MarketData: {self.symbols[i]} at bar {t} ({_iso(self.timestamps[t])}) has {what}.")
 
+    def _check_missing_columns(self) -> None:
+        missing = self.missing_columns or ((),) * len(self.symbols)
+        if len(missing) != len(self.symbols):
+            raise DataError(f"MarketData.missing_columns needs one entry per asset ({len(self.symbols)}), got "
+                            f"{len(missing)}.")
+        for given in missing:
+            if isinstance(given, str) or not set(given) <= set(OPTIONAL_PRICES):
+                raise DataError(f"MarketData.missing_columns entries are tuples of {list(OPTIONAL_PRICES)}, got "
+                                f"{given!r}.")
+        missing = tuple(tuple(c for c in OPTIONAL_PRICES if c in given) for given in missing)  # canonical order
+        object.__setattr__(self, "missing_columns", missing)
+        # A column said to be missing must hold what the loader derives for it, or the features would mix both.
+        derived = {"open": lambda i: self.close[:, i],
+                   "high": lambda i: np.maximum(self.open[:, i], self.close[:, i]),
+                   "low": lambda i: np.minimum(self.open[:, i], self.close[:, i])}
+        for i, cols in enumerate(missing):
+            for c in cols:
+                if not np.array_equal(getattr(self, c)[:, i], derived[c](i)):
+                    raise DataError(f"MarketData: {self.symbols[i]} is said to lack {c}, but its {c} is not the one "
+                                    "derived from open and close (open = close, high = max, low = min).")
+
+    @property
+    def lacking_open(self) -> np.ndarray:
+        """bool [A]: assets whose file had no open column (their open is the close)."""
+        return np.array(["open" in cols for cols in self.missing_columns], dtype=np.bool_)
+
+    @property
+    def lacking_range(self) -> np.ndarray:
+        """bool [A]: assets whose file lacked high or low (their bar range is not known)."""
+        return np.array([("high" in cols) or ("low" in cols) for cols in self.missing_columns], dtype=np.bool_)
+
+    def missing_prices(self) -> dict[str, list[str]]:
+        """{symbol: the columns among open, high, low its file lacked}, for the assets that lacked any."""
+        return {s: list(cols) for s, cols in zip(self.symbols, self.missing_columns) if cols}
+
     @classmethod
     def from_arrays(
         cls,
@@ -164,11 +233,17 @@ class MarketData:
         filled: Any = None,
         source: str = "arrays",
         notes: tuple[str, ...] = (),
+        missing_columns: tuple[tuple[str, ...], ...] = (),
+        calendar: str = "intersection",
+        listed: Any = None,
+        tradeable: Any = None,
     ) -> MarketData:
         """Build (and validate) a market from [T, A] price arrays; inputs are copied.
 
         timestamps: anything ``numpy.asarray(..., dtype='datetime64[ns]')`` accepts (tz-aware pandas times are
         converted to UTC), or None for consecutive days from 2000-01-01. volume None means zeros.
+        missing_columns: see the class docstring (the prices given for those columns must be the derived ones).
+        calendar, listed, tradeable: see the class docstring (None: listed and tradeable everywhere).
         """
         o = np.array(open, dtype=np.float64)
         if o.ndim != 2:
@@ -195,6 +270,10 @@ class MarketData:
             filled=fill,
             source=source,
             notes=tuple(notes),
+            missing_columns=tuple(tuple(c) for c in missing_columns),
+            calendar=calendar,
+            listed=None if listed is None else np.array(listed, dtype=np.bool_),
+            tradeable=None if tradeable is None else np.array(tradeable, dtype=np.bool_),
         )
 
     @property
@@ -206,10 +285,13 @@ class MarketData:
         return len(self.symbols)
 
     def fingerprint(self) -> dict[str, Any]:
-        """Identity of the data a model was trained on: symbols, range, bar count and a hash of O/H/L/C."""
+        """Identity of the data a model was trained on: symbols, range, bar count and a hash of O/H/L/C; with
+        ``missing_prices`` when some asset's file lacked open, high or low (a close-only file and one that spells out
+        open = high = low = close hash alike but give different features)."""
         h = hashlib.sha256()
         for a in (self.open, self.high, self.low, self.close):
             h.update(np.ascontiguousarray(a, dtype="<f8").data)  # no copy for the usual C-ordered float64
+        missing = self.missing_prices()
         return {
             "symbols": list(self.symbols),
             "first_timestamp": _iso(self.timestamps[0]),
@@ -217,6 +299,8 @@ class MarketData:
             "n_bars": self.n_bars,
             "ohlc_sha256": h.hexdigest(),
             "source": self.source,
+            **({"missing_prices": missing} if missing else {}),
+            **({"calendar": self.calendar} if self.calendar != "intersection" else {}),
         }
 
     def __repr__(self) -> str:
@@ -241,6 +325,7 @@ class _Series:
     c: np.ndarray
     v: np.ndarray
     notes: tuple[str, ...]
+    missing: tuple[str, ...] = ()  # which of open, high, low the file lacked (derived from the close)
 
 
 UniverseCutoff = Callable[[np.ndarray], int]
@@ -262,12 +347,16 @@ def load_market(cfg: DataConfig, min_bars: int, universe_cutoff: UniverseCutoff 
     files = _list_files(root, cfg.glob)
     selected = _select(sorted(files), cfg, root, notes)
     series = {}
+    union = cfg.calendar == "union"
     for sym in selected:
-        s = _read_series(files[sym], min_bars)
+        s = _read_series(files[sym], 1 if union else min_bars)  # on a union calendar a short life is no error
         notes.extend(s.notes)
         series[sym] = s
     source = BUNDLED_SOURCE if root.resolve() == bundled_sample_dir() else str(root.resolve())
-    market = _align(series, cfg.max_fill_bars, min_bars, source, notes, universe_cutoff)
+    if union:
+        market = _align_union(series, cfg.max_fill_bars, cfg.min_listed, min_bars, source, notes)
+    else:
+        market = _align(series, cfg.max_fill_bars, min_bars, source, notes, universe_cutoff)
     del series
     _release_freed_memory()
     return market
@@ -368,32 +457,106 @@ def _read_frame(path: Path) -> pd.DataFrame:
     return df
 
 
-def _columns(df: pd.DataFrame, path: Path) -> dict[str, Any]:
+def _column_names(names: list[Any], path: Path) -> dict[str, Any]:
+    """{lower-cased, stripped name: column} of a file's columns; two that differ only in case are an error."""
     by_name: dict[str, Any] = {}
-    for col in df.columns:
+    for col in names:
         key = str(col).strip().lower()
         if key in by_name:
             raise DataError(f"{path}: columns {by_name[key]!r} and {col!r} differ only in case. Keep one.")
         by_name[key] = col
+    return by_name
+
+
+def _columns(df: pd.DataFrame, path: Path) -> dict[str, Any]:
+    """The file's time, open, high, low, close and volume columns; None for an optional one it lacks."""
+    by_name = _column_names(list(df.columns), path)
     found = list(df.columns)
     if not any(p in by_name for p in PRICE_COLUMNS):
         raise DataError(
-            f"{path}: does not look like an OHLC price file (columns: {found[:12]}). If it is not price data, leave "
-            f"it out with --exclude {_symbol_of(path)} or narrow --data-glob; otherwise name its columns open, high, "
-            "low, close."
+            f"{path}: does not look like a price file (columns: {found[:12]}). If it is not price data, leave it out "
+            f"with --exclude {_symbol_of(path)} or narrow --data-glob; otherwise name its columns close (required) and "
+            "open, high, low, volume (optional)."
         )
-    missing = [p for p in PRICE_COLUMNS if p not in by_name]
-    if missing:
-        raise DataError(f"{path}: missing required column(s) {missing} (columns: {found[:12]}). Add them.")
+    if "close" not in by_name:
+        raise DataError(
+            f"{path}: has no close column (columns: {found[:12]}); close is required (open, high, low and volume are "
+            "optional). If the close is under another name (such as 'adj close' or 'price'), rename that column to "
+            "close."
+        )
     time_key = next((k for k in TIME_COLUMNS if k in by_name), None)
     if time_key is None:
         raise DataError(
             f"{path}: no time column (looked for {', '.join(TIME_COLUMNS)}; columns: {found[:12]}). Add one."
         )
-    out = {k: by_name[k] for k in PRICE_COLUMNS}
+    out = {k: by_name.get(k) for k in PRICE_COLUMNS}
     out["time"] = by_name[time_key]
     out["volume"] = by_name.get("volume")
     return out
+
+
+def _missing_note(name: str, missing: tuple[str, ...]) -> str:
+    """The load note of a file that lacked some of open, high, low (``missing``, non-empty)."""
+    if len(missing) == len(OPTIONAL_PRICES):
+        return (f"{name}: close only (no open, high, low): open, high and low are taken as the close; its bar-range, "
+                "body and overnight-gap features are 0")
+    taken = {"open": "open = close", "high": "high = max(open, close)", "low": "low = min(open, close)"}
+    zero = (["bar-range"] if {"high", "low"} & set(missing) else []) + (
+        ["body", "overnight-gap"] if "open" in missing else [])
+    return (f"{name}: no {', '.join(missing)} column(s), taken as {', '.join(taken[c] for c in missing)}; its "
+            f"{', '.join(zero)} feature(s) are 0")
+
+
+def symbols_without_open(cfg: DataConfig) -> tuple[str, ...]:
+    """The selected symbols (``--include``/``--exclude``/``--max-assets``) whose file has no open column, read from
+    the files' headers only. Used to choose the execution before the data are loaded; a file whose header cannot be
+    read is left to ``load_market`` to report."""
+    root, _ = resolve_data_root(cfg.root)
+    files = _list_files(root, cfg.glob)
+    out = []
+    for sym in _select(sorted(files), cfg, root, []):
+        path = files[sym]
+        try:
+            if path.name.lower().endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                names = list(pq.read_schema(path).names)
+            else:
+                import pandas as pd
+
+                names = list(pd.read_csv(path, nrows=0, skipinitialspace=True, encoding="utf-8-sig").columns)
+            by_name = _column_names(names, path)
+        except Exception:  # noqa: BLE001 -- any unreadable header is reported by the loader itself
+            continue
+        if "close" in by_name and "open" not in by_name:
+            out.append(sym)
+    return tuple(out)
+
+
+def refuse_union_calendar(cfg: DataConfig, what: str) -> None:
+    """Raise ConfigError for a union calendar: only the data layer has it so far (see the README)."""
+    if cfg.calendar == "union":
+        raise ConfigError(
+            f"{what} cannot use data.calendar 'union' yet: the loader builds it (MarketData.listed and the tradeable "
+            "mask), but the accounting, policies, features and baselines do not yet respect the mask, so they would "
+            "trade placeholder prices. Use the default calendar 'intersection'."
+        )
+
+
+def execution_note(market: MarketData, execution: str) -> str | None:
+    """What ``execution`` means for the assets without an open price (None when every asset has one)."""
+    lacking = [s for s, flag in zip(market.symbols, market.lacking_open) if flag]
+    if not lacking:
+        return None
+    names = _listing(lacking, 10)
+    which = f"{len(lacking)} of {market.n_assets} assets have no open price ({names})"
+    if execution == "close":
+        return (f"execution close: {which}; every decision made after bar t closes fills at the close of bar t and "
+                "earns the close-to-close return to bar t+1")
+    others = " (the other assets fill at the open of bar t+1)" if len(lacking) < market.n_assets else ""
+    return (f"execution open: {which}, so their open is the close: a decision made after bar t closes fills them at "
+            f"the close of bar t+1, one bar after the decision{others}, and earns the close of t+2 over the close of "
+            "t+1; pass --execution close to fill every asset at the close of bar t")
 
 
 class _Where:
@@ -477,7 +640,12 @@ def _read_series(path: Path, min_bars: int) -> _Series:
     cols = _columns(df, path)
     ts = _parse_times(df[cols["time"]], path)
     where = _Where(path, ts)
-    o, h, l, c = (_numeric(df[cols[k]], k, where, allow_zero=False) for k in PRICE_COLUMNS)  # noqa: E741
+    o, h, l, c = (None if cols[k] is None else _numeric(df[cols[k]], k, where, allow_zero=False)  # noqa: E741
+                  for k in PRICE_COLUMNS)
+    missing = tuple(k for k in OPTIONAL_PRICES if cols[k] is None)
+    o = c if o is None else o  # shared, not copied: a close-only file holds one price column
+    h = (c if o is c else np.maximum(o, c)) if h is None else h
+    l = (c if o is c else np.minimum(o, c)) if l is None else l  # noqa: E741
     v = np.zeros(len(df)) if cols["volume"] is None else _numeric(df[cols["volume"]], "volume", where, True)
     hi_ref, lo_ref = np.maximum(o, c), np.minimum(o, c)
     for bad, text in (
@@ -490,7 +658,7 @@ def _read_series(path: Path, min_bars: int) -> _Series:
                 f"{where(i)}: {text(i)}. Fix the bar (high is the bar's highest price, low its lowest) or delete "
                 f"the row ({int(bad.sum())} such row(s) in the file)."
             )
-    notes = []
+    notes = [_missing_note(path.name, missing)] if missing else []
     steps = np.diff(ts)
     if (steps > 0).all():  # already sorted and unique, as exports usually are: no reordering copies
         ts_sorted, columns = ts, (o, h, l, c, v)
@@ -512,7 +680,7 @@ def _read_series(path: Path, min_bars: int) -> _Series:
             f"{path}: has {len(ts)} bars but at least {min_bars} are needed (the lookback plus the splits). Add "
             f"history, use a shorter --lookback, or leave it out with --exclude {_symbol_of(path)}."
         )
-    series = _Series(ts_sorted, *columns, tuple(notes))
+    series = _Series(ts_sorted, *columns, tuple(notes), missing)
     return dataclasses.replace(series, notes=series.notes + _suspicious_moves(series, path, df))
 
 
@@ -526,8 +694,9 @@ def _suspicious_moves(s: _Series, path: Path, df: pd.DataFrame) -> tuple[str, ..
     i = int(np.argmax(jumps)) + 1
     adjusted = [c for c in df.columns if "adj" in str(c).lower()]
     hint = f"; the file has {adjusted} but the loader uses open/high/low/close as given" if adjusted else ""
+    move = "close-to-close" if "open" in s.missing else "overnight"
     return (
-        f"{path.name}: {int((jumps > SPLIT_LIKE_LOG_MOVE).sum())} overnight move(s) beyond "
+        f"{path.name}: {int((jumps > SPLIT_LIKE_LOG_MOVE).sum())} {move} move(s) beyond "
         f"{np.expm1(-SPLIT_LIKE_LOG_MOVE):.0%}/{np.expm1(SPLIT_LIKE_LOG_MOVE):+.0%}, the largest "
         f"{s.c[i - 1]:g} -> {s.o[i]:g} at {_iso(s.ts[i])}; if that is an unadjusted split, adjust the prices{hint}",
     )
@@ -653,6 +822,7 @@ def _align(
     # of a [T, A] array, and writing it there touched a cache line per bar (4 s at 100 assets x 382,000 bars). Each
     # asset's own bars are let go once copied, and handed back to the system every RELEASE_BYTES, so the file data
     # and the aligned arrays are not both resident at full size.
+    missing_columns = tuple(series[s].missing for s in active)
     names = ("o", "h", "l", "c", "v")
     buffers = {k: np.empty((len(active), n)) for k in names}
     absent = np.empty((len(active), n), dtype=np.bool_)
@@ -689,4 +859,131 @@ def _align(
         notes=tuple(notes),
         universe_cutoff=None if universe_cutoff is None else cut,
         late_gaps=tuple(late_gaps),
+        missing_columns=missing_columns,
     )
+
+
+def _union_calendar(series: dict[str, _Series]) -> np.ndarray:
+    """Every timestamp of every series, sorted and unique (int64 ns)."""
+    parts = [s.ts for s in series.values()]
+    base = max(parts, key=len)
+    extra = [p[~_contains(base, p)] for p in parts if p is not base]
+    return np.unique(np.concatenate([base, *extra]))
+
+
+def _align_union(
+    series: dict[str, _Series], max_fill: int, min_listed: int | None, min_bars: int, source: str, notes: list[str],
+) -> MarketData:
+    """Every asset over its own life on the union calendar, with ``listed`` and the causal ``tradeable`` mask.
+
+    The calendar holds every timestamp of every file, from the earliest first bar (or, with ``min_listed``, from the
+    first bar at which that many assets are tradeable) to the latest last bar. No asset is dropped: a gap longer than
+    ``max_fill`` makes the asset untradeable until its prints resume. Per asset and calendar bar t: a bar with a print
+    holds it; a later bar holds the last close (volume 0, ``filled``); a bar before the first print holds the
+    placeholder 1.0 (volume 0, ``filled``). ``tradeable[t]`` is whether the last print at or before t lies at most
+    ``max_fill`` calendar bars back, computed on the whole calendar (from the earliest first bar) before ``min_listed``
+    cuts its start (at the first bar where that many assets are tradeable), so the age of a print made before that
+    start is counted exactly. Consumes ``series``.
+    """
+    active = list(series)
+    full = _union_calendar(series)
+    positions = np.arange(len(full))
+    if min_listed is not None and min_listed > len(active):
+        raise DataError(f"--min-listed {min_listed} is more than the {len(active)} assets in the data; lower it.")
+    # Pass 1, on the whole calendar: per asset, the bars with a print and the causal mask (a row at a time: the
+    # int64 positions of all assets at once would be 8 bytes per asset-bar).
+    printed = np.zeros((len(active), len(full)), dtype=np.bool_)
+    tradeable_full = np.empty((len(active), len(full)), dtype=np.bool_)
+    for j, sym in enumerate(active):
+        printed[j, np.searchsorted(full, series[sym].ts)] = True  # every own bar is on the calendar
+        last_print = np.maximum.accumulate(np.where(printed[j], positions, -(max_fill + 1)))
+        np.less_equal(positions - last_print, max_fill, out=tradeable_full[j])
+    del last_print
+    start = 0
+    if min_listed is not None:  # the first bar at which that many assets are tradeable (a causal count)
+        count = tradeable_full.sum(axis=0)
+        if count.max() < min_listed:
+            raise DataError(f"no bar has {min_listed} tradeable assets (at most {int(count.max())}, first at "
+                            f"{_iso(full[int(np.argmax(count))])}); lower --min-listed.")
+        start = int(np.argmax(count >= min_listed))
+    cal = full[start:]
+    n = len(cal)
+    if n < min_bars:
+        raise DataError(f"the union calendar has only {n} bars ({_iso(cal[0])}..{_iso(cal[-1])}) but {min_bars} are "
+                        "needed. Add history or use a shorter --lookback.")
+    first_sym = min(active, key=lambda s: series[s].ts[0])
+    last_sym = max(active, key=lambda s: series[s].ts[-1])
+    opening = (f"starts at {first_sym}'s first bar" if min_listed is None
+               else f"starts at the first bar where {min_listed} assets are tradeable")
+    notes.append(f"calendar: union, {n} bars {_iso(cal[0])}..{_iso(cal[-1])} ({opening}, ends at {last_sym}'s last "
+                 f"bar); every asset is kept over its own life, tradeable where its last print is at most "
+                 f"{max_fill} bar(s) old")
+    names = ("o", "h", "l", "c", "v")
+    buffers = {k: np.empty((len(active), n)) for k in names}
+    absent = np.empty((len(active), n), dtype=np.bool_)
+    listed = np.empty((len(active), n), dtype=np.bool_)
+    tradeable = np.empty((len(active), n), dtype=np.bool_)
+    missing_columns = tuple(series[s].missing for s in active)
+    freed = 0
+    for j, sym in enumerate(active):  # pass 2: the calendar's bars from its start, each file let go once copied
+        s = series.pop(sym)
+        idx = np.searchsorted(s.ts, cal, side="right") - 1  # last own bar at or before each bar; -1 before listing
+        tradeable[j] = tradeable_full[j, start:]
+        listed[j] = (cal >= s.ts[0]) & (cal <= s.ts[-1])
+        absent[j] = ~printed[j, start:]
+        before = idx < 0
+        close = np.take(s.c, idx, out=buffers["c"][j], mode="clip")
+        close[before] = 1.0
+        for k in ("o", "h", "l", "v"):
+            col = np.take(getattr(s, k), idx, out=buffers[k][j], mode="clip")
+            col[absent[j]] = 0.0 if k == "v" else close[absent[j]]
+        life = _life_note(sym, s, cal, tradeable[j], max_fill)
+        if life:
+            notes.append(life)
+        freed += 6 * s.ts.nbytes
+        del s, idx, close, col
+        if freed > RELEASE_BYTES:
+            _release_freed_memory()
+            freed = 0
+    del printed, tradeable_full
+    _release_freed_memory()
+    arrays = {k: np.ascontiguousarray(buffers.pop(k).T) for k in names}
+    return MarketData(
+        symbols=tuple(active),
+        timestamps=cal.view("datetime64[ns]"),
+        open=arrays["o"],
+        high=arrays["h"],
+        low=arrays["l"],
+        close=arrays["c"],
+        volume=arrays["v"],
+        filled=np.ascontiguousarray(absent.T),
+        source=source,
+        notes=tuple(notes),
+        missing_columns=missing_columns,
+        calendar="union",
+        listed=np.ascontiguousarray(listed.T),
+        tradeable=np.ascontiguousarray(tradeable.T),
+    )
+
+
+def _life_note(sym: str, s: _Series, cal: np.ndarray, tradeable: np.ndarray, max_fill: int) -> str | None:
+    """A note on an asset that is not tradeable over the whole union calendar: when it lists, when its delisting
+    becomes known, and its halts (runs of untradeable bars between prints); None when it is tradeable throughout."""
+    if tradeable.all():
+        return None
+    parts = []
+    if s.ts[0] > cal[0]:
+        parts.append(f"lists at bar {int(np.searchsorted(cal, s.ts[0]))} ({_iso(s.ts[0])})")
+    if s.ts[-1] < cal[-1]:
+        # the bar after the last tradeable one (0: untradeable throughout, its last print long before this calendar)
+        gone = len(tradeable) - int(np.argmax(tradeable[::-1])) if tradeable.any() else 0
+        known = f"untradeable from bar {gone}" if gone < len(cal) else "still tradeable at the last bar"
+        parts.append(f"last print at {_iso(s.ts[-1])}, {known} (a delisting is known {max_fill} bar(s) after it)")
+    inside = (cal >= s.ts[0]) & (cal <= s.ts[-1])
+    starts, lengths = _runs(~tradeable & inside)
+    if lengths.size:
+        k = int(np.argmax(lengths))
+        parts.append(f"{lengths.size} halt(s) longer than max_fill_bars={max_fill}, untradeable until prints resume "
+                     f"(the longest {int(lengths[k])} bars from {_iso(cal[starts[k]])})")
+    return f"{sym}: " + "; ".join(parts)
+

@@ -125,9 +125,10 @@ def write_market_folder(market: MarketData, root: Path) -> Path:
     ``data.load_market`` with ``DataConfig(root=str(root))`` reads it back to the same prices and timestamps: numbers
     are written to full (round-trip) precision. The loader lists symbols in sorted order, so a market whose symbols
     are not sorted reads back with its columns in that order. Which bars were forward-filled is not written (they read back as
-    ordinary bars). ``root`` is created when missing; an existing non-empty folder is refused, so nothing is ever
-    overwritten, and so are symbols that cannot be file names or that collide as file names (``A`` and ``a`` on a
-    case-insensitive file system). Returns ``root``.
+    ordinary bars). An asset's file leaves out the columns among open, high, low that it lacked
+    (``MarketData.missing_columns``), so a close-only asset reads back close-only. ``root`` is created when missing; an
+    existing non-empty folder is refused, so nothing is ever overwritten, and so are symbols that cannot be file names
+    or that collide as file names (``A`` and ``a`` on a case-insensitive file system). Returns ``root``.
     """
     import pandas as pd
 
@@ -143,6 +144,7 @@ def write_market_folder(market: MarketData, root: Path) -> Path:
     for i, symbol in enumerate(market.symbols):
         frame = pd.DataFrame({"timestamp": times, "open": market.open[:, i], "high": market.high[:, i],
                               "low": market.low[:, i], "close": market.close[:, i], "volume": market.volume[:, i]})
+        frame = frame.drop(columns=list(market.missing_columns[i]))
         path = root / f"{symbol}.csv"
         try:
             with open(path, "x", encoding="utf-8", newline="") as f:  # "x": a file name that collides is an error

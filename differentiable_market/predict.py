@@ -34,9 +34,9 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write_new, json_safe
-from .checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint
+from .checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes
 from .config import Execution
-from .data import MarketData, load_market, resolve_data_root
+from .data import MarketData, execution_note, load_market, refuse_union_calendar, resolve_data_root
 from .env import account, decision_growth, execution_horizon, observed_growth
 from .errors import CheckpointError, DataError, DifferentiableMarketError
 from .features import compute_features
@@ -220,6 +220,7 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     # The universe is decided on the checkpoint's training bars only, as in the backtester.
     cutoff = (through_cutoff(ckpt.trained_through) if ckpt.trained_through and data_cfg.universe_through is None
               else train_end_cutoff(data_cfg, lookback))
+    refuse_union_calendar(data_cfg, "predict")
     market = load_market(data_cfg, min_bars=lookback, universe_cutoff=cutoff)
     check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
     last = str(market.timestamps[-1])[:19]
@@ -229,7 +230,8 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
             f"{ckpt.path} was trained on ({ckpt.trained_through}): they are older than the policy, so a decision on "
             "them is not a forecast. Update the files, or point --data-root at data up to date."
         )
-    notes = list(market.notes)
+    fills = execution_note(market, cfg.env.execution)  # "the next open" is the next close for assets without one
+    notes = list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
     if ckpt.trained_through is None:
         notes.append(f"{ckpt.path} does not record its last training bar, so the data's age cannot be checked.")
     stale = [s for s, f in zip(market.symbols, market.filled[-1]) if f]

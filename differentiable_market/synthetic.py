@@ -1,7 +1,10 @@
-"""Synthetic OHLC markets for tests and benchmarks: pure random walks, a market with a planted, learnable edge, and a
-many-asset market with a cross-sectional reversal edge."""
+"""Synthetic OHLC markets for tests and benchmarks: pure random walks, a market with a planted, learnable edge, a
+many-asset market with a cross-sectional reversal edge, and a universe whose members list, delist and halt (written
+as a folder, for the union calendar)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -111,3 +114,67 @@ def reversal_market(
         x[t] = rho * x[t - 1] + noise[t]
     log_ret = beta * market + walk + np.diff(x, axis=0, prepend=0.0)  # bar 0's "return" sets its level
     return _ohlc_from_log_returns(log_ret, rng, trading_days("2000-01-03", n_bars))
+
+
+def churn_universe(folder: str | Path, n_assets: int = 200, years: int = 15, seed: int = 0, *,
+                   listing_share: float = 0.4, bankrupt_share: float = 0.2, acquired_share: float = 0.1,
+                   halt_share: float = 0.05, premium: float = 0.3) -> list[dict]:
+    """A universe whose members list, delist and halt, written as one ``SYMBOL.csv`` per asset (timestamp, OHLC,
+    volume) into ``folder`` (created; it must be new or empty). Returns each asset's plan: symbol, first and last bar
+    on the full calendar, fate ("survives", "bankrupt", "acquired") and halt (first bar, bars) or None.
+
+    Generator, all per bar in log units, on NYSE-like trading days from 2005-01-03 (``years`` x 252 bars):
+
+    - prices: log C[t, i] = log 100 + beta_i * M_t + W_t,i, a market random walk M (steps N(2e-4, 0.01^2)),
+      beta ~ U(0.5, 1.5), and an idiosyncratic walk W (steps N(1e-4, 0.012^2)); open = previous close;
+    - listings: a share ``listing_share`` of the assets list at a bar drawn uniformly in the first 80% of the
+      calendar (the others trade from bar 0);
+    - delistings, at a bar drawn uniformly between listing + 252 and the end: a share ``bankrupt_share`` go bankrupt,
+      their log price falling linearly by log(0.03) (-97%) over the last 126 bars before their last print, on top
+      of the walk; a share ``acquired_share`` are acquired, their last print ``premium`` (+30%) above the previous
+      close; the rest survive to the last bar;
+    - halts: a share ``halt_share`` of the assets have one run of 20-60 bars without prints inside their life.
+
+    Whether an asset survives is decided by the generator alone, so a universe picked from the survivors at the
+    end is picked with hindsight: the survivorship bias a union calendar avoids (see the tests of this function).
+    """
+    import pandas as pd
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty; write the churn universe into a new or empty folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_bars = years * 252
+    days = trading_days("2005-01-03", n_bars)
+    market = np.cumsum(rng.normal(2e-4, 0.01, n_bars))
+    fates = rng.permutation(n_assets)
+    n_bankrupt, n_acquired = round(bankrupt_share * n_assets), round(acquired_share * n_assets)
+    plan = []
+    for i in range(n_assets):
+        first = int(rng.integers(1, int(0.8 * n_bars))) if rng.random() < listing_share else 0
+        fate = ("bankrupt" if fates[i] < n_bankrupt else "acquired" if fates[i] < n_bankrupt + n_acquired
+                else "survives")
+        last = n_bars - 1 if fate == "survives" else int(rng.integers(min(first + 252, n_bars - 2), n_bars - 1))
+        log_c = (np.log(100.0) + rng.uniform(0.5, 1.5) * (market[first : last + 1] - market[first])
+                 + np.cumsum(rng.normal(1e-4, 0.012, last + 1 - first)))
+        if fate == "bankrupt":
+            fall = min(126, last - first)
+            log_c[-fall:] += np.linspace(0.0, np.log(0.03), fall)
+        elif fate == "acquired":
+            log_c[-1] = log_c[-2] + np.log1p(premium)
+        close = np.exp(log_c)
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        spread = np.abs(rng.normal(0.0, 0.004, close.shape))
+        keep = np.ones(close.shape, dtype=bool)
+        halt = None
+        if rng.random() < halt_share and last - first > 200:
+            start, length = int(rng.integers(first + 50, last - 100)), int(rng.integers(20, 61))
+            keep[start - first : start - first + length] = False
+            halt = (start, length)
+        pd.DataFrame({"timestamp": np.datetime_as_string(days[first : last + 1], unit="D"), "open": open_,
+                      "high": np.maximum(open_, close) * (1 + spread), "low": np.minimum(open_, close) * (1 - spread),
+                      "close": close, "volume": rng.uniform(1e5, 2e5, close.shape)})[keep].to_csv(
+            folder / f"C{i:03d}.csv", index=False, float_format="%.17g")
+        plan.append({"symbol": f"C{i:03d}", "first": first, "last": last, "fate": fate, "halt": halt})
+    return plan

@@ -15,7 +15,7 @@ from .checkpoint import load_checkpoint
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError
 # The flags and the run are re-exported here: scripts import them from this module.
 from .flags import FLAG_FIELDS, RESUME_OVERRIDABLE, build_parser, config_from_args, given_flags  # noqa: F401
-from .training_run import check_init_split, load_data, run_training  # noqa: F401
+from .training_run import check_init_split, choose_execution, load_data, run_training  # noqa: F401
 
 
 def resolve_resume_path(path: str) -> Path:
@@ -47,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_args(args, ckpt.config)
             run_training(cfg, resume=ckpt, progress=not args.no_progress, argv=argv)
         else:
-            cfg = config_from_args(args)
+            cfg, why = choose_execution(config_from_args(args), "execution" in given_flags(args))
+            if why is not None:
+                print(why, flush=True)
             init = load_checkpoint(args.init_checkpoint) if args.init_checkpoint else None
             if init is not None and init.config.env.include_cash != cfg.env.include_cash:
                 raise CheckpointError(f"{init.path} was trained with include_cash={init.config.env.include_cash}; "
                                       "pass the same --include-cash setting to start from it.")
-            run_training(cfg, init=init, progress=not args.no_progress, argv=argv)
+            run_training(cfg, init=init, progress=not args.no_progress, argv=argv, execution_choice=why)
     except DifferentiableMarketError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

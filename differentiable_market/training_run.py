@@ -21,7 +21,8 @@ from .atomic import atomic_write_json
 from .checkpoint import (Checkpoint, check_market_matches, save_checkpoint, transferable,
                          universe_difference)
 from .config import ExperimentConfig, config_to_dict
-from .data import MarketData, UniverseCutoff, load_market, resolve_data_root
+from .data import (MarketData, UniverseCutoff, execution_note, load_market, refuse_union_calendar, resolve_data_root,
+                   symbols_without_open)
 from .env import execution_horizon
 from .errors import CheckpointError, ConfigError, TrainingError
 from .hardware import machine_info
@@ -31,9 +32,31 @@ from .training_curves import TensorBoardLog, check_tensorboard, write_training_p
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
 
+def choose_execution(cfg: ExperimentConfig, given: bool) -> tuple[ExperimentConfig, str | None]:
+    """The config with the execution a run uses when ``--execution`` was not ``given``, and why, if it changed.
+
+    Default "open" fills a decision at the next bar's open. A file without an open column has its open taken as the
+    close, so there "open" would fill at the next bar's close: one bar after the decision, later than a user of
+    close-only data expects. When any selected file lacks open (read from the headers, before loading), the default
+    is "close" instead: fill at the decision bar's close, the convention of close-only data sets. An explicit
+    ``--execution`` is always kept.
+    """
+    if given or cfg.env.execution == "close":
+        return cfg, None
+    lacking = symbols_without_open(cfg.data)
+    if not lacking:
+        return cfg, None
+    names = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+    why = (f"execution: close (chosen because {len(lacking)} file(s) have no open column: {names}; with the open "
+           "taken as the close, the default 'open' would fill one bar after the decision). Pass --execution open to "
+           "fill at the next bar's open instead.")
+    return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, execution="close")), why
+
+
 def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = None) -> MarketData:
     """The run's market. Which assets are kept is decided on the bars up to the end of the run's training split
     (``universe_cutoff`` replaces that); longer gaps later are forward-filled and listed in the notes."""
+    refuse_union_calendar(cfg.data, "Training (and the study)")
     root, bundled = resolve_data_root(cfg.data.root)
     if bundled:
         print(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).", flush=True)
@@ -137,12 +160,14 @@ def run_training(
     run_dir: Path | None = None,
     data_root: str | None = None,
     on_eval: Callable[[int, dict[str, Any], bool], bool] | None = None,
+    execution_choice: str | None = None,
 ) -> Path:
     """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
     new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir.
     ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
     the config that the run records. ``on_eval(step, validation, improved)`` is called after every validation
-    evaluation (once its checkpoints are written); returning True stops the run there (a search's pruner)."""
+    evaluation (once its checkpoints are written); returning True stops the run there (a search's pruner).
+    ``execution_choice`` (from ``choose_execution``) is recorded in the header."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
@@ -151,6 +176,9 @@ def run_training(
     if resume is None:  # before the data is loaded, so the user hears at once
         check_writable(run_dir.parent if run_dir is not None else Path(cfg.train.save_dir))
     market, fingerprint = _load_market(cfg, resume, init, data_root)
+    fills = execution_note(market, cfg.env.execution)  # what the execution means where an asset has no open
+    if fills is not None:
+        print(fills, flush=True)
     source = resume or init
     tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
     train_end = tensors.splits.train[1]
@@ -172,6 +200,7 @@ def run_training(
         "compiled": trainer.compiled,
         "compile_reason": trainer.compile_reason,
         "command": argv,
+        "execution": {"used": cfg.env.execution, "choice": execution_choice, "note": fills},
         "resumed_from_step": resume.step if resume else None,
         "init_checkpoint": init.path if init else None,
     }

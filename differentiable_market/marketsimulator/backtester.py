@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from .. import baselines
-from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, transferable,
-                          universe_difference)
+from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
+                          transferable, universe_difference)
 from ..config import ExperimentConfig, SplitName
-from ..data import load_market, resolve_data_root
+from ..data import execution_note, load_market, refuse_union_calendar, resolve_data_root
 from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
@@ -299,10 +299,12 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     cutoff = (through_cutoff(ckpt.trained_through)
               if ckpt.trained_through and cfg.data.universe_through is None and not options.transfer_universe
               else train_end_cutoff(cfg.data, cfg.train.lookback))
+    refuse_union_calendar(cfg.data, "The backtester")
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
-    for note in market.notes:
+    fills = execution_note(market, cfg.env.execution)
+    notes = list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
+    for note in notes:
         log(note)
-    notes = list(market.notes)
     if options.transfer_universe:  # the features are the checkpoint's spec computed on these data
         if market.symbols != ckpt.symbols:
             overrides["universe"] = universe_difference(ckpt.symbols, market.symbols)

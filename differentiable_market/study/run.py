@@ -17,13 +17,13 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig, config_from_dict, config_to_dict
-from ..data import MarketData
+from ..data import MarketData, execution_note
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
 from ..runlog import new_timestamped_dir
 from ..flags import build_parser, config_from_args, given_flags
-from ..training_run import load_data
 from ..metrics import bars_per_year
+from ..training_run import choose_execution, load_data
 from . import search
 from . import space as space_mod
 from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
@@ -90,6 +90,9 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         market = load_data(cfg)
         folds = plan(market.n_bars)
     fingerprint = market.fingerprint()
+    fills = execution_note(market, cfg.env.execution)
+    if fills is not None:
+        log(fills)
     jobs = make_jobs(cfg, folds, settings.seeds)
     if study_dir is None:
         study_dir = new_timestamped_dir(cfg.train.save_dir)
@@ -101,6 +104,7 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         "config": config_to_dict(cfg),
         "settings": dataclasses.asdict(settings),
         "data": fingerprint,
+        "execution_note": fills,
         "plan": plan_dict(market, folds),
         "jobs": [{"fold": j.fold, "seed": j.seed, "run_dir": j.name, "status": "pending"} for j in jobs],
         "search": None,
@@ -261,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.save_dir is None:
                 args.save_dir = DEFAULT_SAVE_DIR
-            cfg = config_from_args(args)
+            cfg, why = choose_execution(config_from_args(args), "execution" in given_flags(args))
+            if why is not None:
+                print(why, flush=True)
             settings = StudySettings(folds=args.folds, seeds=args.seeds, oos_fraction=args.oos_fraction,
                                      window=args.window, train_bars=args.train_bars,
                                      bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level,

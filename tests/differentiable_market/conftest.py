@@ -1,8 +1,9 @@
 """Shared fixtures: synthetic OHLC markets (seeded, deterministic) and the bundled real sample.
 
 - ``synthetic_ohlc(n_bars=256, n_assets=3, seed=0, **kw) -> MarketData``: factory fixture (``make_synthetic_ohlc``).
-- ``write_ohlc_csvs(market, folder=None) -> Path``: writes one ``SYMBOL.csv`` per asset (into tmp_path/"data" by
-  default) in the loader's format and returns the folder.
+- ``write_ohlc_csvs(market, folder=None, columns=None) -> Path``: writes one ``SYMBOL.csv`` per asset (into
+  tmp_path/"data" by default) in the loader's format and returns the folder; ``columns`` writes only some columns of
+  the symbols it names (close-only and partial files).
 - ``sample_market``: the bundled daily sample, loaded once per session.
 - Hypothesis profiles (test_fuzz.py): "default" (100 examples per test, derandomized) and "long" (2,000, for ``-m slow``
   or ``--hypothesis-profile=long``).
@@ -56,8 +57,12 @@ def _step_ns(step: str) -> int:
     return int(pd.Timedelta(step).value)
 
 
-def write_market_csvs(market: MarketData, folder: Path) -> Path:
-    """One SYMBOL.csv per asset with columns timestamp,open,high,low,close,volume (dates if all at midnight)."""
+def write_market_csvs(market: MarketData, folder: Path, columns: dict[str, tuple[str, ...]] | None = None) -> Path:
+    """One SYMBOL.csv per asset with columns timestamp,open,high,low,close,volume (dates if all at midnight).
+
+    ``columns``: for the symbols it names, write the timestamp and only these of the other columns (for example
+    ``("close",)`` for a close-only file).
+    """
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,8 @@ def write_market_csvs(market: MarketData, folder: Path) -> Path:
                 "volume": market.volume[:, j],
             }
         )
+        if columns and sym in columns:
+            frame = frame[["timestamp", *columns[sym]]]
         frame.to_csv(folder / f"{sym}.csv", index=False, float_format="%.17g")
     return folder
 
@@ -86,10 +93,11 @@ def synthetic_ohlc() -> Callable[..., MarketData]:
 
 @pytest.fixture
 def write_ohlc_csvs(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: ``write_ohlc_csvs(market, folder=None)`` -> the folder (tmp_path / "data" by default)."""
+    """Factory: ``write_ohlc_csvs(market, folder=None, columns=None)`` -> the folder (tmp_path / "data" by default)."""
 
-    def write(market: MarketData, folder: Path | None = None) -> Path:
-        return write_market_csvs(market, folder if folder is not None else tmp_path / "data")
+    def write(market: MarketData, folder: Path | None = None,
+              columns: dict[str, tuple[str, ...]] | None = None) -> Path:
+        return write_market_csvs(market, folder if folder is not None else tmp_path / "data", columns)
 
     return write
 

@@ -63,6 +63,18 @@ def test_written_data_and_what_the_loader_keeps(script, tmp_path: Path) -> None:
     assert meter.records["chain"].peak_rss == max(r.peak_rss for r in meter.records.values())
 
 
+def test_the_union_calendar_keeps_every_bar_and_asset(script, tmp_path: Path) -> None:
+    spec = script.DataSpec(assets=10, bars=4_000, seed=3, missing_rate=0.01, late_share=0.3, late_window=0.2,
+                           delist_share=0.1, delist_window=0.05)
+    manifest = script.write_dataset(spec, tmp_path)
+    meter, info = script.run_chain(tmp_path, lookback=16, calendar="union")
+    assert info["calendar"] == "union" and info["assets_kept"] == 10 and info["dropped"] == []
+    assert info["bars_kept"] == 4_000  # from the earliest first bar to the latest last bar
+    listed = sum(p["last"] - p["first"] + 1 for p in manifest["plan"])
+    assert 0.9 * listed / 40_000 < info["tradeable_share"] <= listed / 40_000 + 0.001
+    assert meter.records["align"].calls == 1 and meter.records["read"].calls == 10
+
+
 def test_the_chain_leaves_the_package_functions_unwrapped(script, tmp_path: Path) -> None:
     from differentiable_market import data, trainer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import importlib.util
 import time
 from pathlib import Path
@@ -16,8 +17,10 @@ from differentiable_market.data import (
     BUNDLED_SOURCE,
     MarketData,
     bundled_sample_dir,
+    execution_note,
     load_market,
     resolve_data_root,
+    symbols_without_open,
 )
 from differentiable_market.errors import DataError
 
@@ -112,8 +115,10 @@ def test_resolve_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 BAD_FILES = {
-    "missing_column": (_csv([r[:3] + r[4:] for r in GOOD_ROWS], "timestamp,open,high,close,volume"),
-                       r"missing required column\(s\) \['low'\]"),
+    "no_close_column": (_csv([r[:4] + r[5:] for r in GOOD_ROWS], "timestamp,open,high,low,volume"),
+                        r"has no close column.*close is required.*rename that column to close"),
+    "high_below_open_without_low": (_csv([(r[0], r[1], 9.0, r[4]) for r in GOOD_ROWS], "timestamp,open,high,close"),
+                                    r"row 1 .*high 9 is below max\(open, close\) = 10.5"),
     "no_time_column": (_csv([r[1:] for r in GOOD_ROWS], "open,high,low,close,volume"), "no time column"),
     "empty": ("", "file is empty"),
     "header_only": (HEADER + "\n", "no data rows"),
@@ -127,7 +132,7 @@ BAD_FILES = {
     "duplicate_time": (_csv(_with(2, 0, "2021-01-05")), r"2021-01-05 appears more than once \(rows 2 and 3"),
     "bad_time": (_csv(_with(1, 0, "yesterday")), r"row 2 \(line 3\): time 'yesterday' is not a date"),
     "not_ohlc": ("symbol,sharpe,sortino\nAAPL,1.2,1.5\nMSFT,0.9,1.1\n",
-                 r"does not look like an OHLC price file.*--exclude BAD.*--data-glob"),
+                 r"does not look like a price file.*--exclude BAD.*--data-glob"),
 }
 
 
@@ -403,6 +408,116 @@ def test_split_like_jump_is_noted_and_bom_header_read(tmp_path: Path) -> None:
     assert "10.8 -> 5.4 at 2021-01-07" in note and "['Adj Close']" in note
 
 
+# ------------------------------------------------------------------------------------------ close-only and partial
+
+
+def test_close_only_file_takes_open_high_low_as_the_close(tmp_path: Path) -> None:
+    closes = [r[4] for r in GOOD_ROWS]
+    (tmp_path / "C.csv").write_text(_csv([(r[0], r[4]) for r in GOOD_ROWS], "Date,Close"))
+    (tmp_path / "V.csv").write_text(_csv([(r[0], r[4], r[5]) for r in GOOD_ROWS], "date,close,volume"))
+    m = _load(tmp_path)
+    for a in (m.open, m.high, m.low, m.close):
+        assert np.array_equal(a, np.array([closes, closes]).T)
+    assert np.array_equal(m.volume[:, 0], np.zeros(5)) and np.array_equal(m.volume[:, 1], [r[5] for r in GOOD_ROWS])
+    assert m.missing_columns == (("open", "high", "low"), ("open", "high", "low"))
+    assert m.lacking_open.tolist() == [True, True] and m.lacking_range.tolist() == [True, True]
+    assert ("C.csv: close only (no open, high, low): open, high and low are taken as the close; its bar-range, body "
+            "and overnight-gap features are 0") in m.notes
+    assert m.fingerprint()["missing_prices"] == {"C": ["open", "high", "low"], "V": ["open", "high", "low"]}
+
+
+def test_partial_file_derives_only_what_it_lacks(tmp_path: Path) -> None:
+    (tmp_path / "OC.csv").write_text(_csv([(r[0], r[1], r[4]) for r in GOOD_ROWS], "timestamp,open,close"))
+    (tmp_path / "NOLOW.csv").write_text(_csv([r[:3] + r[4:] for r in GOOD_ROWS], "timestamp,open,high,close,volume"))
+    no_open = [(r[0], r[2], r[3], r[4]) for r in GOOD_ROWS]
+    (tmp_path / "NOOPEN.csv").write_text(_csv(no_open, "timestamp,high,low,close"))
+    m = _load(tmp_path)
+    o, hi, lo, c = (np.array([r[k] for r in GOOD_ROWS]) for k in (1, 2, 3, 4))
+    assert m.symbols == ("NOLOW", "NOOPEN", "OC")
+    assert m.missing_columns == (("low",), ("open",), ("high", "low"))
+    assert np.array_equal(m.open[:, 0], o) and np.array_equal(m.high[:, 0], hi)
+    assert np.array_equal(m.low[:, 0], np.minimum(o, c))
+    assert np.array_equal(m.open[:, 1], c) and np.array_equal(m.high[:, 1], hi) and np.array_equal(m.low[:, 1], lo)
+    assert np.array_equal(m.high[:, 2], np.maximum(o, c)) and np.array_equal(m.low[:, 2], np.minimum(o, c))
+    assert m.lacking_open.tolist() == [False, True, False] and m.lacking_range.tolist() == [True, False, True]
+    assert ("OC.csv: no high, low column(s), taken as high = max(open, close), low = min(open, close); its bar-range "
+            "feature(s) are 0") in m.notes
+    assert any(n.startswith("NOOPEN.csv: no open column(s), taken as open = close; its body, overnight-gap")
+               for n in m.notes)
+
+
+def test_mixed_folder_aligns_ohlc_and_close_only_assets(synthetic_ohlc, write_ohlc_csvs) -> None:
+    ref = synthetic_ohlc(40, 3, seed=11)
+    folder = write_ohlc_csvs(ref, columns={"S01": ("close",), "S02": ("open", "close", "volume")})
+    _drop_rows(folder, "S01", [10, 11])  # a short gap in the close-only file: forward-filled from its close
+    m = _load(folder, max_fill_bars=3)
+    assert m.n_bars == 40 and m.missing_columns == ((), ("open", "high", "low"), ("high", "low"))
+    for name in ("open", "high", "low", "close", "volume"):
+        assert np.array_equal(getattr(m, name)[:, 0], getattr(ref, name)[:, 0])  # the OHLC asset is untouched
+    c1 = ref.close[:, 1].copy()
+    c1[10:12] = c1[9]
+    assert m.filled[:, 1].tolist() == [10 <= t < 12 for t in range(40)]
+    for name in ("open", "high", "low", "close"):
+        assert np.array_equal(getattr(m, name)[:, 1], c1)
+    assert np.array_equal(m.open[:, 2], ref.open[:, 2]) and np.array_equal(m.close[:, 2], ref.close[:, 2])
+
+
+def test_close_only_parquet_and_bad_close_rows_name_the_row(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"timestamp": pd.to_datetime([r[0] for r in GOOD_ROWS], utc=True),
+                          "close": [r[4] for r in GOOD_ROWS]})
+    frame.to_parquet(tmp_path / "P.parquet")
+    assert _load(tmp_path).missing_columns == (("open", "high", "low"),)
+    (tmp_path / "P.parquet").unlink()
+    rows = [(r[0], r[4]) for r in GOOD_ROWS]
+    rows[2] = (rows[2][0], "")
+    (tmp_path / "Q.csv").write_text(_csv(rows, "timestamp,close"))
+    with pytest.raises(DataError, match=r"Q.csv: row 3 \(line 4, timestamp 2021-01-06\): close is missing. Fill it in"):
+        _load(tmp_path)
+
+
+def test_close_only_split_like_move_is_a_close_to_close_note(tmp_path: Path) -> None:
+    rows = [(r[0], r[4]) for r in GOOD_ROWS]
+    rows[3], rows[4] = (rows[3][0], 5.5), (rows[4][0], 5.3)  # a 2:1 split left in the closes
+    (tmp_path / "J.csv").write_text(_csv(rows, "timestamp,close"))
+    assert any(n.startswith("J.csv: 1 close-to-close move(s)") and "10.8 -> 5.5" in n for n in _load(tmp_path).notes)
+
+
+def test_missing_columns_must_hold_the_derived_prices(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(6, 2, seed=3)
+    c = m.close
+    with pytest.raises(DataError, match="S00 is said to lack open"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, c, missing_columns=(("open",), ()))
+    with pytest.raises(DataError, match="entries are tuples of"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, c, missing_columns=(("close",), ()))
+    with pytest.raises(DataError, match="one entry per asset"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, c, missing_columns=((),))
+    d = MarketData.from_arrays(m.symbols, None, c, c, c, c, missing_columns=(("low", "open", "high"), ()))
+    assert d.missing_columns == (("open", "high", "low"), ()) and d.missing_prices() == {"S00": ["open", "high", "low"]}
+    assert m.missing_columns == ((), ()) and "missing_prices" not in m.fingerprint()
+
+
+def test_symbols_without_open_reads_the_selected_headers(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    (tmp_path / "B.csv").write_text(_csv([(r[0], r[4]) for r in GOOD_ROWS], "Date, Close"))
+    (tmp_path / "C.csv").write_text(_csv([(r[0], r[2], r[3], r[4]) for r in GOOD_ROWS], "timestamp,high,low,close"))
+    (tmp_path / "D.csv").write_bytes(b"\xff\xfe\x00garbage")
+    assert symbols_without_open(DataConfig(root=str(tmp_path))) == ("B", "C")
+    assert symbols_without_open(DataConfig(root=str(tmp_path), exclude=("B",))) == ("C",)
+    assert symbols_without_open(DataConfig(root=str(tmp_path), include=("A",))) == ()
+
+
+def test_execution_note_says_when_a_fill_happens(tmp_path: Path) -> None:
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    assert execution_note(_load(tmp_path), "open") is None
+    (tmp_path / "B.csv").write_text(_csv([(r[0], r[4]) for r in GOOD_ROWS], "timestamp,close"))
+    m = _load(tmp_path)
+    opened = execution_note(m, "open")
+    assert opened.startswith("execution open: 1 of 2 assets have no open price (['B'])")
+    assert "fills them at the close of bar t+1, one bar after the decision (the other assets fill at the open" in opened
+    assert "--execution close" in opened
+    assert execution_note(m, "close").startswith("execution close: 1 of 2 assets have no open price")
+
+
 # ------------------------------------------------------------------------------------------- universe cut-off
 
 
@@ -470,3 +585,114 @@ def test_future_gaps_do_not_decide_the_training_universe_of_the_sample(tmp_path:
     assert str(m.timestamps[np.flatnonzero(m.filled[:, 3])[0]])[:10] == "2012-12-03"
     ((sym, text),) = m.late_gaps
     assert sym == "MSFT" and "5 consecutive bars missing from 2012-12-03 to 2012-12-07" in text
+
+
+# ------------------------------------------------------------------------------------ union calendar (data layer)
+
+DAYS = pd.date_range("2020-01-01", periods=30, freq="D").strftime("%Y-%m-%d")
+
+
+def _closes(folder: Path, sym: str, bars: list[int], price=lambda i: 100.0 + i) -> None:
+    """A close-only file of ``sym`` with prints on the given bars of DAYS (close 100 + bar, volume 1)."""
+    rows = [(DAYS[i], price(i), 1) for i in bars]
+    (folder / f"{sym}.csv").write_text(_csv(rows, "date,close,volume"))
+
+
+def test_union_calendar_keeps_every_asset_over_its_own_life(tmp_path: Path) -> None:
+    _closes(tmp_path, "A", list(range(30)))
+    _closes(tmp_path, "B", list(range(10, 30)))  # lists at bar 10
+    _closes(tmp_path, "C", list(range(20)))  # last print at bar 19
+    _closes(tmp_path, "D", [i for i in range(30) if not 5 <= i < 12])  # a 7-bar halt
+    _closes(tmp_path, "E", [3, 4])  # two bars only: no error on a union calendar
+    m = _load(tmp_path, min_bars=20, calendar="union", max_fill_bars=2)
+    assert m.calendar == "union" and m.n_bars == 30 and m.symbols == ("A", "B", "C", "D", "E") and not m.dropped
+    t = np.arange(30)
+    assert m.listed.T.tolist() == [[True] * 30, (t >= 10).tolist(), (t <= 19).tolist(), [True] * 30,
+                                   ((t >= 3) & (t <= 4)).tolist()]
+    # tradeable: a print at most 2 bars back; C's delisting known at bar 22, D untradeable from the 3rd halted bar
+    assert m.tradeable.T.tolist() == [[True] * 30, (t >= 10).tolist(), (t <= 21).tolist(),
+                                      ((t < 7) | (t >= 12)).tolist(), ((t >= 3) & (t <= 6)).tolist()]
+    assert m.filled[:, 3].tolist() == ((t >= 5) & (t < 12)).tolist()
+    # placeholders: 1.0 before the first print, the last close after the last one; volume 0 on every bar without one
+    assert (m.close[:10, 1] == 1.0).all() and (m.open[:10, 1] == 1.0).all() and m.close[10, 1] == 110.0
+    assert (m.close[20:, 2] == 119.0).all() and (m.close[5:12, 3] == 104.0).all()
+    assert (m.volume[m.filled] == 0).all() and (m.volume[~m.filled] == 1).all()
+    assert "B: lists at bar 10 (2020-01-11)" in m.notes
+    assert ("C: last print at 2020-01-20, untradeable from bar 22 (a delisting is known 2 bar(s) after it)"
+            in m.notes)
+    assert ("D: 1 halt(s) longer than max_fill_bars=2, untradeable until prints resume (the longest 5 bars from "
+            "2020-01-08)") in m.notes
+    assert m.fingerprint()["calendar"] == "union"
+    # The default calendar refuses E's short file, and without E cuts everyone to C's life (bars 0..19).
+    with pytest.raises(DataError, match="E.csv: has 2 bars but at least 20 are needed"):
+        _load(tmp_path, min_bars=20, max_fill_bars=2)
+    (tmp_path / "E.csv").unlink()
+    assert _load(tmp_path, min_bars=10, max_fill_bars=10).n_bars == 10  # B lists at bar 10, C ends at bar 19
+
+
+def test_the_tradeable_mask_and_prices_up_to_t_do_not_depend_on_later_bars(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    lives = {"A": (0, 30), "B": (4, 30), "C": (0, 17), "D": (8, 23), "E": (2, 30)}
+    prints = {}
+    for sym, (a, b) in lives.items():
+        keep = rng.random(b - a) > 0.25  # random gaps, some longer than max_fill_bars
+        keep[0] = keep[-1] = True
+        prints[sym] = [a + i for i in np.flatnonzero(keep)]
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    for sym, bars in prints.items():
+        _closes(full_dir, sym, bars, price=lambda i: round(float(rng.uniform(50, 150)), 2))
+    full = _load(full_dir, calendar="union", max_fill_bars=2)
+    for t in range(30):
+        shutil.rmtree(cut_dir, ignore_errors=True)
+        cut_dir.mkdir()
+        for f in full_dir.glob("*.csv"):  # every row after bar t removed
+            frame = pd.read_csv(f)
+            frame = frame[frame["date"] <= DAYS[t]]
+            if len(frame):
+                frame.to_csv(cut_dir / f.name, index=False)
+        seen = _load(cut_dir, calendar="union", max_fill_bars=2)
+        cols = [full.symbols.index(s) for s in seen.symbols]
+        assert seen.n_bars == t + 1
+        for name in ("tradeable", "filled", "open", "close", "volume"):
+            np.testing.assert_array_equal(getattr(seen, name), getattr(full, name)[: t + 1, cols], err_msg=name)
+        for sym in full.symbols:  # an asset that has not listed by t is untradeable in the full data too
+            if sym not in seen.symbols:
+                assert not full.tradeable[: t + 1, full.symbols.index(sym)].any()
+
+
+def test_min_listed_starts_the_calendar_and_counts_earlier_prints_exactly(tmp_path: Path) -> None:
+    _closes(tmp_path, "A", list(range(30)))
+    _closes(tmp_path, "B", list(range(12, 30)))
+    _closes(tmp_path, "C", list(range(6, 30)))  # the fourth tradeable asset, at bar 6
+    _closes(tmp_path, "OLD", list(range(0, 6)))  # last print one bar before that start
+    _closes(tmp_path, "HALT", list(range(0, 11)) + list(range(15, 30)))
+    m = _load(tmp_path, calendar="union", min_listed=4, max_fill_bars=2)
+    assert m.n_bars == 24 and str(m.timestamps[0])[:10] == DAYS[6]
+    assert "starts at the first bar where 4 assets are tradeable" in next(
+        n for n in m.notes if n.startswith("calendar: union"))
+    col = dict(zip(m.symbols, m.tradeable.T.tolist()))
+    assert col["A"] == col["C"] == [True] * 24 and col["B"] == [False] * 6 + [True] * 18
+    assert col["OLD"] == [True, True] + [False] * 22  # its bar-5 print is 1 bar old at the start: known gone at 8
+    assert col["HALT"] == [True] * 7 + [False] * 2 + [True] * 15
+    assert (m.close[:, m.symbols.index("OLD")] == 105.0).all()
+    assert "OLD: last print at 2020-01-06, untradeable from bar 2 (a delisting is known 2 bar(s) after it)" in m.notes
+    with pytest.raises(DataError, match="--min-listed 9 is more than the 5 assets"):
+        _load(tmp_path, calendar="union", min_listed=9)
+    with pytest.raises(DataError, match=r"no bar has 5 tradeable assets \(at most 4, first at 2020-01-07\)"):
+        _load(tmp_path, calendar="union", min_listed=5, max_fill_bars=2)
+
+
+def test_calendar_settings_are_checked_and_intersection_stays_the_default(tmp_path: Path) -> None:
+    from differentiable_market.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.calendar must be one of"):
+        DataConfig(calendar="outer")
+    with pytest.raises(ConfigError, match="needs data.calendar 'union'"):
+        DataConfig(min_listed=3)
+    (tmp_path / "A.csv").write_text(_csv(GOOD_ROWS))
+    m = _load(tmp_path)
+    assert m.calendar == "intersection" and m.listed.all() and m.tradeable.all() and m.listed.shape == (5, 1)
+    assert "calendar" not in m.fingerprint()
+    with pytest.raises(DataError, match="tradeable must be bool of shape"):
+        MarketData.from_arrays(m.symbols, None, m.open, m.high, m.low, m.close, tradeable=np.ones((4, 1)))

@@ -47,6 +47,20 @@ def test_write_market_folder_round_trips_intraday_times(tmp_path):
     _assert_same_market(market, load_market(DataConfig(root=str(write_market_folder(market, tmp_path))), min_bars=1))
 
 
+def test_write_market_folder_keeps_a_close_only_asset_close_only(tmp_path):
+    full = reversal_market(30, 2, seed=3)
+    c = full.close
+    market = MarketData.from_arrays(full.symbols, full.timestamps, np.column_stack([full.open[:, 0], c[:, 1]]),
+                                    np.column_stack([full.high[:, 0], c[:, 1]]),
+                                    np.column_stack([full.low[:, 0], c[:, 1]]), c, full.volume,
+                                    missing_columns=((), ("open", "high", "low")))
+    folder = write_market_folder(market, tmp_path / "m")
+    assert (folder / "S001.csv").read_text().splitlines()[0] == "timestamp,close,volume"
+    back = load_market(DataConfig(root=str(folder)), min_bars=1)
+    _assert_same_market(market, back)
+    assert back.missing_columns == market.missing_columns
+
+
 def test_write_market_folder_refuses_a_non_empty_folder_and_bad_symbols(tmp_path):
     market = reversal_market(20, 2, seed=0)
     (tmp_path / "notes.txt").write_text("keep me")

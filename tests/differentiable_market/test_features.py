@@ -202,6 +202,63 @@ def test_spec_written_before_moving_averages_loads_with_its_own_features(synthet
     assert FeatureSpec.from_dict(json.loads(json.dumps(full.to_dict()))) == full
 
 
+def _without(m: MarketData, missing: dict[int, tuple[str, ...]]) -> MarketData:
+    """``m`` with the given assets' open/high/low replaced as the loader derives them for files lacking them."""
+    o, h, lo = m.open.copy(), m.high.copy(), m.low.copy()
+    for i, cols in missing.items():
+        if "open" in cols:
+            o[:, i] = m.close[:, i]
+        if "high" in cols:
+            h[:, i] = np.maximum(o[:, i], m.close[:, i])
+        if "low" in cols:
+            lo[:, i] = np.minimum(o[:, i], m.close[:, i])
+    return MarketData.from_arrays(m.symbols, m.timestamps, o, h, lo, m.close, m.volume,
+                                  missing_columns=tuple(missing.get(i, ()) for i in range(m.n_assets)))
+
+
+def test_features_that_need_missing_prices_are_zero_and_left_out_of_the_fit(synthetic_ohlc) -> None:
+    m = synthetic_ohlc(150, 4, seed=12)
+    part = _without(m, {1: ("open", "high", "low"), 2: ("high", "low"), 3: ("open",)})
+    names = feature_names(CFG)
+    rng, body, gap = (names.index(n) for n in ("log_high_low", "log_close_open", "overnight_gap"))
+    spec = fit_feature_spec(part, CFG, 100)
+    assert spec.missing_prices == (("S01", ("open", "high", "low")), ("S02", ("high", "low")), ("S03", ("open",)))
+    for raw in (raw_features(part, CFG), compute_features(part, spec)):
+        assert (raw[:, 1, [rng, body, gap]] == 0).all()
+        assert (raw[:, 2, rng] == 0).all() and (raw[20:, 2, [body, gap]] != 0).all()
+        assert (raw[:, 3, [body, gap]] == 0).all() and (raw[20:, 3, rng] != 0).all()
+        assert (raw[20:, 0, [rng, body, gap]] != 0).all()
+    # The features that need no open/high/low are those of the full data, bit for bit.
+    same = [f for f in range(len(names)) if f not in (rng, body, gap)]
+    np.testing.assert_array_equal(raw_features(part, CFG)[..., same], raw_features(m, CFG)[..., same])
+    # The range is fitted on the assets that have it (S00, S03) only, the body and gap on S00 and S02.
+    raw = raw_features(m, CFG)
+    assert spec.mean[rng] == pytest.approx(raw[:100, [0, 3], rng].mean(), rel=1e-12)
+    assert spec.std[gap] == pytest.approx(raw[1:100, [0, 2], gap].std(), rel=1e-12)
+    assert spec.mean[same[0]] == fit_feature_spec(m, CFG, 100).mean[same[0]]
+
+
+def test_a_feature_no_asset_has_is_left_unscaled_and_zero(synthetic_ohlc) -> None:
+    close_only = _without(synthetic_ohlc(80, 2, seed=13), {0: ("open", "high", "low"), 1: ("open", "high", "low")})
+    spec = fit_feature_spec(close_only, CFG, 50)
+    for name in ("log_high_low", "log_close_open", "overnight_gap"):
+        f = spec.names.index(name)
+        assert (spec.mean[f], spec.std[f]) == (0.0, 1.0)
+        assert (compute_features(close_only, spec)[..., f] == 0).all()
+    assert np.isfinite(compute_features(close_only, spec)).all()
+
+
+def test_missing_prices_round_trip_and_a_spec_without_them_loads(synthetic_ohlc) -> None:
+    spec = fit_feature_spec(_without(synthetic_ohlc(100, 2, seed=14), {1: ("open", "high", "low")}), CFG, 70)
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert stored["missing_prices"] == {"S01": ["open", "high", "low"]}
+    assert FeatureSpec.from_dict(stored) == spec
+    legacy = {k: v for k, v in stored.items() if k != "missing_prices"}  # written before the record existed
+    assert FeatureSpec.from_dict(legacy).missing_prices == ()
+    with pytest.raises(ConfigError, match="missing_prices must map symbols"):
+        FeatureSpec.from_dict({**stored, "missing_prices": {"S01": ["close"]}})
+
+
 @pytest.mark.parametrize("windows", [(1, 5), (0,), (5, 5), (2.5,), (True, 3)])
 def test_ma_windows_are_checked(windows) -> None:
     with pytest.raises(ConfigError, match="features.ma_windows must be distinct integers >= 2"):
@@ -246,4 +303,120 @@ def test_blocks_of_bars_give_the_whole_array_values_bit_for_bit(synthetic_ohlc, 
         monkeypatch.setattr(features_module, "_block_rows", lambda n_assets, rows=rows: rows)
         np.testing.assert_array_equal(raw_features(m, cfg), raw)
         assert fit_feature_spec(m, cfg, 120) == spec
+        np.testing.assert_array_equal(compute_features(m, spec), feats)
+
+
+# ------------------------------------------------------------------------------------ union calendar
+
+
+def _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs, max_fill: int = 2) -> MarketData:
+    """5 assets over 160 bars: S01 lists at bar 40, S02's last print is bar 110, S03 halts on bars 60..74, S04 lists
+    at bar 20 and prints its last bar at 140."""
+    import pandas as pd
+
+    from differentiable_market.config import DataConfig
+    from differentiable_market.data import load_market
+
+    folder = write_ohlc_csvs(synthetic_ohlc(160, 5, seed=31), tmp_path / "union")
+    keep = {"S01": lambda i: i >= 40, "S02": lambda i: i <= 110, "S03": lambda i: not 60 <= i < 75,
+            "S04": lambda i: 20 <= i <= 140}
+    for sym, rule in keep.items():
+        frame = pd.read_csv(folder / f"{sym}.csv", float_precision="round_trip")
+        frame[[rule(i) for i in range(len(frame))]].to_csv(folder / f"{sym}.csv", index=False, float_format="%.17g")
+    return load_market(DataConfig(root=str(folder), calendar="union", max_fill_bars=max_fill), min_bars=1)
+
+
+def _with_arrays(m: MarketData, n_bars: int | None = None, **arrays) -> MarketData:
+    """``m`` (first ``n_bars`` bars) with some price arrays replaced; mask and calendar kept."""
+    t = slice(0, n_bars or m.n_bars)
+    get = {k: arrays.get(k, getattr(m, k))[t] for k in ("open", "high", "low", "close", "volume")}
+    return MarketData.from_arrays(m.symbols, m.timestamps[t], get["open"], get["high"], get["low"], get["close"],
+                                  get["volume"], filled=m.filled[t], calendar=m.calendar, listed=m.listed[t],
+                                  tradeable=m.tradeable[t], missing_columns=m.missing_columns)
+
+
+def test_placeholder_prices_reach_no_feature(tmp_path, synthetic_ohlc, write_ohlc_csvs) -> None:
+    m = _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs)
+    t = np.arange(m.n_bars)[:, None]
+    first = np.where(~m.filled, t, m.n_bars).min(axis=0)
+    last = np.where(~m.filled, t, -1).max(axis=0)
+    placeholder = ~m.tradeable & ((t < first) | (t > last))
+    assert placeholder[:40, 1].all() and placeholder[113:, 2].all() and placeholder[:20, 4].all()
+    rng = np.random.default_rng(0)
+    price = rng.uniform(0.01, 1e4, placeholder.shape)
+    other = _with_arrays(m, **{name: np.where(placeholder, new, getattr(m, name)) for name, new in (
+        ("open", price), ("high", price * 1.5), ("low", price / 1.5), ("close", price),
+        ("volume", rng.uniform(0, 1e9, placeholder.shape)))})
+    assert not np.array_equal(other.close, m.close)
+    np.testing.assert_array_equal(raw_features(other, CFG), raw_features(m, CFG))
+    spec = fit_feature_spec(m, CFG, 100)
+    assert fit_feature_spec(other, CFG, 100) == spec
+    np.testing.assert_array_equal(compute_features(other, spec), compute_features(m, spec))
+
+
+def test_union_features_warm_up_from_each_listing_and_are_zero_where_untradeable(
+        tmp_path, synthetic_ohlc, write_ohlc_csvs) -> None:
+    m = _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs)
+    raw = raw_features(m, CFG)
+    names, starts = feature_names(CFG), first_valid_bars(CFG)
+    own = [f for f, n in enumerate(names) if not n.startswith("xs_")]
+    # S01 (listed at 40) has exactly the features of its own file loaded alone, shifted by its listing bar.
+    alone = MarketData.from_arrays(("S01",), m.timestamps[40:], m.open[40:, 1:2], m.high[40:, 1:2], m.low[40:, 1:2],
+                                   m.close[40:, 1:2], m.volume[40:, 1:2])
+    np.testing.assert_array_equal(raw[40:, 1, own], raw_features(alone, CFG)[:, 0, own])
+    for f in range(len(names)):
+        assert (raw[: 40 + starts[f], 1, f] == 0).all()
+    assert (raw[41:, 1, names.index("log_return_1")] != 0).all()
+    # untradeable bars are 0: S02 from bar 113 (last print 110, max_fill_bars 2), S03 on bars 62..74 of its halt
+    assert (raw[113:, 2] == 0).all() and (raw[62:75, 3] == 0).all()
+    assert (raw[60:62, 3, names.index("log_return_20")] != 0).all() and (raw[75:, 3, 0] != 0).all()
+
+
+def test_union_cross_sectional_means_run_over_the_valid_assets(tmp_path, synthetic_ohlc, write_ohlc_csvs) -> None:
+    m = _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs)
+    raw = raw_features(m, CFG)
+    names = feature_names(CFG)
+    r, xs = names.index("log_return_5"), names.index("xs_log_return_5")
+    t = 42  # S01 is listed but its 5-bar window is not complete; S04 is valid; all others are
+    valid = [0, 2, 3, 4]
+    np.testing.assert_allclose(raw[t, valid, xs], raw[t, valid, r] - raw[t, valid, r].mean(), rtol=0, atol=1e-15)
+    assert raw[t, 1, xs] == 0.0
+    t = 120  # S02 gone: the mean over the other four
+    valid = [0, 1, 3, 4]
+    np.testing.assert_allclose(raw[t, valid, xs], raw[t, valid, r] - raw[t, valid, r].mean(), rtol=0, atol=1e-15)
+
+
+def test_union_normaliser_is_fitted_on_valid_printed_training_bars(tmp_path, synthetic_ohlc, write_ohlc_csvs) -> None:
+    m = _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs)
+    raw = raw_features(m, CFG)
+    spec = fit_feature_spec(m, CFG, 120)
+    names, starts = feature_names(CFG), first_valid_bars(CFG)
+    t = np.arange(120)[:, None]
+    first = np.array([0, 40, 0, 0, 20])
+    for f in (names.index("log_return_1"), names.index("volatility_10"), names.index("xs_log_close_ma_20")):
+        keep = ~m.filled[:120] & m.tradeable[:120] & (t >= first + starts[f])
+        x = raw[:120, :, f][keep]
+        assert spec.mean[f] == pytest.approx(x.mean(), rel=1e-9, abs=1e-15)
+        assert spec.std[f] == pytest.approx(x.std(), rel=1e-9)
+
+
+@pytest.mark.parametrize("t", [30, 45, 70, 111, 115, 159])
+def test_union_features_up_to_t_do_not_depend_on_later_bars(tmp_path, synthetic_ohlc, write_ohlc_csvs, t) -> None:
+    m = _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs)
+    np.testing.assert_array_equal(raw_features(_with_arrays(m, t + 1), CFG), raw_features(m, CFG)[: t + 1])
+
+
+def test_union_features_are_the_same_in_blocks_of_any_size(tmp_path, synthetic_ohlc, write_ohlc_csvs,
+                                                             monkeypatch) -> None:
+    m = _union_market(tmp_path, synthetic_ohlc, write_ohlc_csvs)
+    monkeypatch.setattr(features_module, "_block_rows", lambda n_assets: 10**9)
+    raw, spec = raw_features(m, CFG), fit_feature_spec(m, CFG, 120)
+    feats = compute_features(m, spec)
+    for rows in (1, 7, 30, 41, 159):
+        monkeypatch.setattr(features_module, "_block_rows", lambda n_assets, rows=rows: rows)
+        np.testing.assert_array_equal(raw_features(m, CFG), raw)
+        # the union normaliser accumulates its moments block by block: equal to rounding
+        again = fit_feature_spec(m, CFG, 120)
+        np.testing.assert_allclose(again.mean, spec.mean, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(again.std, spec.std, rtol=1e-12)
         np.testing.assert_array_equal(compute_features(m, spec), feats)

@@ -39,6 +39,15 @@ def _check_invariants(m) -> None:
     assert (m.high >= np.maximum(m.open, m.close) * (1 - tol)).all()
     assert (m.low <= np.minimum(m.open, m.close) * (1 + tol)).all()
     assert np.isfinite(m.volume).all() and (m.volume >= 0).all()
+    assert len(m.missing_columns) == m.n_assets
+    for i, cols in enumerate(m.missing_columns):  # what a file lacked is derived from what it had
+        assert set(cols) <= {"open", "high", "low"}
+        if "open" in cols:
+            assert np.array_equal(m.open[:, i], m.close[:, i])
+        if "high" in cols:
+            assert np.array_equal(m.high[:, i], np.maximum(m.open[:, i], m.close[:, i]))
+        if "low" in cols:
+            assert np.array_equal(m.low[:, i], np.minimum(m.open[:, i], m.close[:, i]))
 
 
 def _load_or_refuse(folder: Path) -> None:
@@ -53,7 +62,7 @@ def _load_or_refuse(folder: Path) -> None:
         event(f"refused: {text.split(': ', 2)[1][:30] if text.count(': ') > 1 else text[:30]}")
         return
     _check_invariants(market)
-    event("loaded")
+    event("loaded" + (" (some prices derived from the close)" if any(market.missing_columns) else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -61,7 +70,7 @@ def _load_or_refuse(folder: Path) -> None:
 
 MUTATIONS = (
     "drop_rows", "dup_rows", "shuffle_rows", "swap_columns", "rename_column", "garbage", "latin1", "utf16",
-    "extreme", "mixed_tz", "empty_cell", "truncate", "epoch", "none",
+    "extreme", "mixed_tz", "empty_cell", "truncate", "epoch", "drop_columns", "none",
 )
 
 
@@ -88,6 +97,18 @@ def _mutate(text: str, kind: str, data: st.DataObject) -> bytes:
         i = data.draw(st.integers(0, len(cols) - 1))
         cols[i] = data.draw(st.sampled_from(["Date", " TIME ", "CLOSE", "Open", "adj close", "x", "", "high"]))
         header = ",".join(cols)
+    elif kind == "drop_columns":
+        # A close-only or partial file: some of open, high, low, volume left out; one time in four also close or
+        # the time column.
+        cols = header.split(",")
+        names = [c.strip().lower() for c in cols]
+        optional = [i for i, c in enumerate(names) if c in ("open", "high", "low", "volume")]
+        required = [i for i, c in enumerate(names) if c in ("close", "timestamp")]
+        gone = set(data.draw(st.lists(st.sampled_from(optional), unique=True))) if optional else set()
+        if required and data.draw(st.integers(0, 3)) == 0:
+            gone.add(data.draw(st.sampled_from(required)))
+        header = ",".join(c for i, c in enumerate(cols) if i not in gone)
+        rows = [",".join(f for i, f in enumerate(r.split(",")) if i not in gone) for r in rows]
     elif kind == "extreme" and rows:
         scale = data.draw(st.sampled_from([1e-300, 1e-12, 1e12, 1e300, 1.7e308]))
         out = []
@@ -143,8 +164,11 @@ def _fuzz_folder(data: st.DataObject, parquet: bool) -> None:
     seed = data.draw(st.integers(0, 2**16))
     market = make_synthetic_ohlc(N_BARS, N_ASSETS, seed=seed, step=data.draw(st.sampled_from(["1D", "1h"])))
     folder = Path(tempfile.mkdtemp(prefix="fuzz"))
+    # Some files hold closes only or some of the prices, before any mutation: mixed folders load often enough.
+    subsets = st.sampled_from([("close",), ("close", "volume"), ("open", "close"), ("high", "low", "close")])
+    columns = {s: cols for s in market.symbols if (cols := data.draw(st.none() | subsets)) is not None}
     try:
-        write_market_csvs(market, folder)
+        write_market_csvs(market, folder, columns)
         for path in sorted(folder.glob("*.csv")):
             # half the files stay valid, so a folder loads often enough to exercise the alignment invariants
             kinds = data.draw(st.lists(st.sampled_from(MUTATIONS), max_size=2) | st.just(["none"]))
@@ -186,6 +210,44 @@ def test_mutated_csv_folders_load_or_refuse_naming_the_file(data: st.DataObject)
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_parquet_folders_load_or_refuse_naming_the_file(data: st.DataObject) -> None:
     _fuzz_folder(data, parquet=True)
+
+
+_PRICE = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
+
+
+@given(closes=st.lists(_PRICE, min_size=MIN_BARS, max_size=40),
+       optional=st.lists(st.sampled_from(["open", "high", "low", "volume"]), unique=True),
+       header_case=st.sampled_from([str.lower, str.upper, str.title]))
+def test_any_subset_of_optional_columns_loads_with_exact_closes(closes, optional, header_case) -> None:
+    """A file with a time column, close and any subset of open/high/low/volume loads; close is kept bit for bit, the
+    columns it lacked are derived from the close and said in the notes; with only open, high is max(open, close)."""
+    n = len(closes)
+    c = np.array(closes)
+    frame = {"timestamp": [str(np.datetime64("2021-01-01") + k) for k in range(n)], "close": c}
+    if "open" in optional:
+        frame["open"] = c * 1.01
+    if "high" in optional:
+        frame["high"] = c * 1.02
+    if "low" in optional:
+        frame["low"] = np.minimum(c, frame.get("open", c)) * 0.99
+    if "volume" in optional:
+        frame["volume"] = np.arange(n, dtype=float)
+    folder = Path(tempfile.mkdtemp(prefix="fuzz"))
+    try:
+        import pandas as pd
+
+        pd.DataFrame(frame).rename(columns=header_case).to_csv(folder / "X.csv", index=False, float_format="%.17g")
+        m = load_market(DataConfig(root=str(folder)), min_bars=MIN_BARS)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _check_invariants(m)
+    lacking = tuple(k for k in ("open", "high", "low") if k not in optional)
+    assert m.missing_columns == (lacking,)
+    assert np.array_equal(m.close[:, 0], c)
+    assert np.array_equal(m.open[:, 0], frame.get("open", c))
+    said = "X.csv: close only" if len(lacking) == 3 else "X.csv: no "
+    assert any(note.startswith(said) for note in m.notes) == bool(lacking)
+    event(f"lacking {len(lacking)}")
 
 
 @given(raw=st.binary(max_size=256))
@@ -321,3 +383,41 @@ def test_nan_backtest_cost_is_refused() -> None:
     args = _bt_parser.parse_args(["--checkpoint", "run", "--cost-bps=nan"])
     with pytest.raises(ConfigError, match="cost"):
         BacktestOptions(checkpoint=args.checkpoint, cost_bps=args.cost_bps)
+
+
+@given(lives=st.lists(st.lists(st.booleans(), min_size=30, max_size=30).filter(any), min_size=1, max_size=5),
+       max_fill=st.integers(0, 4), min_listed=st.none() | st.integers(1, 5))
+def test_union_calendar_matches_a_bar_by_bar_reference(lives, max_fill, min_listed) -> None:
+    """Any pattern of prints per asset (listings, delistings, halts): the union calendar holds every printed day,
+    the mask is "a print at most max_fill calendar bars back" counted bar by bar on the whole calendar, the
+    placeholders are 1.0 before the first print and the last close after, and min_listed starts the calendar at the
+    first bar where that many assets are tradeable (or is refused naming the flag)."""
+    days = [str(np.datetime64("2021-01-01") + k) for k in range(30)]
+    folder = Path(tempfile.mkdtemp(prefix="fuzz"))
+    try:
+        for i, printed in enumerate(lives):
+            rows = [f"{days[k]},{100 + 10 * i + k}" for k in range(30) if printed[k]]
+            (folder / f"S{i}.csv").write_text("date,close\n" + "\n".join(rows) + "\n")
+        try:
+            m = load_market(DataConfig(root=str(folder), calendar="union", max_fill_bars=max_fill,
+                                       min_listed=min_listed), min_bars=1)
+        except DifferentiableMarketError as exc:
+            assert min_listed is not None and "--min-listed" in str(exc), str(exc)
+            event("refused: min_listed")
+            return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _check_invariants(m)
+    cal = [k for k in range(30) if any(p[k] for p in lives)]  # every printed day, in order
+    ref = np.array([[any(p[cal[j]] for j in range(max(0, b - max_fill), b + 1)) for p in lives]
+                    for b in range(len(cal))])
+    start = 0 if min_listed is None else int(np.argmax(ref.sum(axis=1) >= min_listed))
+    assert m.n_bars == len(cal) - start
+    np.testing.assert_array_equal(m.tradeable, ref[start:])
+    for i, p in enumerate(lives):
+        own = [k for k in cal if p[k]]
+        for j, k in enumerate(cal[start:]):
+            seen = [d for d in own if d <= k]
+            assert m.close[j, i] == (100 + 10 * i + seen[-1] if seen else 1.0)
+            assert m.filled[j, i] == (not p[k]) and m.listed[j, i] == (own[0] <= k <= own[-1])
+    event("loaded")

@@ -229,3 +229,19 @@ def test_a_band_policy_predicts_what_the_backtester_fills(tmp_path, execution):
         np.testing.assert_allclose(p.window_weights[:-1], w_bt[:-1], rtol=0, atol=1e-6)
     assert p.target.sum() == pytest.approx(1.0, abs=1e-12)
     assert any("Action 'band'" in note for note in p.notes)
+
+
+def test_a_close_only_file_says_when_its_fill_happens_and_that_its_features_differ(run_dir, cut, tmp_path):
+    """The checkpoint was trained on full OHLC with open fills; one of the four files now holds closes only."""
+    t, data = cut
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for f in data.glob("*.csv"):
+        frame = pd.read_csv(f, dtype=str)
+        (frame[["timestamp", "close"]] if f.stem == "IBM" else frame).to_csv(folder / f.name, index=False)
+    p = predict(str(run_dir), data_root=str(folder), log=lambda *_: None)
+    assert any(n.startswith("execution open: 1 of 4 assets have no open price (['IBM']), so their open is the close: "
+                            "a decision made after bar t closes fills them at the close of bar t+1") for n in p.notes)
+    assert any(n.startswith("Warning: 1 asset(s) lack other price columns than in the checkpoint's training data "
+                            "(IBM: lacked nothing in training, lacks ['open', 'high', 'low'] here)") for n in p.notes)
+    assert p.to_dict()["fill"].startswith("at the open of the bar after")

@@ -304,3 +304,83 @@ def test_the_training_universe_is_decided_on_the_training_split_only(tmp_path, c
     late = ExperimentConfig(data=DataConfig(root=str(tmp_path), split_bars=(0, 2100, 2110, 2120, 2130, 2143)),
                             train=TrainConfig(lookback=8))
     assert load_data(late).symbols == ("AAPL", "GOOG", "IBM")
+
+
+def test_a_close_only_folder_trains_with_close_fills_chosen_printed_and_recorded_and_backtests(
+        tmp_path, capsys, synthetic_ohlc, write_ohlc_csvs):
+    from differentiable_market.marketsimulator.run import main as backtest_main
+
+    market = synthetic_ohlc(700, 3, seed=21)
+    data = write_ohlc_csvs(market, tmp_path / "data", columns={s: ("close",) for s in market.symbols})
+    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--data-root", str(data),
+                        "--save-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    choice = ("execution: close (chosen because 3 file(s) have no open column: S00, S01, S02; with the open taken as "
+              "the close, the default 'open' would fill one bar after the decision). Pass --execution open to fill at "
+              "the next bar's open instead.")
+    assert choice in out
+    assert "execution close: 3 of 3 assets have no open price (['S00', 'S01', 'S02'])" in out
+    assert "data: S00.csv: close only (no open, high, low)" in out
+    (run_dir,) = _run_dirs(tmp_path / "runs")
+    header = json.loads((run_dir / "config.json").read_text())
+    assert header["config"]["env"]["execution"] == "close"
+    assert header["execution"]["used"] == "close" and header["execution"]["choice"] == choice
+    assert header["execution"]["note"].startswith("execution close: 3 of 3 assets")
+    assert header["feature_spec"]["missing_prices"] == {s: ["open", "high", "low"] for s in market.symbols}
+    assert header["data"]["missing_prices"] == {s: ["open", "high", "low"] for s in market.symbols}
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert ckpt.config.env.execution == "close"
+    assert dict(ckpt.feature_spec.missing_prices) == {s: ("open", "high", "low") for s in market.symbols}
+    reports = tmp_path / "reports"
+    assert backtest_main(["--checkpoint", str(run_dir), "--data-root", str(data), "--no-trades",
+                          "--report-dir", str(reports)]) == 0
+    (report_dir,) = list(reports.iterdir())
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["settings"]["execution"] == "close"
+    assert any(n.startswith("execution close: 3 of 3 assets have no open price") for n in report["notes"])
+    assert not any("lack other price columns" in n for n in report["notes"])
+    # The same checkpoint on full OHLC files: its range, body and gap features are no longer 0, and it says so.
+    write_ohlc_csvs(market, tmp_path / "ohlc")
+    assert backtest_main(["--checkpoint", str(run_dir), "--data-root", str(tmp_path / "ohlc"), "--no-trades",
+                          "--report-dir", str(tmp_path / "reports2")]) == 0
+    (report_dir,) = list((tmp_path / "reports2").iterdir())
+    notes = json.loads((report_dir / "report.json").read_text())["notes"]
+    assert any(n.startswith("Warning: 3 asset(s) lack other price columns than in the checkpoint's training data "
+                            "(S00: lacked ['open', 'high', 'low'] in training, lacks nothing here") for n in notes)
+
+
+def test_an_explicit_execution_open_is_kept_on_a_mixed_folder_and_says_when_fills_happen(
+        tmp_path, capsys, synthetic_ohlc, write_ohlc_csvs):
+    market = synthetic_ohlc(700, 3, seed=22)
+    data = write_ohlc_csvs(market, tmp_path / "data", columns={"S01": ("close", "volume")})
+    assert main(TINY + ["--epochs", "0", "--data-root", str(data), "--execution", "open",
+                        "--save-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "chosen because" not in out
+    assert ("execution open: 1 of 3 assets have no open price (['S01']), so their open is the close: a decision made "
+            "after bar t closes fills them at the close of bar t+1, one bar after the decision (the other assets "
+            "fill at the open of bar t+1)") in out
+    (run_dir,) = _run_dirs(tmp_path / "runs")
+    header = json.loads((run_dir / "config.json").read_text())
+    assert header["config"]["env"]["execution"] == "open" and header["execution"]["choice"] is None
+    assert header["feature_spec"]["missing_prices"] == {"S01": ["open", "high", "low"]}
+    # Without --execution the mixed folder gets close fills; full OHLC folders keep the open default, silently.
+    assert main(TINY + ["--epochs", "0", "--data-root", str(data), "--save-dir", str(tmp_path / "runs2")]) == 0
+    assert "execution: close (chosen because 1 file(s) have no open column: S01;" in capsys.readouterr().out
+    full = write_ohlc_csvs(market, tmp_path / "full")
+    assert main(TINY + ["--epochs", "0", "--data-root", str(full), "--save-dir", str(tmp_path / "runs3")]) == 0
+    out = capsys.readouterr().out
+    assert "execution: close" not in out and "no open price" not in out
+    (run_dir,) = _run_dirs(tmp_path / "runs3")
+    header = json.loads((run_dir / "config.json").read_text())
+    assert header["config"]["env"]["execution"] == "open" and header["execution"]["note"] is None
+
+
+def test_training_refuses_the_union_calendar_that_only_the_data_layer_has():
+    from differentiable_market.config import DataConfig, ExperimentConfig
+    from differentiable_market.errors import ConfigError
+    from differentiable_market.train import load_data
+
+    with pytest.raises(ConfigError, match=r"Training \(and the study\) cannot use data.calendar 'union' yet: the "
+                                          r"loader builds it .* do not yet respect the mask"):
+        load_data(ExperimentConfig(data=DataConfig(calendar="union")))
