@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .simplex import simplex_projection
+
 OLMAR_WINDOW = 5  # Li & Hoi (2012) and universal-portfolios defaults
 OLMAR_EPS = 10.0
 VOL_LOOKBACK = 63  # trailing close-to-close returns for inverse volatility, in bars (about a quarter of days)
@@ -76,17 +78,6 @@ def best_single_hindsight(growth_wla: Tensor, include_cash: bool) -> tuple[Tenso
     w = torch.nn.functional.one_hot(best, n_risky).to(growth_wla.dtype)
     w = w[:, None, :].expand(-1, growth_wla.shape[-2], -1)
     return _with_cash(w, include_cash), best
-
-
-def simplex_projection(y: Tensor) -> Tensor:
-    """Euclidean projection of each row of y [..., A] onto the probability simplex (sort-based, exact)."""
-    u, _ = torch.sort(y, dim=-1, descending=True)
-    css = torch.cumsum(u, dim=-1) - 1.0
-    k = torch.arange(1, y.shape[-1] + 1, dtype=y.dtype, device=y.device)
-    support = u - css / k > 0
-    rho = support.to(torch.int64).cumsum(dim=-1).amax(dim=-1, keepdim=True)  # support is a prefix of the sorted row
-    theta = torch.gather(css, -1, rho - 1) / rho.to(y.dtype)
-    return torch.clamp(y - theta, min=0.0)
 
 
 def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = OLMAR_WINDOW,
