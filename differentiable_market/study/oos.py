@@ -43,14 +43,16 @@ class Path:
     turnover: np.ndarray
     cost: np.ndarray
     weights: np.ndarray
+    family: str = "policy"  # the baseline family (``baselines.registry``), "policy" for seeds and the ensemble
 
 
 def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
                    cost_rate: float, include_cash: bool, execution: str,
-                   rebalance_every: int = 1) -> tuple[dict[str, Path], np.ndarray]:
+                   rebalance_every: int = 1, baselines: str = "core") -> tuple[dict[str, Path], np.ndarray]:
     """Paths of every seed, the ensemble and every baseline; and the decision bars [T] they trade.
 
     ``members[k]`` lists (seed, best checkpoint) of fold k; each must have been trained on exactly these data.
+    ``baselines`` is the ``--baselines`` selection (``baselines.registry``).
     """
     fingerprint = market.fingerprint()
     for k, fold_members in members.items():
@@ -89,17 +91,17 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     growth = growth_ta[torch.as_tensor(bars)][None]  # [1, T, A (+1)]
     out: dict[str, Path] = {}
 
-    def add(name: str, label: str, kind: StrategyKind, w: torch.Tensor) -> None:
+    def add(name: str, label: str, kind: StrategyKind, w: torch.Tensor, family: str = "policy") -> None:
         w = w.to(torch.float64)
         w = w / w.sum(-1, keepdim=True)
         r = evaluate_weights(name, label, kind, w, growth, cost_rate, include_cash, ppy)
-        out[name] = Path(name, label, kind, r.log_growth[0], r.turnover[0], r.cost[0], w[0].numpy())
+        out[name] = Path(name, label, kind, r.log_growth[0], r.turnover[0], r.cost[0], w[0].numpy(), family)
 
     add("ensemble", f"Seed ensemble ({len(seeds)} seeds)", "policy", torch.cat(weights["ensemble"])[None])
     for s in seeds:
         add(f"seed{s}", f"Policy, seed {s}", "policy", torch.cat(weights[f"seed{s}"])[None])
     named, _ = baseline_weights(close_ta, torch.as_tensor(bars)[None], growth, include_cash, market.symbols,
-                                BacktestOptions(checkpoint="study"))
-    for name, label, kind, w in named:
-        add(name, label, kind, w)
+                                BacktestOptions(checkpoint="study", baselines=baselines))
+    for name, label, kind, family, w in named:
+        add(name, label, kind, w, family)
     return out, bars

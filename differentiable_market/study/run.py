@@ -20,6 +20,7 @@ from ..config import ExperimentConfig, config_from_dict, config_to_dict
 from ..data import MarketData
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
+from ..marketsimulator.run import BASELINES_HELP
 from ..runlog import new_timestamped_dir
 from ..train import build_parser, config_from_args, given_flags, load_data
 from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
@@ -152,6 +153,9 @@ def build_study_parser() -> argparse.ArgumentParser:
                    "on this machine; workers need the package, not this file system (needs: uv sync --extra ray)")
     g.add_argument("--ray-cpus-per-job", type=int, default=1, metavar="N", help="CPUs (and torch threads) of each "
                    "Ray job (default: 1)")
+    g.add_argument("--baselines", default=None, metavar="SET|NAMES", help=BASELINES_HELP + "; the study's best "
+                   f"causal baseline is chosen among all those run (default: {s.baselines}; recorded in study.json, "
+                   "so --resume runs the same ones)")
     g.add_argument("--bootstrap-reps", type=int, default=s.bootstrap_reps, help="bootstrap resamples of the "
                    f"confidence intervals and the SPA test (default: {s.bootstrap_reps})")
     g.add_argument("--ci-level", type=float, default=s.ci_level, help=f"confidence level (default: {s.ci_level})")
@@ -182,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             if extra:
                 flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
                 raise ConfigError(f"A resumed study uses the config in its study.json; drop {flags}.")
+            if args.baselines is not None:
+                raise ConfigError("A resumed study runs the baselines recorded in its study.json settings; drop "
+                                  f"--baselines {args.baselines}.")
             folder = Path(args.resume)
             state = load_study(folder)
             cfg = config_from_dict(ExperimentConfig, state["config"], "study.json config")
@@ -193,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_args(args)
             settings = StudySettings(folds=args.folds, seeds=args.seeds, oos_fraction=args.oos_fraction,
                                      window=args.window, train_bars=args.train_bars,
-                                     bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level)
+                                     bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level,
+                                     baselines=args.baselines or StudySettings.baselines)
             run_study(cfg, settings, None, executor)
     except DifferentiableMarketError as exc:
         print(f"error: {exc}", file=sys.stderr)
