@@ -12,7 +12,10 @@ Conventions shared by every function here (as ``core.olmar``):
   bar t is its row t + 1, and a window that starts at bar 0 matches it with ``min_history = 1`` (the update with the
   placeholder x_0 = 1 is skipped).
 - The cash column, when the backtest trades cash, is 0: these algorithms are fully invested.
-- Loops run over the L steps only, each step batched over the W windows (float64 throughout).
+- Loops run over the L steps only, each step batched over the W windows (float64 throughout). The loops work on
+  numpy arrays: every step is a handful of operations on small [W, A] arrays, where the per-call cost dominates, and
+  numpy's is several times lower than torch's (measured in ``benchmarks/baselines_speed.py``); inputs and outputs
+  are tensors.
 
 Sources and default parameters are in each docstring; ``registry`` lists them all for the README and the reports.
 """
@@ -21,11 +24,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .core import _with_cash
-from .simplex import log_optimal, simplex_projection, simplex_qp
+from .simplex import log_optimal_np, project_np, qp_np
 
 EG_ETA = 0.05
 ONS_DELTA, ONS_BETA, ONS_ETA = 0.125, 1.0, 0.0
@@ -40,14 +44,22 @@ UP_SAMPLES, UP_SEED = 10_000, 0
 
 def relatives(close_ta: Tensor) -> Tensor:
     """x_t = C[t] / C[t-1] as float64 [T, A], with x_0 = 1."""
-    close = close_ta.to(torch.float64)
-    x = torch.ones_like(close)
+    return torch.from_numpy(_relatives(close_ta))
+
+
+def _relatives(close_ta: Tensor) -> np.ndarray:
+    close = close_ta.double().cpu().numpy()
+    x = np.ones_like(close)
     x[1:] = close[1:] / close[:-1]
     return x
 
 
-def _uniform(n_windows: int, n_assets: int, like: Tensor) -> Tensor:
-    return torch.full((n_windows, n_assets), 1.0 / n_assets, dtype=torch.float64, device=like.device)
+def _out(w_wla: np.ndarray, include_cash: bool, like: Tensor) -> Tensor:
+    return _with_cash(torch.from_numpy(w_wla).to(like.device), include_cash)
+
+
+def _bars(decision_bars_wl: Tensor) -> np.ndarray:
+    return decision_bars_wl.cpu().numpy().astype(np.int64)
 
 
 def eg(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eta: float = EG_ETA) -> Tensor:
@@ -59,17 +71,18 @@ def eg(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eta: floa
     """
     if not eta >= 0:
         raise ValueError(f"EG eta must be >= 0, got {eta}.")
-    x_wla = relatives(close_ta)[decision_bars_wl]
-    ready = decision_bars_wl >= 1
+    bars = _bars(decision_bars_wl)
+    x_wla = _relatives(close_ta)[bars]
+    ready = bars >= 1
     n_windows, length, n_assets = x_wla.shape
-    b = _uniform(n_windows, n_assets, x_wla)
-    out = torch.empty_like(x_wla)
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    out = np.empty_like(x_wla)
     for k in range(length):
         x = x_wla[:, k]
-        upd = b * torch.exp(eta * x / (b * x).sum(-1, keepdim=True))
-        b = torch.where(ready[:, k, None], upd / upd.sum(-1, keepdim=True), b)
+        upd = b * np.exp(eta * x / (b * x).sum(-1, keepdims=True))
+        b = np.where(ready[:, k, None], upd / upd.sum(-1, keepdims=True), b)
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def ons(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, delta: float = ONS_DELTA,
@@ -78,27 +91,30 @@ def ons(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, delta: f
     method", ICML 2006), delta = 1/8, beta = 1, eta = 0 (the paper's experiments; universal-portfolios' defaults).
 
     With g_t = x_t / (p_{t-1} . x_t): A_t = I + sum g g', c_t = (1 + 1/beta) sum g, and p_t = (1 - eta) q + eta / A
-    with q the projection of delta A_t^-1 c_t onto the simplex in the norm of A_t, solved exactly
-    (``simplex.simplex_qp``; universal-portfolios solves it with cvxopt to that solver's tolerance).
+    with q the projection of delta A_t^-1 c_t onto the simplex in the norm of A_t, i.e. argmin 0.5 q'A_t q -
+    delta c_t' q, solved exactly (``simplex.qp_np``; universal-portfolios solves it with cvxopt, to that solver's
+    tolerance).
     """
     if not (delta > 0 and beta > 0 and 0 <= eta <= 1):
         raise ValueError(f"ONS needs delta > 0, beta > 0 and 0 <= eta <= 1; got {delta}, {beta}, {eta}.")
-    x_wla = relatives(close_ta)[decision_bars_wl]
-    ready = decision_bars_wl >= 1
+    bars = _bars(decision_bars_wl)
+    x_wla = _relatives(close_ta)[bars]
+    ready = bars >= 1
     n_windows, length, n_assets = x_wla.shape
-    p = _uniform(n_windows, n_assets, x_wla)
-    a = torch.eye(n_assets, dtype=torch.float64).expand(n_windows, -1, -1).clone()
-    c = torch.zeros_like(p)
-    out = torch.empty_like(x_wla)
+    p = np.full((n_windows, n_assets), 1.0 / n_assets)
+    q = p.copy()
+    a = np.repeat(np.eye(n_assets)[None], n_windows, axis=0)
+    c = np.zeros_like(p)
+    out = np.empty_like(x_wla)
     for k in range(length):
         r = ready[:, k, None]
-        g = x_wla[:, k] / (p * x_wla[:, k]).sum(-1, keepdim=True)
-        a = torch.where(r[:, :, None], a + g[:, :, None] * g[:, None, :], a)
-        c = torch.where(r, c + (1.0 + 1.0 / beta) * g, c)
-        q = simplex_qp(a, delta * c, p if eta == 0 else simplex_projection(p))
-        p = torch.where(r, (1.0 - eta) * q + eta / n_assets, p)
+        g = x_wla[:, k] / (p * x_wla[:, k]).sum(-1, keepdims=True)
+        a = np.where(r[:, :, None], a + g[:, :, None] * g[:, None, :], a)
+        c = np.where(r, c + (1.0 + 1.0 / beta) * g, c)
+        q = np.where(r, qp_np(a, delta * c, q), q)
+        p = np.where(r, (1.0 - eta) * q + eta / n_assets, p)
         out[:, k] = p
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def pamr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: float = PAMR_EPS,
@@ -115,26 +131,27 @@ def pamr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
         raise ValueError(f"PAMR variant must be 0, 1 or 2, got {variant}.")
     if not (eps >= 0 and c > 0):
         raise ValueError(f"PAMR needs eps >= 0 and C > 0, got {eps} and {c}.")
-    x_wla = relatives(close_ta)[decision_bars_wl]
-    ready = decision_bars_wl >= 1
+    bars = _bars(decision_bars_wl)
+    x_wla = _relatives(close_ta)[bars]
+    ready = bars >= 1
     n_windows, length, n_assets = x_wla.shape
-    b = _uniform(n_windows, n_assets, x_wla)
-    out = torch.empty_like(x_wla)
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    out = np.empty_like(x_wla)
     for k in range(length):
         x = x_wla[:, k]
-        excess = x - x.mean(-1, keepdim=True)
-        loss = torch.clamp((b * x).sum(-1, keepdim=True) - eps, min=0.0)
-        denom = (excess * excess).sum(-1, keepdim=True)
+        excess = x - x.mean(-1, keepdims=True)
+        loss = np.maximum((b * x).sum(-1, keepdims=True) - eps, 0.0)
+        denom = (excess * excess).sum(-1, keepdims=True)
         if variant == 2:
             tau = loss / (denom + 0.5 / c)
         else:
-            tau = torch.where(denom > 0, loss / torch.where(denom > 0, denom, 1.0), 0.0)
+            tau = np.where(denom > 0, loss / np.where(denom > 0, denom, 1.0), 0.0)
             if variant == 1:
-                tau = torch.clamp(tau, max=c)
-        upd = simplex_projection(b - torch.clamp(tau, max=PAMR_MAX_STEP) * excess)
-        b = torch.where(ready[:, k, None], upd, b)
+                tau = np.minimum(tau, c)
+        upd = project_np(b - np.minimum(tau, PAMR_MAX_STEP) * excess)
+        b = np.where(ready[:, k, None], upd, b)
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def cwmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: float = CWMR_EPS,
@@ -155,57 +172,61 @@ def cwmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"CWMR confidence must lie in (0.5, 1), got {confidence}.")
     theta = math.sqrt(2.0) * torch.erfinv(torch.tensor(2.0 * confidence - 1.0, dtype=torch.float64)).item()
-    x_wla = relatives(close_ta)[decision_bars_wl]
-    ready = decision_bars_wl >= 1
+    bars = _bars(decision_bars_wl)
+    x_wla = _relatives(close_ta)[bars]
+    ready = bars >= 1
     n_windows, length, n = x_wla.shape
-    mu = _uniform(n_windows, n, x_wla)
-    sigma = (torch.eye(n, dtype=torch.float64) / n**2).expand(n_windows, -1, -1).clone()
-    out = torch.empty_like(x_wla)
-    for k in range(length):
-        x = x_wla[:, k]
-        r = ready[:, k, None]
-        m = (mu * x).sum(-1)
-        sx = torch.einsum("wij,wj->wi", sigma, x)
-        v = (x * sx).sum(-1)
-        diag = torch.diagonal(sigma, dim1=-2, dim2=-1)
-        x_bar = (diag * x).sum(-1) / diag.sum(-1)
-        foo = (v - x_bar * (x * sigma.sum(-1)).sum(-1)) / m**2 + v * theta**2 / 2.0
-        gap = eps - torch.log(m)
-        qa = foo**2 - v**2 * theta**4 / 4.0
-        qb = 2.0 * gap * foo
-        qc = gap**2 - v * theta**2
-        root = torch.sqrt(qb**2 - 4.0 * qa * qc)  # NaN when there is no real root: then lambda = 0
-        r1, r2 = (-qb + root) / (2.0 * qa), (-qb - root) / (2.0 * qa)
-        lam = torch.maximum(torch.nan_to_num(r1, nan=0.0), torch.nan_to_num(r2, nan=0.0)).clamp(min=0.0, max=1e7)
-        u_sqrt = 0.5 * (-lam * theta * v + torch.sqrt(lam**2 * theta**2 * v**2 + 4.0 * v))
-        new_mu = simplex_projection(mu - (lam / m)[:, None] * (sx - x_bar[:, None] * sigma.sum(-1)))
-        gain = (theta * lam / u_sqrt)[:, None]
-        if paper:
-            prec = torch.linalg.inv(sigma) + torch.diag_embed(gain * x * x)
-        else:
-            prec = torch.linalg.inv(sigma) + (gain * x[:, :1] ** 2)[:, :, None]
-        new_sigma = torch.linalg.inv(prec)
-        new_sigma = new_sigma / (n**2 * torch.diagonal(new_sigma, dim1=-2, dim2=-1).sum(-1))[:, None, None]
-        mu = torch.where(r, new_mu, mu)
-        sigma = torch.where(r[:, :, None], new_sigma, sigma)
-        out[:, k] = mu
-    return _with_cash(out, include_cash)
+    mu = np.full((n_windows, n), 1.0 / n)
+    sigma = np.repeat((np.eye(n) / n**2)[None], n_windows, axis=0)
+    out = np.empty_like(x_wla)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(length):
+            x = x_wla[:, k]
+            r = ready[:, k, None]
+            m = (mu * x).sum(-1)
+            sx = np.einsum("wij,wj->wi", sigma, x)
+            v = (x * sx).sum(-1)
+            diag = np.einsum("wii->wi", sigma)
+            x_bar = (diag * x).sum(-1) / diag.sum(-1)
+            rows = sigma.sum(-1)
+            foo = (v - x_bar * (x * rows).sum(-1)) / m**2 + v * theta**2 / 2.0
+            gap = eps - np.log(m)
+            qa = foo**2 - v**2 * theta**4 / 4.0
+            qb = 2.0 * gap * foo
+            qc = gap**2 - v * theta**2
+            root = np.sqrt(qb**2 - 4.0 * qa * qc)  # NaN when there is no real root: then lambda = 0
+            r1, r2 = (-qb + root) / (2.0 * qa), (-qb - root) / (2.0 * qa)
+            lam = np.clip(np.maximum(np.nan_to_num(r1, nan=0.0), np.nan_to_num(r2, nan=0.0)), 0.0, 1e7)
+            u_sqrt = 0.5 * (-lam * theta * v + np.sqrt(lam**2 * theta**2 * v**2 + 4.0 * v))
+            new_mu = project_np(mu - (lam / m)[:, None] * (sx - x_bar[:, None] * rows))
+            gain = (theta * lam / u_sqrt)[:, None]
+            prec = np.linalg.inv(sigma)
+            if paper:
+                prec[:, np.arange(n), np.arange(n)] += gain * x * x
+            else:
+                prec += (gain * x[:, :1] ** 2)[:, :, None]
+            new_sigma = np.linalg.inv(prec)
+            new_sigma /= (n**2 * np.einsum("wii->w", new_sigma))[:, None, None]
+            mu = np.where(r, new_mu, mu)
+            sigma = np.where(r[:, :, None], new_sigma, sigma)
+            out[:, k] = mu
+    return _out(out, include_cash, close_ta)
 
 
-def _l1_median(points_wsa: Tensor, tau: float, max_iter: int) -> Tensor:
+def _l1_median(points: np.ndarray, tau: float, max_iter: int) -> np.ndarray:
     """Weiszfeld's iteration for the L1 (spatial) median of S points per row [W, S, A], from their mean, stopped (per
     row) once ||y - y_last|| / ||y_last|| <= tau or after max_iter steps. A point at distance 0 is kept finite by a
     1e-300 floor on the distance."""
-    y = points_wsa.mean(dim=1)
-    done = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+    y = points.mean(axis=1)
+    done = np.zeros(y.shape[0], dtype=bool)
     for _ in range(max_iter):
-        d = torch.linalg.vector_norm(points_wsa - y[:, None], dim=-1).clamp(min=1e-300)  # [W, S]
+        d = np.maximum(np.sqrt(((points - y[:, None]) ** 2).sum(-1)), 1e-300)  # [W, S]
         inv = 1.0 / d
-        y_new = (points_wsa * inv[:, :, None]).sum(1) / inv.sum(1, keepdim=True)
-        moved = torch.linalg.vector_norm(y_new - y, dim=-1) / torch.linalg.vector_norm(y, dim=-1)
-        y = torch.where(done[:, None], y, y_new)
-        done = done | (moved <= tau)
-        if bool(done.all()):
+        y_new = (points * inv[:, :, None]).sum(1) / inv.sum(1, keepdims=True)
+        moved = np.sqrt(((y_new - y) ** 2).sum(-1)) / np.sqrt((y * y).sum(-1))
+        y = np.where(done[:, None], y, y_new)
+        done |= moved <= tau
+        if done.all():
             break
     return y
 
@@ -225,27 +246,28 @@ def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: 
     """
     if window < 2 or not tau > 0:
         raise ValueError(f"RMR needs window >= 2 and tau > 0, got {window} and {tau}.")
-    close = close_ta.to(torch.float64)
-    bars = decision_bars_wl
+    close = close_ta.double().cpu().numpy()
+    bars = _bars(decision_bars_wl)
     n_windows, length = bars.shape
     n_assets = close.shape[1]
-    offsets = torch.arange(-window + 1, 1, device=bars.device)
-    b = _uniform(n_windows, n_assets, close)
-    out = torch.empty((n_windows, length, n_assets), dtype=torch.float64, device=close.device)
+    offsets = np.arange(-window + 1, 1)
+    fixed = None if scale_ta is None else scale_ta.double().cpu().numpy()
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    out = np.empty((n_windows, length, n_assets))
     for k in range(length):
         t = bars[:, k]
-        ready = (t >= window)[:, None]
-        hist = close[(t[:, None] + offsets).clamp(min=0)]  # [W, window, A]
-        scale = close[t][:, None] if scale_ta is None else scale_ta.to(torch.float64)
-        now = close[t] / (close[t] if scale_ta is None else scale_ta.to(torch.float64))
-        x = _l1_median(hist / scale, tau, RMR_MAX_ITER) / now
-        excess = x - x.mean(-1, keepdim=True)
-        denom = (excess * excess).sum(-1, keepdim=True)
-        gap = eps - (b * x).sum(-1, keepdim=True)
-        lam = torch.where(denom > 0, torch.clamp(gap, min=0.0) / torch.where(denom > 0, denom, 1.0), 0.0)
-        b = torch.where(ready, simplex_projection(b + lam * excess), b)
+        hist = close[np.maximum(t[:, None] + offsets, 0)]  # [W, window, A]
+        if fixed is None:
+            x = _l1_median(hist / close[t][:, None], tau, RMR_MAX_ITER)
+        else:
+            x = _l1_median(hist / fixed, tau, RMR_MAX_ITER) / (close[t] / fixed)
+        excess = x - x.mean(-1, keepdims=True)
+        denom = (excess * excess).sum(-1, keepdims=True)
+        gap = eps - (b * x).sum(-1, keepdims=True)
+        lam = np.where(denom > 0, np.maximum(gap, 0.0) / np.where(denom > 0, denom, 1.0), 0.0)
+        b = np.where((t >= window)[:, None], project_np(b + lam * excess), b)
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def anticor(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = ANTICOR_WINDOW,
@@ -265,37 +287,37 @@ def anticor(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, wind
     """
     if window < 2:
         raise ValueError(f"Anticor window must be >= 2, got {window}.")
-    x_ta = relatives(close_ta)
-    signal = torch.log(x_ta) if paper else x_ta
-    bars = decision_bars_wl
+    x_ta = _relatives(close_ta)
+    signal = np.log(x_ta) if paper else x_ta
+    bars = _bars(decision_bars_wl)
     n_windows, length = bars.shape
     n_assets = x_ta.shape[1]
-    offsets = torch.arange(-2 * window + 1, 1, device=bars.device)
+    offsets = np.arange(-2 * window + 1, 1)
     first = 2 * window if paper else 2 * window - 1
-    b = _uniform(n_windows, n_assets, x_ta)
-    out = torch.empty((n_windows, length, n_assets), dtype=torch.float64, device=x_ta.device)
-    off_diag = ~torch.eye(n_assets, dtype=torch.bool, device=x_ta.device)
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    out = np.empty((n_windows, length, n_assets))
+    off_diag = ~np.eye(n_assets, dtype=bool)
     for k in range(length):
         t = bars[:, k]
-        seq = signal[(t[:, None] + offsets).clamp(min=0)]  # [W, 2w, A]
+        seq = signal[np.maximum(t[:, None] + offsets, 0)]  # [W, 2w, A]
         older, recent = seq[:, :window], seq[:, window:]
         if not paper:
             older, recent = recent, older  # M[i, j] = corr(recent_i, older_j)
-        d1 = older - older.mean(1, keepdim=True)
-        d2 = recent - recent.mean(1, keepdim=True)
-        cov = torch.einsum("wsi,wsj->wij", d1, d2)
-        norm = torch.sqrt((d1 * d1).sum(1))[:, :, None] * torch.sqrt((d2 * d2).sum(1))[:, None, :]
-        mcor = torch.where(norm > 0, cov / torch.where(norm > 0, norm, 1.0), 0.0)
+        d1 = older - older.mean(1, keepdims=True)
+        d2 = recent - recent.mean(1, keepdims=True)
+        cov = np.einsum("wsi,wsj->wij", d1, d2)
+        norm = np.sqrt((d1 * d1).sum(1))[:, :, None] * np.sqrt((d2 * d2).sum(1))[:, None, :]
+        mcor = np.where(norm > 0, cov / np.where(norm > 0, norm, 1.0), 0.0)
         mu2 = seq[:, window:].mean(1)
-        auto = torch.clamp(-torch.diagonal(mcor, dim1=-2, dim2=-1), min=0.0)  # [W, A]
+        auto = np.maximum(-np.einsum("wii->wi", mcor), 0.0)  # [W, A]
         claim = mcor + auto[:, :, None] + auto[:, None, :]
-        claim = torch.where((mu2[:, :, None] > mu2[:, None, :]) & (mcor > 0) & off_diag, claim, 0.0)
-        total = claim.sum(-1, keepdim=True)
-        transfer = torch.where(total > 0, b[:, :, None] * claim / torch.where(total > 0, total, 1.0), 0.0)
-        upd = b + transfer.sum(1) - transfer.sum(2)
-        b = torch.where((t >= first)[:, None], upd, b)
+        claim = np.where((mu2[:, :, None] > mu2[:, None, :]) & (mcor > 0) & off_diag, claim, 0.0)
+        total = claim.sum(-1, keepdims=True)
+        transfer = np.where(total > 0, b[:, :, None] * claim / np.where(total > 0, total, 1.0), 0.0)
+        upd = np.maximum(b + transfer.sum(1) - transfer.sum(2), 0.0)  # a weight handed away entirely can round to
+        b = np.where((t >= first)[:, None], upd / upd.sum(-1, keepdims=True), b)  # -1e-17: keep it on the simplex
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool,
@@ -308,7 +330,8 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
     as log wealth so that long windows do not overflow. ``points`` [S, A] replaces the random draw (the cross-check
     passes universal-portfolios' own sample). The error of the sampled integral shrinks like 1 / sqrt(samples).
     """
-    x_wla = relatives(close_ta)[decision_bars_wl]
+    bars = _bars(decision_bars_wl)
+    x_wla = _relatives(close_ta)[bars]
     n_windows, length, n_assets = x_wla.shape
     if points is None:
         if samples < 1:
@@ -316,18 +339,19 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
         gen = torch.Generator().manual_seed(seed)
         e = -torch.log(torch.rand(samples, n_assets, generator=gen, dtype=torch.float64))  # Dirichlet(1, ..., 1)
         points = e / e.sum(-1, keepdim=True)
-    points = points.to(torch.float64).to(x_wla.device)
-    points_t = points.T.contiguous()  # a contiguous right operand: several times faster for one window
-    ready = decision_bars_wl >= 1
-    log_wealth = torch.zeros(n_windows, points.shape[0], dtype=torch.float64, device=x_wla.device)
-    out = torch.empty_like(x_wla)
-    b = _uniform(n_windows, n_assets, x_wla)
+    pts = points.double().cpu().numpy()
+    pts_t = np.ascontiguousarray(pts.T)
+    ready = bars >= 1
+    log_wealth = np.zeros((n_windows, pts.shape[0]))
+    out = np.empty_like(x_wla)
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
     for k in range(length):
-        step = torch.log(x_wla[:, k] @ points_t)  # [W, S]
-        log_wealth = torch.where(ready[:, k, None], log_wealth + step, log_wealth)
-        b = torch.where(ready[:, k, None], torch.softmax(log_wealth, dim=-1) @ points, b)
+        r = ready[:, k, None]
+        log_wealth = np.where(r, log_wealth + np.log(x_wla[:, k] @ pts_t), log_wealth)
+        weight = np.exp(log_wealth - log_wealth.max(-1, keepdims=True))
+        b = np.where(r, (weight @ pts) / weight.sum(-1, keepdims=True), b)
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def corn(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = CORN_WINDOW,
@@ -339,37 +363,41 @@ def corn(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window:
     At bar t (ready once t >= w) the last w relatives x_{t-w+1} .. x_t, flattened, are correlated with every earlier
     such window ending at i in [w-1, t-1] (since the data's first bar: the past, not only this backtest window);
     the days i + 1 after the windows with correlation >= rho form the similarity set, and the target is their
-    log-optimal portfolio (``simplex.log_optimal``), equal weight when the set is empty. Windows at the very start of
-    the data include the placeholder x_0 = 1, as in universal-portfolios; it solves the same problem with SLSQP
-    (a looser optimum, and with fewer similar days than assets the optimum is not unique).
+    log-optimal portfolio (``simplex.log_optimal_np``, warm-started from the last target), equal weight when the set
+    is empty. Windows at the very start of the data include the placeholder x_0 = 1, as in universal-portfolios; it
+    solves the same problem with SLSQP (a looser optimum, and with fewer similar days than assets the optimum is not
+    unique). The cost per bar grows with the bars before it.
     """
     if window < 1 or not -1.0 <= rho <= 1.0:
         raise ValueError(f"CORN needs window >= 1 and -1 <= rho <= 1, got {window} and {rho}.")
-    x_ta = relatives(close_ta)
+    x_ta = _relatives(close_ta)
     n_bars, n_assets = x_ta.shape
-    bars = decision_bars_wl
+    bars = _bars(decision_bars_wl)
     n_windows, length = bars.shape
     # Row t: x_t, x_{t-1}, .., x_{t-w+1}, centred and scaled to unit norm, so that correlation is a dot product.
-    lags = torch.stack([torch.roll(x_ta, k, dims=0) for k in range(window)], dim=1).reshape(n_bars, -1)
-    z = lags - lags.mean(-1, keepdim=True)
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    z = torch.where(norm > 0, z / torch.where(norm > 0, norm, 1.0), torch.nan)  # a flat window correlates with none
-    b = _uniform(n_windows, n_assets, x_ta)
-    out = torch.empty((n_windows, length, n_assets), dtype=torch.float64, device=x_ta.device)
-    idx = torch.arange(n_bars, device=x_ta.device)
+    lags = np.stack([np.roll(x_ta, k, axis=0) for k in range(window)], axis=1).reshape(n_bars, -1)
+    z = lags - lags.mean(-1, keepdims=True)
+    norm = np.sqrt((z * z).sum(-1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(norm > 0, z / np.where(norm > 0, norm, 1.0), np.nan)  # a flat window correlates with none
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    out = np.empty((n_windows, length, n_assets))
+    idx = np.arange(n_bars)
     for k in range(length):
         t = bars[:, k]
         horizon = int(t.max()) + 1
-        corr = z[t] @ z[:horizon].T  # [W, horizon]: windows ending at i
-        cand = (idx[None, :horizon] >= window - 1) & (idx[None, :horizon] <= (t[:, None] - 1)) & (corr >= rho)
-        days = torch.zeros_like(cand)
+        with np.errstate(invalid="ignore"):
+            corr = z[t] @ z[:horizon].T  # [W, horizon]: windows ending at i
+            cand = (idx[None, :horizon] >= window - 1) & (idx[None, :horizon] <= t[:, None] - 1) & (corr >= rho)
+        days = np.zeros_like(cand)
         days[:, 1:] = cand[:, :-1]  # day i + 1 follows the window ending at i
         ready = t >= window
-        mask = days & ready[:, None]
-        upd = log_optimal(x_ta[:horizon].expand(n_windows, -1, -1), mask, b0_ba=b)
-        b = torch.where(ready[:, None], upd, b)
+        if ready.any():
+            upd = log_optimal_np(np.broadcast_to(x_ta[:horizon], (n_windows, horizon, n_assets)),
+                                 days & ready[:, None], b)
+            b = np.where(ready[:, None], upd, b)
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _out(out, include_cash, close_ta)
 
 
 def bcrp_hindsight(growth_wla: Tensor, include_cash: bool) -> Tensor:
@@ -377,5 +405,6 @@ def bcrp_hindsight(growth_wla: Tensor, include_cash: bool) -> Tensor:
     growth over that window's own returns (Cover 1991's benchmark), before fees. growth_wla: [W, L, A (+1)] gross
     growth of each decision, as ``core.best_single_hindsight`` takes. Returns [W, L, A (+1)], the same every step."""
     n_risky = growth_wla.shape[-1] - int(include_cash)
-    b = log_optimal(growth_wla[..., :n_risky].to(torch.float64))
-    return _with_cash(b[:, None, :].expand(-1, growth_wla.shape[-2], -1).contiguous(), include_cash)
+    b = log_optimal_np(growth_wla[..., :n_risky].double().cpu().numpy())
+    w = np.ascontiguousarray(np.broadcast_to(b[:, None, :], (b.shape[0], growth_wla.shape[-2], n_risky)))
+    return _out(w, include_cash, growth_wla)
