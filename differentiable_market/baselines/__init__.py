@@ -1,8 +1,9 @@
 """Strategies to compare a policy against, as causal target weights on the backtester's windows.
 
-Families: ``core`` (equal weight, buy and hold, OLMAR, inverse volatility, the cash baselines, single assets and the
-best single asset in hindsight; ``core``), the online-portfolio-selection zoo (``olps``) and risk-based portfolios
-(``risk``). ``registry`` names every baseline, its family and the sets ``--baselines`` accepts.
+Modules: ``core`` (equal weight, buy and hold, OLMAR, inverse volatility, the cash baselines, single assets and the
+best single asset in hindsight), ``olps`` (the online-portfolio-selection zoo), ``risk`` (risk-based portfolios),
+``simplex`` (the solvers they share) and ``registry`` (every baseline by name with its family, and the sets that
+``--baselines`` accepts).
 """
 
 from .core import (OLMAR_EPS, OLMAR_WINDOW, VOL_LOOKBACK, best_single_hindsight, buy_and_hold, equal_weight,

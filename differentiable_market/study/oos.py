@@ -10,8 +10,8 @@ is charged like any other. Strategies:
 - ``seed<s>``: the deterministic policy of seed s (its own holdings carried across folds);
 - ``ensemble``: one agent whose target is the mean of the fold's members' deterministic targets, every member shown
   the ensemble's actual holdings (``rollout.ensemble_weights``);
-- every baseline of the backtester, on the whole out-of-sample range as one window (so buy-and-hold buys once and
-  trailing signals use only earlier bars).
+- every baseline of the study's ``--baselines`` set (``baselines.registry``), on the whole out-of-sample range as
+  one window (so buy-and-hold buys once and trailing signals use only earlier bars).
 """
 
 from __future__ import annotations
