@@ -326,8 +326,8 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
     prior, approximated by ``samples`` = 10,000 constant rebalanced portfolios drawn uniformly on the simplex
     (universal-portfolios' default count), generator seed ``seed``.
 
-    b_t = sum_j w_j S_j(t) / sum_j S_j(t), S_j(t) the wealth of CRP w_j over the window's relatives up to x_t, kept
-    as log wealth so that long windows do not overflow. ``points`` [S, A] replaces the random draw (the cross-check
+    b_t = sum_j w_j S_j(t) / sum_j S_j(t), S_j(t) the wealth of CRP w_j over the window's relatives up to x_t,
+    divided by its largest value every bar so that long windows do not overflow (cheaper than log wealth). ``points`` [S, A] replaces the random draw (the cross-check
     passes universal-portfolios' own sample). The error of the sampled integral shrinks like 1 / sqrt(samples).
     """
     bars = _bars(decision_bars_wl)
@@ -342,14 +342,15 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
     pts = points.double().cpu().numpy()
     pts_t = np.ascontiguousarray(pts.T)
     ready = bars >= 1
-    log_wealth = np.zeros((n_windows, pts.shape[0]))
+    wealth = np.ones((n_windows, pts.shape[0]))
     out = np.empty_like(x_wla)
     b = np.full((n_windows, n_assets), 1.0 / n_assets)
     for k in range(length):
         r = ready[:, k, None]
-        log_wealth = np.where(r, log_wealth + np.log(x_wla[:, k] @ pts_t), log_wealth)
-        weight = np.exp(log_wealth - log_wealth.max(-1, keepdims=True))
-        b = np.where(r, (weight @ pts) / weight.sum(-1, keepdims=True), b)
+        grown = wealth * (x_wla[:, k] @ pts_t)
+        grown /= grown.max(-1, keepdims=True)  # only ratios matter: rescaled every bar, it never overflows
+        wealth = np.where(r, grown, wealth)
+        b = np.where(r, (wealth @ pts) / wealth.sum(-1, keepdims=True), b)
         out[:, k] = b
     return _out(out, include_cash, close_ta)
 
