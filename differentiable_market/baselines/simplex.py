@@ -123,16 +123,16 @@ def log_optimal_np(x: np.ndarray, mask: np.ndarray | None = None, b0: np.ndarray
     eye = np.eye(n)
 
     def objective(w: np.ndarray) -> np.ndarray:
-        r = (x @ w[:, :, None])[:, :, 0]  # matmul, not einsum: BLAS on the large [B, N, A] operand
+        r = np.einsum("bna,ba->bn", x, w)
         return (m * np.log(np.maximum(r, 1e-300))).sum(axis=-1)
 
     f = objective(b)
     done = np.zeros(batch, dtype=bool)
     for _ in range(max_iter):
-        r = (x @ b[:, :, None])[:, :, 0]
+        r = np.einsum("bna,ba->bn", x, b)
         z = x * (m / r)[:, :, None]
         grad = z.sum(axis=1)
-        hess = z.transpose(0, 2, 1) @ (x / r[:, :, None])
+        hess = np.einsum("bni,bnj->bij", z, x / r[:, :, None])
         ridge = 1e-12 * np.maximum(np.einsum("bii->b", hess) / n, 1e-300)
         hess = hess + ridge[:, None, None] * eye
         target = qp_np(hess, np.einsum("bij,bj->bi", hess, b) + grad, b)
