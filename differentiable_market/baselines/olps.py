@@ -158,7 +158,8 @@ def cwmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
          confidence: float = CWMR_CONFIDENCE, paper: bool = True) -> Tensor:
     """Confidence-weighted mean reversion, the standard-deviation variant CWMR-Stdev (Li, Hoi, Zhao &
     Gopalkrishnan, "Confidence weighted mean reversion strategy for online portfolio selection", ACM TKDD 7(1),
-    2013), eps = -0.5 and confidence 0.95 (phi = Phi^-1(0.95) = 1.645; the paper's settings).
+    2013), eps = -0.5 and confidence 0.95 (phi = Phi^-1(0.95) = 1.645), universal-portfolios' defaults, which it
+    gives as the recommended values.
 
     The portfolio is the mean mu of a Gaussian N(mu, Sigma) (mu_0 uniform, Sigma_0 = I / A^2). Each bar, with
     M = mu . x, V = x' Sigma x and x_bar = sum_i Sigma_ii x_i / tr(Sigma), lambda is the largest root of the
@@ -235,7 +236,7 @@ def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: 
         eps: float = RMR_EPS, tau: float = RMR_TAU, scale_ta: Tensor | None = None) -> Tensor:
     """Robust median reversion (Huang, Zhou, Li, Hoi & Zhou, "Robust median reversion strategy for on-line
     portfolio selection", IJCAI 2013), window 5, eps 10 and median tolerance tau = 0.001 (universal-portfolios'
-    defaults; the paper's experiments use w = 5 and eps in the same range as OLMAR's).
+    defaults, used as published there; the paper's own table of settings was not checked here).
 
     OLMAR's update with the predicted relative x_t = L1median(p_{t-w+1} .. p_t) / p_t, the median of the last
     ``window`` closes found by Weiszfeld's iteration (``_l1_median``, tau as stopping tolerance, at most 200 steps).
