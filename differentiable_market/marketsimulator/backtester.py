@@ -29,7 +29,6 @@ volatility) may use bars before the window: they are in the past, not look-ahead
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from .. import baselines
+from ..baselines import registry
 from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
                           transferable, universe_difference)
 from ..config import ExperimentConfig, SplitName
@@ -70,8 +70,10 @@ class BacktestOptions:
     olmar_window: int = baselines.OLMAR_WINDOW
     olmar_eps: float = baselines.OLMAR_EPS
     vol_lookback: int = baselines.VOL_LOOKBACK
+    baselines: str = registry.DEFAULT  # --baselines: a set (core, olps, risk, all) or comma-separated names
 
     def __post_init__(self) -> None:
+        registry.resolve(self.baselines)  # refuses unknown names with the valid ones
         if self.cost_bps is not None and not (0.0 <= self.cost_bps < 10_000.0):  # also refuses NaN
             raise ConfigError(f"--cost-bps must lie in [0, 10000) basis points, got {self.cost_bps}.")
         if self.window_length is not None and self.window_length < 2:
@@ -169,11 +171,12 @@ class StrategyResult:
     weights: np.ndarray | None = None  # [W, L, A (+1)] target weights; kept for the policy only
     growth: np.ndarray | None = None  # [W, L, A (+1)] gross growth per asset of each decision; policy only
     traded: np.ndarray | None = None  # [W, L, A (+1)] |target - pre-trade holdings| (cash column 0); policy only
+    family: str = "policy"  # the baseline family (``baselines.registry``), "policy" for the policy
 
 
 def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Tensor, growth_wla: torch.Tensor,
                      cost_rate: float, include_cash: bool, periods_per_year: float,
-                     keep_weights: bool = False) -> StrategyResult:
+                     keep_weights: bool = False, family: str = "policy") -> StrategyResult:
     """Account target weights [W, L, A (+1)] from cash with the env's exact accounting, and compute metrics.
 
     keep_weights also keeps what the per-asset attribution needs: the weights, the growth and the traded weights."""
@@ -181,7 +184,7 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
     initial = initial_holdings(w.shape[-1], include_cash, dtype=torch.float64)
     acc = account(w, growth_wla, initial, cost_rate, include_cash, smooth_eps=None)
     lg, to, co = (x.cpu().numpy() for x in (acc.log_growth, acc.turnover, acc.cost))
-    out = StrategyResult(name, label, kind, lg, to, co, path_metrics(lg, to, co, periods_per_year))
+    out = StrategyResult(name, label, kind, lg, to, co, path_metrics(lg, to, co, periods_per_year), family=family)
     if keep_weights:
         traded = (w - acc.pre_trade).abs()
         if include_cash:  # cash pays no fee, as in ``account``
@@ -193,38 +196,18 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
 
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,
                      symbols: tuple[str, ...], options: BacktestOptions
-                     ) -> tuple[Iterator[tuple[str, str, StrategyKind, torch.Tensor]], np.ndarray]:
-    """(name, label, kind, weights [W, L, A (+1)]) of every baseline, and the hindsight asset index per window.
+                     ) -> tuple[Iterator[tuple[str, str, StrategyKind, str, torch.Tensor]], np.ndarray]:
+    """(name, label, kind, family, weights [W, L, A (+1)]) of every baseline of ``options.baselines``, and the
+    hindsight best asset index per window.
 
-    The baselines come from an iterator that builds each single-asset weight tensor only when it is reached, so a
-    caller that accounts each one and lets it go holds one at a time (A of them at once took 4.5 GB at 100 assets
-    on minute bars). With ``include_cash`` it also yields the two baselines that hold cash (``equal_weight_cash``,
-    ``vol_target``)."""
-    shape = tuple(bars_wl.shape)
-    n = len(symbols)
-    best_w, best = baselines.best_single_hindsight(growth_wla, include_cash)
-    # With cash traded, a policy that only times its exposure must beat baselines that can hold cash too.
-    with_cash: list[tuple[str, str, StrategyKind, torch.Tensor]] = [
-        ("equal_weight_cash", f"Equal weight over the {n} assets and cash, 1/{n + 1} each", "baseline",
-         baselines.equal_weight_with_cash(shape, n)),
-        ("vol_target", f"Equal weight scaled to its long-run volatility ({options.vol_lookback}-bar trailing, max "
-         "100%), rest in cash", "baseline", baselines.volatility_target(close_ta, bars_wl, options.vol_lookback)),
-    ] if include_cash else []
-    out: list[tuple[str, str, StrategyKind, torch.Tensor]] = [
-        ("equal_weight", "Equal weight, rebalanced every bar", "baseline",
-         baselines.equal_weight(shape, n, include_cash)),
-        ("buy_and_hold", "Buy and hold from equal weight", "baseline",
-         baselines.buy_and_hold(growth_wla, include_cash)),
-        ("olmar", f"OLMAR (window {options.olmar_window}, eps {options.olmar_eps:g})", "baseline",
-         baselines.olmar(close_ta, bars_wl, include_cash, options.olmar_window, options.olmar_eps)),
-        ("inverse_vol", f"Inverse volatility ({options.vol_lookback}-bar trailing)", "baseline",
-         baselines.inverse_volatility(close_ta, bars_wl, include_cash, options.vol_lookback)),
-        *with_cash,
-    ]
-    holds = ((f"hold:{s}", f"Hold {s}", "single", baselines.single_asset(i, shape, n, include_cash))
-             for i, s in enumerate(symbols))
-    hindsight = [("best_single_hindsight", "Best single asset IN HINDSIGHT (not tradeable)", "hindsight", best_w)]
-    return itertools.chain(out, holds, hindsight), best.cpu().numpy()
+    The baselines come from an iterator that builds each weight tensor only when it is reached, so a caller that
+    accounts each one and lets it go holds one at a time (A single-asset holds at once took 4.5 GB at 100 assets
+    on minute bars). The baselines that hold cash (``equal_weight_cash``, ``vol_target``) run only with
+    ``include_cash``."""
+    _, best = baselines.best_single_hindsight(growth_wla, include_cash)
+    inputs = registry.Inputs(close_ta, bars_wl, growth_wla, include_cash, tuple(symbols), options.olmar_window,
+                             options.olmar_eps, options.vol_lookback)
+    return registry.generate(options.baselines, inputs), best.cpu().numpy()
 
 
 @dataclass
@@ -360,8 +343,8 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     strategies = {"policy": evaluate_weights("policy", "Policy (deterministic)", "policy", w_policy, growth, rate,
                                              include_cash, ppy, keep_weights=True)}
     named, hindsight = baseline_weights(close_ta, bars, growth, include_cash, market.symbols, options)
-    for name, label, kind, w in named:
-        strategies[name] = evaluate_weights(name, label, kind, w, growth, rate, include_cash, ppy)
+    for name, label, kind, family, w in named:
+        strategies[name] = evaluate_weights(name, label, kind, w, growth, rate, include_cash, ppy, family=family)
     t_end = time.perf_counter()
 
     root, bundled = resolve_data_root(cfg.data.root)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..baselines.registry import FAMILY_TITLES
 from ..atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..config import config_to_dict
 from ..env import execution_horizon
@@ -161,7 +162,7 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
     sheets = tearsheets(result)
     for name, s in result.strategies.items():
         agg = aggregate(s.metrics)
-        strategies[name] = {"label": s.label, "kind": s.kind, "mean": _numbers(agg["mean"]),
+        strategies[name] = {"label": s.label, "kind": s.kind, "family": s.family, "mean": _numbers(agg["mean"]),
                             "median": _numbers(agg["median"]), "tearsheet": sheets[name]}
     strategies["policy"]["attribution"] = policy_attribution(result)
     return {
@@ -174,7 +175,7 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
         "settings": {**result.effective, "window_length": result.options.window_length,
                      "stride": result.options.stride, "trades": result.options.trades,
                      "olmar_window": result.options.olmar_window, "olmar_eps": result.options.olmar_eps,
-                     "vol_lookback": result.options.vol_lookback},
+                     "vol_lookback": result.options.vol_lookback, "baselines": result.options.baselines},
         "overrides": result.overrides,
         "data": {**result.data, "symbols": list(result.symbols), "bars_per_year": result.periods_per_year},
         "metric_conventions": (
@@ -242,10 +243,23 @@ def trades_lines(result: BacktestResult) -> Iterator[bytes]:
             yield (json.dumps(row, allow_nan=False) + "\n").encode("utf-8")
 
 
+FAMILY_ORDER = ("policy", *FAMILY_TITLES)
+
+
 def _shown(result: BacktestResult) -> list[str]:
+    """Strategies listed in the tables, grouped by family (policy, core, olps, risk, single, hindsight)."""
     singles = [n for n, s in result.strategies.items() if s.kind == "single"]
     hide = set(singles) if len(singles) > MAX_LISTED_SINGLES else set()
-    return [n for n in result.strategies if n not in hide]
+    names = [n for n in result.strategies if n not in hide]
+    return sorted(names, key=lambda n: FAMILY_ORDER.index(result.strategies[n].family))
+
+
+def _family_row(result: BacktestResult, names: list[str], k: int, columns: int) -> str:
+    """A header row naming the family when strategy k starts a new one (none before the policy)."""
+    fam = result.strategies[names[k]].family
+    if fam == "policy" or (k > 0 and result.strategies[names[k - 1]].family == fam):
+        return ""
+    return f"<tr class='family'><th colspan='{columns}'>{html.escape(FAMILY_TITLES[fam])}</th></tr>"
 
 
 def _table(result: BacktestResult) -> tuple[list[str], dict[str, dict[str, float]], dict[str, set[str]]]:
@@ -275,7 +289,10 @@ def summary_table(result: BacktestResult) -> str:
     beats = policy_beats(result)
     header = ["strategy"] + [SHORT[m] for m in METRICS] + ["policy beats"]
     rows = []
-    for n in names:
+    for k, n in enumerate(names):
+        fam = result.strategies[n].family
+        if fam != "policy" and (k == 0 or result.strategies[names[k - 1]].family != fam):
+            rows.append([f"-- {FAMILY_TITLES[fam]}"] + [""] * (len(header) - 1))
         cells = [n + (" (hindsight)" if result.strategies[n].kind == "hindsight" else "")]
         cells += [_fmt(m, means[n][m]) + ("*" if n in best.get(m, ()) else " ") for m in METRICS]
         cells.append("-" if n == "policy" else f"{beats[n]['windows']}/{beats[n]['of']}")
@@ -447,7 +464,8 @@ def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str
     beats = report["policy_beats"]
     head = "".join(f"<th>{esc(SHORT[m])}</th>" for m in METRICS)
     body = []
-    for n in names:
+    for k, n in enumerate(names):
+        body.append(_family_row(result, names, k, len(METRICS) + 2))
         s = result.strategies[n]
         cls = {"policy": "policy", "hindsight": "hindsight"}.get(s.kind, "")
         cells = "".join(
@@ -458,7 +476,8 @@ def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str
                     f"<td>{beat}</td></tr>")
     sheet_head = "".join(f"<th>{esc(SHORT[m])}</th>" for m in TEARSHEET_METRICS)
     sheet_rows = []
-    for n in names:
+    for k, n in enumerate(names):
+        sheet_rows.append(_family_row(result, names, k, len(TEARSHEET_METRICS) + 2))
         t = report["strategies"][n]["tearsheet"]
         dd = t["longest_drawdown"]
         cells = "".join(f"<td>{esc(_fmt(m, np.nan if t[m] is None else t[m]))}</td>" for m in TEARSHEET_METRICS)
@@ -505,6 +524,7 @@ th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
 td.name, table.facts th, table.facts td {{ text-align: left; }}
 tr.policy {{ background: #eef4ff; font-weight: bold; }}
 tr.hindsight {{ color: #777; font-style: italic; }}
+tr.family th {{ text-align: left; background: #f0f0f0; }}
 td.best {{ background: #d9f2d9; }}
 small {{ font-weight: normal; color: #555; }}
 .plotly-graph-div {{ border: 1px solid #ddd; margin: 8px 0; }}

@@ -10,10 +10,18 @@ import argparse
 import sys
 from typing import get_args
 
+from ..baselines import registry
 from ..config import SplitName
 from ..errors import DifferentiableMarketError
 from .backtester import BacktestOptions, run_backtest
 from .report import summary_table, write_report
+
+
+BASELINES_HELP = (
+    "baselines to run next to the policy: a set, core (default; equal weight, buy and hold, OLMAR, inverse "
+    "volatility, the cash baselines, single assets, best single asset in hindsight), olps (the online-portfolio "
+    "zoo), risk (risk-based portfolios) or all; or comma-separated set and baseline names, e.g. core,eg,erc. Names: "
+    + ", ".join(registry.ORDER) + ". equal_weight always runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "another count; same feature spec). Every symbol in the data is used (the assets kept are decided on "
                    "these data's training split) and the splits are the configured fractions of these bars; the "
                    "report records both symbol lists. Without it, other symbols are refused")
+    p.add_argument("--baselines", default=registry.DEFAULT, metavar="SET|NAMES",
+                   help=BASELINES_HELP)
     p.add_argument("--no-trades", action="store_true", help="do not write trades.jsonl")
     p.add_argument("--report-dir", default="differentiable_market/evals", help="parent folder of report folders (default: differentiable_market/evals)")
     return p
@@ -52,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint, window_length=args.window_length, stride=args.stride, split=args.split,
             data_root=args.data_root, data_glob=args.data_glob, cost_bps=args.cost_bps,
             include_cash=args.include_cash, trades=not args.no_trades, transfer_universe=args.transfer_universe,
+            baselines=args.baselines,
         )
         result = run_backtest(options)
         out = write_report(result, args.report_dir)

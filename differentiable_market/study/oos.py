@@ -10,8 +10,8 @@ is charged like any other. Strategies:
 - ``seed<s>``: the deterministic policy of seed s (its own holdings carried across folds);
 - ``ensemble``: one agent whose target is the mean of the fold's members' deterministic targets, every member shown
   the ensemble's actual holdings (``rollout.ensemble_weights``);
-- every baseline of the backtester, on the whole out-of-sample range as one window (so buy-and-hold buys once and
-  trailing signals use only earlier bars).
+- every baseline of the study's ``--baselines`` set (``baselines.registry``), on the whole out-of-sample range as
+  one window (so buy-and-hold buys once and trailing signals use only earlier bars).
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ class Path:
     turnover: np.ndarray
     cost: np.ndarray
     weights: np.ndarray
+    family: str = "policy"  # the baseline family (``baselines.registry``), "policy" for seeds and the ensemble
 
 
 def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
                    cost_rate: float, include_cash: bool, execution: str,
-                   rebalance_every: int | None = None) -> tuple[dict[str, Path], np.ndarray]:
+                   rebalance_every: int | None = None, baselines: str = "core") -> tuple[dict[str, Path], np.ndarray]:
     """Paths of every seed, the ensemble and every baseline; and the decision bars [T] they trade.
 
     ``members[k]`` lists (seed, best checkpoint) of fold k; each must have been trained on exactly these data.
-    ``rebalance_every`` None: each fold's members' own (a search may choose it per fold).
+    ``rebalance_every`` None: each fold's members' own (a search may choose it per fold). ``baselines`` is the
+    ``--baselines`` selection (``baselines.registry``).
     """
     fingerprint = market.fingerprint()
     planned = {f.index: tuple(f.split_bars) for f in folds}
@@ -96,19 +98,19 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     growth = growth_ta[torch.as_tensor(bars)][None]  # [1, T, A (+1)]
     out: dict[str, Path] = {}
 
-    def add(name: str, label: str, kind: StrategyKind, w: torch.Tensor) -> None:
+    def add(name: str, label: str, kind: StrategyKind, w: torch.Tensor, family: str = "policy") -> None:
         w = w.to(torch.float64)
         w = w / w.sum(-1, keepdim=True)
         r = evaluate_weights(name, label, kind, w, growth, cost_rate, include_cash, ppy)
-        out[name] = Path(name, label, kind, r.log_growth[0], r.turnover[0], r.cost[0], w[0].numpy())
+        out[name] = Path(name, label, kind, r.log_growth[0], r.turnover[0], r.cost[0], w[0].numpy(), family)
 
     add("ensemble", f"Seed ensemble ({len(seeds)} seeds)", "policy", torch.cat(weights["ensemble"])[None])
     for s in seeds:
         add(f"seed{s}", f"Policy, seed {s}", "policy", torch.cat(weights[f"seed{s}"])[None])
     named, _ = baseline_weights(close_ta, torch.as_tensor(bars)[None], growth, include_cash, market.symbols,
-                                BacktestOptions(checkpoint="study"))
-    for name, label, kind, w in named:
-        add(name, label, kind, w)
+                                BacktestOptions(checkpoint="study", baselines=baselines))
+    for name, label, kind, family, w in named:
+        add(name, label, kind, w, family)
     return out, bars
 
 

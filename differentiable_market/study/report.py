@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_text, json_safe
+from ..baselines import registry
 from ..checkpoint import Checkpoint
 from ..config import ExperimentConfig
 from ..data import MarketData
@@ -44,6 +45,7 @@ class StudySettings:
     train_bars: int | None = None  # training bars per fold with window="rolling"
     bootstrap_reps: int = 2000
     ci_level: float = 0.9
+    baselines: str = registry.DEFAULT  # --baselines: which baselines the stitched paths compare against
     search: int = 0  # Optuna trials per fold (0: no search; the study trains the given flags)
     space: str | None = None  # the search space file given (None: the default space); the study keeps a copy
     search_batch: int = 4  # trials drawn together per fold (and run at once), whatever the worker count
@@ -52,6 +54,7 @@ class StudySettings:
     search_storage: str | None = None  # Optuna database URL; None: a journal file in the study folder
 
     def __post_init__(self) -> None:
+        registry.resolve(self.baselines)  # refuses unknown names with the valid ones
         if self.folds < 1 or self.seeds < 1:
             raise ConfigError(f"--folds and --seeds must be >= 1, got {self.folds} and {self.seeds}.")
         if self.search < 0 or self.search_batch < 1:
@@ -144,14 +147,16 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
     ``search``: the study's search record (``search.run_search``), whose every trial the DSR counts;
     ``trial_checkpoints``: fold -> trial number -> its best.pt, stitched by validation rank into the SPA test's models."""
     include_cash = cfg.env.include_cash
-    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution)
+    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution,
+                                 baselines=settings.baselines)
     ppy = bars_per_year(market.timestamps)
     level, reps = settings.ci_level, settings.bootstrap_reps
     lg = {name: p.log_growth for name, p in paths.items()}
     strategies = {}
     for name, p in paths.items():
         m = path_metrics(p.log_growth, p.turnover, p.cost, ppy)
-        strategies[name] = {"label": p.label, "kind": p.kind, "log_growth": float(p.log_growth.sum()),
+        strategies[name] = {"label": p.label, "kind": p.kind, "family": p.family,
+                            "log_growth": float(p.log_growth.sum()),
                             "log_growth_per_year": stats.annualised_mean(p.log_growth, ppy),
                             **{k: float(v) for k, v in m.items()}}
     causal = [n for n, p in paths.items() if p.kind == "baseline"]
@@ -167,8 +172,9 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
         "bootstrap": "stationary bootstrap (Politis-Romano) of per-bar values, expected block length chosen by "
                      "Politis-White; percentile intervals; assumes the per-bar series is stationary and weakly "
                      "dependent",
-        "best_causal_baseline": f"the causal baseline ({', '.join(causal)}) with the highest out-of-sample log "
-                                "growth: chosen after the fact, so a harder benchmark",
+        "best_causal_baseline": f"among every causal baseline run (--baselines {settings.baselines}: "
+                                f"{', '.join(causal)}), the one with the highest out-of-sample log growth: chosen "
+                                "after the fact, so a harder benchmark (hindsight lines and single assets excluded)",
         "psr_dsr": "Bailey & Lopez de Prado; i.i.d. returns with the sample skewness and kurtosis; DSR counts every "
                    "trial the study made (each seed, the ensemble and every search trial of every fold, pruned "
                    "ones included) as independent, which is conservative; V is the variance of the per-bar Sharpe "
@@ -349,10 +355,15 @@ def report_html(state: dict[str, Any], extra_sections: Sequence[str] = ()) -> st
     r = state["results"]
     s = r["statistics"]
     esc = html.escape
-    strat_rows = "".join(
-        f"<tr><td>{esc(v['label'])}</td><td>{100 * v['log_growth_per_year']:+.2f}%</td><td>{v['sharpe']:.2f}</td>"
-        f"<td>{100 * v['max_drawdown']:.1f}%</td><td>{v['turnover']:.3f}</td></tr>"
-        for v in r["strategies"].values() if v["kind"] != "single")
+    strat_rows = ""
+    for fam in ("policy", *registry.FAMILY_TITLES):
+        rows = [v for v in r["strategies"].values() if v.get("family", "policy" if v["kind"] == "policy" else "core")
+                == fam and v["kind"] != "single"]
+        if rows and fam != "policy":
+            strat_rows += f"<tr><th colspan='5' style='text-align:left'>{esc(registry.FAMILY_TITLES[fam])}</th></tr>"
+        strat_rows += "".join(
+            f"<tr><td>{esc(v['label'])}</td><td>{100 * v['log_growth_per_year']:+.2f}%</td><td>{v['sharpe']:.2f}</td>"
+            f"<td>{100 * v['max_drawdown']:.1f}%</td><td>{v['turnover']:.3f}</td></tr>" for v in rows)
     fold_keys = [k for k in r["folds"][0] if k.endswith("_log_growth")]
     fold_rows = "".join(
         "<tr>" + f"<td>{f['fold']}</td><td>{f['first_bar'][:10]}..{f['last_bar'][:10]}</td><td>{f['bars']}</td>"

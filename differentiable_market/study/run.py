@@ -20,6 +20,7 @@ from ..config import ExperimentConfig, config_from_dict, config_to_dict
 from ..data import MarketData, execution_note
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
+from ..marketsimulator.run import BASELINES_HELP
 from ..runlog import new_timestamped_dir
 from ..flags import build_parser, config_from_args, given_flags
 from ..metrics import bars_per_year
@@ -202,6 +203,9 @@ def build_study_parser() -> argparse.ArgumentParser:
                    "on this machine; workers need the package, not this file system (needs: uv sync --extra ray)")
     g.add_argument("--ray-cpus-per-job", type=int, default=1, metavar="N", help="CPUs (and torch threads) of each "
                    "Ray job (default: 1)")
+    g.add_argument("--baselines", default=None, metavar="SET|NAMES", help=BASELINES_HELP + "; the study's best "
+                   f"causal baseline is chosen among all those run (default: {s.baselines}; recorded in study.json, "
+                   "so --resume runs the same ones)")
     g.add_argument("--bootstrap-reps", type=int, default=s.bootstrap_reps, help="bootstrap resamples of the "
                    f"confidence intervals and the SPA test (default: {s.bootstrap_reps})")
     g.add_argument("--ci-level", type=float, default=s.ci_level, help=f"confidence level (default: {s.ci_level})")
@@ -257,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             if extra:
                 flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
                 raise ConfigError(f"A resumed study uses the config in its study.json; drop {flags}.")
+            if args.baselines is not None:
+                raise ConfigError("A resumed study runs the baselines recorded in its study.json settings; drop "
+                                  f"--baselines {args.baselines}.")
             folder = Path(args.resume)
             state = load_study(folder)
             cfg = config_from_dict(ExperimentConfig, state["config"], "study.json config")
@@ -273,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                      bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level,
                                      search=args.search, space=args.space, search_batch=args.search_batch,
                                      search_epochs=args.search_epochs, search_pruner=args.search_pruner,
-                                     search_storage=args.search_storage)
+                                     search_storage=args.search_storage,
+                                     baselines=args.baselines or StudySettings.baselines)
             if args.space and not args.search:
                 raise ConfigError("--space has no effect without --search N (the number of trials per fold).")
             run_study(cfg, settings, None, executor, trial_runner=_trial_runner(args))

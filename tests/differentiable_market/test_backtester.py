@@ -457,3 +457,27 @@ def test_with_cash_two_baselines_that_hold_cash_are_reported(tmp_path, sample_ma
                                   torch.ones(1, result.plan.length, 4, dtype=torch.float64), False,
                                   sample_market.symbols, BacktestOptions(checkpoint="x"))
     assert not {"equal_weight_cash", "vol_target"} & {name for name, *_ in no_cash}
+
+
+def test_baselines_flag_picks_the_set_and_the_reports_group_them_by_family(checkpoint, tmp_path, capsys):
+    result = run_backtest(BacktestOptions(checkpoint=str(checkpoint), trades=False, baselines="eg,erc,bcrp_hindsight"),
+                          log=lambda *_: None)
+    # equal weight always runs: the reports measure everything against it
+    assert list(result.strategies) == ["policy", "equal_weight", "eg", "erc", "bcrp_hindsight"]
+    out = write_report(result, tmp_path / "evals")
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["baselines"] == "eg,erc,bcrp_hindsight"
+    assert {n: s["family"] for n, s in report["strategies"].items()} == {
+        "policy": "policy", "equal_weight": "core", "eg": "olps", "erc": "risk", "bcrp_hindsight": "hindsight"}
+    assert report["strategies"]["bcrp_hindsight"]["kind"] == "hindsight"
+    page = (out / "report.html").read_text()
+    heads = [page.index(t) for t in ("Core baselines", "Online portfolio selection", "Risk-based portfolios",
+                                     "Hindsight (not tradeable)")]
+    assert heads == sorted(heads)
+    assert "-- Online portfolio selection" in summary_table(result)
+    # the default is today's core set
+    assert BacktestOptions(checkpoint="x").baselines == "core"
+    with pytest.raises(ConfigError, match="--baselines: unknown name 'olmr'"):
+        BacktestOptions(checkpoint="x", baselines="core,olmr")
+    code = cli.main(["--checkpoint", str(checkpoint), "--baselines", "nope", "--report-dir", str(tmp_path / "r")])
+    assert code == 2 and "--baselines: unknown name 'nope'" in capsys.readouterr().err

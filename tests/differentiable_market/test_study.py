@@ -390,3 +390,55 @@ def test_a_study_of_close_only_files_runs_with_close_fills_and_records_them(tmp_
     assert state["execution_note"].startswith("execution close: 3 of 3 assets have no open price")
     assert state["results"]["verdict"].startswith("Out of sample (")
     assert "execution close" in (folder / "report.html").read_text()
+
+
+def test_the_best_causal_baseline_is_chosen_among_every_baseline_run(tmp_path):
+    from differentiable_market.study.report import report_html, study_results
+
+    market = random_walk_market(500, 3, seed=4)
+    folds = plan_folds(market.n_bars, 2, 2, 0.3, 60, 16, 16)
+    members = _checkpoints(tmp_path, market, folds, [0])
+    settings = StudySettings(folds=2, seeds=1, bootstrap_reps=100,
+                             baselines="core,eg,pamr,min_variance,bcrp_hindsight")
+    cfg = ExperimentConfig()
+    res = study_results(market, folds, members, cfg, settings)
+    strategies = res["strategies"]
+    causal = {n: s for n, s in strategies.items() if s["kind"] == "baseline"}
+    assert {"eg", "pamr", "min_variance", "olmar", "equal_weight"} <= set(causal)
+    assert "bcrp_hindsight" not in causal and "best_single_hindsight" not in causal  # hindsight is never "best"
+    best = res["statistics"]["best_causal_baseline"]
+    assert best == max(causal, key=lambda n: causal[n]["log_growth"])
+    assert res["statistics"]["vs_best_causal_baseline"]["benchmark"] == best
+    assert {strategies[n]["family"] for n in ("eg", "pamr")} == {"olps"}
+    assert strategies["min_variance"]["family"] == "risk" and strategies["bcrp_hindsight"]["family"] == "hindsight"
+    assert strategies["ensemble"]["family"] == "policy"
+    assert "--baselines core,eg,pamr,min_variance,bcrp_hindsight" in res["statistics"]["assumptions"][
+        "best_causal_baseline"]
+    from differentiable_market.config import config_to_dict
+
+    page = report_html({"config": config_to_dict(cfg), "results": res})
+    heads = [page.index(t) for t in ("Core baselines", "Online portfolio selection", "Risk-based portfolios",
+                                     "Hindsight (not tradeable)")]
+    assert heads == sorted(heads)
+
+
+def test_the_baselines_are_recorded_in_the_settings_and_resume_keeps_them(tmp_path, capsys):
+    import dataclasses
+
+    from differentiable_market.config import config_from_dict
+    from differentiable_market.errors import ConfigError
+    from differentiable_market.study.run import main
+
+    s = StudySettings(baselines="olps,risk")
+    assert dataclasses.asdict(s)["baselines"] == "olps,risk"  # study.json's settings, read back by --resume
+    assert config_from_dict(StudySettings, dataclasses.asdict(s)) == s
+    assert StudySettings().baselines == "core"
+    old = dataclasses.asdict(StudySettings())
+    del old["baselines"]  # a study.json written before --baselines existed resumes with the core set
+    assert config_from_dict(StudySettings, old).baselines == "core"
+    with pytest.raises(ConfigError, match="--baselines: unknown name"):
+        StudySettings(baselines="zoo")
+    args = build_study_parser().parse_args(["--baselines", "all"])
+    assert args.baselines == "all"
+    assert main(["--resume", str(tmp_path), "--baselines", "all"]) == 2
+    assert "drop --baselines all" in capsys.readouterr().err

@@ -15,8 +15,11 @@ look-ahead). Only ``best_single_hindsight`` looks at the window's outcomes, and 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .simplex import project_np
 
 OLMAR_WINDOW = 5  # Li & Hoi (2012) and universal-portfolios defaults
 OLMAR_EPS = 10.0
@@ -78,17 +81,6 @@ def best_single_hindsight(growth_wla: Tensor, include_cash: bool) -> tuple[Tenso
     return _with_cash(w, include_cash), best
 
 
-def simplex_projection(y: Tensor) -> Tensor:
-    """Euclidean projection of each row of y [..., A] onto the probability simplex (sort-based, exact)."""
-    u, _ = torch.sort(y, dim=-1, descending=True)
-    css = torch.cumsum(u, dim=-1) - 1.0
-    k = torch.arange(1, y.shape[-1] + 1, dtype=y.dtype, device=y.device)
-    support = u - css / k > 0
-    rho = support.to(torch.int64).cumsum(dim=-1).amax(dim=-1, keepdim=True)  # support is a prefix of the sorted row
-    theta = torch.gather(css, -1, rho - 1) / rho.to(y.dtype)
-    return torch.clamp(y - theta, min=0.0)
-
-
 def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = OLMAR_WINDOW,
           eps: float = OLMAR_EPS) -> Tensor:
     """OLMAR-1 (Li & Hoi, 2012): on-line moving-average reversion, restarted from equal weight in every window.
@@ -103,31 +95,30 @@ def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window
     """
     if window < 2:
         raise ValueError(f"OLMAR window must be >= 2, got {window}.")
-    close = close_ta.to(torch.float64)
+    close = close_ta.double().cpu().numpy()
     n_bars, n_assets = close.shape
-    idx = torch.arange(n_bars, device=close.device)
-    ready = idx >= window  # [T]
+    ready = np.arange(n_bars) >= window  # [T]
     # Direct sums over each trailing window (not differences of a running sum, whose rounding OLMAR's large step
     # amplifies); bars without a full window get 1, and are never used since they are not ready.
-    x_pred = torch.ones_like(close)
+    x_pred = np.ones_like(close)
     if n_bars >= window:
-        moving_average = close.unfold(0, window, 1).mean(dim=-1)  # row k: bars k .. k + window - 1
+        moving_average = np.lib.stride_tricks.sliding_window_view(close, window, axis=0).mean(axis=-1)
         x_pred[window - 1:] = moving_average / close[window - 1:]
-    x_wla = x_pred[decision_bars_wl]
-    ready_wl = ready[decision_bars_wl]
-    n_windows, length = decision_bars_wl.shape
-    b = torch.full((n_windows, n_assets), 1.0 / n_assets, dtype=close.dtype, device=close.device)
-    out = torch.empty((n_windows, length, n_assets), dtype=close.dtype, device=close.device)
-    for k in range(length):
+    bars = decision_bars_wl.cpu().numpy()
+    x_wla = x_pred[bars]
+    ready_wl = ready[bars]
+    n_windows, length = bars.shape
+    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    out = np.empty((n_windows, length, n_assets))
+    for k in range(length):  # numpy: per-call cost on these small arrays is several times lower than torch's
         x = x_wla[:, k]
-        excess = x - x.mean(dim=-1, keepdim=True)
-        denom = (excess * excess).sum(dim=-1, keepdim=True)
-        gap = eps - (b * x).sum(dim=-1, keepdim=True)
-        lam = torch.where(denom > 0, torch.clamp(gap, min=0.0) / torch.where(denom > 0, denom, 1.0), 0.0)
-        updated = simplex_projection(b + lam * excess)
-        b = torch.where(ready_wl[:, k, None], updated, b)
+        excess = x - x.mean(axis=-1, keepdims=True)
+        denom = (excess * excess).sum(axis=-1, keepdims=True)
+        gap = eps - (b * x).sum(axis=-1, keepdims=True)
+        lam = np.where(denom > 0, np.maximum(gap, 0.0) / np.where(denom > 0, denom, 1.0), 0.0)
+        b = np.where(ready_wl[:, k, None], project_np(b + lam * excess), b)
         out[:, k] = b
-    return _with_cash(out, include_cash)
+    return _with_cash(torch.from_numpy(out).to(close_ta.device), include_cash)
 
 
 def inverse_volatility(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool,
