@@ -97,9 +97,9 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--cost-bps", type=float, help=f"one-way fee on traded wealth, basis points (default: {e.cost_bps})")
     g.add_argument("--include-cash", action="store_const", const=True, help="add a cash asset (price 1, no fee)")
     g.add_argument("--execution", choices=["open", "close"], help="'open': decide after bar t closes, fill at the "
-                   "open of t+1; 'close': fill at the close of t (24/7 markets, close-only data). Default: 'open', "
-                   "or 'close' when a selected file has no open column (printed; with open taken as the close, "
-                   "'open' would fill one bar after the decision)")
+                   "open of t+1 (default; for a file without an open column, at the close of t+1, one bar after the "
+                   "decision, printed); 'close': fill at the close of t (24/7 markets, the convention of close-only "
+                   "data sets)")
     g.add_argument("--risk-aversion", type=float, help=f"weight of the variance of per-bar log growth (times bars) "
                    f"in the objective (default: {e.risk_aversion})")
     g.add_argument("--drawdown-lambda", type=float, help=f"weight of the smooth max drawdown of log wealth "

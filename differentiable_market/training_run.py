@@ -33,13 +33,14 @@ from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, p
 
 
 def choose_execution(cfg: ExperimentConfig, given: bool) -> tuple[ExperimentConfig, str | None]:
-    """The config with the execution a run uses when ``--execution`` was not ``given``, and why, if it changed.
+    """The execution a run uses, and a line to print when it deserves one (None otherwise); the config is returned
+    unchanged: the default stays "open" whatever the files hold.
 
-    Default "open" fills a decision at the next bar's open. A file without an open column has its open taken as the
-    close, so there "open" would fill at the next bar's close: one bar after the decision, later than a user of
-    close-only data expects. When any selected file lacks open (read from the headers, before loading), the default
-    is "close" instead: fill at the decision bar's close, the convention of close-only data sets. An explicit
-    ``--execution`` is always kept.
+    A file without an open column has its open taken as the close, so for it the default "open" fills a decision
+    made after bar t closes at the close of bar t+1: one bar after the decision. That is causal but later than a
+    user of close-only data may expect, so the run says so and names ``--execution close`` (fill at the close of
+    bar t, the convention of close-only benchmark sets). It is not chosen for the user: trading at the close a
+    decision has just seen is optimistic for markets that close, and the design never makes it the default.
     """
     if given or cfg.env.execution == "close":
         return cfg, None
@@ -47,10 +48,11 @@ def choose_execution(cfg: ExperimentConfig, given: bool) -> tuple[ExperimentConf
     if not lacking:
         return cfg, None
     names = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
-    why = (f"execution: close (chosen because {len(lacking)} file(s) have no open column: {names}; with the open "
-           "taken as the close, the default 'open' would fill one bar after the decision). Pass --execution open to "
-           "fill at the next bar's open instead.")
-    return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, execution="close")), why
+    why = (f"execution: open, the default ({len(lacking)} file(s) have no open column: {names}; their open is the "
+           "close, so they fill at the next bar's close, one bar after the decision). Pass --execution close to fill "
+           "at the decision bar's close instead, the convention of close-only data sets (optimistic where markets "
+           "close: it trades at the close the decision has just seen).")
+    return cfg, why
 
 
 def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = None) -> MarketData:

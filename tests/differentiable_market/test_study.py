@@ -373,7 +373,8 @@ def test_resuming_a_study_with_training_flags_is_refused(tmp_path, capsys):
     assert "drop --lookback" in capsys.readouterr().err
 
 
-def test_a_study_of_close_only_files_runs_with_close_fills_and_records_them(tmp_path, capsys, write_ohlc_csvs):
+def test_a_study_of_close_only_files_runs_with_close_fills_on_request_and_records_them(tmp_path, capsys,
+                                                                                     write_ohlc_csvs):
     from differentiable_market.study.run import main
 
     market = random_walk_market(500, 3, seed=2)
@@ -381,9 +382,10 @@ def test_a_study_of_close_only_files_runs_with_close_fills_and_records_them(tmp_
     assert main(["--data-root", str(root), "--save-dir", str(tmp_path / "studies"), "--lookback", "16",
                  "--batch-windows", "4", "--rollout-groups", "2", "--epochs", "2", "--eval-interval", "2",
                  "--hidden-size", "8", "--architecture", "flat", "--action", "target", "--device", "cpu",
-                 "--dtype", "float32", "--no-compile", "--folds", "2", "--seeds", "1", "--bootstrap-reps", "100"]) == 0
+                 "--dtype", "float32", "--no-compile", "--folds", "2", "--seeds", "1", "--bootstrap-reps", "100",
+                 "--execution", "close"]) == 0
     out = capsys.readouterr().out
-    assert "execution: close (chosen because 3 file(s) have no open column" in out
+    assert "execution close: 3 of 3 assets have no open price" in out
     (folder,) = list((tmp_path / "studies").iterdir())
     state = json.loads((folder / "study.json").read_text())
     assert state["config"]["env"]["execution"] == "close"

@@ -306,25 +306,33 @@ def test_the_training_universe_is_decided_on_the_training_split_only(tmp_path, c
     assert load_data(late).symbols == ("AAPL", "GOOG", "IBM")
 
 
-def test_a_close_only_folder_trains_with_close_fills_chosen_printed_and_recorded_and_backtests(
+def test_a_close_only_folder_trains_with_open_fills_explained_and_close_fills_on_request_and_backtests(
         tmp_path, capsys, synthetic_ohlc, write_ohlc_csvs):
     from differentiable_market.marketsimulator.run import main as backtest_main
 
     market = synthetic_ohlc(700, 3, seed=21)
     data = write_ohlc_csvs(market, tmp_path / "data", columns={s: ("close",) for s in market.symbols})
-    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--data-root", str(data),
+    # Without --execution the default stays open, and the run says what that means for files without an open.
+    assert main(TINY + ["--epochs", "0", "--data-root", str(data), "--save-dir", str(tmp_path / "runs0")]) == 0
+    out = capsys.readouterr().out
+    advice = ("execution: open, the default (3 file(s) have no open column: S00, S01, S02; their open is the close, "
+              "so they fill at the next bar's close, one bar after the decision). Pass --execution close")
+    assert advice in out
+    assert "execution open: 3 of 3 assets have no open price" in out
+    (run_dir,) = _run_dirs(tmp_path / "runs0")
+    header = json.loads((run_dir / "config.json").read_text())
+    assert header["config"]["env"]["execution"] == "open" and header["execution"]["choice"].startswith(advice)
+    # The close-only convention on request.
+    assert main(TINY + ["--epochs", "2", "--eval-interval", "2", "--data-root", str(data), "--execution", "close",
                         "--save-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    choice = ("execution: close (chosen because 3 file(s) have no open column: S00, S01, S02; with the open taken as "
-              "the close, the default 'open' would fill one bar after the decision). Pass --execution open to fill at "
-              "the next bar's open instead.")
-    assert choice in out
+    assert "execution: open, the default" not in out
     assert "execution close: 3 of 3 assets have no open price (['S00', 'S01', 'S02'])" in out
     assert "data: S00.csv: close only (no open, high, low)" in out
     (run_dir,) = _run_dirs(tmp_path / "runs")
     header = json.loads((run_dir / "config.json").read_text())
     assert header["config"]["env"]["execution"] == "close"
-    assert header["execution"]["used"] == "close" and header["execution"]["choice"] == choice
+    assert header["execution"]["used"] == "close" and header["execution"]["choice"] is None
     assert header["execution"]["note"].startswith("execution close: 3 of 3 assets")
     assert header["feature_spec"]["missing_prices"] == {s: ["open", "high", "low"] for s in market.symbols}
     assert header["data"]["missing_prices"] == {s: ["open", "high", "low"] for s in market.symbols}
@@ -356,7 +364,7 @@ def test_an_explicit_execution_open_is_kept_on_a_mixed_folder_and_says_when_fill
     assert main(TINY + ["--epochs", "0", "--data-root", str(data), "--execution", "open",
                         "--save-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "chosen because" not in out
+    assert "execution: open, the default" not in out  # given explicitly: no advice, only what it means
     assert ("execution open: 1 of 3 assets have no open price (['S01']), so their open is the close: a decision made "
             "after bar t closes fills them at the close of bar t+1, one bar after the decision (the other assets "
             "fill at the open of bar t+1)") in out
@@ -364,9 +372,9 @@ def test_an_explicit_execution_open_is_kept_on_a_mixed_folder_and_says_when_fill
     header = json.loads((run_dir / "config.json").read_text())
     assert header["config"]["env"]["execution"] == "open" and header["execution"]["choice"] is None
     assert header["feature_spec"]["missing_prices"] == {"S01": ["open", "high", "low"]}
-    # Without --execution the mixed folder gets close fills; full OHLC folders keep the open default, silently.
+    # Without --execution the mixed folder keeps open fills and is told what they mean; full OHLC folders silently.
     assert main(TINY + ["--epochs", "0", "--data-root", str(data), "--save-dir", str(tmp_path / "runs2")]) == 0
-    assert "execution: close (chosen because 1 file(s) have no open column: S01;" in capsys.readouterr().out
+    assert "execution: open, the default (1 file(s) have no open column: S01;" in capsys.readouterr().out
     full = write_ohlc_csvs(market, tmp_path / "full")
     assert main(TINY + ["--epochs", "0", "--data-root", str(full), "--save-dir", str(tmp_path / "runs3")]) == 0
     out = capsys.readouterr().out
