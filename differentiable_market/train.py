@@ -15,7 +15,7 @@ from .checkpoint import load_checkpoint
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError
 # The flags and the run are re-exported here: scripts import them from this module.
 from .flags import FLAG_FIELDS, RESUME_OVERRIDABLE, build_parser, config_from_args, given_flags  # noqa: F401
-from .training_run import check_init_split, choose_execution, load_data, run_training  # noqa: F401
+from .training_run import check_init_split, execution_advice, load_data, run_training  # noqa: F401
 
 
 def resolve_resume_path(path: str) -> Path:
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_args(args, ckpt.config)
             run_training(cfg, resume=ckpt, progress=not args.no_progress, argv=argv)
         else:
-            cfg, why = choose_execution(config_from_args(args), "execution" in given_flags(args))
+            cfg = config_from_args(args)
+            why = execution_advice(cfg, "execution" in given_flags(args))
             if why is not None:
                 print(why, flush=True)
             init = load_checkpoint(args.init_checkpoint) if args.init_checkpoint else None

@@ -32,9 +32,9 @@ from .training_curves import TensorBoardLog, check_tensorboard, write_training_p
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
 
-def choose_execution(cfg: ExperimentConfig, given: bool) -> tuple[ExperimentConfig, str | None]:
-    """The execution a run uses, and a line to print when it deserves one (None otherwise); the config is returned
-    unchanged: the default stays "open" whatever the files hold.
+def execution_advice(cfg: ExperimentConfig, given: bool) -> str | None:
+    """A line to print before a run whose default execution deserves one (None otherwise); it never changes the
+    execution: the default stays "open" whatever the files hold.
 
     A file without an open column has its open taken as the close, so for it the default "open" fills a decision
     made after bar t closes at the close of bar t+1: one bar after the decision. That is causal but later than a
@@ -43,16 +43,16 @@ def choose_execution(cfg: ExperimentConfig, given: bool) -> tuple[ExperimentConf
     decision has just seen is optimistic for markets that close, and the design never makes it the default.
     """
     if given or cfg.env.execution == "close":
-        return cfg, None
+        return None
     lacking = symbols_without_open(cfg.data)
     if not lacking:
-        return cfg, None
+        return None
     names = ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
     why = (f"execution: open, the default ({len(lacking)} file(s) have no open column: {names}; their open is the "
            "close, so they fill at the next bar's close, one bar after the decision). Pass --execution close to fill "
            "at the decision bar's close instead, the convention of close-only data sets (optimistic where markets "
            "close: it trades at the close the decision has just seen).")
-    return cfg, why
+    return why
 
 
 def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = None) -> MarketData:
@@ -169,7 +169,7 @@ def run_training(
     ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
     the config that the run records. ``on_eval(step, validation, improved)`` is called after every validation
     evaluation (once its checkpoints are written); returning True stops the run there (a search's pruner).
-    ``execution_choice`` (from ``choose_execution``) is recorded in the header."""
+    ``execution_choice`` (from ``execution_advice``) is recorded in the header."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)

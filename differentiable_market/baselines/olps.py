@@ -62,6 +62,18 @@ def _bars(decision_bars_wl: Tensor) -> np.ndarray:
     return decision_bars_wl.cpu().numpy().astype(np.int64)
 
 
+def _windows(close_ta: Tensor, decision_bars_wl: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Price relatives x_t = C[t] / C[t-1] of every decision bar [W, L, A] (float64), and whether each bar has a
+    relative to learn from [W, L] (bar 0 of the data has none: the algorithms hold their start there)."""
+    bars = _bars(decision_bars_wl)
+    return _relatives(close_ta)[bars], bars >= 1
+
+
+def _uniform(x_wla: np.ndarray) -> np.ndarray:
+    """[W, A] equal weights: where every online algorithm starts a window."""
+    return np.full((x_wla.shape[0], x_wla.shape[2]), 1.0 / x_wla.shape[2])
+
+
 def eg(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eta: float = EG_ETA) -> Tensor:
     """Exponentiated gradient (Helmbold, Schapire, Singer & Warmuth, "On-line portfolio selection using
     multiplicative updates", Mathematical Finance 8(4), 1998), eta = 0.05 (the paper's choice on the NYSE set; also
@@ -71,11 +83,9 @@ def eg(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eta: floa
     """
     if not eta >= 0:
         raise ValueError(f"EG eta must be >= 0, got {eta}.")
-    bars = _bars(decision_bars_wl)
-    x_wla = _relatives(close_ta)[bars]
-    ready = bars >= 1
+    x_wla, ready = _windows(close_ta, decision_bars_wl)
     n_windows, length, n_assets = x_wla.shape
-    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    b = _uniform(x_wla)
     out = np.empty_like(x_wla)
     for k in range(length):
         x = x_wla[:, k]
@@ -97,11 +107,9 @@ def ons(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, delta: f
     """
     if not (delta > 0 and beta > 0 and 0 <= eta <= 1):
         raise ValueError(f"ONS needs delta > 0, beta > 0 and 0 <= eta <= 1; got {delta}, {beta}, {eta}.")
-    bars = _bars(decision_bars_wl)
-    x_wla = _relatives(close_ta)[bars]
-    ready = bars >= 1
+    x_wla, ready = _windows(close_ta, decision_bars_wl)
     n_windows, length, n_assets = x_wla.shape
-    p = np.full((n_windows, n_assets), 1.0 / n_assets)
+    p = _uniform(x_wla)
     q = p.copy()
     a = np.repeat(np.eye(n_assets)[None], n_windows, axis=0)
     c = np.zeros_like(p)
@@ -131,11 +139,9 @@ def pamr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
         raise ValueError(f"PAMR variant must be 0, 1 or 2, got {variant}.")
     if not (eps >= 0 and c > 0):
         raise ValueError(f"PAMR needs eps >= 0 and C > 0, got {eps} and {c}.")
-    bars = _bars(decision_bars_wl)
-    x_wla = _relatives(close_ta)[bars]
-    ready = bars >= 1
+    x_wla, ready = _windows(close_ta, decision_bars_wl)
     n_windows, length, n_assets = x_wla.shape
-    b = np.full((n_windows, n_assets), 1.0 / n_assets)
+    b = _uniform(x_wla)
     out = np.empty_like(x_wla)
     for k in range(length):
         x = x_wla[:, k]
@@ -173,11 +179,9 @@ def cwmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"CWMR confidence must lie in (0.5, 1), got {confidence}.")
     theta = math.sqrt(2.0) * torch.erfinv(torch.tensor(2.0 * confidence - 1.0, dtype=torch.float64)).item()
-    bars = _bars(decision_bars_wl)
-    x_wla = _relatives(close_ta)[bars]
-    ready = bars >= 1
+    x_wla, ready = _windows(close_ta, decision_bars_wl)
     n_windows, length, n = x_wla.shape
-    mu = np.full((n_windows, n), 1.0 / n)
+    mu = _uniform(x_wla)
     sigma = np.repeat((np.eye(n) / n**2)[None], n_windows, axis=0)
     out = np.empty_like(x_wla)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -68,11 +68,7 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
                     "ohlc_sha256"):
                 raise DataError(f"{ckpt.path} (fold {k}, seed {seed}) was trained on other data or another universe "
                                 f"({list(ckpt.symbols)}) than the study's ({list(market.symbols)}); rerun the study.")
-    open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)
-    growth_ta = decision_growth(open_ta, close_ta, execution, include_cash)  # float64 [T - h, A (+1)]
-    seen_ta = observed_growth(open_ta, close_ta, execution, include_cash).to(torch.float32)
-    fill_ta = growth_ta.to(torch.float32)
-    bars = np.arange(folds[0].decisions[0], folds[-1].decisions[1])
+    close_ta, seen_ta, fill_ta, bars, growth, ppy = _oos_growth(market, folds, execution, include_cash)
     seeds = [seed for seed, _ in members[folds[0].index]]
     weights: dict[str, list[torch.Tensor]] = {f"seed{s}": [] for s in seeds}
     weights["ensemble"] = []
@@ -94,8 +90,6 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
         for name, parts in weights.items():
             # what the next fold's first decision is shown: the last weights drifted to the close of its bar
             shown[name] = drift(parts[-1][-1], seen_ta[d1 - 1])
-    ppy = bars_per_year(market.timestamps)
-    growth = growth_ta[torch.as_tensor(bars)][None]  # [1, T, A (+1)]
     out: dict[str, Path] = {}
 
     def add(name: str, label: str, kind: StrategyKind, w: torch.Tensor, family: str = "policy") -> None:
@@ -114,6 +108,19 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     return out, bars
 
 
+def _oos_growth(market: MarketData, folds: list[Fold], execution: str, include_cash: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, float]:
+    """What every stitched path needs: closes [T, A] (float64), the growth each decision is shown (float32) and
+    filled with (float32) over all bars, the out-of-sample decision bars [T_oos], their accounting growth
+    [1, T_oos, A (+1)] (float64) and bars per year."""
+    open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)
+    growth_ta = decision_growth(open_ta, close_ta, execution, include_cash)  # float64 [T - h, A (+1)]
+    seen_ta = observed_growth(open_ta, close_ta, execution, include_cash).to(torch.float32)
+    bars = np.arange(folds[0].decisions[0], folds[-1].decisions[1])
+    return (close_ta, seen_ta, growth_ta.to(torch.float32), bars, growth_ta[torch.as_tensor(bars)][None],
+            bars_per_year(market.timestamps))
+
+
 def _policy_and_features(market: MarketData, ckpt: Checkpoint, include_cash: bool, d0: int, d1: int
                          ) -> tuple[torch.nn.Module, torch.Tensor]:
     policy = build_policy(ckpt, include_cash)
@@ -128,13 +135,7 @@ def single_policy_log_growth(market: MarketData, folds: list[Fold], models: list
 
     The search's trials become models this way for the data-snooping test: model m stitches each fold's m-th best
     trial, so the SPA test sees every configuration the search tried, not only the chosen one."""
-    open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)
-    growth_ta = decision_growth(open_ta, close_ta, execution, include_cash)
-    seen_ta = observed_growth(open_ta, close_ta, execution, include_cash).to(torch.float32)
-    fill_ta = growth_ta.to(torch.float32)
-    bars = np.arange(folds[0].decisions[0], folds[-1].decisions[1])
-    growth = growth_ta[torch.as_tensor(bars)][None]
-    ppy = bars_per_year(market.timestamps)
+    _, seen_ta, fill_ta, bars, growth, ppy = _oos_growth(market, folds, execution, include_cash)
     out = []
     for m, model in enumerate(models):
         shown, parts = None, []

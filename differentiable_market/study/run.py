@@ -24,7 +24,7 @@ from ..marketsimulator.run import BASELINES_HELP
 from ..runlog import new_timestamped_dir
 from ..flags import build_parser, config_from_args, given_flags
 from ..metrics import bars_per_year
-from ..training_run import choose_execution, load_data
+from ..training_run import execution_advice, load_data
 from . import search
 from . import space as space_mod
 from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.save_dir is None:
                 args.save_dir = DEFAULT_SAVE_DIR
-            cfg, why = choose_execution(config_from_args(args), "execution" in given_flags(args))
+            cfg = config_from_args(args)
+            why = execution_advice(cfg, "execution" in given_flags(args))
             if why is not None:
                 print(why, flush=True)
             settings = StudySettings(folds=args.folds, seeds=args.seeds, oos_fraction=args.oos_fraction,
