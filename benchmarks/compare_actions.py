@@ -17,7 +17,8 @@ Markets:
 - ``random-cash``, ``sample-cash``: the same two with ``--include-cash``.
 
 Variants are ``<architecture>-<action>`` (``flat-target``, ``cross-band``, ...), optionally with a training fee
-(``flat-band@20`` trains with ``--train-cost-bps 20``).
+(``flat-band@20`` trains with ``--train-cost-bps 20``) and an encoder context (``cross-band/history`` trains with
+``--context history``; without, the configured default).
 
 Float32 throughout (the comparison does not depend on the CPU's bf16 support). Each study's row is printed as one JSON
 line as it finishes; a summary table closes the output. Study folders go under ``--work-dir`` (default: a temporary
@@ -71,14 +72,15 @@ def market_root(name: str, work: Path) -> tuple[str, str, bool]:
 
 def variant_config(variant: str, root: str, execution: str, cash: bool, args: argparse.Namespace,
                    save_dir: Path) -> ExperimentConfig:
-    """The study's training config of ``<architecture>-<action>[@train_cost_bps]``."""
+    """The study's training config of ``<architecture>-<action>[@train_cost_bps][/context]``."""
+    variant, _, context = variant.partition("/")
     name, _, fee = variant.partition("@")
     architecture, action = name.split("-")
     return ExperimentConfig(
         data=DataConfig(root=root),
         env=EnvConfig(cost_bps=args.cost_bps, execution=execution, include_cash=cash,
                       train_cost_bps=float(fee) if fee else None),
-        policy=PolicyConfig(architecture=architecture, action=action),
+        policy=PolicyConfig(architecture=architecture, action=action, context=context or PolicyConfig().context),
         train=TrainConfig(lookback=args.lookback, batch_windows=args.batch_windows, epochs=args.epochs,
                           eval_interval=args.eval_interval, dtype="float32", device="cpu", save_dir=str(save_dir)),
     )
@@ -104,6 +106,7 @@ def study_row(market: str, variant: str, study: dict, seconds: float) -> dict:
         "equal_weight_turnover": strategies["equal_weight"]["turnover"],
         "seed_pct_yr": {k: 100 * v for k, v in st["seed_spread"]["log_growth_per_year"].items()},
         "cost_breakeven_bps": st["cost_breakeven_bps"]["vs_equal_weight"],
+        "validation_scores": [j.get("best_validation_objective") for j in study["jobs"]],
         "seconds": seconds,
     }
 

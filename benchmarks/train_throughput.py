@@ -65,18 +65,21 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 
 def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: int | None, checkpointing: bool,
-            compile_mode: str, dtype: str, encoder: str, architecture: str, universe_sample: int | None) -> dict:
+            compile_mode: str, dtype: str, encoder: str, architecture: str, universe_sample: int | None,
+            context: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
     from differentiable_market.synthetic import random_walk_market
     from differentiable_market.train import load_data
-    from differentiable_market.trainer import Trainer, env_steps_per_step, peak_memory_gb, prepare_market, time_steps
+    from differentiable_market.trainer import (Trainer, env_steps_per_step, peak_memory_gb, prepare_market, time_steps,
+                                              window_states)
 
     spec = CONFIGS[name]
     cfg = ExperimentConfig(
-        policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder, architecture=architecture),
+        policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder, architecture=architecture,
+                            context=context),
         train=TrainConfig(lookback=spec["lookback"], microbatch_windows=microbatch, device=device_name,
                           compile=compile_mode, dtype=dtype, universe_sample=universe_sample, **COMMON),
     )
@@ -97,15 +100,14 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
     step_s = statistics.median(time_steps(trainer, steps))
 
     # Policy forward+backward on one step's windows: the encoder pass and the teacher-forced head over all rollouts.
-    features, growth, _ = trainer.sample_windows()
-    features = features[: cfg.train.microbatch]  # one forward/backward pass's windows, as training runs them
+    windows = trainer.sample_windows().part(slice(0, cfg.train.microbatch))  # one forward/backward pass's windows
     policy = trainer.policy
     n_rows = cfg.train.rollout_groups + 1
-    n_out = growth.shape[-1]  # fewer than the policy's when windows sample a subset of the universe
-    held = torch.full((features.shape[0], n_rows, features.shape[1], n_out), 1.0 / n_out, device=device)
+    n_out = windows.growth.shape[-1]  # fewer than the policy's when windows sample a subset of the universe
+    held = torch.full((*windows.bars.shape[:1], n_rows, windows.bars.shape[1], n_out), 1.0 / n_out, device=device)
 
     def policy_fwd_bwd() -> None:
-        proj = policy.state_projection(policy.encode(features, trainer.autocast))
+        proj = window_states(policy, trainer.tensors.features, windows, trainer.autocast)
         policy.concentrations(proj[:, None], held).sum().backward()
 
     with FlopCounterMode(display=False) as counter:
@@ -132,6 +134,7 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
         "encoder": encoder,
         "architecture": architecture,
         "universe_sample": universe_sample,
+        "context": context,
         "dtype_flag": dtype,
         "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
@@ -165,14 +168,15 @@ def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'config':<12}{'arch':>9}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
+    print(f"{'config':<12}{'arch':>13}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
           f"{'ms/step':>9}"
           f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
           f"{'%bf16':>7}")
     for r in rows:
         ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
-        arch = r["architecture"] + (f"/{r['universe_sample']}" if r.get("universe_sample") else "")
-        print(f"{r['config']:<12}{arch:>9}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
+        arch = (r["architecture"] + (f"/{r['universe_sample']}" if r.get("universe_sample") else "")
+                + ("/hist" if r.get("context") == "history" else ""))
+        print(f"{r['config']:<12}{arch:>13}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
               f"{r['dtype']:>10}"
               f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
               f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
@@ -203,6 +207,9 @@ def main() -> None:
                     "default)")
     ap.add_argument("--universe-sample", type=int, default=None,
                     help="cross rows: train each window on a random subset of this many assets (flat rows ignore it)")
+    ap.add_argument("--context", nargs="+", choices=["window", "history"], default=None,
+                    help="the encoder's context(s) to run, each row measured in the same run (rows marked /hist are "
+                    "'history'; default: the configured default)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encoder is None:
@@ -213,12 +220,16 @@ def main() -> None:
         from differentiable_market.config import PolicyConfig
 
         args.architecture = [PolicyConfig().architecture]
+    if args.context is None:
+        from differentiable_market.config import PolicyConfig
+
+        args.context = [PolicyConfig().context]
     if args.repeats < 1 or args.steps < 1 or args.warmup < 0:
         ap.error("--steps and --repeats must be at least 1, --warmup at least 0")
     if args.child:
         result = run_one(args.child, args.steps, args.warmup, args.device, args.microbatch_windows, args.gradient_checkpointing,
                          args.compile, args.dtype, args.encoder[0], args.architecture[0],
-                         args.universe_sample if args.architecture[0] == "cross" else None)
+                         args.universe_sample if args.architecture[0] == "cross" else None, args.context[0])
         print(json.dumps(result))
         return
 
@@ -239,14 +250,16 @@ def main() -> None:
     names = list(CONFIGS) if "all" in (args.only or ()) else list(args.only or DEFAULT_CONFIGS)
     dtype_flags = [args.dtype] if args.dtype == "float32" else [args.dtype, "float32"]
     rows = []
-    for name, encoder, arch in [(n, e, a) for e in args.encoder for n in names for a in args.architecture]:
+    for name, encoder, arch, context in [(n, e, a, c) for e in args.encoder for n in names for a in args.architecture
+                                         for c in args.context]:
         for dtype_flag in dtype_flags:
             cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--device", args.device,
-                   "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch]
+                   "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch,
+                   "--context", context]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]
-            if args.universe_sample:
+            if args.universe_sample and context == "window":
                 cmd += ["--universe-sample", str(args.universe_sample)]
             if args.gradient_checkpointing:
                 cmd.append("--gradient-checkpointing")
@@ -254,9 +267,9 @@ def main() -> None:
             for repeat in range(args.repeats):
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode != 0:
-                    sys.exit(f"configuration {name} ({arch}, {encoder}, --dtype {dtype_flag}) failed:\n{out.stderr}")
+                    sys.exit(f"configuration {name} ({arch}, {encoder}, --dtype {dtype_flag}) {context} failed:\n{out.stderr}")
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"done {name} {arch} {encoder} --dtype {dtype_flag} "
+                print(f"done {name} {arch} {context} {encoder} --dtype {dtype_flag} "
                       f"({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
                       f"repeat {repeat + 1}/{args.repeats}: {runs[-1]['ms_per_step']:.1f} ms/step",
                       file=sys.stderr, flush=True)

@@ -24,6 +24,7 @@ EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
 Action = Literal["target", "partial", "band"]
+Context = Literal["window", "history"]
 Calendar = Literal["intersection", "union"]
 
 
@@ -164,6 +165,10 @@ class PolicyConfig:
     # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
     # the way; "band" leaves holdings inside a learned no-trade band around it
     action: Action = "band"
+    # What the encoder has read when it decides at bar t: "window", the bars of the current window only (each window
+    # starts cold, so a bar is encoded once per window containing it); "history", every bar of the data up to t (one
+    # causal pass per step serves every window, so each bar is encoded once)
+    context: Context = "window"
     attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
@@ -176,7 +181,7 @@ class PolicyConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
         for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing),
-                              ("action", Action)):
+                              ("action", Action), ("context", Context)):
             if getattr(self, name) not in get_args(choices):
                 raise ConfigError(f"policy.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
         if self.architecture == "cross" and self.mixing == "attention" and self.asset_hidden % self.attention_heads:
@@ -265,6 +270,10 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.train.universe_sample is not None and self.policy.context == "history":
+            raise ConfigError(f"train.universe_sample ({self.train.universe_sample}) needs policy.context 'window': "
+                              "with 'history' every bar of every asset is encoded once per step, so the whole "
+                              "universe costs what a subset would. Drop --universe-sample or pass --context window.")
         if self.train.universe_sample is not None and self.policy.architecture != "cross":
             raise ConfigError(f"train.universe_sample ({self.train.universe_sample}) needs policy.architecture "
                               f"'cross': the {self.policy.architecture} policy is sized by the whole universe. Drop "

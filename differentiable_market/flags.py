@@ -29,6 +29,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "train_cost_bps": ("env", "train_cost_bps"),
     "rebalance_every": ("env", "rebalance_every"),
     "action": ("policy", "action"),
+    "context": ("policy", "context"),
     "architecture": ("policy", "architecture"),
     "encoder": ("policy", "encoder"),
     "hidden_size": ("policy", "hidden_size"),
@@ -133,6 +134,11 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    "'target' trades to it in full every bar; 'partial' moves a learned fraction of the way from the "
                    "holdings to it; 'band' moves the holdings only as far as a learned no-trade band around it "
                    f"(default: {p.action})")
+    g.add_argument("--context", choices=["window", "history"], help="what the encoder has read when it decides at "
+                   "bar t: 'window', the current window's bars only (every window starts cold, so a bar is encoded "
+                   "once per window that contains it); 'history', every bar of the data up to t (one causal pass "
+                   "per step serves all windows: each bar is encoded once, and training, validation, backtests and "
+                   f"predict see the same state at bar t) (default: {p.context})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
                    help="recompute encoder activations in the backward pass to save memory")
     g = ap.add_argument_group("training")

@@ -189,7 +189,8 @@ def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor, holdings:
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Roll the deterministic policy over one window and decide its last bar.
 
-    features: [L, A, F] of the window's decision bars; held: [L-1, A_out] drift of each decision's position up to
+    features: [N, A, F] of the bars up to the decision, the window being the last L (``held`` has L - 1 rows; the
+    encoder reads the earlier bars too when the policy's context is "history"); held: [L-1, A_out] drift of each decision's position up to
     the next decision (``held_growth``); fill: [L-1, A_out] its drift to the next fill where it differs (the
     accounting growth of "open" execution; its last row, which needs the next open, is ``held``'s). Returns the
     path's weights [L, A_out] (the arithmetic of ``rollout.deterministic_weights``: float32, cold start, all cash
@@ -198,7 +199,8 @@ def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor, holdings:
     cost-aware action the holdings moved toward it by the action, shown ``holdings`` (the path's own when None). The
     last decision always trades, whatever ``rebalance_every`` says of its position in the window.
     """
-    state_proj = policy.state_projection(policy.encode(features[None], None))  # [1, L, K]
+    n, length = features.shape[0], held.shape[0] + 1
+    state_proj = policy.window_projection(features, torch.arange(n - length, n)[None])  # [1, L, K]
     observed = torch.cat([held, torch.ones_like(held[:1])])  # the last row would drift past the decision: unused
     growth = None if fill is None else torch.cat([fill, torch.ones_like(fill[:1])])[None]
     path = generate_paths(policy, state_proj, observed[None], 0, True, None, growth=growth,
@@ -244,7 +246,8 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     names = market.symbols + ((CASH,) if include_cash else ())
     n_bars = market.n_bars
     first = n_bars - lookback
-    features = torch.as_tensor(compute_features(market, ckpt.feature_spec)[first:])
+    history = 0 if cfg.policy.context == "history" else first  # what the encoder reads
+    features = torch.as_tensor(compute_features(market, ckpt.feature_spec)[history:])
     if features.shape[-1] != ckpt.n_features:
         raise CheckpointError(f"The features have {features.shape[-1]} columns; {ckpt.path} expects {ckpt.n_features}.")
     window_prices = torch.tensor(market.open[first:]), torch.tensor(market.close[first:])

@@ -137,15 +137,18 @@ def deterministic_weights(
     initial: torch.Tensor | None = None,
     growth: torch.Tensor | None = None,
     rebalance_every: int = 1,
+    bars: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean-action weights held after each fill [B, T, A_out] for windows of features [B, T, A, F] and observed
     growth [B, T, A_out]; ``growth`` and ``rebalance_every`` as in ``generate_paths``.
 
-    Each window starts cold (zero encoder state), as training windows do, holding ``initial`` (default all cash).
+    With ``bars`` [B, T], ``features`` is the history [T_all, A, F] and the windows are those bars of it, encoded
+    as the policy's context says (``window_projection``); without, each window is all the history there is. Each
+    window starts holding ``initial`` (default all cash).
     """
     if include_cash != policy.include_cash:
         raise ValueError("include_cash must match the policy's output layout")
-    state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
+    state_proj = _projection(policy, features, bars, autocast_dtype)
     return generate_paths(policy, state_proj, observed, 0, True, None, initial, growth, rebalance_every).weights[:, 0]
 
 
@@ -157,17 +160,18 @@ def ensemble_weights(
     initial: torch.Tensor | None = None,
     growth: torch.Tensor | None = None,
     rebalance_every: int = 1,
+    bars: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weights [B, T, A_out] of the seed ensemble: one agent whose weights after every fill are the mean of what
     its members' deterministic decisions would fill (their targets, for full targets), each member shown the
     ensemble's own drifted holdings (not the holdings it would have had alone). ``features[m]`` [B, T, A, F] are
     member m's (its own normaliser); ``observed``, ``growth`` and ``rebalance_every`` as in ``generate_paths``;
-    ``initial`` what is held before the first bar (default all cash).
+    ``initial`` what is held before the first bar (default all cash); ``bars`` as in ``deterministic_weights``.
     """
     first = policies[0]
     if any(p.n_out != first.n_out or p.include_cash != first.include_cash for p in policies):
         raise ValueError("ensemble members must trade the same assets with the same cash layout")
-    projs = [p.state_projection(p.encode(f)) for p, f in zip(policies, features)]  # [B, T, K_m]
+    projs = [_projection(p, f, bars, None) for p, f in zip(policies, features)]  # [B, T, K_m]
     strengths = [p.action_strength() for p in policies]
     b, t_len, _ = observed.shape
     held = initial_holdings(first.n_out, first.include_cash, observed.device) if initial is None else initial
@@ -184,3 +188,12 @@ def ensemble_weights(
         held = drift(out[:, t], observed[:, t])
         pre = held if growth is None else drift(out[:, t], growth[:, t].to(out.dtype))
     return out
+
+
+def _projection(policy: Policy, features: torch.Tensor, bars: torch.Tensor | None,
+                autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """State projection of windows: of features [B, T, A, F] when ``bars`` is None (each window its own history),
+    else of the bars [B, T] of the history [T_all, A, F] (``policy.window_projection``)."""
+    if bars is None:
+        return policy.state_projection(policy.encode(features, autocast_dtype))
+    return policy.window_projection(features, bars, autocast_dtype)

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -142,13 +142,34 @@ def resolve_compile(mode: CompileMode, device: torch.device) -> bool:
     return compile_choice(mode, device)[0]
 
 
+class Windows(NamedTuple):
+    """Training windows: which bars and assets they hold, and the growth their decisions earn and show."""
+
+    bars: torch.Tensor  # [B, T] decision bars (consecutive within a row)
+    assets: torch.Tensor | None  # [B, k] the assets each window trades (--universe-sample), None: every asset
+    growth: torch.Tensor  # [B, T, A_out]
+    observed: torch.Tensor  # [B, T, A_out] growth up to the next decision (drifts what the policy is shown)
+
+    def part(self, rows: slice) -> Windows:
+        """The windows of one microbatch."""
+        return Windows(*(None if x is None else x[rows] for x in self))
+
+
+def window_states(policy: Policy, features: torch.Tensor, windows: Windows,
+                  autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """The policy's state projection [B, T, ...] on training windows of the features [T_all, A, F] (the policy's
+    ``window_projection``; with an asset subset per window, each window's own columns, encoded window by window)."""
+    if windows.assets is None:
+        return policy.window_projection(features, windows.bars, autocast_dtype)
+    picked = features[windows.bars[:, :, None], windows.assets[:, None, :]]  # [B, T, k, F]
+    return policy.state_projection(policy.encode(picked, autocast_dtype))
+
+
 @dataclass
 class Rollouts:
     """What one microbatch's rollouts leave for the updates that follow them (all without gradient)."""
 
-    features: torch.Tensor  # [B, T, A, F]
-    growth: torch.Tensor  # [B, T, A_out]
-    observed: torch.Tensor  # [B, T, A_out] growth up to the next decision (drifts what the policy is shown)
+    windows: Windows
     held: torch.Tensor  # [B, R, T, A_out] holdings shown to the policy; R = groups (+1 for the mean path)
     sampled: torch.Tensor  # [B, G, T, A_out] sampled targets (the Dirichlet draws)
     advantages: torch.Tensor  # [B, G]
@@ -160,9 +181,10 @@ class Rollouts:
 class GRPOLoss:
     """Rollouts and loss of one microbatch of windows; holds the (optionally compiled) scoring function."""
 
-    def __init__(self, cfg: ExperimentConfig, policy: Policy, compile_scoring: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, policy: Policy, features: torch.Tensor, compile_scoring: bool) -> None:
         self.cfg = cfg
         self.policy = policy
+        self.features = features  # [T, A, F] of the whole market: windows index into it
         self.scoring: Callable[..., tuple[torch.Tensor, ...]] = self._scoring
         if compile_scoring:
             self.scoring = torch.compile(self._scoring, fullgraph=True, dynamic=False)
@@ -208,32 +230,31 @@ class GRPOLoss:
     def collect(
         self,
         reference: Policy,
-        features: torch.Tensor,
-        growth: torch.Tensor,
-        observed: torch.Tensor,
+        windows: Windows,
         generator: torch.Generator | None,
         autocast_dtype: torch.dtype | None,
     ) -> tuple[Rollouts, torch.Tensor]:
-        """Sample the rollouts of windows [B, T, ...]; also returns the GRU state projection, with gradient.
+        """Sample the rollouts of the windows; also returns the encoder's state projection, with gradient.
 
-        ``growth`` is each decision's accounting growth; ``observed`` its growth up to the next decision, which
-        drifts the holdings the policy is shown (in open execution the next open is not yet known then).
+        ``windows.growth`` is each decision's accounting growth; ``windows.observed`` its growth up to the next
+        decision, which drifts the holdings the policy is shown (in open execution the next open is not yet known).
         """
         cfg, policy = self.cfg, self.policy
         groups = cfg.train.rollout_groups
-        state_proj = policy.state_projection(policy.encode(features, autocast_dtype))
+        growth, observed = windows.growth, windows.observed
+        state_proj = window_states(policy, self.features, windows, autocast_dtype)
         paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator,
                                growth=growth, rebalance_every=cfg.env.rebalance_every)
         sampled = paths.targets[:, :groups]
         with torch.no_grad():
-            initial = initial_holdings(growth.shape[-1], policy.include_cash, features.device)
+            initial = initial_holdings(growth.shape[-1], policy.include_cash, growth.device)
             rewards, _ = env_objective(paths.weights[:, :groups], growth[:, None], initial, cfg.env, smooth=False,
                                        training=True)  # [B, G]
             std = rewards.std(dim=1, keepdim=True)
             advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
-            ref_proj = reference.state_projection(reference.encode(features, autocast_dtype))
+            ref_proj = window_states(reference, self.features, windows, autocast_dtype)
             alpha_ref = reference.concentrations(ref_proj[:, None], paths.held[:, :groups])
-        return Rollouts(features, growth, observed, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
+        return Rollouts(windows, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
 
     def loss(
         self, ro: Rollouts, state_proj: torch.Tensor | None, autocast_dtype: torch.dtype | None
@@ -245,10 +266,11 @@ class GRPOLoss:
         """
         policy = self.policy
         if state_proj is None:
-            state_proj = policy.state_projection(policy.encode(ro.features, autocast_dtype))
-        initial = initial_holdings(ro.growth.shape[-1], policy.include_cash, ro.features.device)
+            state_proj = window_states(policy, self.features, ro.windows, autocast_dtype)
+        growth, observed = ro.windows.growth, ro.windows.observed
+        initial = initial_holdings(growth.shape[-1], policy.include_cash, growth.device)
         loss, pg, kl, entropy, pathwise, logp = self.scoring(
-            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, ro.growth, ro.observed, initial
+            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, growth, observed, initial
         )
         if ro.old_logp is None:
             ro.old_logp = logp
@@ -266,7 +288,8 @@ def evaluate_split(
     cfg: ExperimentConfig,
     split: SplitName,
 ) -> dict[str, Any]:
-    """Deterministic policy over a whole split (cold start at its first bar) next to equal weight, exact costs.
+    """Deterministic policy over a whole split (one path from its first bar, the encoder's context as configured)
+    next to equal weight, exact costs.
 
     Runs in float32 without autocast, as the backtester does, so validation and backtest numbers agree.
     """
@@ -275,13 +298,13 @@ def evaluate_split(
         raise DataError(f"The {split} split has {stop - start} scorable bars; use smaller --lookback or more data.")
     was_training = policy.training
     policy.eval()
-    features = tensors.features[start:stop][None]
     growth = tensors.growth[start:stop][None]
-    weights = deterministic_weights(policy, features, tensors.observed[start:stop][None], policy.include_cash,
-                                    growth=growth, rebalance_every=cfg.env.rebalance_every)
+    bars = torch.arange(start, stop, device=growth.device)[None]
+    weights = deterministic_weights(policy, tensors.features, tensors.observed[start:stop][None], policy.include_cash,
+                                    growth=growth, rebalance_every=cfg.env.rebalance_every, bars=bars)
     policy.train(was_training)
-    initial = initial_holdings(policy.n_out, policy.include_cash, features.device)
-    equal = torch.zeros(policy.n_out, device=features.device)
+    initial = initial_holdings(policy.n_out, policy.include_cash, growth.device)
+    equal = torch.zeros(policy.n_out, device=growth.device)
     equal[: policy.n_assets] = 1.0 / policy.n_assets
     out: dict[str, Any] = {
         "split": split,
@@ -347,7 +370,7 @@ class Trainer:
         self.actions = torch.Generator(device=device).manual_seed(tc.seed + 1)  # Dirichlet samples
         self.autocast, self.autocast_reason = autocast_choice(tc.dtype, device)
         self.compiled, self.compile_reason = compile_choice(tc.compile, device)
-        self.loss_fn = GRPOLoss(cfg, self.policy, self.compiled)
+        self.loss_fn = GRPOLoss(cfg, self.policy, tensors.features, self.compiled)
         self.step_count = 0
         self.best_score: float | None = None
         self.nonfinite_total = 0
@@ -360,31 +383,32 @@ class Trainer:
     def params(self) -> list[torch.nn.Parameter]:
         return list(self.policy.parameters())
 
-    def sample_windows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features [B, L, A, F], growth and observed growth [B, L, A_out] of random training windows."""
+    def sample_windows(self) -> Windows:
+        """Random training windows: their bars [B, L], assets (with --universe-sample), growth and observed growth
+        [B, L, A_out]."""
         starts = torch.randint(
             self._first_start, self._last_start + 1, (self.cfg.train.batch_windows,), generator=self.sampler
         ).to(self.device)
-        idx = starts[:, None] + self._offsets
-        features, growth, observed = self.tensors.features[idx], self.tensors.growth[idx], self.tensors.observed[idx]
+        bars = starts[:, None] + self._offsets
+        growth, observed = self.tensors.growth[bars], self.tensors.observed[bars]
         k = self.cfg.train.universe_sample
-        n_assets = features.shape[2]
+        n_assets = self.tensors.features.shape[1]
         if k is None:
-            return features, growth, observed
+            return Windows(bars, None, growth, observed)
         # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
         pick = torch.rand(len(starts), n_assets, generator=self.sampler).argsort(-1)[:, :k].sort(-1).values
         pick = pick.to(self.device)
         cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if growth.shape[-1] > n_assets else pick
         rows = torch.arange(len(starts), device=self.device)[:, None, None]
-        bars = torch.arange(idx.shape[1], device=self.device)[None, :, None]
+        steps = torch.arange(bars.shape[1], device=self.device)[None, :, None]
         picked = cols[:, None]
-        return features[rows, bars, pick[:, None]], growth[rows, bars, picked], observed[rows, bars, picked]
+        return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked])
 
     def step(self) -> torch.Tensor | None:
         """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over
         microbatches). Returns the mean stats of the updates, or None if a non-finite update was skipped."""
         tc = self.cfg.train
-        features, growth, observed = self.sample_windows()
+        windows = self.sample_windows()
         mb = tc.microbatch
         parts = [slice(lo, lo + mb) for lo in range(0, tc.batch_windows, mb)]
         rollouts: list[Rollouts] = []
@@ -396,9 +420,8 @@ class Trainer:
             stats = torch.zeros(len(TRAIN_STATS), device=self.device)
             for i, part in enumerate(parts):
                 if update == 0:
-                    ro, state_proj = self.loss_fn.collect(
-                        self.reference, features[part], growth[part], observed[part], self.actions, self.autocast
-                    )
+                    ro, state_proj = self.loss_fn.collect(self.reference, windows.part(part), self.actions,
+                                                          self.autocast)
                     rollouts.append(ro)
                 else:
                     ro, state_proj = rollouts[i], None

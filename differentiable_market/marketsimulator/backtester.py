@@ -332,8 +332,9 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     growth = growth_ta[bars]  # [W, L, A (+1)]
 
     # Full float32 (no bf16 autocast): the stored weights' own precision, and cheaper on CPU for one pass.
-    w_policy = deterministic_weights(policy, features[bars], seen_ta[bars].to(torch.float32), include_cash, None,
-                                     growth=growth.to(torch.float32), rebalance_every=cfg.env.rebalance_every)
+    w_policy = deterministic_weights(policy, features, seen_ta[bars].to(torch.float32), include_cash, None,
+                                     growth=growth.to(torch.float32), rebalance_every=cfg.env.rebalance_every,
+                                     bars=bars)
     w_policy = w_policy.to(torch.float64)
     w_policy = w_policy / w_policy.sum(dim=-1, keepdim=True)
     t_policy = time.perf_counter()

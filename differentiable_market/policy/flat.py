@@ -40,13 +40,13 @@ class DirichletGRUPolicy(DirichletPolicy):
         return self.encoder.hidden_matrix_names("encoder") | {"head_state.weight"}
 
     def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Encoder states [B, T, H] (float32) from features [B, T, A, F]; bar t uses features of bars <= t only."""
+        """Encoder states [B, T, H] (float32, or float64 for a float64 policy) from features [B, T, A, F]; bar t uses features of bars <= t only."""
         b, t = features.shape[:2]
         x = features.reshape(b, t, self.n_assets * self.n_features)
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
             h = self._encoded(x)
-        return h.float()
+        return h if h.dtype == torch.float64 else h.float()
 
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) from the state projection and the held weights (broadcastable)."""

@@ -75,18 +75,19 @@ def stitched_paths(market: MarketData, folds: list[Fold], members: dict[int, lis
     shown: dict[str, torch.Tensor | None] = {name: None for name in weights}
     for fold in folds:
         d0, d1 = fold.decisions
+        block = torch.arange(d0, d1)[None]  # the fold's decision bars, one window
         policies, feats = [], []
         every = rebalance_every or members[fold.index][0][1].config.env.rebalance_every
         for seed, ckpt in members[fold.index]:
-            policy, f = _policy_and_features(market, ckpt, include_cash, d0, d1)
+            policy, f = _policy_and_features(market, ckpt, include_cash, d1)
             policies.append(policy)
             feats.append(f)
             name = f"seed{seed}"
             w = deterministic_weights(policy, f, seen_ta[None, d0:d1], include_cash, None, initial=shown[name],
-                                      growth=fill_ta[None, d0:d1], rebalance_every=every)[0]
+                                      growth=fill_ta[None, d0:d1], rebalance_every=every, bars=block)[0]
             weights[name].append(w)
         weights["ensemble"].append(ensemble_weights(policies, feats, seen_ta[None, d0:d1], shown["ensemble"],
-                                                    fill_ta[None, d0:d1], every)[0])
+                                                    fill_ta[None, d0:d1], every, block)[0])
         for name, parts in weights.items():
             # what the next fold's first decision is shown: the last weights drifted to the close of its bar
             shown[name] = drift(parts[-1][-1], seen_ta[d1 - 1])
@@ -121,11 +122,11 @@ def _oos_growth(market: MarketData, folds: list[Fold], execution: str, include_c
             bars_per_year(market.timestamps))
 
 
-def _policy_and_features(market: MarketData, ckpt: Checkpoint, include_cash: bool, d0: int, d1: int
+def _policy_and_features(market: MarketData, ckpt: Checkpoint, include_cash: bool, stop: int
                          ) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The checkpoint's policy and its features [stop, A, F] of bars before ``stop`` (its own normaliser)."""
     policy = build_policy(ckpt, include_cash)
-    f = torch.as_tensor(compute_features(market, ckpt.feature_spec), dtype=torch.float32)[None, d0:d1]
-    return policy, f
+    return policy, torch.as_tensor(compute_features(market, ckpt.feature_spec)[:stop], dtype=torch.float32)
 
 
 def single_policy_log_growth(market: MarketData, folds: list[Fold], models: list[dict[int, Checkpoint]],
@@ -142,10 +143,10 @@ def single_policy_log_growth(market: MarketData, folds: list[Fold], models: list
         for fold in folds:
             d0, d1 = fold.decisions
             ckpt = model[fold.index]
-            policy, f = _policy_and_features(market, ckpt, include_cash, d0, d1)
+            policy, f = _policy_and_features(market, ckpt, include_cash, d1)
             w = deterministic_weights(policy, f, seen_ta[None, d0:d1], include_cash, None, initial=shown,
-                                      growth=fill_ta[None, d0:d1],
-                                      rebalance_every=ckpt.config.env.rebalance_every)[0]
+                                      growth=fill_ta[None, d0:d1], rebalance_every=ckpt.config.env.rebalance_every,
+                                      bars=torch.arange(d0, d1)[None])[0]
             parts.append(w)
             shown = drift(w[-1], seen_ta[d1 - 1])
         w = torch.cat(parts)[None].to(torch.float64)

@@ -200,17 +200,18 @@ def test_a_bad_holdings_file_on_the_command_line_exits_2(run_dir, cut, tmp_path,
     assert str(bad) in err and "sum to 0.7" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("execution", ["close", "open"])
-def test_a_band_policy_predicts_what_the_backtester_fills(tmp_path, execution):
+@pytest.mark.parametrize("execution,context", [("close", "window"), ("open", "window"), ("close", "history")])
+def test_a_band_policy_predicts_what_the_backtester_fills(tmp_path, execution, context):
     """The default design (cross-sectional, no-trade band): predict's path is the backtester's. In close execution
     the last decision's target is the backtester's fill; in open execution that fill depends on the next open, which
-    predict cannot know, so the rows before it are compared."""
+    predict cannot know, so the rows before it are compared. With the history context both read every bar before
+    the window (predict's data file starts where the backtester's does)."""
     from differentiable_market.config import EnvConfig
     from differentiable_market.train import run_training
 
     cfg = ExperimentConfig(
         data=DataConfig(root=str(bundled_sample_dir())), env=EnvConfig(execution=execution),
-        policy=PolicyConfig(asset_hidden=8, asset_head_hidden=4),
+        policy=PolicyConfig(asset_hidden=8, asset_head_hidden=4, context=context),
         train=TrainConfig(lookback=LOOKBACK, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1,
                           log_interval=1, device="cpu", dtype="float32", compile="off", save_dir=str(tmp_path / "r")),
     )

@@ -45,11 +45,10 @@ def test_microbatches_accumulate_to_the_full_batch_gradient():
     for mb in (None, 4):
         cfg = _cfg(microbatch_windows=mb, pg_weight=0.0, kl_weight=0.0, entropy_weight=0.0, dtype="float32")
         tr = _trainer(market, cfg)
-        features, growth, observed = tr.sample_windows()
+        windows = tr.sample_windows()
         for lo in range(0, 16, cfg.train.microbatch):
             part = slice(lo, lo + cfg.train.microbatch)
-            ro, proj = tr.loss_fn.collect(tr.reference, features[part], growth[part], observed[part], tr.actions,
-                                          tr.autocast)
+            ro, proj = tr.loss_fn.collect(tr.reference, windows.part(part), tr.actions, tr.autocast)
             loss, _ = tr.loss_fn.loss(ro, proj, tr.autocast)
             (loss * cfg.train.microbatch / 16).backward()
         grads.append([p.grad.clone() for p in tr.policy.parameters()])
@@ -156,8 +155,7 @@ def test_ratio_clip_stops_the_gradient_of_rollouts_outside_the_trust_region():
     # advantages the clipped objective is then flat, so the policy-gradient loss has no gradient at all.
     market = random_walk_market(400, 3, seed=7)
     tr = _trainer(market, _cfg(kl_weight=0.0, entropy_weight=0.0, pathwise_weight=0.0))
-    features, growth, observed = tr.sample_windows()
-    ro, proj = tr.loss_fn.collect(tr.reference, features, growth, observed, tr.actions, None)
+    ro, proj = tr.loss_fn.collect(tr.reference, tr.sample_windows(), tr.actions, None)
     tr.loss_fn.loss(ro, proj.detach(), None)  # records old log-probs
     ro.old_logp = ro.old_logp - 1.0
     ro.advantages = ro.advantages.abs() + 0.1
@@ -196,11 +194,11 @@ def test_compiled_scoring_builds_one_graph_and_matches_eager(architecture):
     eager = _trainer(market, _cfg(compile="off", dtype="float32", architecture=architecture))
     compiled = _trainer(market, _cfg(compile="on", dtype="float32", architecture=architecture))
     assert compiled.compiled and not eager.compiled
-    features, growth, observed = eager.sample_windows()
+    windows = eager.sample_windows()
     results = []
     for tr in (eager, compiled):
         gen = torch.Generator().manual_seed(0)
-        ro, proj = tr.loss_fn.collect(tr.reference, features, growth, observed, gen, None)
+        ro, proj = tr.loss_fn.collect(tr.reference, windows, gen, None)
         loss, stats = tr.loss_fn.loss(ro, proj, None)
         loss.backward()
         results.append((stats, [p.grad.clone() for p in tr.policy.parameters()]))
@@ -242,7 +240,9 @@ def test_universe_sample_gives_each_window_its_own_assets_with_matching_features
     cfg = _cfg(architecture="cross", universe_sample=3)
     cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, include_cash=include_cash))
     tr = _trainer(market, cfg)
-    features, growth, observed = tr.sample_windows()
+    windows = tr.sample_windows()
+    growth, observed = windows.growth, windows.observed
+    features = tr.tensors.features[windows.bars[:, :, None], windows.assets[:, None, :]]
     assert features.shape[2] == 3 and growth.shape[-1] == observed.shape[-1] == 3 + include_cash
     full_f, full_g = tr.tensors.features, tr.tensors.growth
     picked = set()
