@@ -89,6 +89,15 @@ def observed_growth(open_ta: Tensor, close_ta: Tensor, execution: Execution, inc
     return _append_cash(g) if include_cash else g
 
 
+def growth_where_tradeable(g: Tensor, tradeable: Tensor) -> Tensor:
+    """Decision growth [..., A] with 1 on the columns not tradeable at the decision (bool [..., A], broadcastable).
+
+    Weight there is 0, so the value never changes an account; setting it keeps the placeholder prices of a union
+    calendar (before a listing, after a known delisting) out of everything computed from growth (baselines, drift).
+    """
+    return torch.where(tradeable, g, torch.ones((), dtype=g.dtype, device=g.device))
+
+
 def drift(w: Tensor, g: Tensor) -> Tensor:
     """Weights after holding ``w`` through gross growth ``g``: w * g / (w . g), over the last dim."""
     wg = w * g
@@ -130,6 +139,34 @@ def initial_holdings(n_assets_total: int, include_cash: bool, device: torch.devi
     return held
 
 
+def tradeable_columns(tradeable_ta: Tensor, include_cash: bool) -> Tensor:
+    """Bool [..., A (+1)] mask of the columns a decision may hold, from the market's causal mask [..., A]: cash, the
+    last column when present, is always tradeable."""
+    if not include_cash:
+        return tradeable_ta
+    return torch.cat([tradeable_ta, torch.ones_like(tradeable_ta[..., :1])], dim=-1)
+
+
+def restrict_to_tradeable(w: Tensor, tradeable: Tensor, include_cash: bool) -> Tensor:
+    """Targets [..., A] with the untradeable columns zeroed and the rest renormalised; tradeable: bool [..., A]
+    (``tradeable_columns``), broadcastable against w.
+
+    A target with no weight left on a tradeable column goes all to cash when cash is traded, otherwise to equal weight
+    over the tradeable assets. Exactly zero on every untradeable column, and the identity on a target that holds
+    only tradeable columns (up to one rounding of the renormalisation).
+    """
+    m = tradeable.to(w.dtype)
+    wm = w * m
+    total = wm.sum(dim=-1, keepdim=True)
+    if include_cash:
+        fallback = torch.zeros_like(m)
+        fallback[..., -1] = 1
+    else:
+        fallback = m / m.sum(dim=-1, keepdim=True).clamp_min(1)
+    # clamp_min keeps the unused branch finite, so the gradient through torch.where stays finite too
+    return torch.where(total > 0, wm / total.clamp_min(torch.finfo(w.dtype).tiny), fallback)
+
+
 class Accounting(NamedTuple):
     """Per-period results of ``account``; leading dims as the broadcast of w and g."""
 
@@ -141,7 +178,7 @@ class Accounting(NamedTuple):
 
 
 def account(w: Tensor, g: Tensor, initial: Tensor, cost_rate: float | Tensor, include_cash: bool,
-            smooth_eps: float | Tensor | None = None) -> Accounting:
+            smooth_eps: float | Tensor | None = None, tradeable: Tensor | None = None) -> Accounting:
     """Exact accounting of a path of target weights.
 
     w: [..., T, A] target weights (on the simplex) for each decision; g: [..., T, A] gross growth of each decision
@@ -152,7 +189,15 @@ def account(w: Tensor, g: Tensor, initial: Tensor, cost_rate: float | Tensor, in
 
     Period t: cost_t = cost_rate * sum_{i non-cash} |w_t,i - pre_t,i| and log growth log(1 - cost_t) + log(w_t . g_t).
     Outputs at period t depend on w and g only up to t. Valid while cost_t < 1 (always when cost_rate < 0.5).
+
+    tradeable: bool [..., T, A] (``tradeable_columns`` of the market's causal mask at each decision bar), or None for
+    every column everywhere. Targets are first restricted to it (``restrict_to_tradeable``), so a holding in an
+    asset that stops being tradeable is sold at the fill, paying the fee like any trade. On a union calendar an
+    asset's prices are held at its last close after its last print, so it is sold at that last price; its growth on
+    untradeable rows is never used (its weight there is exactly 0).
     """
+    if tradeable is not None:
+        w = restrict_to_tradeable(w, tradeable, include_cash)
     wg = w * g
     gross = wg.sum(dim=-1)
     post_drift = wg / gross.unsqueeze(-1)
@@ -226,14 +271,14 @@ def objective(log_growth: Tensor, risk_aversion: float | Tensor, drawdown_lambda
 
 
 def env_objective(w: Tensor, g: Tensor, initial: Tensor, cfg: EnvConfig, smooth: bool,
-                  training: bool = False) -> tuple[Tensor, Accounting]:
+                  training: bool = False, tradeable: Tensor | None = None) -> tuple[Tensor, Accounting]:
     """``account`` then ``objective`` with the costs and risk terms of ``cfg``.
 
     smooth=True uses ``cfg.smooth_abs_eps`` for the turnover cost (the pathwise term); False is exact. training=True
     charges the training fee ``cfg.train_cost_rate`` (rewards and pathwise term), False the real one (validation,
-    backtests). Returns the per-path objective [...] and the Accounting.
+    backtests). ``tradeable`` as in ``account``. Returns the per-path objective [...] and the Accounting.
     """
     rate = cfg.train_cost_rate if training else cfg.cost_rate
-    acc = account(w, g, initial, rate, cfg.include_cash, cfg.smooth_abs_eps if smooth else None)
+    acc = account(w, g, initial, rate, cfg.include_cash, cfg.smooth_abs_eps if smooth else None, tradeable)
     value = objective(acc.log_growth, cfg.risk_aversion, cfg.drawdown_lambda, cfg.drawdown_temperature)
     return value, acc

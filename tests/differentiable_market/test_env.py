@@ -499,3 +499,135 @@ def test_cuda_matches_cpu_and_zero_trade_is_free() -> None:
         torch.testing.assert_close(value.cpu(), ref_value, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(acc.log_growth.cpu(), ref_acc.log_growth, rtol=1e-12, atol=1e-14)
         assert torch.equal(acc.cost[0, 0].cpu(), torch.zeros(g.shape[0], dtype=F64))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A tradeable mask: listings, delistings, halts (union calendar)
+
+
+def churn_prices(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open/close [30, 4] and the causal mask of a union calendar with max_fill_bars 2: asset 1 lists at bar 6
+    (placeholder 1.0 before), asset 2 prints last at bar 12 (flat at its last close after, known gone at bar 15),
+    asset 3 never trades (placeholders throughout)."""
+    open_, close = make_ohlc(seed, 30, 4)
+    open_[:6, 1] = close[:6, 1] = 1.0
+    open_[13:, 2] = close[13:, 2] = close[12, 2]
+    open_[:, 3] = close[:, 3] = 1.0
+    mask = np.ones((30, 4), dtype=bool)
+    mask[:6, 1] = False
+    mask[15:, 2] = False
+    mask[:, 3] = False
+    return open_, close, mask
+
+
+def masked_reference_wealth(open_: np.ndarray, close: np.ndarray, w: np.ndarray, mask: np.ndarray, execution: str,
+                            cost_rate: float) -> np.ndarray:
+    """Share counting with cash (last column): each target keeps only the assets tradeable at its decision bar,
+    renormalised, and every share of an asset no longer tradeable is sold at the fill price."""
+    n_dec = w.shape[0]
+    fill = (open_[1 : 1 + n_dec] if execution == "open" else close[:n_dec])
+    mark = (open_[2 : 2 + n_dec] if execution == "open" else close[1 : 1 + n_dec])
+    fill, mark = (np.hstack([x, np.ones((n_dec, 1))]) for x in (fill, mark))
+    shares = np.zeros(w.shape[1])
+    shares[-1] = 1.0
+    wealth = np.empty(n_dec)
+    for t in range(n_dec):
+        held = shares * fill[t]
+        value = held.sum()
+        allowed = np.append(mask[t], True)
+        target = np.where(allowed, w[t], 0.0)
+        target = target / target.sum()
+        value_after_fee = value * (1.0 - cost_rate * np.abs(target - held / value)[:-1].sum())
+        shares = target * value_after_fee / fill[t]
+        wealth[t] = float((shares * mark[t]).sum())
+    return wealth
+
+
+@pytest.mark.parametrize("execution", ["open", "close"])
+def test_masked_accounting_matches_share_counting_with_listings_and_delistings(execution: str) -> None:
+    from differentiable_market.env import tradeable_columns
+
+    open_, close, mask = churn_prices(21)
+    g = decision_growth(t64(open_), t64(close), execution, include_cash=True)
+    w = random_simplex(22, tuple(g.shape))
+    m = tradeable_columns(torch.as_tensor(mask[: g.shape[0]]), include_cash=True)
+    acc = account(t64(w), g, initial_holdings(5, True, dtype=F64), 0.003, include_cash=True, tradeable=m)
+    reference = masked_reference_wealth(open_, close, w, mask, execution, 0.003)
+    np.testing.assert_allclose(np.exp(np.cumsum(acc.log_growth.numpy())), reference, rtol=1e-12)
+    held_after = acc.post_drift.numpy()
+    assert (held_after[:, 3] == 0).all()  # never tradeable: exactly 0 throughout
+    assert (held_after[:6, 1] == 0).all() and (held_after[15:, 2] == 0).all() and (held_after[6:15, 1:3] > 0).all()
+
+
+def test_a_delisting_is_liquidated_at_its_last_close_with_the_fee() -> None:
+    """All wealth in asset 2 (close fills): bought at C[3], it earns C[12] / C[3] to its last print, is held flat
+    while its delisting is not yet known, and is sold at its last close C[12] at bar 15, paying the fee once more;
+    the proceeds sit in cash at 1 for the rest of the path."""
+    from differentiable_market.env import tradeable_columns
+
+    open_, close, mask = churn_prices(23)
+    c = 0.002
+    g = decision_growth(t64(open_), t64(close), "close", include_cash=True)
+    w = torch.zeros(g.shape, dtype=F64)
+    w[:3, -1] = 1.0
+    w[3:, 2] = 1.0  # the target keeps asking for asset 2: the mask overrides it
+    m = tradeable_columns(torch.as_tensor(mask[: g.shape[0]]), include_cash=True)
+    acc = account(w, g, initial_holdings(5, True, dtype=F64), c, include_cash=True, tradeable=m)
+    wealth = np.exp(np.cumsum(acc.log_growth.numpy()))
+    expected = (1 - c) * close[12, 2] / close[3, 2] * (1 - c)
+    assert wealth[-1] == pytest.approx(expected, rel=1e-13)
+    assert float(acc.turnover[15]) == pytest.approx(1.0, rel=1e-13)  # the forced sale, charged like any trade
+    assert float(acc.turnover[16:].abs().max()) == 0.0
+    assert torch.equal(acc.post_drift[15:, -1], torch.ones(g.shape[0] - 15, dtype=F64))
+
+
+@pytest.mark.parametrize("execution", ["open", "close"])
+def test_placeholder_prices_and_later_bars_change_nothing_in_masked_accounting(execution: str) -> None:
+    """Prices outside an asset's tradeable life are placeholders: changing them changes no number; and bars after
+    t + horizon change nothing at decisions up to t, mask included (the mask at t is built from bars <= t)."""
+    from differentiable_market.env import growth_where_tradeable, tradeable_columns
+
+    open_, close, mask = churn_prices(24)
+    w = t64(random_simplex(25, (30 - execution_horizon(execution), 5)))
+
+    def run(o: np.ndarray, c: np.ndarray, mk: np.ndarray) -> Accounting:
+        g = decision_growth(t64(o), t64(c), execution, include_cash=True)
+        m = tradeable_columns(torch.as_tensor(mk[: g.shape[0]]), include_cash=True)
+        return account(w, growth_where_tradeable(g, m), initial_holdings(5, True, dtype=F64), 0.003, True,
+                       tradeable=m)
+
+    base = run(open_, close, mask)
+    rng = np.random.default_rng(0)
+    o2, c2 = open_.copy(), close.copy()
+    for col, rows in ((1, slice(0, 6)), (3, slice(None)), (2, slice(15, None))):  # never read while tradeable
+        o2[rows, col] = c2[rows, col] = rng.uniform(0.01, 1e4, size=c2[rows, col].shape)
+    if execution == "open":  # the open of the first tradeable bar's successor is a real price; keep it
+        o2[6, 1], o2[15:17, 2] = open_[6, 1], open_[15:17, 2]
+    else:
+        c2[15, 2] = close[15, 2]
+    changed = run(o2, c2, mask)
+    for a, b in zip(base, changed):
+        assert torch.equal(a, b)
+    t = 10
+    h = execution_horizon(execution)
+    o3, c3, m3 = open_.copy(), close.copy(), mask.copy()
+    o3[t + h + 1 :] *= 1.7
+    c3[t + h + 1 :] *= 0.6
+    m3[t + 1 :] = ~m3[t + 1 :]
+    later = run(o3, c3, m3)
+    assert torch.equal(base.log_growth[: t + 1], later.log_growth[: t + 1])
+    assert torch.equal(base.post_drift[: t + 1], later.post_drift[: t + 1])
+
+
+def test_restrict_to_tradeable_falls_back_to_cash_or_equal_weight_and_keeps_gradients_finite() -> None:
+    from differentiable_market.env import restrict_to_tradeable
+
+    w = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=F64, requires_grad=True)
+    m = torch.tensor([[False, False, True], [True, False, True]])
+    out = restrict_to_tradeable(w, m, include_cash=True)
+    assert out.tolist() == [[0.0, 0.0, 1.0], [0.2 / 0.7, 0.0, 0.5 / 0.7]]
+    out.sum().backward()
+    assert torch.isfinite(w.grad).all()
+    no_cash = restrict_to_tradeable(torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
+                                    torch.tensor([[False, True, True]]), include_cash=False)
+    assert no_cash.tolist() == [[0.0, 0.5, 0.5]]
