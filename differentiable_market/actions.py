@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .config import Action
-from .env import drift
+from .env import drift, restrict_to_tradeable
 
 ACTION_SCALE = 10.0
 INITIAL_STRENGTH = {"partial": 0.5, "band": 0.25}  # r and beta of an untrained policy
@@ -108,12 +108,15 @@ def needs_loop(action: Action, rebalance_every: int) -> bool:
 
 
 def execute_path(action: Action, u: Tensor, growth: Tensor, observed: Tensor, initial: Tensor, s: Tensor | None,
-                 rebalance_every: int = 1) -> Tensor:
+                 rebalance_every: int = 1, tradeable: Tensor | None = None, include_cash: bool = True) -> Tensor:
     """Weights held after each fill [..., T, A] for targets ``u`` [..., T, A], differentiable in every input.
 
     growth: each decision's accounting growth (``env.decision_growth``), which drifts the holdings to the next fill;
     observed: its growth to the next decision (``env.observed_growth``), which drifts what the next decision knows;
-    both broadcastable against ``u``. initial: [..., A] holdings before the first decision.
+    both broadcastable against ``u``. initial: [..., A] holdings before the first decision. tradeable: bool
+    [..., T, A] (``env.tradeable_columns``) or None: each fill is restricted to it as ``env.account`` restricts it,
+    so the holdings carried to the next bar are the accounted ones (``include_cash`` says whether the last column
+    is cash, where a fill with nothing tradeable left goes).
     """
     if not needs_loop(action, rebalance_every):
         return u
@@ -122,6 +125,8 @@ def execute_path(action: Action, u: Tensor, growth: Tensor, observed: Tensor, in
     out = []
     for t in range(u.shape[-2]):
         w = fill(action, u[..., t, :], h, p, s) if t % rebalance_every == 0 else p
+        if tradeable is not None:
+            w = restrict_to_tradeable(w, tradeable[..., t, :], include_cash)
         out.append(w)
         p = drift(w, growth[..., t, :])
         h = p if same else drift(w, observed[..., t, :])

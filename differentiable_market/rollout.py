@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import actions
-from .env import drift, initial_holdings
+from .env import drift, initial_holdings, restrict_to_tradeable, tradeable_columns
 from .policy import Policy
 
 SAMPLE_FLOOR = 1e-12  # fp32 Dirichlet samples are kept off exact zero so their log-prob stays finite
@@ -42,6 +42,7 @@ def generate_paths(
     initial: torch.Tensor | None = None,
     growth: torch.Tensor | None = None,
     rebalance_every: int = 1,
+    tradeable: torch.Tensor | None = None,
 ) -> Paths:
     """Roll the policy through the window.
 
@@ -52,6 +53,9 @@ def generate_paths(
     holdings (``actions.needs_loop``; None then means ``observed``, exact in "close" execution).
     Returns ``n_samples`` Dirichlet-sampled paths, followed by the mean-action path when ``with_mean``. ``initial``
     ([A_out] or [B, A_out]) is what is held before the first bar; by default all cash (``initial_holdings``).
+    ``tradeable`` (bool [B, T, A_out], ``env.tradeable_columns``; None: every column) restricts each bar's Dirichlet
+    to the columns tradeable at it: the Gamma draws and the mean are zeroed off the mask before normalising, which
+    samples exactly the Dirichlet of the tradeable subset; the fills are restricted as ``env.account`` restricts them.
 
     This loop is the one inherently sequential part of training, so each bar is kept to a dozen ops writing into
     preallocated buffers: rows are laid out [T, R, B, A] so that one bar's sampled rows are a contiguous block, the
@@ -74,19 +78,24 @@ def generate_paths(
     strength = policy.action_strength()
     alpha_at = policy.bar_head(state_proj, n_rows)
     sample_dirichlet = dirichlet_sampler(generator, device) if n_samples else None
+    mask_tba = None if tradeable is None else tradeable.transpose(0, 1).to(device=device, dtype=obs_tba.dtype)
     for t in range(t_len):
         alpha = alpha_at(t, held[t])
         if sample_dirichlet is not None:
             sample = sample_dirichlet(alpha[:n_samples]).clamp_min_(SAMPLE_FLOOR)
+            if mask_tba is not None:
+                sample = sample * mask_tba[t]
             torch.div(sample, sample.sum(-1, keepdim=True), out=targets[t, :n_samples])
         if with_mean:
-            mean = alpha[n_samples:]
+            mean = alpha[n_samples:] if mask_tba is None else alpha[n_samples:] * mask_tba[t]
             torch.div(mean, mean.sum(-1, keepdim=True), out=targets[t, n_samples:])
         if looped:
             h_t = held[t]
             if growth is None:
                 pre = h_t
             weights[t] = actions.fill(action, targets[t], h_t, pre, strength) if t % rebalance_every == 0 else pre
+            if mask_tba is not None:
+                weights[t] = restrict_to_tradeable(weights[t], mask_tba[t] > 0, policy.include_cash)
             if growth is not None:
                 pre = drift(weights[t], growth_tba[t])
         wg = weights[t] * obs_tba[t]
@@ -138,18 +147,29 @@ def deterministic_weights(
     growth: torch.Tensor | None = None,
     rebalance_every: int = 1,
     bars: torch.Tensor | None = None,
+    tradeable: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean-action weights held after each fill [B, T, A_out] for windows of features [B, T, A, F] and observed
     growth [B, T, A_out]; ``growth`` and ``rebalance_every`` as in ``generate_paths``.
 
     With ``bars`` [B, T], ``features`` is the history [T_all, A, F] and the windows are those bars of it, encoded
     as the policy's context says (``window_projection``); without, each window is all the history there is. Each
-    window starts holding ``initial`` (default all cash).
+    window starts holding ``initial`` (default all cash). ``tradeable``: the market's causal mask laid out as
+    ``features`` without its last dim ([T_all, A] with ``bars``, else [B, T, A]); None: every asset everywhere.
     """
     if include_cash != policy.include_cash:
         raise ValueError("include_cash must match the policy's output layout")
-    state_proj = _projection(policy, features, bars, autocast_dtype)
-    return generate_paths(policy, state_proj, observed, 0, True, None, initial, growth, rebalance_every).weights[:, 0]
+    state_proj = _projection(policy, features, bars, autocast_dtype, tradeable)
+    return generate_paths(policy, state_proj, observed, 0, True, None, initial, growth, rebalance_every,
+                          _decision_mask(tradeable, bars, include_cash)).weights[:, 0]
+
+
+def _decision_mask(tradeable: torch.Tensor | None, bars: torch.Tensor | None,
+                   include_cash: bool) -> torch.Tensor | None:
+    """The columns [B, T, A_out] each decision may hold, from the asset mask laid out as the features."""
+    if tradeable is None:
+        return None
+    return tradeable_columns(tradeable if bars is None else tradeable[bars], include_cash)
 
 
 @torch.no_grad()
@@ -161,17 +181,20 @@ def ensemble_weights(
     growth: torch.Tensor | None = None,
     rebalance_every: int = 1,
     bars: torch.Tensor | None = None,
+    tradeable: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weights [B, T, A_out] of the seed ensemble: one agent whose weights after every fill are the mean of what
     its members' deterministic decisions would fill (their targets, for full targets), each member shown the
     ensemble's own drifted holdings (not the holdings it would have had alone). ``features[m]`` [B, T, A, F] are
     member m's (its own normaliser); ``observed``, ``growth`` and ``rebalance_every`` as in ``generate_paths``;
-    ``initial`` what is held before the first bar (default all cash); ``bars`` as in ``deterministic_weights``.
+    ``initial`` what is held before the first bar (default all cash); ``bars`` and ``tradeable`` as in
+    ``deterministic_weights`` (the members' means are restricted to the tradeable columns before averaging).
     """
     first = policies[0]
     if any(p.n_out != first.n_out or p.include_cash != first.include_cash for p in policies):
         raise ValueError("ensemble members must trade the same assets with the same cash layout")
-    projs = [_projection(p, f, bars, None) for p, f in zip(policies, features)]  # [B, T, K_m]
+    projs = [_projection(p, f, bars, None, tradeable) for p, f in zip(policies, features)]  # [B, T, K_m]
+    mask = _decision_mask(tradeable, bars, first.include_cash)
     strengths = [p.action_strength() for p in policies]
     b, t_len, _ = observed.shape
     held = initial_holdings(first.n_out, first.include_cash, observed.device) if initial is None else initial
@@ -182,18 +205,24 @@ def ensemble_weights(
         if t % rebalance_every:
             out[:, t] = pre
         else:
-            fills = [actions.fill(p.cfg.action, mean_weights(p.concentrations(sp[:, t], held)), held, pre, s)
-                     for p, sp, s in zip(policies, projs, strengths)]
+            alphas = [p.concentrations(sp[:, t], held) for p, sp in zip(policies, projs)]
+            if mask is not None:
+                alphas = [a * mask[:, t] for a in alphas]
+            fills = [actions.fill(p.cfg.action, mean_weights(a), held, pre, s)
+                     for p, a, s in zip(policies, alphas, strengths)]
             out[:, t] = torch.stack(fills).mean(0)
+            if mask is not None:
+                out[:, t] = restrict_to_tradeable(out[:, t], mask[:, t], first.include_cash)
         held = drift(out[:, t], observed[:, t])
         pre = held if growth is None else drift(out[:, t], growth[:, t].to(out.dtype))
     return out
 
 
 def _projection(policy: Policy, features: torch.Tensor, bars: torch.Tensor | None,
-                autocast_dtype: torch.dtype | None) -> torch.Tensor:
+                autocast_dtype: torch.dtype | None, tradeable: torch.Tensor | None = None) -> torch.Tensor:
     """State projection of windows: of features [B, T, A, F] when ``bars`` is None (each window its own history),
-    else of the bars [B, T] of the history [T_all, A, F] (``policy.window_projection``)."""
+    else of the bars [B, T] of the history [T_all, A, F] (``policy.window_projection``); ``tradeable`` laid out
+    as ``features`` without its last dim, or None."""
     if bars is None:
-        return policy.state_projection(policy.encode(features, autocast_dtype))
-    return policy.window_projection(features, bars, autocast_dtype)
+        return policy.state_projection(policy.encode(features, autocast_dtype, tradeable))
+    return policy.window_projection(features, bars, autocast_dtype, tradeable)

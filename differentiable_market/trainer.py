@@ -21,7 +21,8 @@ import torch
 from . import actions, dirichlet, hardware
 from .config import CompileMode, DTypeName, ExperimentConfig, SplitName
 from .data import MarketData
-from .env import decision_growth, env_objective, execution_horizon, initial_holdings, observed_growth
+from .env import (decision_growth, env_objective, execution_horizon, growth_where_tradeable, initial_holdings,
+                  observed_growth, tradeable_columns)
 from .errors import ConfigError, DataError
 from .features import FeatureSpec, compute_features, fit_feature_spec
 from .metrics import bars_per_year, path_metrics
@@ -44,6 +45,11 @@ class MarketTensors:
     horizon: int
     bars_per_year: float
     timestamps: np.ndarray  # [T] datetime64[ns] UTC
+    tradeable: torch.Tensor | None = None  # [T, A] bool causal mask (union calendar); None: every asset everywhere
+
+    def decision_columns(self, bars: torch.Tensor, include_cash: bool) -> torch.Tensor | None:
+        """The columns [..., A_out] that the decisions at ``bars`` [...] may hold, or None without a mask."""
+        return None if self.tradeable is None else tradeable_columns(self.tradeable[bars], include_cash)
 
     def decision_range(self, split: SplitName) -> tuple[int, int]:
         """Decision bars [start, stop) of a split whose earned prices all lie inside it."""
@@ -54,7 +60,11 @@ class MarketTensors:
 def prepare_market(
     cfg: ExperimentConfig, market: MarketData, device: torch.device, feature_spec: FeatureSpec | None = None
 ) -> tuple[MarketTensors, FeatureSpec]:
-    """Splits, features (normaliser fitted on train unless a spec is given) and decision growth as tensors."""
+    """Splits, features (normaliser fitted on train unless a spec is given) and decision growth as tensors.
+
+    On a union calendar the market's causal mask comes along (``MarketTensors.tradeable``) and each decision's growth
+    is 1 on the columns not tradeable at it (``env.growth_where_tradeable``), so no placeholder price reaches
+    training. Without cash every decision bar needs one tradeable asset."""
     splits = make_splits(market.n_bars, cfg.data, cfg.train.lookback)
     if feature_spec is None:
         feature_spec = fit_feature_spec(market, cfg.features, splits.train[1])
@@ -63,6 +73,11 @@ def prepare_market(
     prices = (_shared(market.open), _shared(market.close), cfg.env.execution, cfg.env.include_cash)
     growth = decision_growth(*prices).to(device=device, dtype=torch.float32)
     observed = observed_growth(*prices).to(device=device, dtype=torch.float32)
+    tradeable = market_mask(market, cfg.env.include_cash)
+    if tradeable is not None:
+        cols = tradeable_columns(tradeable[: growth.shape[0]], cfg.env.include_cash)
+        growth, observed = growth_where_tradeable(growth, cols), growth_where_tradeable(observed, cols)
+        tradeable = tradeable.to(device)
     tensors = MarketTensors(
         features=features,
         growth=growth,
@@ -71,6 +86,7 @@ def prepare_market(
         horizon=execution_horizon(cfg.env.execution),
         bars_per_year=bars_per_year(market.timestamps),
         timestamps=market.timestamps,
+        tradeable=tradeable,
     )
     start, stop = tensors.decision_range("train")
     if stop - start < cfg.train.lookback:
@@ -79,6 +95,21 @@ def prepare_market(
             f"{cfg.train.lookback}. Use a shorter --lookback or more data."
         )
     return tensors, feature_spec
+
+
+def market_mask(market: MarketData, include_cash: bool) -> torch.Tensor | None:
+    """The market's causal tradeable mask as a bool tensor [T, A], or None when every asset is tradeable at every
+    bar (a common calendar). Without cash, a bar with no tradeable asset is an error: there is nothing to hold."""
+    if market.tradeable is None or market.tradeable.all():
+        return None
+    if not include_cash:
+        empty = ~market.tradeable.any(axis=1)
+        if empty.any():
+            t = int(np.argmax(empty))
+            raise DataError(f"No asset is tradeable at bar {t} ({str(market.timestamps[t])[:19]}, {int(empty.sum())} "
+                            "such bars) and cash is not traded, so there is nothing to hold. Trade cash (drop "
+                            "--no-cash) or start the calendar later with --min-listed N.")
+    return torch.from_numpy(np.array(market.tradeable))
 
 
 def _shared(a: np.ndarray) -> torch.Tensor:
@@ -149,6 +180,7 @@ class Windows(NamedTuple):
     assets: torch.Tensor | None  # [B, k] the assets each window trades (--universe-sample), None: every asset
     growth: torch.Tensor  # [B, T, A_out]
     observed: torch.Tensor  # [B, T, A_out] growth up to the next decision (drifts what the policy is shown)
+    tradeable: torch.Tensor | None = None  # [B, T, A_out] bool columns each decision may hold; None: all
 
     def part(self, rows: slice) -> Windows:
         """The windows of one microbatch."""
@@ -156,13 +188,15 @@ class Windows(NamedTuple):
 
 
 def window_states(policy: Policy, features: torch.Tensor, windows: Windows,
-                  autocast_dtype: torch.dtype | None) -> torch.Tensor:
+                  autocast_dtype: torch.dtype | None, tradeable: torch.Tensor | None = None) -> torch.Tensor:
     """The policy's state projection [B, T, ...] on training windows of the features [T_all, A, F] (the policy's
-    ``window_projection``; with an asset subset per window, each window's own columns, encoded window by window)."""
+    ``window_projection``; with an asset subset per window, each window's own columns, encoded window by window).
+    ``tradeable``: the market's causal mask [T_all, A], or None."""
     if windows.assets is None:
-        return policy.window_projection(features, windows.bars, autocast_dtype)
+        return policy.window_projection(features, windows.bars, autocast_dtype, tradeable)
     picked = features[windows.bars[:, :, None], windows.assets[:, None, :]]  # [B, T, k, F]
-    return policy.state_projection(policy.encode(picked, autocast_dtype))
+    mask = None if tradeable is None else tradeable[windows.bars[:, :, None], windows.assets[:, None, :]]
+    return policy.state_projection(policy.encode(picked, autocast_dtype, mask))
 
 
 @dataclass
@@ -181,10 +215,12 @@ class Rollouts:
 class GRPOLoss:
     """Rollouts and loss of one microbatch of windows; holds the (optionally compiled) scoring function."""
 
-    def __init__(self, cfg: ExperimentConfig, policy: Policy, features: torch.Tensor, compile_scoring: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, policy: Policy, features: torch.Tensor, compile_scoring: bool,
+                 tradeable: torch.Tensor | None = None) -> None:
         self.cfg = cfg
         self.policy = policy
         self.features = features  # [T, A, F] of the whole market: windows index into it
+        self.tradeable = tradeable  # [T, A] bool causal mask of the whole market, or None
         self.scoring: Callable[..., tuple[torch.Tensor, ...]] = self._scoring
         if compile_scoring:
             self.scoring = torch.compile(self._scoring, fullgraph=True, dynamic=False)
@@ -200,12 +236,16 @@ class GRPOLoss:
         growth: torch.Tensor,
         observed: torch.Tensor,
         initial: torch.Tensor,
+        tradeable: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         tc, env = self.cfg.train, self.cfg.env
         groups = sampled.shape[1]
         alpha = self.policy.concentrations(state_proj[:, None], held)  # [B, R, T, A]
         alpha_s = alpha[:, :groups]
-        logp, entropy, kl = dirichlet.log_prob_entropy_kl(alpha_s, sampled, alpha_ref)
+        if tradeable is None:
+            logp, entropy, kl = dirichlet.log_prob_entropy_kl(alpha_s, sampled, alpha_ref)
+        else:  # the Dirichlet over each bar's tradeable columns
+            logp, entropy, kl = dirichlet.masked_log_prob_entropy_kl(alpha_s, sampled, alpha_ref, tradeable[:, None])
         # Per-bar ratio to the policy that drew the rollouts; on the first update that policy is this one.
         ratio = torch.exp(logp - (logp.detach() if old_logp is None else old_logp))
         adv = advantages[..., None]
@@ -218,9 +258,11 @@ class GRPOLoss:
         entropy, kl = entropy.mean(), kl.mean()
         loss = tc.pg_weight * pg + tc.kl_weight * kl - tc.entropy_weight * entropy
         if alpha.shape[1] > groups:
-            w = actions.execute_path(self.policy.cfg.action, mean_weights(alpha[:, groups]), growth, observed,
-                                     initial, self.policy.action_strength(), env.rebalance_every)
-            objective, _ = env_objective(w, growth, initial, env, smooth=True, training=True)
+            mean = alpha[:, groups] if tradeable is None else alpha[:, groups] * tradeable
+            w = actions.execute_path(self.policy.cfg.action, mean_weights(mean), growth, observed,
+                                     initial, self.policy.action_strength(), env.rebalance_every, tradeable,
+                                     env.include_cash)
+            objective, _ = env_objective(w, growth, initial, env, smooth=True, training=True, tradeable=tradeable)
             pathwise = objective.mean()
             loss = loss - tc.pathwise_weight * pathwise
         else:
@@ -242,17 +284,18 @@ class GRPOLoss:
         cfg, policy = self.cfg, self.policy
         groups = cfg.train.rollout_groups
         growth, observed = windows.growth, windows.observed
-        state_proj = window_states(policy, self.features, windows, autocast_dtype)
+        state_proj = window_states(policy, self.features, windows, autocast_dtype, self.tradeable)
         paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator,
-                               growth=growth, rebalance_every=cfg.env.rebalance_every)
+                               growth=growth, rebalance_every=cfg.env.rebalance_every, tradeable=windows.tradeable)
         sampled = paths.targets[:, :groups]
         with torch.no_grad():
             initial = initial_holdings(growth.shape[-1], policy.include_cash, growth.device)
+            mask = None if windows.tradeable is None else windows.tradeable[:, None]
             rewards, _ = env_objective(paths.weights[:, :groups], growth[:, None], initial, cfg.env, smooth=False,
-                                       training=True)  # [B, G]
+                                       training=True, tradeable=mask)  # [B, G]
             std = rewards.std(dim=1, keepdim=True)
             advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
-            ref_proj = window_states(reference, self.features, windows, autocast_dtype)
+            ref_proj = window_states(reference, self.features, windows, autocast_dtype, self.tradeable)
             alpha_ref = reference.concentrations(ref_proj[:, None], paths.held[:, :groups])
         return Rollouts(windows, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
 
@@ -266,11 +309,12 @@ class GRPOLoss:
         """
         policy = self.policy
         if state_proj is None:
-            state_proj = window_states(policy, self.features, ro.windows, autocast_dtype)
+            state_proj = window_states(policy, self.features, ro.windows, autocast_dtype, self.tradeable)
         growth, observed = ro.windows.growth, ro.windows.observed
         initial = initial_holdings(growth.shape[-1], policy.include_cash, growth.device)
         loss, pg, kl, entropy, pathwise, logp = self.scoring(
-            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, growth, observed, initial
+            state_proj, ro.held, ro.sampled, ro.advantages, ro.old_logp, ro.alpha_ref, growth, observed, initial,
+            ro.windows.tradeable
         )
         if ro.old_logp is None:
             ro.old_logp = logp
@@ -301,7 +345,9 @@ def evaluate_split(
     growth = tensors.growth[start:stop][None]
     bars = torch.arange(start, stop, device=growth.device)[None]
     weights = deterministic_weights(policy, tensors.features, tensors.observed[start:stop][None], policy.include_cash,
-                                    growth=growth, rebalance_every=cfg.env.rebalance_every, bars=bars)
+                                    growth=growth, rebalance_every=cfg.env.rebalance_every, bars=bars,
+                                    tradeable=tensors.tradeable)
+    mask = tensors.decision_columns(bars, policy.include_cash)
     policy.train(was_training)
     initial = initial_holdings(policy.n_out, policy.include_cash, growth.device)
     equal = torch.zeros(policy.n_out, device=growth.device)
@@ -314,7 +360,8 @@ def evaluate_split(
     }
     per_bar = {}
     for name, w in (("policy", weights), ("equal_weight", equal.expand_as(weights))):
-        objective, acc = env_objective(w.double(), growth.double(), initial.double(), cfg.env, smooth=False)
+        objective, acc = env_objective(w.double(), growth.double(), initial.double(), cfg.env, smooth=False,
+                                       tradeable=mask)
         per_bar[name] = acc.log_growth[0].cpu().numpy()
         m = path_metrics(per_bar[name], acc.turnover[0].cpu().numpy(), acc.cost[0].cpu().numpy(), tensors.bars_per_year)
         out[name] = {k: float(v) for k, v in m.items()}
@@ -370,7 +417,7 @@ class Trainer:
         self.actions = torch.Generator(device=device).manual_seed(tc.seed + 1)  # Dirichlet samples
         self.autocast, self.autocast_reason = autocast_choice(tc.dtype, device)
         self.compiled, self.compile_reason = compile_choice(tc.compile, device)
-        self.loss_fn = GRPOLoss(cfg, self.policy, tensors.features, self.compiled)
+        self.loss_fn = GRPOLoss(cfg, self.policy, tensors.features, self.compiled, tensors.tradeable)
         self.step_count = 0
         self.best_score: float | None = None
         self.nonfinite_total = 0
@@ -393,16 +440,20 @@ class Trainer:
         growth, observed = self.tensors.growth[bars], self.tensors.observed[bars]
         k = self.cfg.train.universe_sample
         n_assets = self.tensors.features.shape[1]
+        include_cash = growth.shape[-1] > n_assets
         if k is None:
-            return Windows(bars, None, growth, observed)
+            return Windows(bars, None, growth, observed, self.tensors.decision_columns(bars, include_cash))
         # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
         pick = torch.rand(len(starts), n_assets, generator=self.sampler).argsort(-1)[:, :k].sort(-1).values
         pick = pick.to(self.device)
-        cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if growth.shape[-1] > n_assets else pick
+        cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if include_cash else pick
         rows = torch.arange(len(starts), device=self.device)[:, None, None]
         steps = torch.arange(bars.shape[1], device=self.device)[None, :, None]
         picked = cols[:, None]
-        return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked])
+        mask = None
+        if self.tensors.tradeable is not None:
+            mask = tradeable_columns(self.tensors.tradeable[bars[:, :, None], pick[:, None, :]], include_cash)
+        return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked], mask)
 
     def step(self) -> torch.Tensor | None:
         """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over

@@ -49,7 +49,8 @@ class DirichletPolicy(nn.Module):
         return self.encoder(x)
 
     def window_projection(self, features: torch.Tensor, bars: torch.Tensor,
-                          autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+                          autocast_dtype: torch.dtype | None = None,
+                          tradeable: torch.Tensor | None = None) -> torch.Tensor:
         """State projections [B, L, ...] of windows whose decision bars are ``bars`` [B, L] (rows of consecutive
         bar indices) in a history of features [T, A, F], under ``cfg.context``:
 
@@ -57,11 +58,15 @@ class DirichletPolicy(nn.Module):
         - "history": one causal pass over bars 0 .. max(bars), from which every window reads its bars, so bar t's
           state is the same in every window, validation split, backtest and prediction that contains it
           (max(bars) + 1 bars encoded, however many windows overlap).
+
+        ``tradeable`` (bool [T, A], the market's causal mask, or None) goes to ``encode`` with the same bars.
         """
         if self.cfg.context == "window":
-            return self.state_projection(self.encode(features[bars], autocast_dtype))
+            mask = None if tradeable is None else tradeable[bars]
+            return self.state_projection(self.encode(features[bars], autocast_dtype, mask))
         stop = int(bars.max()) + 1
-        return self.state_projection(self.encode(features[None, :stop], autocast_dtype))[0][bars]
+        mask = None if tradeable is None else tradeable[None, :stop]
+        return self.state_projection(self.encode(features[None, :stop], autocast_dtype, mask))[0][bars]
 
     def state_projection(self, h: torch.Tensor) -> torch.Tensor:
         """The held-weights-independent part of the head's first layer (flat [..., T, K], cross [..., T, A_out, K]);

@@ -31,7 +31,8 @@ from .head import _ChunkedHead, _head
 
 
 class PooledMixing(nn.Module):
-    """h + W_o silu(W_s x + W_c mean_tokens(x)) with x = LayerNorm(h), over tokens [..., N, H]."""
+    """h + W_o silu(W_s x + W_c mean_tokens(x)) with x = LayerNorm(h), over tokens [..., N, H]; with ``mask``
+    (bool [..., N]) the mean runs over the masked-in tokens only."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -40,13 +41,19 @@ class PooledMixing(nn.Module):
         self.context = nn.Linear(hidden, hidden, bias=False)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(h)
-        return h + self.out(F.silu(self.own(x) + self.context(x.mean(-2, keepdim=True))))
+        if mask is None:
+            pooled = x.mean(-2, keepdim=True)
+        else:
+            m = mask[..., None].to(x.dtype)
+            pooled = (x * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp_min(1)
+        return h + self.out(F.silu(self.own(x) + self.context(pooled)))
 
 
 class AttentionMixing(nn.Module):
-    """h + W_o MultiHeadSelfAttention(LayerNorm(h)) over tokens [..., N, H] (no mask: all tokens of one bar)."""
+    """h + W_o MultiHeadSelfAttention(LayerNorm(h)) over tokens [..., N, H]: all tokens of one bar, or with ``mask``
+    (bool [..., N]) the masked-in ones as keys (a row with none attends to all; its outputs are never used)."""
 
     def __init__(self, hidden: int, heads: int) -> None:
         super().__init__()
@@ -55,10 +62,14 @@ class AttentionMixing(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         *lead, n, hidden = h.shape
         q, k, v = self.qkv(self.norm(h)).reshape(-1, n, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
-        mixed = F.scaled_dot_product_attention(q, k, v)  # [G, heads, N, d]
+        keys = None
+        if mask is not None:
+            keys = mask.reshape(-1, n)
+            keys = (keys | ~keys.any(-1, keepdim=True))[:, None, None, :]  # [G, 1, 1, N]
+        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)  # [G, heads, N, d]
         return h + self.out(mixed.transpose(1, 2).reshape(*lead, n, hidden))
 
 
@@ -85,8 +96,11 @@ class CrossSectionalPolicy(DirichletPolicy):
         mixing = {f"mixing.{n}" for n, p in self.mixing.named_parameters() if p.dim() == 2}
         return self.encoder.hidden_matrix_names("encoder") | mixing | {"head_state.weight"}
 
-    def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Token states [B, T, A_out, H] (float32) from features [B, T, A, F]; bar t uses bars <= t only."""
+    def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None,
+               tradeable: torch.Tensor | None = None) -> torch.Tensor:
+        """Token states [B, T, A_out, H] (float32) from features [B, T, A, F]; bar t uses bars <= t only. With
+        ``tradeable`` (bool [B, T, A], the causal mask), the tokens of untradeable assets are left out of the mixing
+        (pooled mean, attention keys); cash always takes part."""
         b, t, a, f = features.shape
         if f != self.n_features:
             raise ValueError(f"features have {f} columns; this policy was built for {self.n_features}")
@@ -97,7 +111,12 @@ class CrossSectionalPolicy(DirichletPolicy):
             if self.cash_token is not None:
                 cash = self.cash_token.to(tokens.dtype).expand(b, t, 1, tokens.shape[-1])
                 tokens = torch.cat([tokens, cash], dim=2)
-            h = self.mixing(tokens)
+            mask = None
+            if tradeable is not None:
+                mask = tradeable.to(device=tokens.device, dtype=torch.bool)
+                if self.cash_token is not None:
+                    mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
+            h = self.mixing(tokens) if mask is None else self.mixing(tokens, mask)
         return h if h.dtype == torch.float64 else h.float()
 
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,13 @@ class DirichletGRUPolicy(DirichletPolicy):
         """Names of the 2-D hidden weight matrices (trained with Muon); the rest use AdamW."""
         return self.encoder.hidden_matrix_names("encoder") | {"head_state.weight"}
 
-    def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Encoder states [B, T, H] (float32, or float64 for a float64 policy) from features [B, T, A, F]; bar t uses features of bars <= t only."""
+    def encode(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None,
+               tradeable: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states [B, T, H] (float32, or float64 for a float64 policy) from features [B, T, A, F]; bar t uses features of bars <= t only.
+
+        Every asset keeps its fixed input columns; where it is not tradeable (``tradeable`` [B, T, A]) its features
+        are already 0 (``features.compute_features``), so the mask needs no input of its own here; the Dirichlet
+        over the tradeable subset masks its output (``rollout.generate_paths``)."""
         b, t = features.shape[:2]
         x = features.reshape(b, t, self.n_assets * self.n_features)
         enabled = autocast_dtype is not None

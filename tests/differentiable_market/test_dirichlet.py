@@ -34,3 +34,30 @@ def test_shared_terms_give_the_same_three_values():
     torch.testing.assert_close(lp, dirichlet.log_prob(a, w), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ent, dirichlet.entropy(a), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(kl, dirichlet.kl_divergence(a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_masked_terms_equal_the_dirichlet_of_the_tradeable_subset_exactly():
+    """Per row, log-prob, entropy and KL over the masked-in components equal torch's Dirichlet built on that subset
+    alone; what the masked-out components hold (alpha, beta) changes nothing; one component is a point mass."""
+    torch.manual_seed(3)
+    alpha, beta = _alphas(4, (6, 5)), _alphas(5, (6, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 0, 1], [0, 0, 0, 0, 1], [1, 1, 0, 0, 0], [0, 1, 1, 1, 1],
+                         [1, 0, 0, 0, 1]], dtype=torch.bool)
+    w = torch.zeros_like(alpha)
+    for r in range(6):
+        w[r, mask[r]] = Dirichlet(alpha[r, mask[r]]).sample() if mask[r].sum() > 1 else 1.0
+    lp, ent, kl = dirichlet.masked_log_prob_entropy_kl(alpha, w, beta, mask)
+    for r in range(6):
+        a, b, x = alpha[r, mask[r]], beta[r, mask[r]], w[r, mask[r]]
+        if a.numel() == 1:
+            assert lp[r] == 0 and ent[r] == 0 and kl[r] == 0
+            continue
+        torch.testing.assert_close(lp[r], Dirichlet(a).log_prob(x), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(ent[r], Dirichlet(a).entropy(), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(kl[r], kl_divergence(Dirichlet(a), Dirichlet(b)), rtol=1e-10, atol=1e-10)
+    other = dirichlet.masked_log_prob_entropy_kl(torch.where(mask, alpha, 7.0), w, torch.where(mask, beta, 0.3), mask)
+    for x, y in zip((lp, ent, kl), other):
+        assert torch.equal(x, y)
+    full = dirichlet.log_prob_entropy_kl(alpha[:1], w[:1], beta[:1])
+    for x, y in zip(full, (lp[:1], ent[:1], kl[:1])):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

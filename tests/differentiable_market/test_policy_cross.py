@@ -282,3 +282,27 @@ def test_checkpoints_without_an_architecture_load_as_flat():
     del stored["policy"]["architecture"]
     cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(stored), "checkpoint.config")
     assert cfg.policy.architecture == "flat"
+
+
+@pytest.mark.parametrize("mixing", ["pool", "attention"])
+def test_untradeable_tokens_are_left_out_of_the_mixing(mixing):
+    """What an untradeable asset's token holds changes no other asset's concentration (it is out of the pooled mean
+    and of the attention keys), and the masked result equals the policy run on the tradeable assets alone."""
+    policy = _policy(n_assets=5, mixing=mixing)
+    features = torch.randn(2, 12, 5, 6)
+    mask = torch.ones(2, 12, 5, dtype=torch.bool)
+    mask[:, :, 3] = False
+    held = torch.softmax(torch.randn(2, 1, 12, 6), -1)
+    keep = torch.tensor([0, 1, 2, 4, 5])
+
+    def alpha(f, m):
+        return policy.concentrations(policy.state_projection(policy.encode(f, None, m))[:, None], held)
+
+    base = alpha(features, mask)
+    other = features.clone()
+    other[:, :, 3] = 50 * torch.randn(2, 12, 6)
+    torch.testing.assert_close(alpha(other, mask)[..., keep], base[..., keep], rtol=0, atol=0)
+    # The head reads held x (column count), 6 vs 5 here, so compare the token states, which do not see it.
+    states_masked = policy.encode(features, None, mask)[..., keep, :]
+    torch.testing.assert_close(states_masked, policy.encode(features[:, :, keep[:-1]]), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alpha(other, None)[..., keep], alpha(features, None)[..., keep])  # unmasked: it mixes

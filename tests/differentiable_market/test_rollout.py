@@ -72,3 +72,48 @@ def test_cpu_dirichlet_sampler_matches_the_dirichlet_moments_and_its_seed():
     torch.testing.assert_close(x.var(0), var, rtol=0.03, atol=0)
     again = dirichlet_sampler(torch.Generator().manual_seed(0), torch.device("cpu"))(alpha)
     assert torch.equal(draws, again)
+
+
+def _mask(b: int = 2, t: int = 10) -> torch.Tensor:
+    """Asset mask [B, T, 3]: asset 0 lists at bar 4, asset 1 is gone from bar 6, asset 2 never trades."""
+    m = torch.ones(b, t, 3, dtype=torch.bool)
+    m[:, :4, 0] = False
+    m[:, 6:, 1] = False
+    m[:, :, 2] = False
+    return m
+
+
+def test_masked_rollouts_put_exactly_zero_on_untradeable_assets_and_score_the_subset_dirichlet():
+    from differentiable_market import dirichlet
+    from differentiable_market.env import tradeable_columns
+
+    policy, feats, growth = _setup(include_cash=True)
+    cols = tradeable_columns(_mask(), include_cash=True)
+    proj = policy.state_projection(policy.encode(feats))
+    paths = generate_paths(policy, proj, growth, 3, True, torch.Generator().manual_seed(1), tradeable=cols)
+    w = paths.weights
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 10))
+    assert bool((w[..., 2] == 0).all()) and bool((w[:, :, :4, 0] == 0).all()) and bool((w[:, :, 6:, 1] == 0).all())
+    assert bool((w[:, :, 4:6, :2] > 0).all()) and bool((w[..., -1] > 0).all())
+    # The mean path is the mean of the Dirichlet of the tradeable columns; teacher forcing reproduces it.
+    with torch.no_grad():
+        alpha = policy.concentrations(proj[:, None], paths.held)
+    torch.testing.assert_close(mean_weights(alpha[:, 3] * cols), w[:, 3])
+    logp, ent, kl = dirichlet.masked_log_prob_entropy_kl(alpha[:, :3], paths.targets[:, :3], alpha[:, :3],
+                                                         cols[:, None])
+    assert bool(torch.isfinite(logp).all() and torch.isfinite(ent).all()) and float(kl.abs().max()) < 1e-5
+
+
+def test_masked_deterministic_weights_do_not_look_ahead_and_ignore_untradeable_features():
+    policy, feats, growth = _setup(include_cash=True)
+    mask = _mask()
+    feats = feats * mask[..., None]  # features are 0 where not tradeable (features.compute_features)
+    w = deterministic_weights(policy, feats, growth, include_cash=True, tradeable=mask)
+    assert bool((w[..., 2] == 0).all()) and bool((w[:, :4, 0] == 0).all()) and bool((w[:, 6:, 1] == 0).all())
+    feats2, growth2, mask2 = feats.clone(), growth.clone(), mask.clone()
+    feats2[:, 7:] += 5.0
+    growth2[:, 6:] *= 1.5
+    mask2[:, 7:, 1] = True  # a later listing (or a halt's end) changes nothing before it
+    w2 = deterministic_weights(policy, feats2, growth2, include_cash=True, tradeable=mask2)
+    torch.testing.assert_close(w[:, :7], w2[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(w[:, 7:], w2[:, 7:])
