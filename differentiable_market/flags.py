@@ -18,6 +18,8 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "exclude": ("data", "exclude"),
     "max_assets": ("data", "max_assets"),
     "max_fill_bars": ("data", "max_fill_bars"),
+    "calendar": ("data", "calendar"),
+    "min_listed": ("data", "min_listed"),
     "val_fraction": ("data", "val_fraction"),
     "test_fraction": ("data", "test_fraction"),
     "embargo_bars": ("data", "embargo_bars"),
@@ -90,7 +92,15 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--max-assets", type=int, help="keep at most N symbols, in sorted order (default: all)")
     g.add_argument("--max-fill-bars", type=int, help=f"longest gap in bars that is forward-filled; a longer gap in "
                    "the training split drops the asset, a longer one after it is forward-filled and listed (the "
-                   f"universe is decided on training bars only) (default: {d.max_fill_bars})")
+                   f"universe is decided on training bars only) (default: {d.max_fill_bars}); with --calendar "
+                   "union, a gap this long makes the asset untradeable until its prints resume")
+    g.add_argument("--calendar", choices=["intersection", "union"],
+                   help="'intersection': bars from the latest first bar to the earliest last bar, every asset listed "
+                   "throughout; 'union': every asset over its own life (listings, delistings, halts), traded only "
+                   "where a causal mask says it is tradeable (the study and predict do not take it yet) "
+                   f"(default: {d.calendar})")
+    g.add_argument("--min-listed", type=int, help="with --calendar union: start the calendar at the first bar where "
+                   "N assets are tradeable (default: the earliest first bar)")
     g.add_argument("--val-fraction", type=float, help=f"fraction of bars for validation (default: {d.val_fraction})")
     g.add_argument("--test-fraction", type=float, help=f"fraction of bars for test (default: {d.test_fraction})")
     g.add_argument("--embargo-bars", type=int, help="bars left unused between splits (default: the lookback)")

@@ -21,7 +21,7 @@ from .atomic import atomic_write_json
 from .checkpoint import (Checkpoint, check_market_matches, save_checkpoint, transferable,
                          universe_difference)
 from .config import ExperimentConfig, config_to_dict
-from .data import (MarketData, UniverseCutoff, execution_note, load_market, refuse_union_calendar, resolve_data_root,
+from .data import (MarketData, UniverseCutoff, execution_note, load_market, resolve_data_root,
                    symbols_without_open)
 from .env import execution_horizon
 from .errors import CheckpointError, ConfigError, TrainingError
@@ -58,7 +58,6 @@ def execution_advice(cfg: ExperimentConfig, given: bool) -> str | None:
 def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = None) -> MarketData:
     """The run's market. Which assets are kept is decided on the bars up to the end of the run's training split
     (``universe_cutoff`` replaces that); longer gaps later are forward-filled and listed in the notes."""
-    refuse_union_calendar(cfg.data, "Training (and the study)")
     root, bundled = resolve_data_root(cfg.data.root)
     if bundled:
         print(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).", flush=True)

@@ -53,8 +53,12 @@ def single_asset(index: int, shape_wl: tuple[int, int], n_assets: int, include_c
     return _with_cash(w, include_cash)
 
 
-def buy_and_hold(growth_wla: Tensor, include_cash: bool) -> Tensor:
+def buy_and_hold(growth_wla: Tensor, include_cash: bool, tradeable_wla: Tensor | None = None) -> Tensor:
     """Equal weight at the window's first bar, never rebalanced afterwards.
+
+    With ``tradeable_wla`` (bool [W, L, A (+1)], a union calendar's mask) the entry is equal weight over the assets
+    tradeable at the window's first bar; a later listing is never bought, and an asset that stops being tradeable is
+    sold by the accounting (its proceeds spread over the remaining holdings in proportion).
 
     growth_wla: [W, L, A (+1)] gross growth of each decision (``env.decision_growth`` gathered on the windows). The
     target at step k is the entry portfolio drifted through steps 0..k-1, w_k,i proportional to prod_{s<k} g_s,i,
@@ -63,6 +67,9 @@ def buy_and_hold(growth_wla: Tensor, include_cash: bool) -> Tensor:
     g = growth_wla[..., : growth_wla.shape[-1] - int(include_cash)]
     # Log space keeps long windows of a rising asset from overflowing.
     log_cum = torch.cumsum(torch.log(g), dim=-2) - torch.log(g)
+    if tradeable_wla is not None:  # log 0 = -inf: never held; a window with none tradeable at its start holds cash
+        entry = tradeable_wla[:, :1, : g.shape[-1]].to(g.dtype)
+        log_cum = log_cum + torch.log(torch.where((entry > 0).any(-1, keepdim=True), entry, 1.0))
     w = torch.softmax(log_cum, dim=-1)
     return _with_cash(w, include_cash)
 

@@ -40,6 +40,7 @@ class Inputs:
     olmar_window: int = core.OLMAR_WINDOW
     olmar_eps: float = core.OLMAR_EPS
     vol_lookback: int = core.VOL_LOOKBACK
+    tradeable_wla: Tensor | None = None  # bool [W, L, A (+1)] columns each decision may hold; None: all
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -74,7 +75,7 @@ BASELINES: tuple[Baseline, ...] = (
     Baseline("equal_weight", "core", "baseline", _c("Equal weight, rebalanced every bar"),
              lambda i: core.equal_weight(i.shape, i.n, i.include_cash)),
     Baseline("buy_and_hold", "core", "baseline", _c("Buy and hold from equal weight"),
-             lambda i: core.buy_and_hold(i.growth_wla, i.include_cash)),
+             lambda i: core.buy_and_hold(i.growth_wla, i.include_cash, i.tradeable_wla)),
     Baseline("olmar", "core", "baseline", lambda i: f"OLMAR (window {i.olmar_window}, eps {i.olmar_eps:g})",
              lambda i: core.olmar(i.close_ta, i.bars_wl, i.include_cash, i.olmar_window, i.olmar_eps)),
     Baseline("inverse_vol", "core", "baseline", lambda i: f"Inverse volatility ({i.vol_lookback}-bar trailing)",

@@ -24,6 +24,15 @@ The policy runs with its mean (deterministic) action from a cold start at the wi
 drifted holdings as training does, drifted only to the close of the bar it decides on (``env.observed_growth``):
 in "open" mode the next open is not known at that time. Trailing signals (features, OLMAR's moving average, inverse
 volatility) may use bars before the window: they are in the past, not look-ahead.
+
+A union calendar (``--calendar union``). Every strategy trades only the assets tradeable at each decision bar
+(``MarketData.tradeable``, causal): ``env.account`` zeroes the targets on the others and renormalises over the
+tradeable assets (+ cash), so a holding in an asset that stops being tradeable is sold at its last close (its price
+is held flat after its last print) with the fee, and no placeholder price is ever traded. The policy's Dirichlet runs
+over the tradeable subset. Buy and hold starts from equal weight over the assets tradeable at the window's first bar
+and never buys a later listing; the other baselines are computed as before (their trailing statistics see the flat
+placeholder prices before a listing) and restricted to the tradeable assets the same way. trades.jsonl marks the
+bars where an asset becomes tradeable, stops being tradeable, and where the policy was forced to sell.
 """
 
 from __future__ import annotations
@@ -42,13 +51,15 @@ from ..baselines import registry
 from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
                           transferable, universe_difference)
 from ..config import ExperimentConfig, SplitName
-from ..data import execution_note, load_market, refuse_union_calendar, resolve_data_root
-from ..env import account, decision_growth, execution_horizon, initial_holdings, observed_growth
+from ..data import execution_note, load_market, resolve_data_root
+from ..env import (account, decision_growth, execution_horizon, growth_where_tradeable, initial_holdings,
+                   observed_growth, restrict_to_tradeable, tradeable_columns)
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
 from ..metrics import bars_per_year, path_metrics
 from ..rollout import deterministic_weights
 from ..splits import make_splits, through_cutoff, train_end_cutoff
+from ..trainer import market_mask
 
 StrategyKind = Literal["policy", "baseline", "single", "hindsight"]
 
@@ -176,11 +187,16 @@ class StrategyResult:
 
 def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Tensor, growth_wla: torch.Tensor,
                      cost_rate: float, include_cash: bool, periods_per_year: float,
-                     keep_weights: bool = False, family: str = "policy") -> StrategyResult:
+                     keep_weights: bool = False, family: str = "policy",
+                     tradeable: torch.Tensor | None = None) -> StrategyResult:
     """Account target weights [W, L, A (+1)] from cash with the env's exact accounting, and compute metrics.
 
-    keep_weights also keeps what the per-asset attribution needs: the weights, the growth and the traded weights."""
+    keep_weights also keeps what the per-asset attribution needs: the weights, the growth and the traded weights.
+    tradeable: bool [W, L, A (+1)] columns each decision may hold (``env.tradeable_columns``), or None; the targets
+    are restricted to it first (``env.restrict_to_tradeable``, as ``account`` does), so the kept weights are held."""
     w = w_wla.to(torch.float64)
+    if tradeable is not None:
+        w = restrict_to_tradeable(w, tradeable, include_cash)
     initial = initial_holdings(w.shape[-1], include_cash, dtype=torch.float64)
     acc = account(w, growth_wla, initial, cost_rate, include_cash, smooth_eps=None)
     lg, to, co = (x.cpu().numpy() for x in (acc.log_growth, acc.turnover, acc.cost))
@@ -195,7 +211,7 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
 
 
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,
-                     symbols: tuple[str, ...], options: BacktestOptions
+                     symbols: tuple[str, ...], options: BacktestOptions, tradeable: torch.Tensor | None = None,
                      ) -> tuple[Iterator[tuple[str, str, StrategyKind, str, torch.Tensor]], np.ndarray]:
     """(name, label, kind, family, weights [W, L, A (+1)]) of every baseline of ``options.baselines``, and the
     hindsight best asset index per window.
@@ -203,10 +219,11 @@ def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: 
     The baselines come from an iterator that builds each weight tensor only when it is reached, so a caller that
     accounts each one and lets it go holds one at a time (A single-asset holds at once took 4.5 GB at 100 assets
     on minute bars). The baselines that hold cash (``equal_weight_cash``, ``vol_target``) run only with
-    ``include_cash``."""
+    ``include_cash``. ``tradeable`` (bool [W, L, A (+1)], or None) is what buy and hold starts from; the caller
+    restricts every baseline's weights to it when accounting them."""
     _, best = baselines.best_single_hindsight(growth_wla, include_cash)
     inputs = registry.Inputs(close_ta, bars_wl, growth_wla, include_cash, tuple(symbols), options.olmar_window,
-                             options.olmar_eps, options.vol_lookback)
+                             options.olmar_eps, options.vol_lookback, tradeable)
     return registry.generate(options.baselines, inputs), best.cpu().numpy()
 
 
@@ -228,6 +245,7 @@ class BacktestResult:
     hindsight_assets: np.ndarray  # [W] index of the best asset per window
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    tradeable: np.ndarray | None = None  # [T, A] bool causal mask of a union calendar; None: every asset tradeable
 
     @property
     def policy(self) -> StrategyResult:
@@ -282,7 +300,6 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     cutoff = (through_cutoff(ckpt.trained_through)
               if ckpt.trained_through and cfg.data.universe_through is None and not options.transfer_universe
               else train_end_cutoff(cfg.data, cfg.train.lookback))
-    refuse_union_calendar(cfg.data, "The backtester")
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     fills = execution_note(market, cfg.env.execution)
     notes = list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
@@ -328,13 +345,19 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     growth_ta = decision_growth(open_ta, close_ta, cfg.env.execution, include_cash)  # float64 [T - h, A (+1)]
     # The holdings shown to the policy at decision t+1 drift only to what is known then (the close of bar t+1).
     seen_ta = observed_growth(open_ta, close_ta, cfg.env.execution, include_cash)
+    mask_ta = market_mask(market, include_cash)  # [T, A] or None (every asset tradeable everywhere)
+    cols = None
+    if mask_ta is not None:
+        cols_ta = tradeable_columns(mask_ta[: growth_ta.shape[0]], include_cash)
+        growth_ta, seen_ta = growth_where_tradeable(growth_ta, cols_ta), growth_where_tradeable(seen_ta, cols_ta)
+        cols = cols_ta[torch.as_tensor(plan.decision_bars)]
     bars = torch.as_tensor(plan.decision_bars)
     growth = growth_ta[bars]  # [W, L, A (+1)]
 
     # Full float32 (no bf16 autocast): the stored weights' own precision, and cheaper on CPU for one pass.
     w_policy = deterministic_weights(policy, features, seen_ta[bars].to(torch.float32), include_cash, None,
                                      growth=growth.to(torch.float32), rebalance_every=cfg.env.rebalance_every,
-                                     bars=bars)
+                                     bars=bars, tradeable=mask_ta)
     w_policy = w_policy.to(torch.float64)
     w_policy = w_policy / w_policy.sum(dim=-1, keepdim=True)
     t_policy = time.perf_counter()
@@ -342,10 +365,14 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     ppy = bars_per_year(market.timestamps)
     rate = cfg.env.cost_rate
     strategies = {"policy": evaluate_weights("policy", "Policy (deterministic)", "policy", w_policy, growth, rate,
-                                             include_cash, ppy, keep_weights=True)}
-    named, hindsight = baseline_weights(close_ta, bars, growth, include_cash, market.symbols, options)
+                                             include_cash, ppy, keep_weights=True, tradeable=cols)}
+    named, hindsight = baseline_weights(close_ta, bars, growth, include_cash, market.symbols, options, cols)
     for name, label, kind, family, w in named:
-        strategies[name] = evaluate_weights(name, label, kind, w, growth, rate, include_cash, ppy, family=family)
+        strategies[name] = evaluate_weights(name, label, kind, w, growth, rate, include_cash, ppy, family=family,
+                                            tradeable=cols)
+    if mask_ta is not None:
+        notes.append(universe_note(mask_ta.numpy(), plan, market.symbols))
+        log(notes[-1])
     t_end = time.perf_counter()
 
     root, bundled = resolve_data_root(cfg.data.root)
@@ -370,7 +397,27 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
         timings={"load_s": t_load - t0, "policy_s": t_policy - t_load, "baselines_and_metrics_s": t_end - t_policy,
                  "total_s": t_end - t0},
         notes=notes,
+        tradeable=None if mask_ta is None else mask_ta.numpy(),
     )
+
+
+def universe_note(tradeable_ta: np.ndarray, plan: WindowPlan, symbols: tuple[str, ...]) -> str:
+    """What the union calendar's mask did over the scored bars: assets that became tradeable (listings, halts'
+    ends) and stopped being tradeable (delistings known, halts), by name."""
+    first, last = int(plan.decision_bars.min()), int(plan.decision_bars.max())
+    m = tradeable_ta[max(first - 1, 0) : last + 1]
+    start, stop = np.diff(m.astype(np.int8), axis=0) == 1, np.diff(m.astype(np.int8), axis=0) == -1
+    never = [s for s, any_ in zip(symbols, m[1:].any(axis=0)) if not any_]
+
+    def names(flags: np.ndarray) -> str:
+        picked = [s for s, f in zip(symbols, flags.any(axis=0)) if f]
+        return f"{len(picked)}" + (f" ({', '.join(picked[:8])}{' ...' if len(picked) > 8 else ''})" if picked else "")
+
+    return (f"Union calendar over the scored bars: {m[1:].all(axis=0).sum()} of {len(symbols)} assets tradeable "
+            f"throughout; {names(start)} became tradeable (a listing or a halt's end), {names(stop)} stopped being "
+            f"tradeable (a delisting, known max_fill_bars after the last print, or a halt; holdings sold at the "
+            "last close, with the fee), "
+            f"{len(never)} never tradeable here (weight 0). Every strategy trades only tradeable assets.")
 
 
 def _strength(policy) -> float | None:

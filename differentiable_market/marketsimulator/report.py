@@ -10,7 +10,10 @@ decision is made after it closes), ``weights`` (target weights keyed by symbol, 
 ``turnover`` (sum of |traded weight| over non-cash assets), ``fee`` (fraction of wealth paid at the trade,
 cost rate * turnover), ``log_growth`` (net log growth of the period) and ``wealth`` (within the window, starting at 1
 before its first trade: exp of the cumulated log growth). Windows overlap when stride < window length (or when an
-end-aligned last window was added), so a bar can appear once per window that contains it.
+end-aligned last window was added), so a bar can appear once per window that contains it. On a union calendar a
+row may also hold ``events``: ``tradeable`` (symbols that became tradeable at this bar: a listing or a halt's end),
+``untradeable`` (symbols that stopped being tradeable: a delisting known, or a halt) and ``forced_sales`` (symbol ->
+weight the policy held there and had to sell at its last close, the fee included in ``fee``).
 
 Overlapping windows are never counted as independent evidence: "policy beats" counts wins only over the
 non-overlapping chain of windows, and every output (report.json ``split.overlapping``, the console table, the HTML
@@ -227,9 +230,11 @@ def trades_lines(result: BacktestResult) -> Iterator[bytes]:
     p = result.policy
     assert p.weights is not None
     names = list(result.symbols) + (["CASH"] if result.effective["include_cash"] else [])
+    mask = result.tradeable
     for k in range(result.plan.n_windows):
         wealth = np.exp(np.cumsum(p.log_growth[k]))
         for j in range(result.plan.length):
+            events = None if mask is None else _universe_events(result, mask, k, j)
             row = {
                 "window": k,
                 "step": j,
@@ -240,7 +245,29 @@ def trades_lines(result: BacktestResult) -> Iterator[bytes]:
                 "log_growth": float(p.log_growth[k, j]),
                 "wealth": float(wealth[j]),
             }
+            if events:
+                row["events"] = events
             yield (json.dumps(row, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _universe_events(result: BacktestResult, mask: np.ndarray, k: int, j: int) -> dict[str, Any]:
+    """Listings, delistings (or halts) and forced sales at step j of window k (see the module docstring)."""
+    t = int(result.plan.decision_bars[k, j])
+    now, before = mask[t], (mask[t - 1] if t > 0 else mask[t])
+    symbols = result.symbols
+    out: dict[str, Any] = {}
+    came = [s for s, a, b in zip(symbols, now, before) if a and not b]
+    gone = [s for s, a, b in zip(symbols, now, before) if b and not a]
+    if came:
+        out["tradeable"] = came
+    if gone:
+        out["untradeable"] = gone
+    traded = result.policy.traded
+    if traded is not None:
+        sold = {s: float(traded[k, j, i]) for i, s in enumerate(symbols) if not now[i] and traded[k, j, i] > 0}
+        if sold:
+            out["forced_sales"] = sold
+    return out
 
 
 FAMILY_ORDER = ("policy", *FAMILY_TITLES)

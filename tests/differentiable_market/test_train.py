@@ -384,11 +384,14 @@ def test_an_explicit_execution_open_is_kept_on_a_mixed_folder_and_says_when_fill
     assert header["config"]["env"]["execution"] == "open" and header["execution"]["note"] is None
 
 
-def test_training_refuses_the_union_calendar_that_only_the_data_layer_has():
+def test_the_study_and_predict_refuse_the_union_calendar_that_training_takes():
     from differentiable_market.config import DataConfig, ExperimentConfig
     from differentiable_market.errors import ConfigError
-    from differentiable_market.train import load_data
+    from differentiable_market.flags import build_parser, config_from_args
+    from differentiable_market.study.run import StudySettings, run_study
 
-    with pytest.raises(ConfigError, match=r"Training \(and the study\) cannot use data.calendar 'union' yet: the "
-                                          r"loader builds it .* do not yet respect the mask"):
-        load_data(ExperimentConfig(data=DataConfig(calendar="union")))
+    cfg = config_from_args(build_parser().parse_args(["--calendar", "union", "--min-listed", "2"]))
+    assert cfg.data.calendar == "union" and cfg.data.min_listed == 2
+    with pytest.raises(ConfigError, match=r"the study cannot use data.calendar 'union' yet: training and the "
+                                          r"backtester respect the tradeable mask"):
+        run_study(ExperimentConfig(data=DataConfig(calendar="union")), StudySettings())
