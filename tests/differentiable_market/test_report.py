@@ -36,6 +36,7 @@ def _result(n_windows: int, length: int, n_assets: int, include_cash: bool, seed
         effective={"include_cash": include_cash},
         plan=SimpleNamespace(n_windows=n_windows, length=length, decision_bars=starts[:, None] + np.arange(length)),
         timestamps=np.datetime64("2024-01-01T09:30", "ns") + np.arange(n_windows * length) * np.timedelta64(1, "m"),
+        tradeable=None,  # a common calendar: no universe events
     )
 
 
