@@ -17,8 +17,9 @@ Markets:
 - ``random-cash``, ``sample-cash``: the same two with ``--include-cash``.
 
 Variants are ``<architecture>-<action>`` (``flat-target``, ``cross-band``, ...), optionally with a training fee
-(``flat-band@20`` trains with ``--train-cost-bps 20``) and an encoder context (``cross-band/history`` trains with
-``--context history``; without, the configured default).
+(``flat-band@20`` trains with ``--train-cost-bps 20``), an encoder context and a cross-sectional head
+(``cross-band/history/affine`` trains with ``--context history --asset-head affine``; without, the configured
+defaults).
 
 Float32 throughout (the comparison does not depend on the CPU's bf16 support). Each study's row is printed as one JSON
 line as it finishes; a summary table closes the output. Study folders go under ``--work-dir`` (default: a temporary
@@ -38,8 +39,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
-from differentiable_market.config import DataConfig, EnvConfig, ExperimentConfig, PolicyConfig, TrainConfig
+from differentiable_market.config import (AssetHead, Context, DataConfig, EnvConfig, ExperimentConfig, PolicyConfig,
+                                         TrainConfig)
 from differentiable_market.data import bundled_sample_dir
 from differentiable_market.datasets import nyse_o, write_market_folder
 from differentiable_market.hardware import machine_info
@@ -72,15 +75,20 @@ def market_root(name: str, work: Path) -> tuple[str, str, bool]:
 
 def variant_config(variant: str, root: str, execution: str, cash: bool, args: argparse.Namespace,
                    save_dir: Path) -> ExperimentConfig:
-    """The study's training config of ``<architecture>-<action>[@train_cost_bps][/context]``."""
-    variant, _, context = variant.partition("/")
+    """The study's training config of ``<architecture>-<action>[@train_cost_bps][/context][/asset_head]``."""
+    variant, *options = variant.split("/")
     name, _, fee = variant.partition("@")
+    context = next((o for o in options if o in get_args(Context)), PolicyConfig().context)
+    head = next((o for o in options if o in get_args(AssetHead)), PolicyConfig().asset_head)
+    unknown = set(options) - {context, head}
+    if unknown:
+        raise SystemExit(f"unknown variant option(s) {sorted(unknown)}: use {get_args(Context)} or {get_args(AssetHead)}")
     architecture, action = name.split("-")
     return ExperimentConfig(
         data=DataConfig(root=root),
         env=EnvConfig(cost_bps=args.cost_bps, execution=execution, include_cash=cash,
                       train_cost_bps=float(fee) if fee else None),
-        policy=PolicyConfig(architecture=architecture, action=action, context=context or PolicyConfig().context),
+        policy=PolicyConfig(architecture=architecture, action=action, context=context, asset_head=head),
         train=TrainConfig(lookback=args.lookback, batch_windows=args.batch_windows, epochs=args.epochs,
                           eval_interval=args.eval_interval, dtype="float32", device="cpu", save_dir=str(save_dir)),
     )

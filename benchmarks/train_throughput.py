@@ -66,7 +66,7 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: int | None, checkpointing: bool,
             compile_mode: str, dtype: str, encoder: str, architecture: str, universe_sample: int | None,
-            context: str) -> dict:
+            context: str, asset_head: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -79,7 +79,7 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
     spec = CONFIGS[name]
     cfg = ExperimentConfig(
         policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder, architecture=architecture,
-                            context=context),
+                            context=context, asset_head=asset_head),
         train=TrainConfig(lookback=spec["lookback"], microbatch_windows=microbatch, device=device_name,
                           compile=compile_mode, dtype=dtype, universe_sample=universe_sample, **COMMON),
     )
@@ -135,6 +135,7 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
         "architecture": architecture,
         "universe_sample": universe_sample,
         "context": context,
+        "asset_head": asset_head if architecture == "cross" else None,
         "dtype_flag": dtype,
         "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
@@ -168,15 +169,16 @@ def merge_repeats(runs: list[dict], matmul: dict[str, float]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'config':<12}{'arch':>13}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
+    print(f"{'config':<12}{'arch':>17}{'encoder':>8}{'assets':>7}{'lookback':>9}{'--dtype':>9}{'dtype':>10}{'compile':>8}"
           f"{'ms/step':>9}"
           f"{'min':>8}{'max':>8}{'vs fp32':>8}{'env-steps/s':>13}{'peak GB':>9}{'policy GFLOP/s':>15}{'%fp32':>7}"
           f"{'%bf16':>7}")
     for r in rows:
         ratio = f"{r['vs_float32']:.2f}x" if r.get("vs_float32") is not None else ""
         arch = (r["architecture"] + (f"/{r['universe_sample']}" if r.get("universe_sample") else "")
-                + ("/hist" if r.get("context") == "history" else ""))
-        print(f"{r['config']:<12}{arch:>13}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
+                + ("/hist" if r.get("context") == "history" else "")
+                + ("/aff" if r.get("asset_head") == "affine" else ""))
+        print(f"{r['config']:<12}{arch:>17}{r['encoder']:>8}{r['assets']:>7}{r['lookback']:>9}{r['dtype_flag']:>9}"
               f"{r['dtype']:>10}"
               f"{'on' if r['compiled'] else 'off':>8}{r['ms_per_step']:>9.1f}{r['ms_per_step_min']:>8.1f}"
               f"{r['ms_per_step_max']:>8.1f}{ratio:>8}{r['env_steps_per_s']:>13,.0f}{r['peak_mem_gb']:>9.2f}"
@@ -210,6 +212,8 @@ def main() -> None:
     ap.add_argument("--context", nargs="+", choices=["window", "history"], default=None,
                     help="the encoder's context(s) to run, each row measured in the same run (rows marked /hist are "
                     "'history'; default: the configured default)")
+    ap.add_argument("--asset-head", choices=["mlp", "affine"], default=None,
+                    help="cross rows: the per-asset head (rows marked /aff are 'affine'; default: the configured one)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encoder is None:
@@ -220,6 +224,10 @@ def main() -> None:
         from differentiable_market.config import PolicyConfig
 
         args.architecture = [PolicyConfig().architecture]
+    if args.asset_head is None:
+        from differentiable_market.config import PolicyConfig
+
+        args.asset_head = PolicyConfig().asset_head
     if args.context is None:
         from differentiable_market.config import PolicyConfig
 
@@ -229,7 +237,8 @@ def main() -> None:
     if args.child:
         result = run_one(args.child, args.steps, args.warmup, args.device, args.microbatch_windows, args.gradient_checkpointing,
                          args.compile, args.dtype, args.encoder[0], args.architecture[0],
-                         args.universe_sample if args.architecture[0] == "cross" else None, args.context[0])
+                         args.universe_sample if args.architecture[0] == "cross" else None, args.context[0],
+                         args.asset_head)
         print(json.dumps(result))
         return
 
@@ -256,7 +265,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--device", args.device,
                    "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch,
-                   "--context", context]
+                   "--context", context, "--asset-head", args.asset_head]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]
             if args.universe_sample and context == "window":
@@ -267,7 +276,8 @@ def main() -> None:
             for repeat in range(args.repeats):
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode != 0:
-                    sys.exit(f"configuration {name} ({arch}, {encoder}, --dtype {dtype_flag}) {context} failed:\n{out.stderr}")
+                    sys.exit(f"configuration {name} ({arch}, {context}, {encoder}, --dtype {dtype_flag}) failed:\n"
+                             f"{out.stderr}")
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(f"done {name} {arch} {context} {encoder} --dtype {dtype_flag} "
                       f"({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "

@@ -25,6 +25,7 @@ Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
 Action = Literal["target", "partial", "band"]
 Context = Literal["window", "history"]
+AssetHead = Literal["mlp", "affine"]
 Calendar = Literal["intersection", "union"]
 
 
@@ -160,7 +161,11 @@ class PolicyConfig:
     head_hidden: int = 64  # flat: hidden units of the head that mixes encoder state and held weights
     # cross only: every asset is a sequence of its own, so its widths multiply by the asset count
     asset_hidden: int = 32  # cross: hidden units of the shared per-asset encoder and of the mixing layer
-    asset_head_hidden: int = 16  # cross: hidden units of the per-asset head (state and that asset's held weight)
+    asset_head_hidden: int = 16  # cross: hidden units of the per-asset head
+    # cross: how the per-asset head reads that asset's held weight h: "mlp", alpha = softplus(w . silu(s + v h) + c),
+    # K hidden units per (window, rollout, bar, asset); "affine", alpha = softplus(a(s) + b(s) h) with a and b read
+    # off the state once per (bar, asset), so the work repeated per rollout is a few operations per asset
+    asset_head: AssetHead = "mlp"
     mixing: Mixing = "pool"  # cross: how assets interact at each bar (pooled context, or attention over assets)
     # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
     # the way; "band" leaves holdings inside a learned no-trade band around it
@@ -181,7 +186,7 @@ class PolicyConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
         for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing),
-                              ("action", Action), ("context", Context)):
+                              ("action", Action), ("context", Context), ("asset_head", AssetHead)):
             if getattr(self, name) not in get_args(choices):
                 raise ConfigError(f"policy.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
         if self.architecture == "cross" and self.mixing == "attention" and self.asset_hidden % self.attention_heads:

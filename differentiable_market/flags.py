@@ -38,6 +38,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "num_layers": ("policy", "num_layers"),
     "asset_hidden": ("policy", "asset_hidden"),
     "asset_head_hidden": ("policy", "asset_head_hidden"),
+    "asset_head": ("policy", "asset_head"),
     "mixing": ("policy", "mixing"),
     "attention_heads": ("policy", "attention_heads"),
     "gradient_checkpointing": ("policy", "gradient_checkpointing"),
@@ -135,6 +136,10 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    f"mixing layer (default: {p.asset_hidden})")
     g.add_argument("--asset-head-hidden", type=int, help=f"cross: hidden units of the per-asset head (default: "
                    f"{p.asset_head_hidden})")
+    g.add_argument("--asset-head", choices=["mlp", "affine"], help="cross: how the per-asset head reads that "
+                   "asset's held weight h: 'mlp', a hidden layer of --asset-head-hidden units over the state and h "
+                   "(evaluated for every rollout); 'affine', softplus(a + b h) with a and b read off the state once "
+                   f"per bar and asset (a few operations per rollout) (default: {p.asset_head})")
     g.add_argument("--mixing", choices=["pool", "attention"], help="cross: how the assets interact at each bar: "
                    "'pool', each asset also sees the mean over assets (linear in the asset count); 'attention', "
                    f"self-attention over assets (quadratic) (default: {p.mixing})")

@@ -31,6 +31,9 @@ class DirichletPolicy(nn.Module):
         self.head_out = nn.Linear(k, outputs)
         nn.init.zeros_(self.head_out.weight)
         nn.init.constant_(self.head_out.bias, 1.0)
+        self._add_action_param()
+
+    def _add_action_param(self) -> None:
         # The action's learned rate or band width (actions.py); absent for full targets, so their checkpoints and
         # seeded initialisation are unchanged.
         if self.cfg.action != "target":

@@ -9,7 +9,9 @@ Per bar t and asset a (features [B, T, A, F]):
    function of itself and of the mean over tokens (a DeepSets layer, linear in the asset count); "attention" adds
    multi-head self-attention over the tokens (quadratic in the asset count);
 4. a per-asset head maps that token's state and that asset's held weight (relative to equal weight, ``held x
-   A_out``, so equal weight reads 1 in any universe; cash reads its raw weight) to one concentration.
+   A_out``, so equal weight reads 1 in any universe; cash reads its raw weight) to one concentration
+   (``PolicyConfig.asset_head``: "mlp", a hidden layer over both; "affine", softplus(a + b h) with a and b read off
+   the state, so what is repeated for every rollout and held weight is a few operations per asset).
 
 No weight depends on the asset count or on which asset is which: permuting the assets permutes the concentrations
 (cash stays last), and a checkpoint runs on any symbol set with the same feature spec. The encoder reads market
@@ -89,7 +91,17 @@ class CrossSectionalPolicy(DirichletPolicy):
         self.encoder = ENCODERS[cfg.encoder](hidden, cfg.num_layers)
         self.cash_token = nn.Parameter(0.02 * torch.randn(hidden)) if include_cash else None
         self.mixing = PooledMixing(hidden) if cfg.mixing == "pool" else AttentionMixing(hidden, cfg.attention_heads)
-        self._add_head(hidden, k, 1, 1)  # one held weight in, one concentration out, per asset
+        if cfg.asset_head == "affine":
+            # a and b of softplus(a + b h) from the state; zeroed weights with a = 1, b = 0 start the policy at the
+            # mlp head's flat Dirichlet
+            self.head_state = nn.Linear(hidden, k)
+            self.head_out = nn.Linear(k, 2)
+            nn.init.zeros_(self.head_out.weight)
+            with torch.no_grad():
+                self.head_out.bias.copy_(torch.tensor([1.0, 0.0]))
+            self._add_action_param()
+        else:
+            self._add_head(hidden, k, 1, 1)  # one held weight in, one concentration out, per asset
 
     def hidden_matrix_names(self) -> set[str]:
         """Names of the 2-D hidden weight matrices (trained with Muon); the rest use AdamW."""
@@ -119,9 +131,16 @@ class CrossSectionalPolicy(DirichletPolicy):
             h = self.mixing(tokens) if mask is None else self.mixing(tokens, mask)
         return h if h.dtype == torch.float64 else h.float()
 
+    def state_projection(self, h: torch.Tensor) -> torch.Tensor:
+        """What the head needs of the token states [..., A_out, H], computed once per bar and asset: the first
+        layer's state part [..., A_out, K] ("mlp"), or a and b of softplus(a + b h) [..., A_out, 2] ("affine")."""
+        if self.cfg.asset_head == "affine":
+            return self.head_out(F.silu(self.head_state(h)))
+        return self.head_state(h)
+
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
-        """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K] and the
-        held weights [..., T, A_out] (broadcastable)."""
+        """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K or 2] and
+        the held weights [..., T, A_out] (broadcastable)."""
         return self._alpha(state_proj, held * self._held_scale(held))
 
     def bar_head(self, state_proj: torch.Tensor, n_rows: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
@@ -144,7 +163,13 @@ class CrossSectionalPolicy(DirichletPolicy):
 
     def _alpha(self, state_proj: torch.Tensor, held_rel: torch.Tensor) -> torch.Tensor:
         """The head on scaled holdings [..., A_out]: the chunked version when the leading dims match (teacher
-        forcing, with gradient), the plain one otherwise (the rollout's broadcast layout)."""
+        forcing, with gradient), the plain one otherwise (the rollout's broadcast layout); for the affine head,
+        softplus(a + b h) elementwise."""
+        if self.cfg.asset_head == "affine":
+            raw = state_proj[..., 0] + state_proj[..., 1] * held_rel
+            if raw.dtype not in (torch.float32, torch.float64):
+                raw = raw.float()
+            return (F.softplus(raw) + self.cfg.alpha_floor).clamp(max=self.cfg.alpha_max)
         held_rel = held_rel[..., None]
         args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
                 self.cfg.alpha_max)
