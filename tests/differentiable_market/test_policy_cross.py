@@ -39,10 +39,11 @@ class _AlphaModule(torch.nn.Module):
         return _alpha(self.policy, features, held)
 
 
+@pytest.mark.parametrize("head", ["mlp", "affine"])
 @pytest.mark.parametrize("mixing", ["pool", "attention"])
 @pytest.mark.parametrize("include_cash", [True, False])
-def test_permuting_the_assets_permutes_the_concentrations(mixing, include_cash):
-    policy = _policy(include_cash=include_cash, mixing=mixing, num_layers=2)
+def test_permuting_the_assets_permutes_the_concentrations(mixing, include_cash, head):
+    policy = _policy(include_cash=include_cash, mixing=mixing, num_layers=2, asset_head=head)
     n_out = policy.n_out
     features = torch.randn(3, 24, 5, 6)
     held = torch.softmax(torch.randn(3, 4, 24, n_out), -1)
@@ -142,8 +143,55 @@ def test_gradients_match_finite_differences_in_float64():
                                torch.stack([policy.concentrations(sp[i][None], held[i]) for i in range(2)]))
 
 
-def test_sampled_rollouts_stay_on_the_simplex_and_are_reproducible():
-    policy = _policy(n_assets=6, mixing="attention")
+@pytest.mark.parametrize("include_cash", [True, False])
+def test_the_affine_head_is_softplus_of_a_plus_b_times_the_relative_held_weight(include_cash):
+    policy = _policy(n_assets=5, include_cash=include_cash, asset_head="affine")
+    features = torch.randn(2, 12, 5, 6, dtype=torch.float64)
+    policy = policy.double()
+    tokens = policy.encode(features)  # [B, T, A_out, H]
+    a_b = policy.head_out(torch.nn.functional.silu(policy.head_state(tokens)))  # the head's two numbers per token
+    sp = policy.state_projection(tokens)
+    torch.testing.assert_close(sp, a_b, rtol=0, atol=0)
+    held = torch.softmax(torch.randn(2, 3, 12, policy.n_out, dtype=torch.float64), -1)
+    rel = held * policy.n_out
+    if include_cash:
+        rel[..., -1] = held[..., -1]  # cash reads its raw weight
+    expect = torch.nn.functional.softplus(sp[:, None, ..., 0] + sp[:, None, ..., 1] * rel) + policy.cfg.alpha_floor
+    torch.testing.assert_close(policy.concentrations(sp[:, None], held),
+                               expect.clamp(max=policy.cfg.alpha_max), rtol=1e-12, atol=1e-12)
+    # the rollout loop's per-bar head computes the same numbers
+    alpha_at = policy.bar_head(sp, 3)
+    for t in (0, 7):
+        torch.testing.assert_close(alpha_at(t, held[:, :, t].transpose(0, 1).float()),
+                                   expect[:, :, t].transpose(0, 1).float(), rtol=1e-6, atol=1e-6)
+    # gradients of the head's parameters through autograd match finite differences
+    names = ["head_state.weight", "head_out.weight", "head_out.bias"]
+    params = dict(policy.named_parameters())
+    wrapper = _AlphaModule(policy)
+
+    def alpha_of(*weights):
+        return torch.func.functional_call(wrapper, {f"policy.{n}": w for n, w in zip(names, weights)},
+                                          (features, held), strict=False)
+
+    assert torch.autograd.gradcheck(alpha_of, [params[n].detach().clone().requires_grad_() for n in names])
+
+
+def test_an_untrained_affine_policy_starts_at_the_mlp_heads_flat_dirichlet():
+    features = torch.randn(2, 10, 4, 6)
+    held = torch.softmax(torch.randn(2, 3, 10, 5), -1)
+    alphas = []
+    for head in ("mlp", "affine"):
+        torch.manual_seed(1)
+        policy = make_policy(PolicyConfig(architecture="cross", asset_head=head), 4, 6, True)
+        alphas.append(_alpha(policy, features, held))
+    for alpha in alphas:
+        torch.testing.assert_close(alpha, torch.full_like(alpha, float(torch.nn.functional.softplus(torch.tensor(1.0)))
+                                                          + PolicyConfig().alpha_floor))
+
+
+@pytest.mark.parametrize("head", ["mlp", "affine"])
+def test_sampled_rollouts_stay_on_the_simplex_and_are_reproducible(head):
+    policy = _policy(n_assets=6, mixing="attention", asset_head=head)
     features = torch.randn(4, 30, 6, 6)
     sp = policy.state_projection(policy.encode(features))
     observed = 1 + 0.02 * torch.randn(4, 30, 7)
@@ -154,9 +202,10 @@ def test_sampled_rollouts_stay_on_the_simplex_and_are_reproducible():
     torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("head", ["mlp", "affine"])
 @pytest.mark.parametrize("windows", [1, 3])
-def test_an_ensemble_of_one_cross_policy_is_that_policy(windows):
-    policy = _policy(n_assets=4, mixing="attention")
+def test_an_ensemble_of_one_cross_policy_is_that_policy(windows, head):
+    policy = _policy(n_assets=4, mixing="attention", asset_head=head)
     features = torch.randn(windows, 15, 4, 6)
     observed = 1 + 0.02 * torch.randn(windows, 15, 5)
     torch.testing.assert_close(ensemble_weights([policy], [features], observed),
