@@ -177,7 +177,9 @@ class PolicyConfig:
     attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
-    gradient_checkpointing: bool = False  # recompute encoder activations in backward to save memory
+    # recompute activations in backward to save memory: the encoder (flat); every per-token layer up to the mixing
+    # (cross)
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _check_finite(self, "policy")

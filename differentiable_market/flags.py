@@ -155,7 +155,8 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    "per step serves all windows: each bar is encoded once, and training, validation, backtests and "
                    f"predict see the same state at bar t) (default: {p.context})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
-                   help="recompute encoder activations in the backward pass to save memory")
+                   help="recompute activations in the backward pass to save memory: the encoder's (flat); every "
+                   "per-token layer up to the mixing (cross)")
     g = ap.add_argument_group("training")
     g.add_argument("--lookback", type=int, help=f"bars per training window (default: {t.lookback})")
     g.add_argument("--batch-windows", type=int, help=f"windows per optimizer step (default: {t.batch_windows})")

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import PolicyConfig
 from .base import DirichletPolicy
@@ -117,19 +118,29 @@ class CrossSectionalPolicy(DirichletPolicy):
         if f != self.n_features:
             raise ValueError(f"features have {f} columns; this policy was built for {self.n_features}")
         x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
+        mask = None
+        if tradeable is not None:
+            mask = tradeable.to(device=x.device, dtype=torch.bool)
+            if self.cash_token is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
-            tokens = self._encoded(x).reshape(b, a, t, -1).transpose(1, 2)  # [B, T, A, H]
-            if self.cash_token is not None:
-                cash = self.cash_token.to(tokens.dtype).expand(b, t, 1, tokens.shape[-1])
-                tokens = torch.cat([tokens, cash], dim=2)
-            mask = None
-            if tradeable is not None:
-                mask = tradeable.to(device=tokens.device, dtype=torch.bool)
-                if self.cash_token is not None:
-                    mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
-            h = self.mixing(tokens) if mask is None else self.mixing(tokens, mask)
+            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
+                # every per-token activation (input layer, encoder, mixing) is recomputed in backward: what the
+                # step keeps is the mixed tokens, not the dozen [B, T, A, H] tensors in between
+                h = checkpoint(self._tokens, x, (b, a, t), mask, use_reentrant=False)
+            else:
+                h = self._tokens(x, (b, a, t), mask)
         return h if h.dtype == torch.float64 else h.float()
+
+    def _tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None) -> torch.Tensor:
+        """Mixed token states [B, T, A_out, H] from the per-asset sequences x [B x A, T, F]."""
+        b, a, t = shape
+        tokens = self.encoder(self.input_norm(self.input_proj(x))).reshape(b, a, t, -1).transpose(1, 2)
+        if self.cash_token is not None:
+            cash = self.cash_token.to(tokens.dtype).expand(b, t, 1, tokens.shape[-1])
+            tokens = torch.cat([tokens, cash], dim=2)
+        return self.mixing(tokens) if mask is None else self.mixing(tokens, mask)
 
     def state_projection(self, h: torch.Tensor) -> torch.Tensor:
         """What the head needs of the token states [..., A_out, H], computed once per bar and asset: the first

@@ -198,3 +198,19 @@ def test_a_history_study_stitches_paths_that_read_every_bar_before_each_fold(tmp
     cold = deterministic_weights(build_policy(ckpt, False), feats[None, d0:d1], seen[None, d0:d1], False, None,
                                  initial=drift(shown, seen[d0 - 1]))[0].double()
     assert not torch.allclose(cold, expect, atol=1e-4)  # the fold's path did read the bars before it
+
+
+@pytest.mark.parametrize("include_cash", [True, False])
+def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the_same_gradients(include_cash):
+    features = torch.randn(60, 5, 6, dtype=torch.float64)
+    bars = torch.stack([torch.arange(10, 30), torch.arange(35, 55)])
+    mask = torch.rand(60, 5) > 0.2
+    grads = []
+    for ckpt in (False, True):
+        policy = _policy("cross", "history", n_assets=5, include_cash=include_cash, gradient_checkpointing=ckpt,
+                         asset_head="affine").double()
+        policy.window_projection(features, bars, None, mask).square().sum().backward()
+        grads.append({n: p.grad for n, p in policy.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-12, atol=1e-14)
