@@ -277,10 +277,6 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.train.universe_sample is not None and self.policy.context == "history":
-            raise ConfigError(f"train.universe_sample ({self.train.universe_sample}) needs policy.context 'window': "
-                              "with 'history' every bar of every asset is encoded once per step, so the whole "
-                              "universe costs what a subset would. Drop --universe-sample or pass --context window.")
         if self.train.universe_sample is not None and self.policy.architecture != "cross":
             raise ConfigError(f"train.universe_sample ({self.train.universe_sample}) needs policy.architecture "
                               f"'cross': the {self.policy.architecture} policy is sized by the whole universe. Drop "

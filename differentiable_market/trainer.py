@@ -190,10 +190,19 @@ class Windows(NamedTuple):
 def window_states(policy: Policy, features: torch.Tensor, windows: Windows,
                   autocast_dtype: torch.dtype | None, tradeable: torch.Tensor | None = None) -> torch.Tensor:
     """The policy's state projection [B, T, ...] on training windows of the features [T_all, A, F] (the policy's
-    ``window_projection``; with an asset subset per window, each window's own columns, encoded window by window).
-    ``tradeable``: the market's causal mask [T_all, A], or None."""
+    ``window_projection``). With an asset subset per window (cross only): in the "window" context each window's own
+    columns are encoded and mixed on their own; in the "history" context every asset is encoded and mixed once, and
+    each window takes its subset's columns (cash, last, kept). ``tradeable``: the market's causal mask [T_all, A], or
+    None."""
     if windows.assets is None:
         return policy.window_projection(features, windows.bars, autocast_dtype, tradeable)
+    if policy.cfg.context == "history":
+        sp = policy.window_projection(features, windows.bars, autocast_dtype, tradeable)  # [B, T, A_out, K]
+        cols = windows.assets
+        if sp.shape[2] > features.shape[1]:
+            cols = torch.cat([cols, torch.full_like(cols[:, :1], features.shape[1])], -1)
+        index = cols[:, None, :, None].expand(sp.shape[0], sp.shape[1], cols.shape[1], sp.shape[-1])
+        return sp.gather(2, index)
     picked = features[windows.bars[:, :, None], windows.assets[:, None, :]]  # [B, T, k, F]
     mask = None if tradeable is None else tradeable[windows.bars[:, :, None], windows.assets[:, None, :]]
     return policy.state_projection(policy.encode(picked, autocast_dtype, mask))

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from differentiable_market.config import DataConfig, ExperimentConfig, PolicyConfig, TrainConfig
-from differentiable_market.errors import ConfigError
 from differentiable_market.policy import make_policy
 from differentiable_market.rollout import deterministic_weights
 from differentiable_market.synthetic import random_walk_market
@@ -146,9 +145,22 @@ def test_history_training_is_seeded_and_validation_reads_the_training_bars(archi
     assert after != before
 
 
-def test_history_context_refuses_a_universe_sample():
-    with pytest.raises(ConfigError, match="needs policy.context 'window'"):
-        _cfg("cross", "history", universe_sample=2)
+@pytest.mark.parametrize("include_cash", [False, True])
+def test_a_universe_sample_in_the_history_context_takes_each_windows_columns_of_the_full_pass(include_cash):
+    market = random_walk_market(300, 6, seed=7)
+    cfg = _cfg("cross", "history", universe_sample=3)
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, include_cash=include_cash))
+    tensors, _ = prepare_market(cfg, market, CPU)
+    tr = Trainer(cfg, tensors, CPU)
+    windows = tr.sample_windows()
+    sp = window_states(tr.policy, tensors.features, windows, None)
+    full = tr.policy.window_projection(tensors.features, windows.bars)  # every asset, mixed together
+    assert sp.shape[2] == 3 + include_cash
+    for b in range(windows.bars.shape[0]):
+        cols = windows.assets[b].tolist() + ([6] if include_cash else [])
+        torch.testing.assert_close(sp[b], full[b][:, cols], rtol=0, atol=0)
+    stats = tr.step()
+    assert stats is not None and bool(torch.isfinite(stats).all())
 
 
 def test_checkpoints_without_a_context_load_as_window():
