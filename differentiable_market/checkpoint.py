@@ -162,6 +162,8 @@ def _with_legacy_defaults(config: dict) -> dict:
         policy = {**policy, "architecture": "flat"}
     if "action" not in policy:  # written before action designs: full targets
         policy = {**policy, "action": "target"}
+    # written before the encoder context and the affine head: cold windows, the mlp head
+    policy = {"context": "window", "asset_head": "mlp", **policy}
     env = config.get("env")
     if isinstance(env, dict):  # written before the training fee and the rebalancing schedule
         env = {"train_cost_bps": None, "rebalance_every": 1, **env}

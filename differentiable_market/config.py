@@ -165,7 +165,7 @@ class PolicyConfig:
     # cross: how the per-asset head reads that asset's held weight h: "mlp", alpha = softplus(w . silu(s + v h) + c),
     # K hidden units per (window, rollout, bar, asset); "affine", alpha = softplus(a(s) + b(s) h) with a and b read
     # off the state once per (bar, asset), so the work repeated per rollout is a few operations per asset
-    asset_head: AssetHead = "mlp"
+    asset_head: AssetHead = "affine"
     mixing: Mixing = "pool"  # cross: how assets interact at each bar (pooled context, or attention over assets)
     # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
     # the way; "band" leaves holdings inside a learned no-trade band around it
@@ -173,7 +173,7 @@ class PolicyConfig:
     # What the encoder has read when it decides at bar t: "window", the bars of the current window only (each window
     # starts cold, so a bar is encoded once per window containing it); "history", every bar of the data up to t (one
     # causal pass per step serves every window, so each bar is encoded once)
-    context: Context = "window"
+    context: Context = "history"
     attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)

@@ -158,7 +158,8 @@ def test_rollout_loop_matches_the_differentiable_path_and_logp_is_of_the_sampled
                                       asset_hidden=8, asset_head_hidden=8), 3, 4, True)
     with torch.no_grad():
         policy.head_out.weight.normal_()
-        policy.head_held.weight.normal_()
+        if hasattr(policy, "head_held"):  # the mlp heads (the affine head reads h through head_out)
+            policy.head_held.weight.normal_()
     open_, close = _prices(2, 14, 3)
     o, c = torch.as_tensor(open_), torch.as_tensor(close)
     g = decision_growth(o, c, "open", True).float()[None].expand(2, -1, -1)

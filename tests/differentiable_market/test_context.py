@@ -163,13 +163,17 @@ def test_a_universe_sample_in_the_history_context_takes_each_windows_columns_of_
     assert stats is not None and bool(torch.isfinite(stats).all())
 
 
-def test_checkpoints_without_a_context_load_as_window():
-    assert PolicyConfig().context == "window"
-    from differentiable_market.config import config_from_dict
+def test_checkpoints_without_a_context_or_head_load_as_window_and_mlp():
+    from differentiable_market.checkpoint import _with_legacy_defaults
+    from differentiable_market.config import config_from_dict, config_to_dict
 
-    raw = dataclasses.asdict(PolicyConfig())
-    del raw["context"]
-    assert config_from_dict(PolicyConfig, raw).context == "window"
+    stored = config_to_dict(ExperimentConfig(policy=PolicyConfig(context="history", asset_head="affine")))
+    del stored["policy"]["context"], stored["policy"]["asset_head"]
+    cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(stored), "checkpoint.config")
+    assert (cfg.policy.context, cfg.policy.asset_head) == ("window", "mlp")
+    kept = config_to_dict(ExperimentConfig(policy=PolicyConfig(context="history", asset_head="affine")))
+    cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(kept), "checkpoint.config")
+    assert (cfg.policy.context, cfg.policy.asset_head) == ("history", "affine")
 
 
 def test_a_history_study_stitches_paths_that_read_every_bar_before_each_fold(tmp_path):

@@ -17,6 +17,7 @@ from differentiable_market.rollout import deterministic_weights, ensemble_weight
 
 def _policy(n_assets: int = 5, include_cash: bool = True, **kw) -> CrossSectionalPolicy:
     torch.manual_seed(0)
+    kw = {"asset_head": "mlp", **kw}  # the tests below name the mlp head's layers; the affine head is parametrized
     cfg = PolicyConfig(architecture="cross", asset_hidden=16, asset_head_hidden=8, **kw)
     policy = make_policy(cfg, n_assets, 6, include_cash)
     with torch.no_grad():  # the init zeroes the output layer (every concentration equal); give it a real map

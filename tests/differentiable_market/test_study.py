@@ -73,8 +73,10 @@ def test_cost_breakeven_matches_its_closed_form():
 
 
 def _checkpoints(tmp_path, market, folds, seeds):
-    """Untrained but distinct policies saved as each fold x seed's best.pt."""
-    base = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
+    """Untrained but distinct policies saved as each fold x seed's best.pt (window context: each fold's path starts
+    its encoder cold, which the test below recomputes; test_context covers the history context's folds)."""
+    base = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8,
+                                                context="window"),
                             train=TrainConfig(lookback=16))
     members = {}
     for f in folds:
