@@ -179,6 +179,57 @@ def test_rollout_loop_matches_the_differentiable_path_and_logp_is_of_the_sampled
     assert not torch.allclose(paths.targets, paths.weights)
 
 
+def _hard_bands(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Holdings and bands [rows, A] that make the projection's search work: empty and one-hot holdings, holdings at
+    equal weight or exactly on the target, bands from 1e-4 of equal weight to nearly all of it, sparse targets whose
+    lower bounds clamp at 0 (knots that tie), from 2 to 257 assets."""
+    g = torch.Generator().manual_seed(11)
+    rows = []
+    for n in (2, 3, 9, 257):
+        u = torch.distributions.Dirichlet(torch.full((n,), 0.1)).sample((24,)).to(dtype)
+        holdings = [torch.zeros_like(u), u.clone(), torch.full_like(u, 1.0 / n),
+                    torch.nn.functional.one_hot(torch.randint(0, n, (24,), generator=g), n).to(dtype),
+                    torch.where(torch.rand(u.shape, generator=g, dtype=dtype) < 0.5, u, torch.zeros_like(u))]
+        for h in holdings:
+            for beta in (1e-4, 0.25, 0.999):
+                b = beta / n
+                rows.append((h, (u - b).clamp_min(0.0), u + b))
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_band_projection_is_the_exact_nearest_point_of_the_band(dtype):
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for h, lo, hi in _hard_bands(dtype):
+        w = actions.band_projection(h, lo, hi)
+        lam = actions._sorted_shift(h, lo, hi)  # the crossing found from every knot in order: no search
+        torch.testing.assert_close(w, torch.clamp(h + lam, lo, hi), rtol=0, atol=tol)
+        assert float((w.sum(-1) - 1).abs().max()) <= tol
+        assert bool(((w >= lo - tol) & (w <= hi + tol)).all())
+        # the differentiable route (recomputed from the free coordinates) gives the same point
+        h_grad = h.clone().requires_grad_()
+        torch.testing.assert_close(actions.band_projection(h_grad, lo, hi), w, rtol=0, atol=tol)
+    # an independent bisection on one float64 row of each shape
+    for h, lo, hi in _hard_bands(F64)[::7]:
+        for row in range(0, h.shape[0], 5):
+            left, right = -2.0, 2.0
+            for _ in range(200):
+                mid = 0.5 * (left + right)
+                if np.clip(h[row].numpy() + mid, lo[row].numpy(), hi[row].numpy()).sum() < 1.0:
+                    left = mid
+                else:
+                    right = mid
+            ref = np.clip(h[row].numpy() + 0.5 * (left + right), lo[row].numpy(), hi[row].numpy())
+            np.testing.assert_allclose(actions.band_projection(h[row], lo[row], hi[row]).numpy(), ref, atol=1e-12)
+
+
+def test_band_projection_falls_back_to_the_sorted_knots_when_newton_runs_out(monkeypatch):
+    h, lo, hi = _hard_bands(F64)[-1]
+    expected = actions.band_projection(h, lo, hi)
+    monkeypatch.setattr(actions, "NEWTON_ITERATIONS", 1)  # a row is solved at the earliest on step 2: all sort
+    torch.testing.assert_close(actions.band_projection(h, lo, hi), expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("action", ["partial", "band"])
 def test_execute_path_gradients_match_finite_differences(action):
     open_, close = _prices(4, 8, 3)
