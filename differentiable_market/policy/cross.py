@@ -32,6 +32,8 @@ from .base import DirichletPolicy
 from .encoders import ENCODERS
 from .head import _ChunkedHead, _head
 
+CHECKPOINT_CHUNK_ELEMENTS = 1 << 24  # activations per recomputed chunk under --gradient-checkpointing: 64 MiB float32
+
 
 class PooledMixing(nn.Module):
     """h + W_o silu(W_s x + W_c mean_tokens(x)) with x = LayerNorm(h), over tokens [..., N, H]; with ``mask``
@@ -126,9 +128,7 @@ class CrossSectionalPolicy(DirichletPolicy):
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
             if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                # every per-token activation (input layer, encoder, mixing) is recomputed in backward: what the
-                # step keeps is the mixed tokens, not the dozen [B, T, A, H] tensors in between
-                h = checkpoint(self._tokens, x, (b, a, t), mask, use_reentrant=False)
+                h = self._checkpointed_tokens(x, (b, a, t), mask)
             else:
                 h = self._tokens(x, (b, a, t), mask)
         return h if h.dtype == torch.float64 else h.float()
@@ -136,10 +136,37 @@ class CrossSectionalPolicy(DirichletPolicy):
     def _tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None) -> torch.Tensor:
         """Mixed token states [B, T, A_out, H] from the per-asset sequences x [B x A, T, F]."""
         b, a, t = shape
-        tokens = self.encoder(self.input_norm(self.input_proj(x))).reshape(b, a, t, -1).transpose(1, 2)
-        if self.cash_token is not None:
-            cash = self.cash_token.to(tokens.dtype).expand(b, t, 1, tokens.shape[-1])
-            tokens = torch.cat([tokens, cash], dim=2)
+        return self._mix(self._with_cash(self._encode_assets(x).reshape(b, a, t, -1).transpose(1, 2)), mask)
+
+    def _checkpointed_tokens(self, x: torch.Tensor, shape: tuple[int, int, int],
+                             mask: torch.Tensor | None) -> torch.Tensor:
+        """``_tokens`` with every per-token activation (input layer, encoder, mixing) recomputed in backward: the
+        step keeps the encoded and the mixed tokens, not the dozen [B, T, A, H] tensors in between. The encoder is
+        recomputed in chunks of assets (each asset's sequence is independent) and the mixing in chunks of bars (each
+        bar's tokens are), so the recomputation too holds only a chunk's activations: at 1,024 assets over a
+        2,500-bar history one recomputed layer would be 0.3 GB per tensor."""
+        b, a, t = shape
+        hidden = self.cfg.asset_hidden
+        rows = max(1, CHECKPOINT_CHUNK_ELEMENTS // (t * hidden))
+        encoded = torch.cat([checkpoint(self._encode_assets, x[i:i + rows], use_reentrant=False)
+                             for i in range(0, x.shape[0], rows)])
+        tokens = self._with_cash(encoded.reshape(b, a, t, -1).transpose(1, 2))
+        bars = max(1, CHECKPOINT_CHUNK_ELEMENTS // (b * tokens.shape[2] * hidden))
+        return torch.cat([checkpoint(self._mix, tokens[:, i:i + bars], None if mask is None else mask[:, i:i + bars],
+                                     use_reentrant=False) for i in range(0, t, bars)], dim=1)
+
+    def _encode_assets(self, x: torch.Tensor) -> torch.Tensor:
+        """Input layer and encoder over per-asset sequences [N, T, F] -> [N, T, H]."""
+        return self.encoder(self.input_norm(self.input_proj(x)))
+
+    def _with_cash(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, T, A, H] asset tokens, with the cash token appended when cash is traded."""
+        if self.cash_token is None:
+            return tokens
+        b, t, _, hidden = tokens.shape
+        return torch.cat([tokens, self.cash_token.to(tokens.dtype).expand(b, t, 1, hidden)], dim=2)
+
+    def _mix(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.mixing(tokens) if mask is None else self.mixing(tokens, mask)
 
     def state_projection(self, h: torch.Tensor) -> torch.Tensor:
@@ -177,13 +204,44 @@ class CrossSectionalPolicy(DirichletPolicy):
         forcing, with gradient), the plain one otherwise (the rollout's broadcast layout); for the affine head,
         softplus(a + b h) elementwise."""
         if self.cfg.asset_head == "affine":
-            raw = state_proj[..., 0] + state_proj[..., 1] * held_rel
-            if raw.dtype not in (torch.float32, torch.float64):
-                raw = raw.float()
-            return (F.softplus(raw) + self.cfg.alpha_floor).clamp(max=self.cfg.alpha_max)
+            if torch.is_grad_enabled() and state_proj.requires_grad and not held_rel.requires_grad:
+                return _AffineHead.apply(state_proj, held_rel, self.cfg.alpha_floor, self.cfg.alpha_max)
+            return _affine_alpha(state_proj, held_rel, self.cfg.alpha_floor, self.cfg.alpha_max)
         held_rel = held_rel[..., None]
         args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
                 self.cfg.alpha_max)
         if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:
             return _ChunkedHead.apply(state_proj, held_rel, *args)[..., 0]
         return _head(state_proj, held_rel, *args)[..., 0]
+
+
+def _affine_alpha(state_proj: torch.Tensor, held_rel: torch.Tensor, floor: float, cap: float) -> torch.Tensor:
+    """clamp(softplus(a + b h) + floor, max=cap) in float32 (or float64), a and b the last dim of ``state_proj``."""
+    raw = state_proj[..., 0] + state_proj[..., 1] * held_rel
+    if raw.dtype not in (torch.float32, torch.float64):
+        raw = raw.float()
+    return (F.softplus(raw) + floor).clamp(max=cap)
+
+
+class _AffineHead(torch.autograd.Function):
+    """``_affine_alpha`` keeping only its inputs for backward. Teacher-forced scoring evaluates it for every window x
+    rollout x bar x asset; autograd would keep three tensors that size (the scaled holdings, the logit and the clamp's
+    mask: 1.5 GB of a step at 1,024 assets). The backward recomputes the logit: d alpha / d a = sigmoid(logit) where
+    the cap does not bind, and d alpha / d b = that times h."""
+
+    @staticmethod
+    def forward(ctx, state_proj, held_rel, floor, cap):  # type: ignore[override]
+        ctx.save_for_backward(state_proj, held_rel)
+        ctx.floor, ctx.cap = floor, cap
+        return _affine_alpha(state_proj, held_rel, floor, cap)
+
+    @staticmethod
+    def backward(ctx, grad_alpha):  # type: ignore[override]
+        state_proj, held_rel = ctx.saved_tensors
+        raw = state_proj[..., 0] + state_proj[..., 1] * held_rel
+        if raw.dtype not in (torch.float32, torch.float64):
+            raw = raw.float()
+        g_raw = grad_alpha * torch.sigmoid(raw) * (F.softplus(raw) + ctx.floor < ctx.cap)
+        g_a = g_raw.sum_to_size(state_proj.shape[:-1])
+        g_b = (g_raw * held_rel).sum_to_size(state_proj.shape[:-1])
+        return torch.stack([g_a, g_b], -1).to(state_proj.dtype), None, None, None

@@ -217,7 +217,11 @@ def test_a_history_study_stitches_paths_that_read_every_bar_before_each_fold(tmp
 
 
 @pytest.mark.parametrize("include_cash", [True, False])
-def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the_same_gradients(include_cash):
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the_same_gradients(include_cash, chunk,
+                                                                                                 monkeypatch):
+    if chunk is not None:  # recompute one asset's encoder and one bar's mixing at a time
+        monkeypatch.setattr("differentiable_market.policy.cross.CHECKPOINT_CHUNK_ELEMENTS", chunk)
     features = torch.randn(60, 5, 6, dtype=torch.float64)
     bars = torch.stack([torch.arange(10, 30), torch.arange(35, 55)])
     mask = torch.rand(60, 5) > 0.2

@@ -176,6 +176,17 @@ def test_the_affine_head_is_softplus_of_a_plus_b_times_the_relative_held_weight(
 
     assert torch.autograd.gradcheck(alpha_of, [params[n].detach().clone().requires_grad_() for n in names])
 
+    # teacher forcing takes the fused route (nothing saved but its inputs); its gradient is autograd's of the formula
+    from differentiable_market.policy.cross import _affine_alpha
+
+    sp1, sp2 = sp.detach().clone().requires_grad_(), sp.detach().clone().requires_grad_()
+    g = torch.randn(2, 3, 12, policy.n_out, dtype=torch.float64)
+    fused = policy.concentrations(sp1[:, None], held)
+    assert "AffineHead" in type(fused.grad_fn).__name__
+    (fused * g).sum().backward()
+    (_affine_alpha(sp2[:, None], rel, policy.cfg.alpha_floor, policy.cfg.alpha_max) * g).sum().backward()
+    torch.testing.assert_close(sp1.grad, sp2.grad, rtol=1e-12, atol=1e-12)
+
 
 def test_an_untrained_affine_policy_starts_at_the_mlp_heads_flat_dirichlet():
     features = torch.randn(2, 10, 4, 6)
