@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_study_config, write_market_csvs
+from conftest import replace_unread_prices, tiny_study_config, write_market_csvs, write_union_csvs
 import torch
 
 from differentiable_market.checkpoint import load_checkpoint, save_checkpoint
@@ -459,14 +459,8 @@ def _union_files(folder, n_bars=500, seed=6):
     """Four random walks written as files for a union calendar (max_fill_bars 3): S000 trades throughout, S001
     lists at bar 400, S002 prints its last bar at 430 (untradeable from bar 434, once that is known), S003 halts on
     bars 450..464 (untradeable on 454..464). Two folds at --oos-fraction 0.3 decide on bars 349..497."""
-    import pandas as pd
-
-    write_market_csvs(random_walk_market(n_bars, 4, seed=seed), folder)
     keep = {"S001": lambda i: i >= 400, "S002": lambda i: i <= 430, "S003": lambda i: not 450 <= i < 465}
-    for sym, rule in keep.items():
-        frame = pd.read_csv(folder / f"{sym}.csv", float_precision="round_trip")
-        frame[[rule(i) for i in range(len(frame))]].to_csv(folder / f"{sym}.csv", index=False, float_format="%.17g")
-    return folder
+    return write_union_csvs(random_walk_market(n_bars, 4, seed=seed), folder, keep)
 
 
 def _union_market(folder):
@@ -557,31 +551,10 @@ def test_union_equal_weight_in_the_study_is_share_counting_and_the_backtesters(u
                                rtol=0, atol=1e-15)
 
 
-def _placeholders_replaced(market, seed=0):
-    """``market`` with every price and volume no tradeable decision reads replaced by random values: before an
-    asset's first print, and more than max_fill_bars (3) + 2 bars after its last one (a decision while it is still
-    tradeable fills and marks at the next two bars' held last close)."""
-    t = np.arange(market.n_bars)[:, None]
-    first = np.where(~market.filled, t, market.n_bars).min(axis=0)
-    last = np.where(~market.filled, t, -1).max(axis=0)
-    unread = (t < first) | (t > last + 3 + 2)
-    rng = np.random.default_rng(seed)
-    price = rng.uniform(0.01, 1e4, unread.shape)
-    new = {name: np.where(unread, value, getattr(market, name)) for name, value in (
-        ("open", price), ("high", price * 1.5), ("low", price / 1.5), ("close", price),
-        ("volume", rng.uniform(0, 1e9, unread.shape)))}
-    from differentiable_market.data import MarketData
-
-    return MarketData.from_arrays(market.symbols, market.timestamps, new["open"], new["high"], new["low"],
-                                  new["close"], new["volume"], filled=market.filled, calendar=market.calendar,
-                                  listed=market.listed, tradeable=market.tradeable,
-                                  missing_columns=market.missing_columns)
-
-
 @pytest.mark.parametrize("architecture", ["flat", "cross"])
 def test_placeholder_prices_outside_an_assets_life_change_no_stitched_policy_path(tmp_path, architecture):
     market = _union_market(_union_files(tmp_path / "data"))
-    other = _placeholders_replaced(market)
+    other = replace_unread_prices(market, max_fill=3)
     assert np.abs(other.close - market.close).max() > 1  # S001 before bar 400, S002 after bar 435
     folds = plan_folds(market.n_bars, 2, 2, 0.3, 75, 16, 16)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
