@@ -570,3 +570,16 @@ def test_placeholder_prices_outside_an_assets_life_change_no_stitched_policy_pat
     for name in set(paths) - trailing:
         np.testing.assert_array_equal(paths[name].log_growth, again[name].log_growth, err_msg=name)
         np.testing.assert_array_equal(paths[name].weights, again[name].weights, err_msg=name)
+
+
+def test_a_union_search_trials_stitched_path_is_the_seed_path_of_the_same_checkpoints(tmp_path):
+    """The SPA test's stitched trial paths (``single_policy_log_growth``) trade the union calendar as the seeds do."""
+    from differentiable_market.study.oos import single_policy_log_growth
+
+    market = _union_market(_union_files(tmp_path / "data"))
+    folds = plan_folds(market.n_bars, 2, 2, 0.3, 75, 16, 16)
+    members = _checkpoints(tmp_path, market, folds, [3])
+    paths, bars = stitched_paths(market, folds, members, 1e-3, False, "open")
+    trial = single_policy_log_growth(market, folds, [{k: m[0][1] for k, m in members.items()}], 1e-3, False, "open")
+    assert trial.shape == (bars.size, 1) and (~market.tradeable[bars]).any()
+    np.testing.assert_array_equal(trial[:, 0], paths["seed3"].log_growth)
