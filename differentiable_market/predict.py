@@ -177,17 +177,21 @@ def read_holdings(path: str | Path, names: tuple[str, ...], include_cash: bool) 
     return out / total
 
 
-def untradeable_at_last_bar(market: MarketData, max_fill_bars: int) -> dict[str, str]:
+def untradeable_at_last_bar(market: MarketData, max_fill_bars: int, min_listed: int | None = None) -> dict[str, str]:
     """Symbol -> why, for every asset not tradeable at the market's last bar (``MarketData.tradeable``, causal), in
     symbol order: not yet listed (no print at or before that bar), or its last print more than ``max_fill_bars``
     bars old (delisted or halted: the two look the same until prints resume, if they do). Empty on a common
-    calendar."""
+    calendar. With ``min_listed`` (the calendar starts late) an asset without a print on it may also have stopped
+    printing before its first bar, and the reason says so."""
     out: dict[str, str] = {}
     last = market.n_bars - 1
     for i in np.flatnonzero(~market.tradeable[-1]):
         printed = np.flatnonzero(~market.filled[:, i])
         if printed.size == 0:
             why = f"not yet listed: no print on the calendar up to {iso(market.timestamps[last])}"
+            if min_listed is not None:
+                why += (f" (or gone before the calendar's first bar, {iso(market.timestamps[0])}, where --min-listed "
+                        f"{min_listed} starts it)")
         else:
             at = int(printed[-1])
             why = (f"delisted or halted: last print {iso(market.timestamps[at])}, {last - at} bars before the last "
@@ -271,7 +275,7 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     if ckpt.trained_through is None:
         notes.append(f"{ckpt.path} does not record its last training bar, so the data's age cannot be checked.")
     mask = market_mask(market, include_cash)  # [T, A] or None (every asset tradeable at every bar)
-    excluded = untradeable_at_last_bar(market, data_cfg.max_fill_bars)
+    excluded = untradeable_at_last_bar(market, data_cfg.max_fill_bars, data_cfg.min_listed)
     # a tradeable asset without a print at the last bar; an untradeable one is listed in ``excluded`` instead
     stale = [s for s, f, ok in zip(market.symbols, market.filled[-1], market.tradeable[-1]) if f and ok]
     if stale:

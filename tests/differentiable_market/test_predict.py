@@ -366,3 +366,6 @@ def test_the_reason_an_asset_is_excluded_is_what_is_known_at_the_last_bar():
     assert why["C"] == ("delisted or halted: last print 2021-01-05, 5 bars before the last bar, more than "
                         "--max-fill-bars 2")
     assert untradeable_at_last_bar(dataclasses.replace(m, tradeable=np.ones_like(m.tradeable)), 2) == {}
+    assert untradeable_at_last_bar(m, 2, min_listed=2)["B"] == (
+        "not yet listed: no print on the calendar up to 2021-01-10 (or gone before the calendar's first bar, "
+        "2021-01-01, where --min-listed 2 starts it)")
