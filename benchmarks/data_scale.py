@@ -34,7 +34,8 @@ tradeable mask; ``align`` is then ``data._align_union``).
 settings, ``--train-args`` to change them; on the chain's ``--calendar``) and reports the time to the first finished
 step, the time per step, the validation pass at the end, and the child's resident set: before the steps, the peak
 during steps 2..N (so how much one step adds on top of the data), during validation, and the peak of the whole run.
-It reads the child's ``/proc/<pid>/status`` and ``metrics.jsonl`` (rows are flushed per step with ``--log-interval 1``) as the run goes.
+It reads the child's ``/proc/<pid>/status`` and ``metrics.jsonl`` (rows are flushed per step with
+``--log-interval 1``) as the run goes.
 
 Prints the machine, a table, and one JSON line. The written data set lives in a temporary folder that is deleted
 at the end, unless ``--out`` names a folder to keep it in (an existing data set there with the same parameters is
