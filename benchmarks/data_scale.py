@@ -27,11 +27,15 @@ the largest resident set the process had while that stage ran (the data of earli
 included), exact rather than sampled. Where that file cannot be written, a thread samples ``VmRSS`` every 2 ms
 instead, and the output says so.
 
+``--calendar union`` loads the folder on the union calendar instead (every asset over its own life, with the causal
+tradeable mask; ``align`` is then ``data._align_union``).
+
 ``--train-steps N`` then trains N optimizer steps on the same folder with the training CLI in a subprocess (small
-settings, ``--train-args`` to change them) and reports the time to the first finished step, the time per step, the
-validation pass at the end, and the child's resident set: before the steps, the peak during steps 2..N (so how much
-one step adds on top of the data), during validation, and the peak of the whole run. It reads the child's
-``/proc/<pid>/status`` and ``metrics.jsonl`` (rows are flushed per step with ``--log-interval 1``) as the run goes.
+settings, ``--train-args`` to change them; on the chain's ``--calendar``) and reports the time to the first finished
+step, the time per step, the validation pass at the end, and the child's resident set: before the steps, the peak
+during steps 2..N (so how much one step adds on top of the data), during validation, and the peak of the whole run.
+It reads the child's ``/proc/<pid>/status`` and ``metrics.jsonl`` (rows are flushed per step with
+``--log-interval 1``) as the run goes.
 
 Prints the machine, a table, and one JSON line. The written data set lives in a temporary folder that is deleted
 at the end, unless ``--out`` names a folder to keep it in (an existing data set there with the same parameters is
@@ -259,8 +263,7 @@ def run_chain(folder: Path, lookback: int, calendar: str = "intersection") -> tu
     """load_market -> fingerprint -> prepare_market on ``folder``, as training runs them, measured per stage.
 
     ``calendar="union"`` loads every asset over its own life with the tradeable mask (``data._align_union``, timed
-    as ``align``). Training refuses that calendar so far (the mask is not yet respected past the data layer), so
-    ``prepare_market`` is called directly here, as a measure of its cost on the union calendar's bars only."""
+    as ``align``); ``prepare_market`` then also builds the mask and sets the growth off it to 1."""
     import torch
 
     from differentiable_market import data, trainer
@@ -335,14 +338,23 @@ class ChildMemory:
             _reset_hwm(self.pid)
 
 
-def run_training(folder: Path, steps: int, extra: list[str], workdir: Path) -> dict[str, Any]:
+def training_command(folder: Path, steps: int, extra: list[str], save_dir: Path,
+                     calendar: str = "intersection") -> list[str]:
+    """The training CLI's command line for ``run_training``: ``steps`` steps on ``folder`` on the loader's
+    ``calendar``, validated once at the end, every step logged."""
+    return [sys.executable, "-m", "differentiable_market.train", "--data-root", str(folder), "--data-glob",
+            "*.parquet", "--calendar", calendar, "--epochs", str(steps), "--eval-interval", str(steps),
+            "--log-interval", "1", "--save-dir", str(save_dir), "--no-progress", "--device", "cpu",
+            *DEFAULT_TRAIN_ARGS, *extra]
+
+
+def run_training(folder: Path, steps: int, extra: list[str], workdir: Path,
+                 calendar: str = "intersection") -> dict[str, Any]:
     """Train ``steps`` optimizer steps with the CLI in a subprocess and watch it (see the module docstring)."""
     import resource
 
     save_dir = workdir / "runs"
-    cmd = [sys.executable, "-m", "differentiable_market.train", "--data-root", str(folder), "--data-glob",
-           "*.parquet", "--epochs", str(steps), "--eval-interval", str(steps), "--log-interval", "1",
-           "--save-dir", str(save_dir), "--no-progress", "--device", "cpu", *DEFAULT_TRAIN_ARGS, *extra]
+    cmd = training_command(folder, steps, extra, save_dir, calendar)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -418,17 +430,16 @@ def main() -> None:
     ap.add_argument("--lookback", type=int, default=64, help="the training lookback the chain prepares for")
     ap.add_argument("--calendar", choices=["intersection", "union"], default="intersection", help="the loader's "
                     "calendar: the span every asset is listed in, or every asset over its own life with the "
-                    "tradeable mask (data layer only: not with --train-steps)")
+                    "tradeable mask (the chain and, with --train-steps, the training run)")
     ap.add_argument("--out", type=Path, help="keep the data set in this folder (reused when it matches)")
     ap.add_argument("--train-steps", type=int, default=0, help="also train this many steps on the data (CLI)")
     ap.add_argument("--train-args", default="", help=f"extra training flags (default ones: "
                     f"{' '.join(DEFAULT_TRAIN_ARGS)}, plus --epochs/--eval-interval N --log-interval 1)")
     args = ap.parse_args()
-    if args.calendar == "union" and args.train_steps:
-        ap.error("--calendar union measures the data layer only: training refuses that calendar so far")
     if args.train_steps == 1 or args.train_steps < 0:
         ap.error("--train-steps must be 0 (no training) or at least 2 (the time per step is taken after step 1)")
-    fixed = {"--save-dir", "--data-root", "--data-glob", "--epochs", "--eval-interval", "--log-interval"}
+    fixed = {"--save-dir", "--data-root", "--data-glob", "--calendar", "--epochs", "--eval-interval",
+             "--log-interval"}
     clash = sorted(fixed & {a.split("=")[0] for a in args.train_args.split()})
     if clash:
         ap.error(f"--train-args cannot set {', '.join(clash)}: the benchmark sets them and reads the run it makes")
@@ -494,7 +505,7 @@ def main() -> None:
             "kept": info, "expected": expected, "target_met": ok,
         }
         if args.train_steps:
-            train = run_training(folder, args.train_steps, args.train_args.split(), workdir)
+            train = run_training(folder, args.train_steps, args.train_args.split(), workdir, args.calendar)
             result["training"] = train
             print(f"training: {train['command']}")
             print(f"  first step done after {train['first_step_done_s']:.1f} s (process start to the end of step 1); "

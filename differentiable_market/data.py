@@ -15,8 +15,8 @@ is cut to the span in which all of them are listed (the notes name the assets th
 (open = high = low = close = previous close, volume 0), at most ``max_fill_bars`` in a row; an asset with a longer gap
 is dropped and reported by name. Nothing is interpolated and nothing is left out silently. That is the default
 calendar ("intersection"); ``DataConfig.calendar = "union"`` keeps every asset over its own life instead, with a
-causal tradeable mask (``_align_union``; the features, accounting, policies, training and the backtester respect it;
-the study and predict refuse it so far).
+causal tradeable mask (``_align_union``; the features, accounting, policies, training, the backtester, the study and
+predict respect it).
 
 Universe cut-off: which assets are kept may only depend on the past of the bars a model is fitted on, otherwise a gap
 in 2012 would remove an asset from a model trained on 2004-2010. Given ``universe_cutoff`` (a function of the
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import DataConfig
-from .errors import ConfigError, DataError
+from .errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -532,17 +532,6 @@ def symbols_without_open(cfg: DataConfig) -> tuple[str, ...]:
         if "close" in by_name and "open" not in by_name:
             out.append(sym)
     return tuple(out)
-
-
-def refuse_union_calendar(cfg: DataConfig, what: str) -> None:
-    """Raise ConfigError for a union calendar where ``what`` does not respect the tradeable mask yet (see the
-    README): training, validation and the backtester do; the study and predict do not."""
-    if cfg.calendar == "union":
-        raise ConfigError(
-            f"{what} cannot use data.calendar 'union' yet: training and the backtester respect the tradeable mask, "
-            f"but {what} does not, so it would trade placeholder prices. Use --calendar intersection (the default) "
-            "here."
-        )
 
 
 def execution_note(market: MarketData, execution: str) -> str | None:

@@ -98,7 +98,7 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--calendar", choices=["intersection", "union"],
                    help="'intersection': bars from the latest first bar to the earliest last bar, every asset listed "
                    "throughout; 'union': every asset over its own life (listings, delistings, halts), traded only "
-                   "where a causal mask says it is tradeable (the study and predict do not take it yet) "
+                   "where a causal mask says it is tradeable (training, backtests, the study and predict) "
                    f"(default: {d.calendar})")
     g.add_argument("--min-listed", type=int, help="with --calendar union: start the calendar at the first bar where "
                    "N assets are tradeable (default: the earliest first bar)")

@@ -11,6 +11,11 @@ For that decision the policy is shown the current holdings: a CSV file of ``symb
 without one, its own previous target drifted to the last close, which is what the window's path implies. The target
 is printed and written as JSON with the expected turnover and fee of trading to it from those holdings.
 
+On a union calendar (``--calendar union``) every decision of the window holds only the assets tradeable at its bar
+(the market's causal mask, as the backtester): the target puts exactly 0 on the assets not tradeable at the last
+bar, as known at it, and is renormalised over the others (+ cash); ``Prediction.excluded`` names them with the
+reason (not yet listed, or no print for more than ``max_fill_bars`` bars: delisted or halted).
+
 No price after the last bar is needed: the growth a decision earns (``decision_growth``) is never used, and the
 holdings shown at a decision need only the bars up to it. Given the same window and holdings, the weights equal
 the backtester's for that decision bar (a test checks it), since the features are causal.
@@ -36,14 +41,15 @@ from . import __version__
 from .atomic import atomic_write_new, json_safe
 from .checkpoint import Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes
 from .config import Execution
-from .data import MarketData, execution_note, load_market, refuse_union_calendar, resolve_data_root
-from .env import account, decision_growth, execution_horizon, observed_growth
+from .data import MarketData, execution_note, load_market, resolve_data_root
+from .env import account, decision_growth, execution_horizon, growth_where_tradeable, observed_growth, tradeable_columns
 from .errors import CheckpointError, DataError, DifferentiableMarketError
 from .features import compute_features
 from .marketsimulator.report import iso
 from .policy import Policy
 from .rollout import generate_paths
 from .splits import through_cutoff, train_end_cutoff
+from .trainer import market_mask
 
 FORMAT = "differentiable_market.prediction"
 FORMAT_VERSION = 1
@@ -78,6 +84,7 @@ class Prediction:
     market: MarketData
     data: dict[str, Any]
     notes: tuple[str, ...]
+    excluded: dict[str, str] = dataclasses.field(default_factory=dict)  # symbol -> why it is not tradeable (weight 0)
 
     @property
     def fill(self) -> str:
@@ -98,6 +105,7 @@ class Prediction:
             "fill": self.fill,
             "target_weights": dict(zip(self.names, self.target.tolist())),
             "holdings": dict(zip(self.names, self.holdings.weights.tolist())),
+            "excluded": dict(self.excluded),
             "holdings_source": self.holdings.source,
             "holdings_detail": self.holdings.detail,
             "expected_turnover": self.turnover,
@@ -114,7 +122,9 @@ class Prediction:
                 "Weights are fractions of wealth. target_weights is the mean (deterministic) action for the decision "
                 "made after decision_bar closes, filled as 'fill' says. expected_turnover = sum over non-cash assets "
                 "of |target - holdings|; expected_fee = cost_bps * 1e-4 * expected_turnover, a fraction of wealth. "
-                "holdings 'policy': the policy's previous target drifted to the close of decision_bar."),
+                "holdings 'policy': the policy's previous target drifted to the close of decision_bar. excluded: "
+                "the assets not tradeable at decision_bar as known at it (union calendar), each with the reason; "
+                "their target weight is exactly 0."),
         }
 
 
@@ -167,6 +177,29 @@ def read_holdings(path: str | Path, names: tuple[str, ...], include_cash: bool) 
     return out / total
 
 
+def untradeable_at_last_bar(market: MarketData, max_fill_bars: int, min_listed: int | None = None) -> dict[str, str]:
+    """Symbol -> why, for every asset not tradeable at the market's last bar (``MarketData.tradeable``, causal), in
+    symbol order: not yet listed (no print at or before that bar), or its last print more than ``max_fill_bars``
+    bars old (delisted or halted: the two look the same until prints resume, if they do). Empty on a common
+    calendar. With ``min_listed`` (the calendar starts late) an asset without a print on it may also have stopped
+    printing before its first bar, and the reason says so."""
+    out: dict[str, str] = {}
+    last = market.n_bars - 1
+    for i in np.flatnonzero(~market.tradeable[-1]):
+        printed = np.flatnonzero(~market.filled[:, i])
+        if printed.size == 0:
+            why = f"not yet listed: no print on the calendar up to {iso(market.timestamps[last])}"
+            if min_listed is not None:
+                why += (f" (or gone before the calendar's first bar, {iso(market.timestamps[0])}, where --min-listed "
+                        f"{min_listed} starts it)")
+        else:
+            at = int(printed[-1])
+            why = (f"delisted or halted: last print {iso(market.timestamps[at])}, {last - at} bars before the last "
+                   f"bar, more than --max-fill-bars {max_fill_bars}")
+        out[market.symbols[i]] = why
+    return out
+
+
 def held_growth(open_ta: torch.Tensor, close_ta: torch.Tensor, execution: Execution,
                 include_cash: bool) -> torch.Tensor:
     """``env.observed_growth`` rows 0..T-2 of prices [T, A] -> [T-1, A (+1)]: the drift of decision t's position to
@@ -185,7 +218,7 @@ def held_growth(open_ta: torch.Tensor, close_ta: torch.Tensor, execution: Execut
 
 @torch.no_grad()
 def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor, holdings: torch.Tensor | None,
-           fill: torch.Tensor | None = None, rebalance_every: int = 1
+           fill: torch.Tensor | None = None, rebalance_every: int = 1, tradeable: torch.Tensor | None = None,
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Roll the deterministic policy over one window and decide its last bar.
 
@@ -198,16 +231,22 @@ def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor, holdings:
     decision [A_out], and the weights the last decision asks to hold after its fill [A_out]: its target, or for a
     cost-aware action the holdings moved toward it by the action, shown ``holdings`` (the path's own when None). The
     last decision always trades, whatever ``rebalance_every`` says of its position in the window.
+
+    ``tradeable``: the market's causal mask laid out as ``features`` ([N, A] bool; None: every asset everywhere). Each
+    decision of the window, the last one included, holds only the assets tradeable at its bar (exactly 0 on the
+    others, the rest renormalised, as ``rollout.deterministic_weights`` does in the backtester).
     """
     n, length = features.shape[0], held.shape[0] + 1
-    state_proj = policy.window_projection(features, torch.arange(n - length, n)[None])  # [1, L, K]
+    state_proj = policy.window_projection(features, torch.arange(n - length, n)[None], None, tradeable)  # [1, L, K]
     observed = torch.cat([held, torch.ones_like(held[:1])])  # the last row would drift past the decision: unused
     growth = None if fill is None else torch.cat([fill, torch.ones_like(fill[:1])])[None]
+    cols = None if tradeable is None else tradeable_columns(tradeable[n - length:], policy.include_cash)[None]
     path = generate_paths(policy, state_proj, observed[None], 0, True, None, growth=growth,
-                          rebalance_every=rebalance_every)
+                          rebalance_every=rebalance_every, tradeable=cols)
     weights, own = path.weights[0, 0], path.held[0, 0, -1]
     shown = own if holdings is None else holdings.to(torch.float32)
-    last = generate_paths(policy, state_proj[:, -1:], observed[None, -1:], 0, True, None, shown[None])
+    last = generate_paths(policy, state_proj[:, -1:], observed[None, -1:], 0, True, None, shown[None],
+                          tradeable=None if cols is None else cols[:, -1:])
     return weights, own, last.weights[0, 0, 0]
 
 
@@ -222,7 +261,6 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     # The universe is decided on the checkpoint's training bars only, as in the backtester.
     cutoff = (through_cutoff(ckpt.trained_through) if ckpt.trained_through and data_cfg.universe_through is None
               else train_end_cutoff(data_cfg, lookback))
-    refuse_union_calendar(data_cfg, "predict")
     market = load_market(data_cfg, min_bars=lookback, universe_cutoff=cutoff)
     check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
     last = str(market.timestamps[-1])[:19]
@@ -236,7 +274,10 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     notes = list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
     if ckpt.trained_through is None:
         notes.append(f"{ckpt.path} does not record its last training bar, so the data's age cannot be checked.")
-    stale = [s for s, f in zip(market.symbols, market.filled[-1]) if f]
+    mask = market_mask(market, include_cash)  # [T, A] or None (every asset tradeable at every bar)
+    excluded = untradeable_at_last_bar(market, data_cfg.max_fill_bars, data_cfg.min_listed)
+    # a tradeable asset without a print at the last bar; an untradeable one is listed in ``excluded`` instead
+    stale = [s for s, f, ok in zip(market.symbols, market.filled[-1], market.tradeable[-1]) if f and ok]
     if stale:
         notes.append(f"WARNING: the last bar of {stale} is forward-filled (no bar at {iso(market.timestamps[-1])} in "
                      "their files): the decision sees their previous close as current.")
@@ -257,9 +298,13 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
         # the path's fills drift with the open-to-open growth, known for every decision but the last two
         fill = held.clone()
         fill[:-1] = decision_growth(*window_prices, "open", include_cash).to(torch.float32)
+    if mask is not None:  # 1 off the mask, as in the backtester (the weight there is 0)
+        cols = tradeable_columns(mask[first:-1], include_cash)
+        held = growth_where_tradeable(held, cols)
+        fill = None if fill is None else growth_where_tradeable(fill, cols)
     given = None if holdings_file is None else read_holdings(holdings_file, names, include_cash)
     weights, own, target32 = decide(policy, features, held, None if given is None else torch.as_tensor(given), fill,
-                                    cfg.env.rebalance_every)
+                                    cfg.env.rebalance_every, None if mask is None else mask[history:])
     if cfg.policy.action != "target":
         notes.append(f"Action '{cfg.policy.action}': the target is what to hold after this trade, the holdings moved "
                      "toward the policy's aim by its learned rate or band, not the aim itself.")
@@ -275,6 +320,14 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
         holdings = Holdings(given, "file", str(Path(str(holdings_file)).resolve()))
     target = target32.to(torch.float64)
     target = target / target.sum()  # as the backtester normalises its float32 weights
+    if excluded:
+        notes.append(f"{len(excluded)} of {market.n_assets} assets are not tradeable at the last bar, as known at it "
+                     f"(union calendar): the target holds exactly 0 in them and is renormalised over the others"
+                     f"{' and cash' if include_cash else ''}: {', '.join(excluded)}.")
+        held_out = [sym for sym in excluded if holdings.weights[names.index(sym)] > 0]
+        if held_out:
+            notes.append(f"The holdings include {', '.join(held_out)}, not tradeable now: trading to the target sells "
+                         "them (the expected turnover and fee count that sale at their last close).")
     # The fee of trading from the holdings to the target: the env's accounting (growth not needed for it).
     acc = account(target[None], torch.ones_like(target)[None], torch.as_tensor(holdings.weights), cfg.env.cost_rate,
                   include_cash, smooth_eps=None)
@@ -288,8 +341,9 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
         data={"root": str(root), "bundled_sample": bundled, "glob": data_cfg.glob, "n_bars": n_bars,
               "first_bar": iso(market.timestamps[0]), "last_bar": iso(market.timestamps[-1]),
               "symbols": list(market.symbols), "ohlc_sha256": fingerprint.get("ohlc_sha256"),
-              "forward_filled_at_last_bar": stale},
+              "forward_filled_at_last_bar": stale, "calendar": market.calendar},
         notes=tuple(notes),
+        excluded=excluded,
     )
 
 
@@ -310,6 +364,9 @@ def summary(prediction: Prediction) -> str:
              "", f"{'symbol':<{width}}  {'target':>8}  {'holding':>8}  {'trade':>8}"]
     for name, w, h in zip(p.names, p.target, p.holdings.weights):
         lines.append(f"{name:<{width}}  {100 * w:7.2f}%  {100 * h:7.2f}%  {100 * (w - h):+7.2f}%")
+    if p.excluded:
+        lines += ["", f"Not tradeable after {p.decision_bar} (target 0):"]
+        lines += [f"  {sym}: {why}" for sym, why in p.excluded.items()]
     lines += ["", f"Holdings: {'file ' if p.holdings.source == 'file' else ''}{p.holdings.detail}.",
               f"Expected turnover {100 * p.turnover:.2f}% of wealth, fee {100 * p.fee:.4f}% of wealth "
               f"({p.cost_bps:g} bps one-way)."]

@@ -211,8 +211,8 @@ def ensemble_weights(
             fills = [actions.fill(p.cfg.action, mean_weights(a), held, pre, s)
                      for p, a, s in zip(policies, alphas, strengths)]
             out[:, t] = torch.stack(fills).mean(0)
-            if mask is not None:
-                out[:, t] = restrict_to_tradeable(out[:, t], mask[:, t], first.include_cash)
+        if mask is not None:  # on every bar, as ``generate_paths``: a holding left untradeable is sold, not carried
+            out[:, t] = restrict_to_tradeable(out[:, t], mask[:, t], first.include_cash)
         held = drift(out[:, t], observed[:, t])
         pre = held if growth is None else drift(out[:, t], growth[:, t].to(out.dtype))
     return out

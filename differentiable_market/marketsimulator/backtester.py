@@ -41,7 +41,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -50,8 +50,8 @@ from .. import baselines
 from ..baselines import registry
 from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
                           transferable, universe_difference)
-from ..config import ExperimentConfig, SplitName
-from ..data import execution_note, load_market, resolve_data_root
+from ..config import Execution, ExperimentConfig, SplitName
+from ..data import MarketData, execution_note, load_market, resolve_data_root
 from ..env import (account, decision_growth, execution_horizon, growth_where_tradeable, initial_holdings,
                    observed_growth, restrict_to_tradeable, tradeable_columns)
 from ..errors import CheckpointError, ConfigError, DataError
@@ -210,6 +210,38 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
     return out
 
 
+class Replay(NamedTuple):
+    """What replaying strategies over a market needs, per bar of the whole data (prices and growth float64).
+
+    close: [T, A] the closes (the baselines' trailing signals); growth: [T - h, A (+1)] the growth decision t earns
+    (``env.decision_growth``); seen: [T - h, A (+1)] its drift to the close of bar t + 1, what decision t + 1 is
+    shown (``env.observed_growth``); mask: bool [T, A] the market's causal tradeable mask laid out as the features
+    (``trainer.market_mask``), None when every asset is tradeable everywhere; columns: bool [T - h, A (+1)] the
+    columns decision t may hold (``env.tradeable_columns``), or None. With a mask, growth and seen are 1 on the
+    columns not tradeable at the decision (``env.growth_where_tradeable``), so no placeholder price of a union
+    calendar reaches a strategy, a drift or a baseline's accounting."""
+
+    close: torch.Tensor
+    growth: torch.Tensor
+    seen: torch.Tensor
+    mask: torch.Tensor | None
+    columns: torch.Tensor | None
+
+
+def replay_inputs(market: MarketData, execution: Execution, include_cash: bool) -> Replay:
+    """The prices, growth and tradeable mask of ``market`` (see ``Replay``): the backtester's and the study's, so
+    both trade the same assets at every bar."""
+    open_ta, close_ta = torch.tensor(market.open), torch.tensor(market.close)  # copies: market arrays are read-only
+    growth = decision_growth(open_ta, close_ta, execution, include_cash)
+    # The holdings shown to the policy at decision t+1 drift only to what is known then (the close of bar t+1).
+    seen = observed_growth(open_ta, close_ta, execution, include_cash)
+    mask = market_mask(market, include_cash)
+    if mask is None:
+        return Replay(close_ta, growth, seen, None, None)
+    cols = tradeable_columns(mask[: growth.shape[0]], include_cash)
+    return Replay(close_ta, growth_where_tradeable(growth, cols), growth_where_tradeable(seen, cols), mask, cols)
+
+
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,
                      symbols: tuple[str, ...], options: BacktestOptions, tradeable: torch.Tensor | None = None,
                      ) -> tuple[Iterator[tuple[str, str, StrategyKind, str, torch.Tensor]], np.ndarray]:
@@ -340,18 +372,9 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     features = torch.as_tensor(compute_features(market, ckpt.feature_spec))
     if features.shape[-1] != ckpt.n_features:
         raise CheckpointError(f"The features have {features.shape[-1]} columns; {ckpt.path} expects {ckpt.n_features}.")
-    open_ta = torch.tensor(market.open)  # copies: market arrays are read-only
-    close_ta = torch.tensor(market.close)
-    growth_ta = decision_growth(open_ta, close_ta, cfg.env.execution, include_cash)  # float64 [T - h, A (+1)]
-    # The holdings shown to the policy at decision t+1 drift only to what is known then (the close of bar t+1).
-    seen_ta = observed_growth(open_ta, close_ta, cfg.env.execution, include_cash)
-    mask_ta = market_mask(market, include_cash)  # [T, A] or None (every asset tradeable everywhere)
-    cols = None
-    if mask_ta is not None:
-        cols_ta = tradeable_columns(mask_ta[: growth_ta.shape[0]], include_cash)
-        growth_ta, seen_ta = growth_where_tradeable(growth_ta, cols_ta), growth_where_tradeable(seen_ta, cols_ta)
-        cols = cols_ta[torch.as_tensor(plan.decision_bars)]
+    close_ta, growth_ta, seen_ta, mask_ta, cols_ta = replay_inputs(market, cfg.env.execution, include_cash)
     bars = torch.as_tensor(plan.decision_bars)
+    cols = None if cols_ta is None else cols_ta[bars]
     growth = growth_ta[bars]  # [W, L, A (+1)]
 
     # Full float32 (no bf16 autocast): the stored weights' own precision, and cheaper on CPU for one pass.
@@ -371,7 +394,7 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
         strategies[name] = evaluate_weights(name, label, kind, w, growth, rate, include_cash, ppy, family=family,
                                             tradeable=cols)
     if mask_ta is not None:
-        notes.append(universe_note(mask_ta.numpy(), plan, market.symbols))
+        notes.append(universe_note(mask_ta.numpy(), plan.decision_bars, market.symbols))
         log(notes[-1])
     t_end = time.perf_counter()
 
@@ -401,10 +424,10 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     )
 
 
-def universe_note(tradeable_ta: np.ndarray, plan: WindowPlan, symbols: tuple[str, ...]) -> str:
-    """What the union calendar's mask did over the scored bars: assets that became tradeable (listings, halts'
-    ends) and stopped being tradeable (delistings known, halts), by name."""
-    first, last = int(plan.decision_bars.min()), int(plan.decision_bars.max())
+def universe_note(tradeable_ta: np.ndarray, decision_bars: np.ndarray, symbols: tuple[str, ...]) -> str:
+    """What the union calendar's mask [T, A] did over the scored decision bars (int, any shape): assets that became
+    tradeable (listings, halts' ends) and stopped being tradeable (delistings known, halts), by name."""
+    first, last = int(decision_bars.min()), int(decision_bars.max())
     m = tradeable_ta[max(first - 1, 0) : last + 1]
     start, stop = np.diff(m.astype(np.int8), axis=0) == 1, np.diff(m.astype(np.int8), axis=0) == -1
     never = [s for s, any_ in zip(symbols, m[1:].any(axis=0)) if not any_]

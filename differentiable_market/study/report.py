@@ -23,11 +23,12 @@ from ..baselines import registry
 from ..checkpoint import Checkpoint
 from ..config import ExperimentConfig
 from ..data import MarketData
-from ..env import account, decision_growth
+from ..env import account
+from ..marketsimulator.backtester import universe_note
 from ..errors import ConfigError
 from ..metrics import bars_per_year, path_metrics
 from . import stats
-from .oos import single_policy_log_growth, stitched_paths
+from .oos import oos_inputs, single_policy_log_growth, stitched_paths
 from .plan import Fold, WindowKind
 
 BOOTSTRAP_SEED = 0  # fixed, so a resumed study writes the same numbers
@@ -182,6 +183,10 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
                    "floored at 1/T, the sampling variance of a skill-less Sharpe estimate over T bars; the PSR "
                    "against equal weight's Sharpe treats that Sharpe as a known constant (its estimation error and "
                    "its correlation with the ensemble are ignored, so it overstates the evidence)",
+        **({"calendar": "union calendar: every strategy holds only the assets tradeable at each decision bar (the "
+                        "causal mask: listed, and a print at most --max-fill-bars bars old), equal weight is equal "
+                        "over them, and a holding in an asset that stops being tradeable (a delisting once known, or a "
+                        "halt) is sold at its last close with the fee"} if market.calendar == "union" else {}),
         "spa": "Hansen (2005) SPA on per-bar losses -log growth, studentised by the bootstrap standard error of each "
                "model's mean differential, stationary bootstrap; the models are "
                "every trial (each seed and the ensemble"
@@ -212,8 +217,8 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
     statistics["seed_spread"] = {"sharpe_min": seed_sharpes[0], "sharpe_median": float(np.median(seed_sharpes)),
                                  "sharpe_max": seed_sharpes[-1],
                                  "log_growth_per_year": {s: strategies[s]["log_growth_per_year"] for s in seeds}}
-    growth = decision_growth(torch.tensor(market.open), torch.tensor(market.close), cfg.env.execution,
-                             include_cash)[torch.as_tensor(bars)]
+    # the growth the paths were accounted with (1 off a union calendar's mask, where their weights are 0)
+    growth = oos_inputs(market, folds, cfg.env.execution, include_cash).growth[0]
     breakeven = cost_breakeven_bps(paths["ensemble"].weights, paths["equal_weight"].weights, growth, include_cash)
     statistics["cost_breakeven_bps"] = {
         "vs_equal_weight": breakeven,
@@ -230,9 +235,11 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
         })
     first, last = str(market.timestamps[bars[0]])[:19], str(market.timestamps[bars[-1]])[:19]
     iv = statistics["vs_equal_weight"]["excess_log_growth_per_year"]
+    universe = None if market.calendar != "union" else universe_note(np.asarray(market.tradeable), bars,
+                                                                      market.symbols)
     return json_safe({
         "out_of_sample": {"first_bar": first, "last_bar": last, "bars": int(bars.size), "periods_per_year": ppy,
-                          "cost_bps": cfg.env.cost_bps},
+                          "cost_bps": cfg.env.cost_bps, "universe": universe},
         "verdict": _verdict(first, last, int(bars.size), settings, cfg.env.cost_bps, iv,
                             statistics["vs_equal_weight"]["spa"]["pvalue"]),
         "strategies": strategies,
@@ -384,6 +391,8 @@ def report_html(state: dict[str, Any], extra_sections: Sequence[str] = ()) -> st
                  f"[{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]</li>")
     charts = study_charts(r)
     extra = "\n".join(extra_sections)
+    note = r["out_of_sample"].get("universe")
+    universe = f"<p>{esc(note)}</p>" if note else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Walk-forward study</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
 table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}p.verdict{{font-size:1.15em;font-weight:bold}}
@@ -404,7 +413,7 @@ a log scale: equal growth rates look equally steep whatever the wealth.</p>
 <li>Seed spread of out-of-sample Sharpe: min {s['seed_spread']['sharpe_min']:.2f}, median
 {s['seed_spread']['sharpe_median']:.2f}, max {s['seed_spread']['sharpe_max']:.2f}</li>
 <li>Cost at which the ensemble's edge over equal weight vanishes: {be_text}</li>{olmar}</ul>
-<h2>Settings</h2><p>{esc(settings_text(state["config"]))}</p>
+<h2>Settings</h2><p>{esc(settings_text(state["config"]))}</p>{universe}
 <h3>Assumptions</h3><ul>{''.join(f'<li><b>{esc(k)}</b>: {esc(v)}</li>' for k, v in s['assumptions'].items())}</ul>
 <h2>Strategies (stitched path)</h2><table><tr><th>strategy</th><th>log growth / yr</th><th>Sharpe</th>
 <th>max drawdown</th><th>turnover / bar</th></tr>{strat_rows}</table>

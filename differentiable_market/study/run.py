@@ -17,7 +17,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig, config_from_dict, config_to_dict
-from ..data import MarketData, execution_note, refuse_union_calendar
+from ..data import MarketData, execution_note
 from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
 from ..marketsimulator.run import BASELINES_HELP
@@ -58,7 +58,6 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
 
     With ``settings.search`` > 0 every fold first searches its flags (``search.py``; ``trial_runner`` runs the
     trials, by default in this process), then trains the chosen ones over the seeds."""
-    refuse_union_calendar(cfg.data, "the study")
     resuming = study_dir is not None and (study_dir / "study.json").exists()
     horizon = execution_horizon(cfg.env.execution)
     space: tuple[space_mod.Param, ...] = ()

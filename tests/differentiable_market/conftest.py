@@ -5,6 +5,8 @@
   tmp_path/"data" by default) in the loader's format and returns the folder; ``columns`` writes only some columns of
   the symbols it names (close-only and partial files).
 - ``sample_market``: the bundled daily sample, loaded once per session.
+- ``write_union_csvs(market, folder, keep)`` and ``replace_unread_prices(market, max_fill)``: files with listings,
+  delistings and halts for a union calendar, and that market with the prices no tradeable decision reads replaced.
 - Hypothesis profiles (test_fuzz.py): "default" (100 examples per test, derandomized) and "long" (2,000, for ``-m slow``
   or ``--hypothesis-profile=long``).
 """
@@ -83,6 +85,38 @@ def write_market_csvs(market: MarketData, folder: Path, columns: dict[str, tuple
             frame = frame[["timestamp", *columns[sym]]]
         frame.to_csv(folder / f"{sym}.csv", index=False, float_format="%.17g")
     return folder
+
+
+def write_union_csvs(market: MarketData, folder: Path, keep: dict[str, Callable[[int], bool]]) -> Path:
+    """``market`` written by ``write_market_csvs``, then the file of each symbol in ``keep`` cut to the bars (row
+    indices) its rule keeps: listings, delistings and halts for a union calendar. Returns the folder."""
+    import pandas as pd
+
+    write_market_csvs(market, folder)
+    for sym, rule in keep.items():
+        frame = pd.read_csv(folder / f"{sym}.csv", float_precision="round_trip")
+        frame[[rule(i) for i in range(len(frame))]].to_csv(folder / f"{sym}.csv", index=False, float_format="%.17g")
+    return folder
+
+
+def replace_unread_prices(market: MarketData, max_fill: int, horizon: int = 2, seed: int = 0) -> MarketData:
+    """A union-calendar ``market`` with every price and volume that no tradeable decision reads replaced by random
+    values: before an asset's first print, and more than ``max_fill`` + ``horizon`` bars after its last one (a
+    decision made while it is still tradeable fills and marks at the held last close of the next ``horizon``
+    bars). Mask, calendar and flags are kept."""
+    t = np.arange(market.n_bars)[:, None]
+    first = np.where(~market.filled, t, market.n_bars).min(axis=0)
+    last = np.where(~market.filled, t, -1).max(axis=0)
+    unread = (t < first) | (t > last + max_fill + horizon)
+    rng = np.random.default_rng(seed)
+    price = rng.uniform(0.01, 1e4, unread.shape)
+    new = {name: np.where(unread, value, getattr(market, name)) for name, value in (
+        ("open", price), ("high", price * 1.5), ("low", price / 1.5), ("close", price),
+        ("volume", rng.uniform(0, 1e9, unread.shape)))}
+    return MarketData.from_arrays(market.symbols, market.timestamps, new["open"], new["high"], new["low"],
+                                  new["close"], new["volume"], filled=market.filled, calendar=market.calendar,
+                                  listed=market.listed, tradeable=market.tradeable,
+                                  missing_columns=market.missing_columns)
 
 
 @pytest.fixture

@@ -82,3 +82,29 @@ def test_the_chain_leaves_the_package_functions_unwrapped(script, tmp_path: Path
     script.write_dataset(script.DataSpec(3, 2_000, 0, 0.0, 0.0, 0.2, 0.0, 0.05), tmp_path)
     script.run_chain(tmp_path, lookback=16)
     assert (data._read_series, data._align, trainer.fit_feature_spec, trainer.compute_features) == before
+
+
+def test_the_training_command_runs_on_the_calendar_of_the_chain(script, tmp_path: Path) -> None:
+    cmd = script.training_command(tmp_path, 20, ["--lookback", "32"], tmp_path / "runs", "union")
+    assert cmd[cmd.index("--calendar") + 1] == "union" and cmd[cmd.index("--epochs") + 1] == "20"
+    assert cmd[-2:] == ["--lookback", "32"]  # --train-args come last, so they override the defaults
+    default = script.training_command(tmp_path, 20, [], tmp_path / "runs")
+    assert default[default.index("--calendar") + 1] == "intersection"
+
+
+@pytest.mark.slow
+def test_training_runs_on_the_union_calendar_it_was_asked_for(script, tmp_path: Path) -> None:
+    """--calendar union --train-steps N trains on the union calendar (a late listing and an early delisting kept);
+    about 25 s on a loaded 2-core machine, most of it the child's start-up and its end-of-run outputs."""
+    import json
+
+    spec = script.DataSpec(assets=3, bars=2_000, seed=1, missing_rate=0.0, late_share=0.4, late_window=0.2,
+                           delist_share=0.4, delist_window=0.05)
+    manifest = script.write_dataset(spec, tmp_path / "data")
+    assert any(p["first"] > 0 for p in manifest["plan"]) and any(p["last"] < 1_999 for p in manifest["plan"])
+    train = script.run_training(tmp_path / "data", 2, ["--lookback", "16", "--batch-windows", "2",
+                                                       "--rollout-groups", "2", "--hidden-size", "8", "--no-compile"],
+                                tmp_path, calendar="union")
+    assert train["steps"] == 2 and train["s_per_step_after_first"] > 0
+    (config,) = (tmp_path / "runs").glob("*/config.json")
+    assert json.loads(config.read_text())["config"]["data"]["calendar"] == "union"

@@ -12,7 +12,7 @@ from differentiable_market.data import bundled_sample_dir
 from differentiable_market.env import drift, observed_growth
 from differentiable_market.errors import DataError
 from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
-from differentiable_market.predict import held_growth, main, predict, read_holdings
+from differentiable_market.predict import held_growth, main, predict, read_holdings, summary
 
 LOOKBACK = 32
 NAMES = ("AAPL", "GOOG", "IBM", "MSFT")
@@ -246,3 +246,126 @@ def test_a_close_only_file_says_when_its_fill_happens_and_that_its_features_diff
     assert any(n.startswith("Warning: 1 asset(s) lack other price columns than in the checkpoint's training data "
                             "(IBM: lacked nothing in training, lacks ['open', 'high', 'low'] here)") for n in p.notes)
     assert p.to_dict()["fill"].startswith("at the open of the bar after")
+
+
+# ------------------------------------------------------------------------------------------------ union calendar
+
+UNION_BARS = 300
+
+
+def _union_data(folder: Path) -> Path:
+    """Four random walks for a union calendar (max_fill_bars 3) over 300 days: S000 trades throughout, S001 lists at
+    bar 290, S002 prints its last bar at 270, S003 its last at 280 (a halt or a delisting: the same until prints
+    resume)."""
+    from conftest import write_union_csvs
+
+    from differentiable_market.synthetic import random_walk_market
+
+    keep = {"S001": lambda i: i >= 290, "S002": lambda i: i <= 270, "S003": lambda i: i <= 280}
+    return write_union_csvs(random_walk_market(UNION_BARS, 4, seed=8), folder, keep)
+
+
+@pytest.fixture(scope="module", params=[("flat", "target", "open"), ("cross", "band", "close")],
+            ids=["flat-target-open", "cross-band-close"])
+def union_run(request, tmp_path_factory):
+    """(run folder, backtest in windows of 16, folder of the data cut after the backtest's last decision bar) of a
+    one-step run with cash on the union calendar of ``_union_data``."""
+    from differentiable_market.config import EnvConfig
+    from differentiable_market.train import run_training
+
+    architecture, action, execution = request.param
+    tmp = tmp_path_factory.mktemp("union")
+    data = _union_data(tmp / "data")
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(data), calendar="union"), env=EnvConfig(include_cash=True, execution=execution),
+        policy=PolicyConfig(architecture=architecture, action=action, hidden_size=8, head_hidden=8, asset_hidden=8,
+                            asset_head_hidden=4),
+        train=TrainConfig(lookback=16, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          device="cpu", dtype="float32", compile="off", save_dir=str(tmp / "runs")),
+    )
+    run = run_training(cfg, progress=False, argv=[])
+    bt = run_backtest(BacktestOptions(checkpoint=str(run), window_length=16, trades=False), log=lambda *_: None)
+    t = int(bt.plan.decision_bars[-1, -1])
+    cut = _union_data(tmp / "cut")
+    for f in cut.glob("*.csv"):
+        frame = pd.read_csv(f, dtype=str)
+        frame[frame["timestamp"] <= str(bt.timestamps[t])[:10]].to_csv(f, index=False)
+    return run, bt, cut
+
+
+def test_predict_on_a_union_calendar_holds_nothing_untradeable_and_says_why(union_run):
+    run, bt, cut = union_run
+    p = predict(str(run), data_root=str(cut), log=lambda *_: None)
+    bars = bt.plan.decision_bars[-1]
+    assert p.market.calendar == "union" and p.window_bars == (int(bars[0]), int(bars[-1]))
+    assert p.names == ("S000", "S001", "S002", "S003", "CASH")
+    # S002 and S003 have had no print for more than 3 bars at the last bar: exactly 0, and said so
+    assert p.target[2] == 0.0 and p.target[3] == 0.0 and p.target[[0, 1, 4]].min() > 0
+    assert p.target.sum() == pytest.approx(1.0, abs=1e-12)
+    assert list(p.excluded) == ["S002", "S003"]
+    assert p.excluded["S002"].startswith("delisted or halted: last print 2000-09-27")  # bar 270
+    assert "more than --max-fill-bars 3" in p.excluded["S003"]
+    assert p.to_dict()["excluded"] == p.excluded
+    text = summary(p)
+    assert f"Not tradeable after {p.decision_bar} (target 0):" in text and "  S002: delisted or halted" in text
+    assert any(n.startswith("2 of 4 assets are not tradeable at the last bar") for n in p.notes)
+    # S001 lists at bar 290, inside the window: 0 before, held from its listing on
+    window = np.arange(bars[0], bars[-1] + 1)
+    assert (p.window_weights[window < 290, 1] == 0).all() and (p.window_weights[window >= 290, 1] > 0).all()
+    assert (p.window_weights[window > 274, 2] == 0).all()  # S002 untradeable from bar 274
+    # the same weights as the backtester's last window (open execution: all but the last, which needs the next open)
+    w_bt = bt.policy.weights[-1]
+    rows = slice(None) if p.execution == "close" else slice(None, -1)
+    np.testing.assert_allclose(p.window_weights[rows], w_bt[rows], rtol=0, atol=1e-6)
+    if p.execution == "close" or p.checkpoint.config.policy.action == "target":
+        np.testing.assert_allclose(p.target, w_bt[-1], rtol=0, atol=1e-6)
+
+
+def test_union_holdings_in_a_gone_asset_are_sold_and_placeholders_change_nothing(union_run, tmp_path, monkeypatch):
+    from conftest import replace_unread_prices
+
+    import differentiable_market.predict as predict_module
+
+    run, _, cut = union_run
+    held = _write_holdings(tmp_path / "h.csv", {"S000": 0.5, "S002": 0.5})
+    p = predict(str(run), holdings_file=str(held), data_root=str(cut), log=lambda *_: None)
+    assert p.target[2] == 0.0
+    assert p.turnover == pytest.approx(np.abs(p.target[:4] - p.holdings.weights[:4]).sum(), rel=1e-12)
+    assert p.turnover >= 0.5  # selling all of S002
+    assert any("The holdings include S002, not tradeable now" in n for n in p.notes)
+    # Prices no tradeable decision reads (before a listing, after a known delisting) reach nothing predict says.
+    loaded = predict_module.load_market
+    monkeypatch.setattr(predict_module, "load_market",
+                        lambda *a, **k: replace_unread_prices(loaded(*a, **k), max_fill=3))
+    q = predict(str(run), holdings_file=str(held), data_root=str(cut), log=lambda *_: None)
+    assert not np.array_equal(q.market.close, p.market.close)
+    np.testing.assert_array_equal(q.target, p.target)
+    np.testing.assert_array_equal(q.window_weights, p.window_weights)
+    assert (q.turnover, q.excluded) == (p.turnover, p.excluded)
+
+
+def test_the_reason_an_asset_is_excluded_is_what_is_known_at_the_last_bar():
+    import dataclasses
+
+    from differentiable_market.data import MarketData
+    from differentiable_market.predict import untradeable_at_last_bar
+
+    n = 10
+    ts = np.datetime64("2021-01-01", "ns") + np.arange(n) * np.timedelta64(1, "D")
+    price = np.full((n, 3), 5.0)
+    filled = np.zeros((n, 3), dtype=bool)
+    filled[:, 1] = True  # no print yet at any bar
+    filled[5:, 2] = True  # last print at bar 4
+    tradeable = ~filled
+    tradeable[5:7, 2] = True  # max_fill_bars 2: tradeable until bar 6
+    m = MarketData.from_arrays(("A", "B", "C"), ts, price, price, price, price, np.ones((n, 3)), filled=filled,
+                               calendar="union", listed=~filled, tradeable=tradeable)
+    why = untradeable_at_last_bar(m, max_fill_bars=2)
+    assert list(why) == ["B", "C"]
+    assert why["B"] == "not yet listed: no print on the calendar up to 2021-01-10"
+    assert why["C"] == ("delisted or halted: last print 2021-01-05, 5 bars before the last bar, more than "
+                        "--max-fill-bars 2")
+    assert untradeable_at_last_bar(dataclasses.replace(m, tradeable=np.ones_like(m.tradeable)), 2) == {}
+    assert untradeable_at_last_bar(m, 2, min_listed=2)["B"] == (
+        "not yet listed: no print on the calendar up to 2021-01-10 (or gone before the calendar's first bar, "
+        "2021-01-01, where --min-listed 2 starts it)")

@@ -117,3 +117,17 @@ def test_masked_deterministic_weights_do_not_look_ahead_and_ignore_untradeable_f
     w2 = deterministic_weights(policy, feats2, growth2, include_cash=True, tradeable=mask2)
     torch.testing.assert_close(w[:, :7], w2[:, :7], rtol=0, atol=0)
     assert not torch.allclose(w[:, 7:], w2[:, 7:])
+
+
+def test_a_masked_ensemble_of_one_is_its_member_between_rebalancing_bars_too():
+    """Asset 1 stops being tradeable at bar 6, between the rebalancing bars 4 and 8: the ensemble sells it there,
+    as a single policy's path does, instead of carrying it to the next rebalancing bar."""
+    from differentiable_market.rollout import ensemble_weights
+
+    policy, feats, growth = _setup(include_cash=True)
+    mask = _mask()
+    feats = feats * mask[..., None]
+    single = deterministic_weights(policy, feats, growth, include_cash=True, rebalance_every=4, tradeable=mask)
+    ens = ensemble_weights([policy], [feats], growth, rebalance_every=4, tradeable=mask)
+    assert bool((ens[:, 6:, 1] == 0).all()) and bool((ens[:, 5, 1] > 0).all())
+    torch.testing.assert_close(ens, single, rtol=0, atol=1e-6)

@@ -1,4 +1,5 @@
 import base64
+import html
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_study_config, write_market_csvs
+from conftest import replace_unread_prices, tiny_study_config, write_market_csvs, write_union_csvs
 import torch
 
 from differentiable_market.checkpoint import load_checkpoint, save_checkpoint
@@ -19,7 +20,7 @@ from differentiable_market.env import account, decision_growth, drift, initial_h
 from differentiable_market.errors import DataError
 from differentiable_market.features import compute_features, fit_feature_spec
 from differentiable_market.marketsimulator.charts import external_references, figures_html
-from differentiable_market.policy import DirichletGRUPolicy
+from differentiable_market.policy import make_policy
 from differentiable_market.rollout import deterministic_weights
 from differentiable_market.study.jobs import make_jobs, run_job
 from differentiable_market.study.oos import stitched_paths
@@ -72,23 +73,26 @@ def test_cost_breakeven_matches_its_closed_form():
     assert cost_breakeven_bps(hold[:, ::-1].copy(), hold, up, include_cash=False) == math.inf
 
 
-def _checkpoints(tmp_path, market, folds, seeds):
+def _checkpoints(tmp_path, market, folds, seeds, architecture="flat"):
     """Untrained but distinct policies saved as each fold x seed's best.pt (window context: each fold's path starts
-    its encoder cold, which the test below recomputes; test_context covers the history context's folds)."""
-    base = ExperimentConfig(policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8,
-                                                context="window"),
+    its encoder cold, which the test below recomputes; test_context covers the history context's folds). The same
+    arguments give the same weights whatever the market."""
+    base = ExperimentConfig(policy=PolicyConfig(architecture=architecture, action="target", hidden_size=8,
+                                                head_hidden=8, context="window"),
                             train=TrainConfig(lookback=16))
     members = {}
     for f in folds:
-        cfg = ExperimentConfig(data=DataConfig(split_bars=f.split_bars), policy=base.policy, train=base.train)
+        cfg = ExperimentConfig(data=DataConfig(split_bars=f.split_bars, calendar=market.calendar),
+                               policy=base.policy, train=base.train)
         spec = fit_feature_spec(market, cfg.features, f.train[1])
         members[f.index] = []
         for s in seeds:
             torch.manual_seed(100 * f.index + s)
-            policy = DirichletGRUPolicy(cfg.policy, market.n_assets, len(spec.names), False)
-            with torch.no_grad():
-                policy.head_out.weight.normal_(0, 2.0)
-                policy.head_held.weight.normal_(0, 2.0)
+            policy = make_policy(cfg.policy, market.n_assets, len(spec.names), False)
+            if architecture == "flat":
+                with torch.no_grad():
+                    policy.head_out.weight.normal_(0, 2.0)
+                    policy.head_held.weight.normal_(0, 2.0)
             path = tmp_path / f"f{f.index}s{s}.pt"
             save_checkpoint(path, config=cfg, symbols=market.symbols, feature_spec=spec, policy=policy, step=1,
                             data_fingerprint=market.fingerprint(), splits={}, best_score=0.0, trained_through="x")
@@ -446,3 +450,136 @@ def test_the_baselines_are_recorded_in_the_settings_and_resume_keeps_them(tmp_pa
     assert args.baselines == "all"
     assert main(["--resume", str(tmp_path), "--baselines", "all"]) == 2
     assert "drop --baselines all" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ union calendar
+
+
+def _union_files(folder, n_bars=500, seed=6):
+    """Four random walks written as files for a union calendar (max_fill_bars 3): S000 trades throughout, S001
+    lists at bar 400, S002 prints its last bar at 430 (untradeable from bar 434, once that is known), S003 halts on
+    bars 450..464 (untradeable on 454..464). Two folds at --oos-fraction 0.3 decide on bars 349..497."""
+    keep = {"S001": lambda i: i >= 400, "S002": lambda i: i <= 430, "S003": lambda i: not 450 <= i < 465}
+    return write_union_csvs(random_walk_market(n_bars, 4, seed=seed), folder, keep)
+
+
+def _union_market(folder):
+    from differentiable_market.data import load_market
+
+    return load_market(DataConfig(root=str(folder), calendar="union"), min_bars=1)
+
+
+@pytest.fixture(scope="module")
+def union_study(tmp_path_factory):
+    """(config, folder) of one finished 2-fold x 2-seed study with cash on the union calendar of ``_union_files``."""
+    import dataclasses
+
+    tmp = tmp_path_factory.mktemp("union_study")
+    cfg = tiny_study_config(_union_files(tmp / "data"), tmp / "studies")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, calendar="union"),
+                              env=dataclasses.replace(cfg.env, include_cash=True))
+    return cfg, run_study(cfg, StudySettings(folds=2, seeds=2, bootstrap_reps=200), log=lambda *_: None)
+
+
+def _union_paths(cfg, folder):
+    """The study's stitched paths recomputed from its folder: (market, folds, paths, bars)."""
+    from differentiable_market.study.plan import Fold
+
+    state = json.loads((folder / "study.json").read_text())
+    folds = [Fold(d["index"], tuple(d["train"]), tuple(d["validation"]), tuple(d["test"]), tuple(d["decisions"]))
+             for d in state["plan"]]
+    members = {f.index: [(s, load_checkpoint(folder / f"fold{f.index}-seed{s}" / "checkpoints" / "best.pt"))
+                         for s in (0, 1)] for f in folds}
+    market = _union_market(cfg.data.root)
+    paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, True, "open")
+    return market, folds, paths, bars
+
+
+def test_a_union_calendar_study_holds_only_tradeable_assets_and_sells_a_delisted_one(union_study):
+    cfg, folder = union_study
+    state = json.loads((folder / "study.json").read_text())
+    market, folds, paths, bars = _union_paths(cfg, folder)
+    res = state["results"]
+    for name, p in paths.items():  # the study's figures are these paths'
+        assert res["strategies"][name]["log_growth"] == pytest.approx(float(p.log_growth.sum()), abs=1e-12), name
+    cols = np.concatenate([market.tradeable[bars], np.ones((bars.size, 1), dtype=bool)], axis=1)  # + cash
+    assert (~cols).any(axis=0).tolist() == [False, True, True, True, False]  # a listing, a delisting, a halt
+    assert {"seed0", "seed1", "ensemble", "equal_weight", "buy_and_hold", "olmar", "hold:S002"} <= set(paths)
+    for name, p in paths.items():
+        assert (p.weights[~cols] == 0).all(), name
+        np.testing.assert_allclose(p.weights.sum(axis=1), 1.0, rtol=0, atol=1e-12, err_msg=name)
+        assert np.isfinite(p.log_growth).all(), name
+    # S002's delisting is known at bar 434: the ensemble held it on the bar before and sells it then, at its last
+    # close (its growth after the last print is 1), paying the fee on that sale
+    gone = int(np.flatnonzero(bars == 434)[0])
+    ens = paths["ensemble"]
+    assert ens.weights[gone - 1, 2] > 0.05 and ens.weights[gone, 2] == 0.0
+    assert ens.cost[gone] >= cfg.env.cost_rate * ens.weights[gone - 1, 2]
+    assert market.close[430:, 2].min() == market.close[430:, 2].max()  # the last close, held flat
+    # the late listing is bought once it is tradeable
+    assert ens.weights[np.flatnonzero(bars == 400)[0], 1] > 0.05
+    assert res["out_of_sample"]["universe"].startswith("Union calendar over the scored bars: 1 of 4 assets "
+                                                       "tradeable throughout")
+    assert "union calendar" in res["statistics"]["assumptions"]["calendar"]
+    assert html.escape(res["out_of_sample"]["universe"]) in (folder / "report.html").read_text()
+
+
+def test_union_equal_weight_in_the_study_is_share_counting_and_the_backtesters(union_study):
+    from differentiable_market.marketsimulator.backtester import BacktestOptions, run_backtest
+
+    cfg, folder = union_study
+    market, folds, paths, bars = _union_paths(cfg, folder)
+    # Share counting: equal over the assets tradeable at each decision, open fills, 10 bps, from cash.
+    mask, cost = market.tradeable, cfg.env.cost_rate
+    shares, log_growth = None, []
+    for t in bars:
+        fill, mark = market.open[t + 1], market.open[t + 2]
+        target = mask[t] / mask[t].sum()
+        value = 1.0 if shares is None else float((shares * fill).sum())
+        held = np.zeros_like(target) if shares is None else shares * fill / value
+        after_fee = value * (1 - cost * np.abs(target - held).sum())
+        shares = target * after_fee / fill
+        log_growth.append(np.log((shares * mark).sum() / value))
+    ew = paths["equal_weight"].log_growth
+    np.testing.assert_allclose(ew, log_growth, rtol=0, atol=1e-12)
+    # The backtester on fold 1's checkpoint scores fold 1's block from cash: the same bars, the same growth, so the
+    # same per-bar log growth after the entry bar (a constant mix's trade depends only on the bar before).
+    d0, d1 = folds[1].decisions
+    r = run_backtest(BacktestOptions(checkpoint=str(folder / "fold1-seed0"), trades=False), log=lambda *_: None)
+    np.testing.assert_array_equal(r.plan.decision_bars[0], np.arange(d0, d1))
+    np.testing.assert_allclose(r.strategies["equal_weight"].log_growth[0][1:], ew[d0 - bars[0] + 1:d1 - bars[0]],
+                               rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_placeholder_prices_outside_an_assets_life_change_no_stitched_policy_path(tmp_path, architecture):
+    market = _union_market(_union_files(tmp_path / "data"))
+    other = replace_unread_prices(market, max_fill=3)
+    assert np.abs(other.close - market.close).max() > 1  # S001 before bar 400, S002 after bar 435
+    folds = plan_folds(market.n_bars, 2, 2, 0.3, 75, 16, 16)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    paths, bars = stitched_paths(market, folds, _checkpoints(tmp_path / "a", market, folds, [0, 1], architecture),
+                                 1e-3, False, "open")
+    again, _ = stitched_paths(other, folds, _checkpoints(tmp_path / "b", other, folds, [0, 1], architecture),
+                              1e-3, False, "open")
+    assert (~market.tradeable[bars]).any(axis=0).tolist() == [False, True, True, True]
+    # OLMAR and inverse volatility read trailing closes of every asset, the flat placeholders before a listing
+    # included (as in the backtester, see the README): they are the ones that may change
+    trailing = {"olmar", "inverse_vol"}
+    assert set(paths) == set(again) and {"seed0", "seed1", "ensemble", "equal_weight", "buy_and_hold"} <= set(paths)
+    for name in set(paths) - trailing:
+        np.testing.assert_array_equal(paths[name].log_growth, again[name].log_growth, err_msg=name)
+        np.testing.assert_array_equal(paths[name].weights, again[name].weights, err_msg=name)
+
+
+def test_a_union_search_trials_stitched_path_is_the_seed_path_of_the_same_checkpoints(tmp_path):
+    """The SPA test's stitched trial paths (``single_policy_log_growth``) trade the union calendar as the seeds do."""
+    from differentiable_market.study.oos import single_policy_log_growth
+
+    market = _union_market(_union_files(tmp_path / "data"))
+    folds = plan_folds(market.n_bars, 2, 2, 0.3, 75, 16, 16)
+    members = _checkpoints(tmp_path, market, folds, [3])
+    paths, bars = stitched_paths(market, folds, members, 1e-3, False, "open")
+    trial = single_policy_log_growth(market, folds, [{k: m[0][1] for k, m in members.items()}], 1e-3, False, "open")
+    assert trial.shape == (bars.size, 1) and (~market.tradeable[bars]).any()
+    np.testing.assert_array_equal(trial[:, 0], paths["seed3"].log_growth)

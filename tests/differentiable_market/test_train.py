@@ -384,14 +384,8 @@ def test_an_explicit_execution_open_is_kept_on_a_mixed_folder_and_says_when_fill
     assert header["config"]["env"]["execution"] == "open" and header["execution"]["note"] is None
 
 
-def test_the_study_and_predict_refuse_the_union_calendar_that_training_takes():
-    from differentiable_market.config import DataConfig, ExperimentConfig
-    from differentiable_market.errors import ConfigError
+def test_the_calendar_flags_reach_the_data_config():
     from differentiable_market.flags import build_parser, config_from_args
-    from differentiable_market.study.run import StudySettings, run_study
 
     cfg = config_from_args(build_parser().parse_args(["--calendar", "union", "--min-listed", "2"]))
     assert cfg.data.calendar == "union" and cfg.data.min_listed == 2
-    with pytest.raises(ConfigError, match=r"the study cannot use data.calendar 'union' yet: training and the "
-                                          r"backtester respect the tradeable mask"):
-        run_study(ExperimentConfig(data=DataConfig(calendar="union")), StudySettings())
