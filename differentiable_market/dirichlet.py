@@ -110,23 +110,50 @@ class _ScoreTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, alpha, w, beta, mask):  # type: ignore[override]
         ctx.save_for_backward(alpha, w, beta, mask)
-        return _terms(alpha, w, beta, mask)
+        parts = [_terms(*chunk) for chunk in _row_chunks(alpha, (alpha, w, beta, mask))]
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(x) for x in zip(*parts))
 
     @staticmethod
     def backward(ctx, g_lp, g_ent, g_kl):  # type: ignore[override]
         alpha, w, beta, mask = ctx.saved_tensors
-        m = None if mask is None else mask.to(alpha.dtype)
-
-        def total(x: torch.Tensor) -> torch.Tensor:
-            return (x if m is None else x * m).sum(-1)
-
-        a0, b0 = total(alpha), total(beta)
-        k = alpha.shape[-1] if m is None else m.sum(-1)
-        trigamma_a0 = torch.polygamma(1, a0)
-        per_row = g_lp * torch.digamma(a0) + (g_ent * (a0 - k) - g_kl * (a0 - b0)) * trigamma_a0
-        log_w = torch.log(w if mask is None else torch.where(mask, w, torch.ones((), dtype=w.dtype, device=w.device)))
-        g_alpha = (per_row[..., None] + g_lp[..., None] * (log_w - torch.digamma(alpha))
-                   + torch.polygamma(1, alpha) * (g_kl[..., None] * (alpha - beta) - g_ent[..., None] * (alpha - 1.0)))
-        if m is not None:
-            g_alpha = g_alpha * m
+        chunks = _row_chunks(alpha, (alpha, w, beta, mask, g_lp, g_ent, g_kl))
+        grads = [_terms_grad(*chunk) for chunk in chunks]
+        g_alpha = grads[0] if len(grads) == 1 else torch.cat(grads)
         return g_alpha.sum_to_size(alpha.shape), None, None, None
+
+
+ROW_CHUNK_ELEMENTS = 1 << 22  # elements of alpha per chunk of the fused terms: their temporaries stay cache-sized
+
+
+def _row_chunks(alpha: torch.Tensor, tensors: tuple) -> list[tuple]:
+    """``tensors`` cut into chunks of rows (dim 0) of about ``ROW_CHUNK_ELEMENTS`` of ``alpha``; a tensor that is None
+    or broadcast along dim 0 is passed whole to every chunk. The elementwise work of the terms then holds one chunk's
+    temporaries at a time (each would be the size of alpha: 0.4 GB at 1,024 assets)."""
+    n = alpha.shape[0] if alpha.dim() > 1 else 1
+    rows = max(1, ROW_CHUNK_ELEMENTS // max(1, alpha.numel() // n))
+    if rows >= n:
+        return [tensors]
+
+    def cut(x, i):
+        if x is None or x.dim() == 0 or x.shape[0] != n:
+            return x
+        return x[i:i + rows]
+
+    return [tuple(cut(x, i) for x in tensors) for i in range(0, n, rows)]
+
+
+def _terms_grad(alpha, w, beta, mask, g_lp, g_ent, g_kl) -> torch.Tensor:
+    """The gradient of the three terms in alpha (``_ScoreTerms``), in the shape alpha broadcasts to."""
+    m = None if mask is None else mask.to(alpha.dtype)
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        return (x if m is None else x * m).sum(-1)
+
+    a0, b0 = total(alpha), total(beta)
+    k = alpha.shape[-1] if m is None else m.sum(-1)
+    trigamma_a0 = torch.polygamma(1, a0)
+    per_row = g_lp * torch.digamma(a0) + (g_ent * (a0 - k) - g_kl * (a0 - b0)) * trigamma_a0
+    log_w = torch.log(w if mask is None else torch.where(mask, w, torch.ones((), dtype=w.dtype, device=w.device)))
+    g_alpha = (per_row[..., None] + g_lp[..., None] * (log_w - torch.digamma(alpha))
+               + torch.polygamma(1, alpha) * (g_kl[..., None] * (alpha - beta) - g_ent[..., None] * (alpha - 1.0)))
+    return g_alpha if m is None else g_alpha * m

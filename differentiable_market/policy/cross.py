@@ -233,15 +233,33 @@ class _AffineHead(torch.autograd.Function):
     def forward(ctx, state_proj, held_rel, floor, cap):  # type: ignore[override]
         ctx.save_for_backward(state_proj, held_rel)
         ctx.floor, ctx.cap = floor, cap
-        return _affine_alpha(state_proj, held_rel, floor, cap)
+        parts = [_affine_alpha(sp, h, floor, cap) for sp, h in _row_chunks(state_proj, held_rel)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad_alpha):  # type: ignore[override]
         state_proj, held_rel = ctx.saved_tensors
-        raw = state_proj[..., 0] + state_proj[..., 1] * held_rel
-        if raw.dtype not in (torch.float32, torch.float64):
-            raw = raw.float()
-        g_raw = grad_alpha * torch.sigmoid(raw) * (F.softplus(raw) + ctx.floor < ctx.cap)
-        g_a = g_raw.sum_to_size(state_proj.shape[:-1])
-        g_b = (g_raw * held_rel).sum_to_size(state_proj.shape[:-1])
-        return torch.stack([g_a, g_b], -1).to(state_proj.dtype), None, None, None
+        parts = []
+        for sp, h, g in _row_chunks(state_proj, held_rel, grad_alpha):
+            raw = sp[..., 0] + sp[..., 1] * h
+            if raw.dtype not in (torch.float32, torch.float64):
+                raw = raw.float()
+            g_raw = g * torch.sigmoid(raw) * (F.softplus(raw) + ctx.floor < ctx.cap)
+            shape = sp.shape[:-1]
+            parts.append(torch.stack([g_raw.sum_to_size(shape), (g_raw * h).sum_to_size(shape)], -1))
+        g_sp = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return g_sp.to(state_proj.dtype), None, None, None
+
+
+HEAD_ROW_ELEMENTS = 1 << 22  # concentrations per chunk of the affine head's teacher-forced pass
+
+
+def _row_chunks(state_proj: torch.Tensor, *rest: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """``(state_proj, *rest)`` in chunks of rows (dim 0) of about ``HEAD_ROW_ELEMENTS`` concentrations, so the
+    head's temporaries are a chunk's, not a tensor per window x rollout x bar x asset each; one chunk when the
+    leading dims differ (a broadcast layout)."""
+    n = state_proj.shape[0]
+    if state_proj.dim() != rest[0].dim() + 1 or any(x.shape[0] != n for x in rest):
+        return [(state_proj, *rest)]
+    rows = max(1, HEAD_ROW_ELEMENTS // max(1, rest[0].numel() // n))
+    return [(state_proj[i:i + rows], *(x[i:i + rows] for x in rest)) for i in range(0, n, rows)]

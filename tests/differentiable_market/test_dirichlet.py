@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
@@ -63,9 +64,13 @@ def test_masked_terms_equal_the_dirichlet_of_the_tradeable_subset_exactly():
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
 
 
-def test_closed_form_backward_matches_finite_differences_and_autograd_of_the_formulas():
+@pytest.mark.parametrize("chunk", [None, 6])
+def test_closed_form_backward_matches_finite_differences_and_autograd_of_the_formulas(chunk, monkeypatch):
     """The fused terms' gradient in alpha (closed form, nothing saved but the inputs) against finite differences and
-    against autograd through the plain formulas, for every mix of the three outputs, with and without a mask."""
+    against autograd through the plain formulas, for every mix of the three outputs, with and without a mask, whole
+    and in chunks of one row."""
+    if chunk is not None:
+        monkeypatch.setattr(dirichlet, "ROW_CHUNK_ELEMENTS", chunk)
     alpha, beta = _alphas(6, (3, 4, 6)), _alphas(7, (3, 4, 6))
     w = Dirichlet(alpha).sample()
     mask = torch.rand(3, 1, 6, generator=torch.Generator().manual_seed(8)) < 0.6
@@ -84,6 +89,8 @@ def test_closed_form_backward_matches_finite_differences_and_autograd_of_the_for
          lambda a: dirichlet._terms(a, w_masked, beta, mask), w_masked),
     ):
         assert torch.autograd.gradcheck(lambda a: scalar(fused(a)), (alpha.clone().requires_grad_(),))
+        for x, y in zip(fused(alpha), plain(alpha)):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
         a1, a2 = alpha.clone().requires_grad_(), alpha.clone().requires_grad_()
         scalar(fused(a1)).backward()
         scalar(plain(a2)).backward()

@@ -145,7 +145,7 @@ def test_gradients_match_finite_differences_in_float64():
 
 
 @pytest.mark.parametrize("include_cash", [True, False])
-def test_the_affine_head_is_softplus_of_a_plus_b_times_the_relative_held_weight(include_cash):
+def test_the_affine_head_is_softplus_of_a_plus_b_times_the_relative_held_weight(include_cash, monkeypatch):
     policy = _policy(n_assets=5, include_cash=include_cash, asset_head="affine")
     features = torch.randn(2, 12, 5, 6, dtype=torch.float64)
     policy = policy.double()
@@ -179,13 +179,17 @@ def test_the_affine_head_is_softplus_of_a_plus_b_times_the_relative_held_weight(
     # teacher forcing takes the fused route (nothing saved but its inputs); its gradient is autograd's of the formula
     from differentiable_market.policy.cross import _affine_alpha
 
-    sp1, sp2 = sp.detach().clone().requires_grad_(), sp.detach().clone().requires_grad_()
     g = torch.randn(2, 3, 12, policy.n_out, dtype=torch.float64)
-    fused = policy.concentrations(sp1[:, None], held)
-    assert "AffineHead" in type(fused.grad_fn).__name__
-    (fused * g).sum().backward()
-    (_affine_alpha(sp2[:, None], rel, policy.cfg.alpha_floor, policy.cfg.alpha_max) * g).sum().backward()
-    torch.testing.assert_close(sp1.grad, sp2.grad, rtol=1e-12, atol=1e-12)
+    for chunk in (1 << 22, 1):  # whole, and one window per chunk
+        monkeypatch.setattr("differentiable_market.policy.cross.HEAD_ROW_ELEMENTS", chunk)
+        sp1, sp2 = sp.detach().clone().requires_grad_(), sp.detach().clone().requires_grad_()
+        fused = policy.concentrations(sp1[:, None], held)
+        assert "AffineHead" in type(fused.grad_fn).__name__
+        (fused * g).sum().backward()
+        plain = _affine_alpha(sp2[:, None], rel, policy.cfg.alpha_floor, policy.cfg.alpha_max)
+        (plain * g).sum().backward()
+        torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(sp1.grad, sp2.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_an_untrained_affine_policy_starts_at_the_mlp_heads_flat_dirichlet():
