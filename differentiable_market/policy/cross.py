@@ -32,7 +32,8 @@ from .base import DirichletPolicy
 from .encoders import ENCODERS
 from .head import _ChunkedHead, _head
 
-CHECKPOINT_CHUNK_ELEMENTS = 1 << 24  # activations per recomputed chunk under --gradient-checkpointing: 64 MiB float32
+TOKEN_CHUNK_ELEMENTS = 1 << 24  # activations per chunk of the token pipeline without gradient or when it is
+# recomputed (--gradient-checkpointing): 64 MiB of float32
 
 
 class PooledMixing(nn.Module):
@@ -127,8 +128,9 @@ class CrossSectionalPolicy(DirichletPolicy):
                 mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
         enabled = autocast_dtype is not None
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
-            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                h = self._checkpointed_tokens(x, (b, a, t), mask)
+            recompute = self.cfg.gradient_checkpointing and torch.is_grad_enabled()
+            if recompute or not torch.is_grad_enabled():
+                h = self._chunked_tokens(x, (b, a, t), mask, recompute)
             else:
                 h = self._tokens(x, (b, a, t), mask)
         return h if h.dtype == torch.float64 else h.float()
@@ -138,22 +140,26 @@ class CrossSectionalPolicy(DirichletPolicy):
         b, a, t = shape
         return self._mix(self._with_cash(self._encode_assets(x).reshape(b, a, t, -1).transpose(1, 2)), mask)
 
-    def _checkpointed_tokens(self, x: torch.Tensor, shape: tuple[int, int, int],
-                             mask: torch.Tensor | None) -> torch.Tensor:
-        """``_tokens`` with every per-token activation (input layer, encoder, mixing) recomputed in backward: the
-        step keeps the encoded and the mixed tokens, not the dozen [B, T, A, H] tensors in between. The encoder is
-        recomputed in chunks of assets (each asset's sequence is independent) and the mixing in chunks of bars (each
-        bar's tokens are), so the recomputation too holds only a chunk's activations: at 1,024 assets over a
-        2,500-bar history one recomputed layer would be 0.3 GB per tensor."""
+    def _chunked_tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None,
+                        recompute: bool) -> torch.Tensor:
+        """``_tokens`` with the encoder run in chunks of assets (each asset's sequence is independent) and the
+        mixing in chunks of bars (each bar's tokens are), so that what is live at once is a chunk's activations, not
+        a dozen [B, T, A, H] tensors (at 1,024 assets over a 2,500-bar history, 0.3 GB each). Used without
+        gradient (the reference policy, evaluation) and, with ``recompute``, under gradient checkpointing: every
+        per-token activation is then recomputed chunk by chunk in backward, and the step keeps the encoded and the
+        mixed tokens only."""
         b, a, t = shape
         hidden = self.cfg.asset_hidden
-        rows = max(1, CHECKPOINT_CHUNK_ELEMENTS // (t * hidden))
-        encoded = torch.cat([checkpoint(self._encode_assets, x[i:i + rows], use_reentrant=False)
-                             for i in range(0, x.shape[0], rows)])
+
+        def run(fn, *args):
+            return checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
+
+        rows = max(1, TOKEN_CHUNK_ELEMENTS // (t * hidden))
+        encoded = torch.cat([run(self._encode_assets, x[i:i + rows]) for i in range(0, x.shape[0], rows)])
         tokens = self._with_cash(encoded.reshape(b, a, t, -1).transpose(1, 2))
-        bars = max(1, CHECKPOINT_CHUNK_ELEMENTS // (b * tokens.shape[2] * hidden))
-        return torch.cat([checkpoint(self._mix, tokens[:, i:i + bars], None if mask is None else mask[:, i:i + bars],
-                                     use_reentrant=False) for i in range(0, t, bars)], dim=1)
+        bars = max(1, TOKEN_CHUNK_ELEMENTS // (b * tokens.shape[2] * hidden))
+        return torch.cat([run(self._mix, tokens[:, i:i + bars], None if mask is None else mask[:, i:i + bars])
+                          for i in range(0, t, bars)], dim=1)
 
     def _encode_assets(self, x: torch.Tensor) -> torch.Tensor:
         """Input layer and encoder over per-asset sequences [N, T, F] -> [N, T, H]."""

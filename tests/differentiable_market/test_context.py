@@ -221,7 +221,7 @@ def test_a_history_study_stitches_paths_that_read_every_bar_before_each_fold(tmp
 def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the_same_gradients(include_cash, chunk,
                                                                                                  monkeypatch):
     if chunk is not None:  # recompute one asset's encoder and one bar's mixing at a time
-        monkeypatch.setattr("differentiable_market.policy.cross.CHECKPOINT_CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_CHUNK_ELEMENTS", chunk)
     features = torch.randn(60, 5, 6, dtype=torch.float64)
     bars = torch.stack([torch.arange(10, 30), torch.arange(35, 55)])
     mask = torch.rand(60, 5) > 0.2
@@ -234,3 +234,17 @@ def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("include_cash", [True, False])
+def test_cross_tokens_without_gradient_run_in_chunks_with_the_same_values(include_cash, monkeypatch):
+    """The reference policy and evaluation encode in chunks of assets and mix in chunks of bars: same numbers."""
+    features = torch.randn(40, 5, 6, dtype=torch.float64)
+    bars = torch.stack([torch.arange(5, 25), torch.arange(15, 35)])
+    mask = torch.rand(40, 5) > 0.2
+    policy = _policy("cross", "history", n_assets=5, include_cash=include_cash, asset_head="affine").double()
+    whole = policy.window_projection(features, bars, None, mask)  # with gradient: one pass
+    monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_CHUNK_ELEMENTS", 1)
+    with torch.no_grad():
+        chunked = policy.window_projection(features, bars, None, mask)
+    torch.testing.assert_close(chunked, whole.detach(), rtol=1e-12, atol=1e-14)
