@@ -185,7 +185,7 @@ class CrossSectionalPolicy(DirichletPolicy):
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K or 2] and
         the held weights [..., T, A_out] (broadcastable)."""
-        return self._alpha(state_proj, held * self._held_scale(held))
+        return self._alpha(state_proj, held, self._held_scale(held))
 
     def bar_head(self, state_proj: torch.Tensor, n_rows: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
         """The head for the rollout loop: ``f(t, held_t)`` maps holdings [n_rows, B, A_out] shown at bar t to
@@ -193,7 +193,7 @@ class CrossSectionalPolicy(DirichletPolicy):
         sp = state_proj.float()
         n_out = sp.shape[-2]
         scale = self._held_scale(torch.empty(n_out, device=sp.device))  # once per window, not once per bar
-        return lambda t, held_t: self._alpha(sp[None, :, t], held_t * scale)
+        return lambda t, held_t: self._alpha(sp[None, :, t], held_t, scale)
 
     def _held_scale(self, held: torch.Tensor) -> torch.Tensor:
         """Per column of ``held`` [..., A_out]: A_out for an asset, so its held weight relative to equal weight
@@ -205,15 +205,16 @@ class CrossSectionalPolicy(DirichletPolicy):
             scale[-1] = 1.0
         return scale
 
-    def _alpha(self, state_proj: torch.Tensor, held_rel: torch.Tensor) -> torch.Tensor:
-        """The head on scaled holdings [..., A_out]: the chunked version when the leading dims match (teacher
-        forcing, with gradient), the plain one otherwise (the rollout's broadcast layout); for the affine head,
-        softplus(a + b h) elementwise."""
+    def _alpha(self, state_proj: torch.Tensor, held: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The head on holdings [..., A_out] scaled by ``scale`` [A_out] (``_held_scale``): the chunked version when
+        the leading dims match (teacher forcing, with gradient), the plain one otherwise (the rollout's broadcast
+        layout); for the affine head, softplus(a + b h) elementwise (``_AffineHead`` with gradient)."""
         if self.cfg.asset_head == "affine":
-            if torch.is_grad_enabled() and state_proj.requires_grad and not held_rel.requires_grad:
-                return _AffineHead.apply(state_proj, held_rel, self.cfg.alpha_floor, self.cfg.alpha_max)
-            return _affine_alpha(state_proj, held_rel, self.cfg.alpha_floor, self.cfg.alpha_max)
-        held_rel = held_rel[..., None]
+            if torch.is_grad_enabled() and state_proj.requires_grad and not held.requires_grad:
+                # the scaled holdings are formed chunk by chunk inside: a tensor that size is not kept for backward
+                return _AffineHead.apply(state_proj, held, scale, self.cfg.alpha_floor, self.cfg.alpha_max)
+            return _affine_alpha(state_proj, held * scale, self.cfg.alpha_floor, self.cfg.alpha_max)
+        held_rel = (held * scale)[..., None]
         args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
                 self.cfg.alpha_max)
         if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:
@@ -236,17 +237,18 @@ class _AffineHead(torch.autograd.Function):
     the cap does not bind, and d alpha / d b = that times h."""
 
     @staticmethod
-    def forward(ctx, state_proj, held_rel, floor, cap):  # type: ignore[override]
-        ctx.save_for_backward(state_proj, held_rel)
+    def forward(ctx, state_proj, held, scale, floor, cap):  # type: ignore[override]
+        ctx.save_for_backward(state_proj, held, scale)
         ctx.floor, ctx.cap = floor, cap
-        parts = [_affine_alpha(sp, h, floor, cap) for sp, h in _row_chunks(state_proj, held_rel)]
+        parts = [_affine_alpha(sp, h * scale, floor, cap) for sp, h in _row_chunks(state_proj, held)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad_alpha):  # type: ignore[override]
-        state_proj, held_rel = ctx.saved_tensors
+        state_proj, held, scale = ctx.saved_tensors
         parts = []
-        for sp, h, g in _row_chunks(state_proj, held_rel, grad_alpha):
+        for sp, h, g in _row_chunks(state_proj, held, grad_alpha):
+            h = h * scale
             raw = sp[..., 0] + sp[..., 1] * h
             if raw.dtype not in (torch.float32, torch.float64):
                 raw = raw.float()
@@ -254,7 +256,7 @@ class _AffineHead(torch.autograd.Function):
             shape = sp.shape[:-1]
             parts.append(torch.stack([g_raw.sum_to_size(shape), (g_raw * h).sum_to_size(shape)], -1))
         g_sp = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return g_sp.to(state_proj.dtype), None, None, None
+        return g_sp.to(state_proj.dtype), None, None, None, None
 
 
 HEAD_ROW_ELEMENTS = 1 << 22  # concentrations per chunk of the affine head's teacher-forced pass
