@@ -284,8 +284,12 @@ class GRPOLoss:
         windows: Windows,
         generator: torch.Generator | None,
         autocast_dtype: torch.dtype | None,
+        projections: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[Rollouts, torch.Tensor]:
         """Sample the rollouts of the windows; also returns the encoder's state projection, with gradient.
+
+        ``projections``: the policy's (with gradient) and the reference's state projections of these windows when
+        the caller has computed them (one history pass shared by every microbatch); None computes them here.
 
         ``windows.growth`` is each decision's accounting growth; ``windows.observed`` its growth up to the next
         decision, which drifts the holdings the policy is shown (in open execution the next open is not yet known).
@@ -293,7 +297,10 @@ class GRPOLoss:
         cfg, policy = self.cfg, self.policy
         groups = cfg.train.rollout_groups
         growth, observed = windows.growth, windows.observed
-        state_proj = window_states(policy, self.features, windows, autocast_dtype, self.tradeable)
+        if projections is None:
+            state_proj = window_states(policy, self.features, windows, autocast_dtype, self.tradeable)
+        else:
+            state_proj = projections[0]
         paths = generate_paths(policy, state_proj.detach(), observed, groups, cfg.train.pathwise_weight > 0, generator,
                                growth=growth, rebalance_every=cfg.env.rebalance_every, tradeable=windows.tradeable)
         sampled = paths.targets[:, :groups]
@@ -304,7 +311,8 @@ class GRPOLoss:
                                        training=True, tradeable=mask)  # [B, G]
             std = rewards.std(dim=1, keepdim=True)
             advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-8)
-            ref_proj = window_states(reference, self.features, windows, autocast_dtype, self.tradeable)
+            ref_proj = (window_states(reference, self.features, windows, autocast_dtype, self.tradeable)
+                        if projections is None else projections[1])
             alpha_ref = reference.concentrations(ref_proj[:, None], paths.held[:, :groups])
         return Rollouts(windows, paths.held, sampled, advantages, alpha_ref, rewards), state_proj
 
@@ -474,20 +482,36 @@ class Trainer:
         rollouts: list[Rollouts] = []
         total = torch.zeros(len(TRAIN_STATS), device=self.device)
         skipped = False
+        # In the history context every window reads one causal pass over the history: with microbatches it runs
+        # once per step, not once per microbatch. Each microbatch's backward stops at a detached copy of the
+        # projections, whose gradient then goes through the pass in one backward.
+        shared = self.policy.cfg.context == "history" and len(parts) > 1
+        ref_all = None
         for update in range(tc.updates_per_batch):
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
             stats = torch.zeros(len(TRAIN_STATS), device=self.device)
+            if shared:
+                proj_all = window_states(self.policy, self.tensors.features, windows, self.autocast,
+                                         self.tensors.tradeable)
+                leaf = proj_all.detach().requires_grad_()
+                if ref_all is None:
+                    with torch.no_grad():
+                        ref_all = window_states(self.reference, self.tensors.features, windows, self.autocast,
+                                                self.tensors.tradeable)
             for i, part in enumerate(parts):
                 if update == 0:
+                    given = (leaf[part], ref_all[part]) if shared else None
                     ro, state_proj = self.loss_fn.collect(self.reference, windows.part(part), self.actions,
-                                                          self.autocast)
+                                                          self.autocast, given)
                     rollouts.append(ro)
                 else:
-                    ro, state_proj = rollouts[i], None
+                    ro, state_proj = rollouts[i], (leaf[part] if shared else None)
                 loss, mb_stats = self.loss_fn.loss(ro, state_proj, self.autocast)
                 (loss * (mb / tc.batch_windows)).backward()
                 stats += mb_stats * (mb / tc.batch_windows)
+            if shared and leaf.grad is not None:
+                proj_all.backward(leaf.grad)
             stats[-1] = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip, foreach=True)
             # The one host sync per update: a non-finite loss or gradient must not reach the weights.
             if not bool(torch.isfinite(stats).all()):

@@ -56,6 +56,32 @@ def test_microbatches_accumulate_to_the_full_batch_gradient():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_history_context_microbatches_share_one_pass_and_give_the_full_batch_step(architecture, monkeypatch):
+    """In the history context a step with microbatches runs the history pass once for the policy and once for the
+    reference (not once per microbatch), and its update equals the unbatched step's (pathwise term only, so the
+    loss does not depend on the sampled rollouts)."""
+    from differentiable_market.policy.base import DirichletPolicy
+
+    market = random_walk_market(400, 3, seed=2)
+    calls = []
+    original = DirichletPolicy.window_projection
+    monkeypatch.setattr(DirichletPolicy, "window_projection",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    params = []
+    for mb in (None, 4):
+        cfg = _cfg(architecture=architecture, microbatch_windows=mb, pg_weight=0.0, kl_weight=0.0,
+                   entropy_weight=0.0, dtype="float32")
+        assert cfg.policy.context == "history"
+        tr = _trainer(market, cfg)
+        calls.clear()
+        assert tr.step() is not None
+        assert len(calls) == 2  # the policy's pass and the reference's, whatever the microbatch count
+        params.append([p.detach().clone() for p in tr.policy.parameters()])
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
 def test_non_finite_step_is_skipped_counted_and_leaves_weights_unchanged():
     market = random_walk_market(400, 3, seed=3)
     tr = _trainer(market, _cfg())
