@@ -213,7 +213,7 @@ def evaluate_weights(name: str, label: str, kind: StrategyKind, w_wla: torch.Ten
 class Replay(NamedTuple):
     """What replaying strategies over a market needs, per bar of the whole data (prices and growth float64).
 
-    close: [T, A] the closes (the baselines' trailing signals); growth: [T - h, A (+1)] the growth decision t earns
+    close: [T, A] the closes (the baselines' trailing signals; with a mask, ``signal_closes``); growth: [T - h, A (+1)] the growth decision t earns
     (``env.decision_growth``); seen: [T - h, A (+1)] its drift to the close of bar t + 1, what decision t + 1 is
     shown (``env.observed_growth``); mask: bool [T, A] the market's causal tradeable mask laid out as the features
     (``trainer.market_mask``), None when every asset is tradeable everywhere; columns: bool [T - h, A (+1)] the
@@ -239,7 +239,26 @@ def replay_inputs(market: MarketData, execution: Execution, include_cash: bool) 
     if mask is None:
         return Replay(close_ta, growth, seen, None, None)
     cols = tradeable_columns(mask[: growth.shape[0]], include_cash)
-    return Replay(close_ta, growth_where_tradeable(growth, cols), growth_where_tradeable(seen, cols), mask, cols)
+    return Replay(signal_closes(close_ta, mask), growth_where_tradeable(growth, cols),
+                  growth_where_tradeable(seen, cols), mask, cols)
+
+
+def signal_closes(close_ta: torch.Tensor, mask_ta: torch.Tensor) -> torch.Tensor:
+    """Closes [T, A] for the baselines' trailing signals on a union calendar: where an asset is not tradeable at
+    bar t (``mask_ta``, causal) its close is the last close it had while tradeable, and before its first tradeable
+    bar the first one (so the series is flat there, with price relatives of exactly 1). No placeholder price outside
+    an asset's life reaches a signal, and no jump from a placeholder to the listing price looks like a move; an
+    asset never tradeable reads 1."""
+    close = close_ta.numpy()
+    valid = mask_ta.cpu().numpy().astype(bool)
+    t_len = close.shape[0]
+    last = np.where(valid, np.arange(t_len)[:, None], -1)
+    np.maximum.accumulate(last, axis=0, out=last)
+    first = np.where(valid.any(0), valid.argmax(0), 0)
+    source = np.where(last >= 0, last, first[None, :])
+    out = np.take_along_axis(close, source, axis=0)
+    out[:, ~valid.any(0)] = 1.0
+    return torch.from_numpy(np.ascontiguousarray(out))
 
 
 def baseline_weights(close_ta: torch.Tensor, bars_wl: torch.Tensor, growth_wla: torch.Tensor, include_cash: bool,

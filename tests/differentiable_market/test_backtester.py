@@ -534,3 +534,26 @@ def test_a_union_calendar_trains_and_backtests_the_churn_universe_end_to_end(tmp
         log_growth.append(np.log((shares * mark).sum() / value))
     total = float(np.expm1(np.sum(log_growth)))
     assert report["strategies"]["equal_weight"]["mean"]["total_return"] == pytest.approx(total, rel=1e-9)
+
+
+def test_signal_closes_hold_each_asset_flat_outside_its_tradeable_life():
+    """The baselines' closes on a union calendar: the last tradeable close through a halt and after a delisting, the
+    first tradeable close before a listing, 1 for an asset never tradeable; tradeable bars keep their close."""
+    from differentiable_market.marketsimulator.backtester import signal_closes
+
+    close = torch.tensor([[10.0, 99.0, 5.0, 7.0],
+                          [11.0, 98.0, 6.0, 7.0],
+                          [12.0, 20.0, 77.0, 7.0],
+                          [13.0, 21.0, 78.0, 7.0],
+                          [14.0, 22.0, 8.0, 7.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 0, 1, 0],
+                         [1, 0, 1, 0],
+                         [1, 1, 0, 0],
+                         [0, 1, 0, 0],
+                         [0, 1, 1, 0]], dtype=torch.bool)
+    expect = torch.tensor([[10.0, 20.0, 5.0, 1.0],
+                           [11.0, 20.0, 6.0, 1.0],
+                           [12.0, 20.0, 6.0, 1.0],
+                           [12.0, 21.0, 6.0, 1.0],
+                           [12.0, 22.0, 8.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(signal_closes(close, mask), expect)

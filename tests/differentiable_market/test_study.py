@@ -563,11 +563,11 @@ def test_placeholder_prices_outside_an_assets_life_change_no_stitched_policy_pat
     again, _ = stitched_paths(other, folds, _checkpoints(tmp_path / "b", other, folds, [0, 1], architecture),
                               1e-3, False, "open")
     assert (~market.tradeable[bars]).any(axis=0).tolist() == [False, True, True, True]
-    # OLMAR and inverse volatility read trailing closes of every asset, the flat placeholders before a listing
-    # included (as in the backtester, see the README): they are the ones that may change
-    trailing = {"olmar", "inverse_vol"}
-    assert set(paths) == set(again) and {"seed0", "seed1", "ensemble", "equal_weight", "buy_and_hold"} <= set(paths)
-    for name in set(paths) - trailing:
+    # every strategy, the baselines with trailing signals (OLMAR, inverse volatility) included: their closes are the
+    # tradeable ones, held flat outside each asset's life (``signal_closes``)
+    assert set(paths) == set(again)
+    assert {"seed0", "seed1", "ensemble", "equal_weight", "buy_and_hold", "olmar", "inverse_vol"} <= set(paths)
+    for name in paths:
         np.testing.assert_array_equal(paths[name].log_growth, again[name].log_growth, err_msg=name)
         np.testing.assert_array_equal(paths[name].weights, again[name].weights, err_msg=name)
 
