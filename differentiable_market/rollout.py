@@ -224,5 +224,5 @@ def _projection(policy: Policy, features: torch.Tensor, bars: torch.Tensor | Non
     else of the bars [B, T] of the history [T_all, A, F] (``policy.window_projection``); ``tradeable`` laid out
     as ``features`` without its last dim, or None."""
     if bars is None:
-        return policy.state_projection(policy.encode(features, autocast_dtype, tradeable))
+        return policy.projection(features, autocast_dtype, tradeable)
     return policy.window_projection(features, bars, autocast_dtype, tradeable)

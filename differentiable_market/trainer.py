@@ -205,7 +205,7 @@ def window_states(policy: Policy, features: torch.Tensor, windows: Windows,
         return sp.gather(2, index)
     picked = features[windows.bars[:, :, None], windows.assets[:, None, :]]  # [B, T, k, F]
     mask = None if tradeable is None else tradeable[windows.bars[:, :, None], windows.assets[:, None, :]]
-    return policy.state_projection(policy.encode(picked, autocast_dtype, mask))
+    return policy.projection(picked, autocast_dtype, mask)
 
 
 @dataclass

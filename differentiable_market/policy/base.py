@@ -66,10 +66,15 @@ class DirichletPolicy(nn.Module):
         """
         if self.cfg.context == "window":
             mask = None if tradeable is None else tradeable[bars]
-            return self.state_projection(self.encode(features[bars], autocast_dtype, mask))
+            return self.projection(features[bars], autocast_dtype, mask)
         stop = int(bars.max()) + 1
         mask = None if tradeable is None else tradeable[None, :stop]
-        return self.state_projection(self.encode(features[None, :stop], autocast_dtype, mask))[0][bars]
+        return self.projection(features[None, :stop], autocast_dtype, mask)[0][bars]
+
+    def projection(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None,
+                   tradeable: torch.Tensor | None = None) -> torch.Tensor:
+        """``state_projection(encode(features, ...))``: what the head needs of windows of features [B, T, A, F]."""
+        return self.state_projection(self.encode(features, autocast_dtype, tradeable))
 
     def state_projection(self, h: torch.Tensor) -> torch.Tensor:
         """The held-weights-independent part of the head's first layer (flat [..., T, K], cross [..., T, A_out, K]);

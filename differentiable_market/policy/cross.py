@@ -117,6 +117,16 @@ class CrossSectionalPolicy(DirichletPolicy):
         """Token states [B, T, A_out, H] (float32) from features [B, T, A, F]; bar t uses bars <= t only. With
         ``tradeable`` (bool [B, T, A], the causal mask), the tokens of untradeable assets are left out of the mixing
         (pooled mean, attention keys); cash always takes part."""
+        return self._run(features, autocast_dtype, tradeable, project=False)
+
+    def projection(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None,
+                   tradeable: torch.Tensor | None = None) -> torch.Tensor:
+        """``state_projection(encode(...))``; in chunks (without gradient, or recomputed under gradient
+        checkpointing) each chunk of bars is projected as it is mixed, so the mixed tokens are not kept whole."""
+        return self._run(features, autocast_dtype, tradeable, project=True)
+
+    def _run(self, features: torch.Tensor, autocast_dtype: torch.dtype | None, tradeable: torch.Tensor | None,
+             project: bool) -> torch.Tensor:
         b, t, a, f = features.shape
         if f != self.n_features:
             raise ValueError(f"features have {f} columns; this policy was built for {self.n_features}")
@@ -130,10 +140,10 @@ class CrossSectionalPolicy(DirichletPolicy):
         with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
             recompute = self.cfg.gradient_checkpointing and torch.is_grad_enabled()
             if recompute or not torch.is_grad_enabled():
-                h = self._chunked_tokens(x, (b, a, t), mask, recompute)
-            else:
-                h = self._tokens(x, (b, a, t), mask)
-        return h if h.dtype == torch.float64 else h.float()
+                return self._chunked_tokens(x, (b, a, t), mask, recompute, project)
+            h = self._tokens(x, (b, a, t), mask)
+        h = _float(h)
+        return self.state_projection(h) if project else h
 
     def _tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None) -> torch.Tensor:
         """Mixed token states [B, T, A_out, H] from the per-asset sequences x [B x A, T, F]."""
@@ -141,13 +151,14 @@ class CrossSectionalPolicy(DirichletPolicy):
         return self._mix(self._with_cash(self._encode_assets(x).reshape(b, a, t, -1).transpose(1, 2)), mask)
 
     def _chunked_tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None,
-                        recompute: bool) -> torch.Tensor:
+                        recompute: bool, project: bool) -> torch.Tensor:
         """``_tokens`` with the encoder run in chunks of assets (each asset's sequence is independent) and the
         mixing in chunks of bars (each bar's tokens are), so that what is live at once is a chunk's activations, not
         a dozen [B, T, A, H] tensors (at 1,024 assets over a 2,500-bar history, 0.3 GB each). Used without
         gradient (the reference policy, evaluation) and, with ``recompute``, under gradient checkpointing: every
-        per-token activation is then recomputed chunk by chunk in backward, and the step keeps the encoded and the
-        mixed tokens only."""
+        per-token activation is then recomputed chunk by chunk in backward, and the step keeps the encoded tokens
+        and what the chunks return. With ``project`` each chunk returns its state projection (float32, outside
+        autocast, as ``state_projection(encode(...))``), not its [.., H] tokens."""
         b, a, t = shape
         hidden = self.cfg.asset_hidden
 
@@ -158,8 +169,17 @@ class CrossSectionalPolicy(DirichletPolicy):
         encoded = torch.cat([run(self._encode_assets, x[i:i + rows]) for i in range(0, x.shape[0], rows)])
         tokens = self._with_cash(encoded.reshape(b, a, t, -1).transpose(1, 2))
         bars = max(1, TOKEN_CHUNK_ELEMENTS // (b * tokens.shape[2] * hidden))
-        return torch.cat([run(self._mix, tokens[:, i:i + bars], None if mask is None else mask[:, i:i + bars])
+        mix = self._mix_and_project if project else self._mix_to_float
+        return torch.cat([run(mix, tokens[:, i:i + bars], None if mask is None else mask[:, i:i + bars])
                           for i in range(0, t, bars)], dim=1)
+
+    def _mix_to_float(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return _float(self._mix(tokens, mask))
+
+    def _mix_and_project(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        h = _float(self._mix(tokens, mask))
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.state_projection(h)
 
     def _encode_assets(self, x: torch.Tensor) -> torch.Tensor:
         """Input layer and encoder over per-asset sequences [N, T, F] -> [N, T, H]."""
@@ -220,6 +240,11 @@ class CrossSectionalPolicy(DirichletPolicy):
         if state_proj.dim() == held_rel.dim() and state_proj.shape[0] == held_rel.shape[0] > 1:
             return _ChunkedHead.apply(state_proj, held_rel, *args)[..., 0]
         return _head(state_proj, held_rel, *args)[..., 0]
+
+
+def _float(h: torch.Tensor) -> torch.Tensor:
+    """Token states as the head reads them: float64 kept, anything else float32."""
+    return h if h.dtype == torch.float64 else h.float()
 
 
 def _affine_alpha(state_proj: torch.Tensor, held_rel: torch.Tensor, floor: float, cap: float) -> torch.Tensor:

@@ -247,4 +247,6 @@ def test_cross_tokens_without_gradient_run_in_chunks_with_the_same_values(includ
     monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_CHUNK_ELEMENTS", 1)
     with torch.no_grad():
         chunked = policy.window_projection(features, bars, None, mask)
+        tokens = policy.encode(features[None], None, mask[None])  # chunked tokens, projected afterwards
     torch.testing.assert_close(chunked, whole.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(policy.state_projection(tokens)[0][bars], whole.detach(), rtol=1e-12, atol=1e-14)
