@@ -63,6 +63,8 @@ def desired(action: Action, u: Tensor, h: Tensor, s: Tensor | None) -> Tensor:
 
 
 NEWTON_ITERATIONS = 16  # safeguarded Newton steps of the band's shift before a row falls back to sorting
+NEWTON_MIN_COLUMNS = 64  # up to this many columns the sort is as cheap (Intel Xeon, 640 rows: 0.2-2 ms), and
+# Newton can need many steps where few coordinates are free (holdings far from a narrow band at 5 columns)
 
 
 def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -73,15 +75,15 @@ def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     linear and nondecreasing, so Newton's step from any lam is exact once lam lies on the root's linear piece.
     ``lam`` is found without gradient by safeguarded Newton steps from lam = 0 (``_newton_shift``; holdings inside
     the band are solved at once), a few elementwise passes where sorting the 2A knots had cost half of every bar of
-    the rollout loop on CPU. A row still unsolved after ``NEWTON_ITERATIONS`` steps takes the exact crossing from its
+    the rollout loop on CPU at 257 columns (rows of up to ``NEWTON_MIN_COLUMNS`` columns are sorted). A row still unsolved after ``NEWTON_ITERATIONS`` steps takes the exact crossing from its
     sorted knots (``_sorted_shift``, O(A log A)), which is also the route on a GPU and inside ``torch.compile``: the
     Newton loop checks its rows on the host, and a GPU sorts 640 x 2,050 knots in 0.5 ms. ``lam`` is then recomputed with gradient from the coordinates it leaves
     free, so the result sums to 1 to rounding. Needs sum lo <= 1 <= sum hi.
     """
     with torch.no_grad():
-        if h.device.type == "cpu" and not torch.compiler.is_compiling():
+        if h.shape[-1] > NEWTON_MIN_COLUMNS and h.device.type == "cpu" and not torch.compiler.is_compiling():
             lam = _newton_shift(h, lo, hi)
-        else:  # no host syncs on a GPU (the sort measured 2-4x faster there) or in a compiled graph
+        else:  # narrow rows sort cheaply; no host syncs on a GPU (sort 2-4x faster there) or in a compiled graph
             lam = _sorted_shift(h, lo, hi)
     if not (torch.is_grad_enabled() and any(x.requires_grad for x in (h, lo, hi))):
         return torch.clamp(h + lam, lo, hi)  # the rollout loop: lam is exact, nothing to differentiate
