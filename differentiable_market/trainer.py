@@ -107,8 +107,9 @@ def market_mask(market: MarketData, include_cash: bool) -> torch.Tensor | None:
         if empty.any():
             t = int(np.argmax(empty))
             raise DataError(f"No asset is tradeable at bar {t} ({str(market.timestamps[t])[:19]}, {int(empty.sum())} "
-                            "such bars) and cash is not traded, so there is nothing to hold. Trade cash (drop "
-                            "--no-cash) or start the calendar later with --min-listed N.")
+                            "such bars) and cash is not traded, so there is nothing to hold. Train with --include-cash "
+                            "(a run trained without it cannot hold cash later) or start the calendar later with "
+                            "--min-listed N.")
     return torch.from_numpy(np.array(market.tradeable))
 
 

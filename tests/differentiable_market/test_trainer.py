@@ -394,3 +394,17 @@ def test_training_on_a_union_calendar_samples_only_tradeable_assets(tmp_path, ar
     stats = trainer.step()
     assert stats is not None and bool(torch.isfinite(stats).all())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+
+
+def test_a_bar_with_nothing_tradeable_and_no_cash_names_the_bar_and_the_flags_that_fix_it():
+    from differentiable_market.errors import DataError
+    from differentiable_market.trainer import market_mask
+
+    market = random_walk_market(50, 3, seed=4)
+    tradeable = np.ones((50, 3), dtype=bool)
+    tradeable[:7, :] = False  # nothing listed yet
+    tradeable[7:, 0] = False
+    market = dataclasses.replace(market, tradeable=tradeable)
+    with pytest.raises(DataError, match=r"bar 0 .*7 such bars.*--include-cash.*--min-listed"):
+        market_mask(market, include_cash=False)
+    assert market_mask(market, include_cash=True).sum() == 2 * 43
