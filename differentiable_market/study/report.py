@@ -50,7 +50,7 @@ class StudySettings:
     search: int = 0  # Optuna trials per fold (0: no search; the study trains the given flags)
     space: str | None = None  # the search space file given (None: the default space); the study keeps a copy
     search_batch: int = 4  # trials drawn together per fold (and run at once), whatever the worker count
-    search_epochs: int | None = None  # optimizer steps of each trial (None: the study's --epochs)
+    search_epochs: int | None = None  # optimizer steps of each trial (None: --epochs / 6, study.run.trial_config)
     search_pruner: Literal["median", "halving", "none"] = "median"
     search_storage: str | None = None  # Optuna database URL; None: a journal file in the study folder
 

@@ -36,6 +36,20 @@ FORMAT_VERSION = 1
 DEFAULT_SAVE_DIR = "differentiable_market/studies"
 
 
+
+SEARCH_BUDGET_DIVISOR = 6  # a trial's default steps: --epochs / 6 (100 of the default 600)
+SEARCH_REPORTS = 4  # evaluations a trial reports to the pruner at least
+
+
+def trial_config(cfg: ExperimentConfig, search_epochs: int | None) -> ExperimentConfig:
+    """The training config of a search trial: ``search_epochs`` steps (default: ``--epochs`` / 6, so that 20 trials
+    per fold cost about as much as three final runs), evaluated often enough to report ``SEARCH_REPORTS`` times to
+    the pruner (a pruned trial stops at its first lagging report). The fold's chosen configuration is then trained
+    over the seeds with the study's own ``--epochs``."""
+    epochs = search_epochs or max(1, cfg.train.epochs // SEARCH_BUDGET_DIVISOR)
+    interval = min(cfg.train.eval_interval, max(1, epochs // SEARCH_REPORTS))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs, eval_interval=interval))
+
 def _iso(market: MarketData, bar: int) -> str:
     return str(market.timestamps[bar])[:19]
 
@@ -124,8 +138,10 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     if space:
         log(f"Search: {settings.search} trials per fold over {', '.join(p.describe() for p in space)}; scored on "
             f"each fold's validation bars ({settings.search_pruner} pruning, batches of {settings.search_batch})")
-        trial_cfg = cfg if settings.search_epochs is None else dataclasses.replace(
-            cfg, train=dataclasses.replace(cfg.train, epochs=settings.search_epochs))
+        trial_cfg = trial_config(cfg, settings.search_epochs)
+        log(f"  each trial trains {trial_cfg.train.epochs} steps (--search-epochs"
+            + ("" if settings.search_epochs else f"; default --epochs / {SEARCH_BUDGET_DIVISOR}")
+            + f"), evaluated every {trial_cfg.train.eval_interval} for the pruner")
         state["search"] = search.run_search(
             trial_cfg, folds, space, settings.search, settings.search_batch, settings.search_pruner,
             settings.search_storage, study_dir, bars_per_year(market.timestamps),
@@ -221,7 +237,8 @@ def build_study_parser() -> argparse.ArgumentParser:
                    "per fold from the trials finished before them, and run at once; fixes the result whatever "
                    f"--workers is (default: {s.search_batch})")
     g.add_argument("--search-epochs", type=int, metavar="N", help="optimizer steps of each trial, to spend less "
-                   "on trials than on the final seeds (default: --epochs)")
+                   "on trials than on the final seeds (default: --epochs / 6; the trial's validation interval shrinks to "
+                   "report at least 4 times to the pruner)")
     g.add_argument("--search-pruner", choices=["median", "halving", "none"], default=s.search_pruner,
                    help="stops trials that lag at an evaluation: Optuna's median rule, successive halving, or "
                    f"none (default: {s.search_pruner})")

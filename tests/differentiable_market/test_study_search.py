@@ -312,3 +312,15 @@ def test_pruned_and_failed_trials_are_counted_but_never_chosen():
     assert [t["state"] for t in summary["trials"]] == ["complete", "pruned", "complete", "fail"]
     assert summary["chosen"]["number"] == 2  # the best COMPLETED trial, not the pruned one's early score
     assert n_search_trials({"folds": [summary, summary]}) == 8
+
+
+def test_a_trial_trains_a_sixth_of_the_final_steps_by_default_and_reports_four_times():
+    from differentiable_market.config import ExperimentConfig, TrainConfig
+    from differentiable_market.study.run import trial_config
+
+    cfg = ExperimentConfig(train=TrainConfig(epochs=600, eval_interval=50))
+    assert (trial_config(cfg, None).train.epochs, trial_config(cfg, None).train.eval_interval) == (100, 25)
+    assert (trial_config(cfg, 400).train.epochs, trial_config(cfg, 400).train.eval_interval) == (400, 50)
+    assert trial_config(cfg, None).train.lr == cfg.train.lr  # nothing else changes
+    tiny = ExperimentConfig(train=TrainConfig(epochs=4, eval_interval=2))
+    assert (trial_config(tiny, None).train.epochs, trial_config(tiny, None).train.eval_interval) == (1, 1)
