@@ -185,6 +185,8 @@ def untradeable_at_last_bar(market: MarketData, max_fill_bars: int, min_listed: 
     printing before its first bar, and the reason says so."""
     out: dict[str, str] = {}
     last = market.n_bars - 1
+    if market.tradeable is None:  # tradeable everywhere (the class's default)
+        return out
     for i in np.flatnonzero(~market.tradeable[-1]):
         printed = np.flatnonzero(~market.filled[:, i])
         if printed.size == 0:
@@ -277,7 +279,8 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     mask = market_mask(market, include_cash)  # [T, A] or None (every asset tradeable at every bar)
     excluded = untradeable_at_last_bar(market, data_cfg.max_fill_bars, data_cfg.min_listed)
     # a tradeable asset without a print at the last bar; an untradeable one is listed in ``excluded`` instead
-    stale = [s for s, f, ok in zip(market.symbols, market.filled[-1], market.tradeable[-1]) if f and ok]
+    now = np.ones(market.n_assets, dtype=bool) if market.tradeable is None else market.tradeable[-1]
+    stale = [s for s, f, ok in zip(market.symbols, market.filled[-1], now) if f and ok]
     if stale:
         notes.append(f"WARNING: the last bar of {stale} is forward-filled (no bar at {iso(market.timestamps[-1])} in "
                      "their files): the decision sees their previous close as current.")
