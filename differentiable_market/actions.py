@@ -74,11 +74,12 @@ def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     (and on the simplex) are returned unchanged: no trade at all. f(lam) = sum clamp(h + lam, lo, hi) is piecewise
     linear and nondecreasing, so Newton's step from any lam is exact once lam lies on the root's linear piece.
     ``lam`` is found without gradient by safeguarded Newton steps from lam = 0 (``_newton_shift``; holdings inside
-    the band are solved at once), a few elementwise passes where sorting the 2A knots had cost half of every bar of
-    the rollout loop on CPU at 257 columns (rows of up to ``NEWTON_MIN_COLUMNS`` columns are sorted). A row still unsolved after ``NEWTON_ITERATIONS`` steps takes the exact crossing from its
-    sorted knots (``_sorted_shift``, O(A log A)), which is also the route on a GPU and inside ``torch.compile``: the
-    Newton loop checks its rows on the host, and a GPU sorts 640 x 2,050 knots in 0.5 ms. ``lam`` is then recomputed with gradient from the coordinates it leaves
-    free, so the result sums to 1 to rounding. Needs sum lo <= 1 <= sum hi.
+    the band are solved at once): a few elementwise passes where sorting the 2A knots had cost half of every bar of
+    the rollout loop on CPU at 257 columns. Rows of up to ``NEWTON_MIN_COLUMNS`` columns, a row still unsolved after
+    ``NEWTON_ITERATIONS`` steps, a GPU and ``torch.compile`` take the exact crossing from the sorted knots
+    (``_sorted_shift``, O(A log A)): the Newton loop checks its rows on the host, and a GPU sorts 640 x 2,050 knots
+    in 0.5 ms. With gradient, ``lam`` is recomputed from the coordinates it leaves free, so the result sums to 1 to
+    rounding. Needs sum lo <= 1 <= sum hi.
     """
     with torch.no_grad():
         if h.shape[-1] > NEWTON_MIN_COLUMNS and h.device.type == "cpu" and not torch.compiler.is_compiling():
@@ -93,7 +94,9 @@ def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
         free = ~(below | above)
     fixed = torch.where(below, lo, hi)
     n_free = free.sum(-1, keepdim=True)
-    lam_grad = torch.where(n_free > 0, _free_set_shift(h, lo, hi, below, above), lam)
+    lam_grad = (1.0 - torch.where(free, 0.0, fixed).sum(-1, keepdim=True)
+                - torch.where(free, h, 0.0).sum(-1, keepdim=True)) / n_free.clamp_min(1)
+    lam_grad = torch.where(n_free > 0, lam_grad, lam)
     return torch.where(free, h + lam_grad, fixed)
 
 
@@ -132,16 +135,6 @@ def _newton_shift(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
         rows = ~solved[..., 0]
         lam[rows] = _sorted_shift(h[rows], lo[rows], hi[rows])
     return lam
-
-
-def _free_set_shift(h: Tensor, lo: Tensor, hi: Tensor, below: Tensor, above: Tensor) -> Tensor:
-    """[..., 1]: the shift that makes the coordinates that are neither ``below`` (held at lo) nor ``above`` (at hi)
-    complete the sum to 1; any shift if there are none (the caller checks)."""
-    free = ~(below | above)
-    n_free = free.sum(-1, keepdim=True)
-    fixed = torch.where(below, lo, hi)
-    return (1.0 - torch.where(free, 0.0, fixed).sum(-1, keepdim=True)
-            - torch.where(free, h, 0.0).sum(-1, keepdim=True)) / n_free.clamp_min(1)
 
 
 def _sorted_shift(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .chunks import row_chunks
+
 
 def log_prob(alpha: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """log p(w | alpha) for w on the simplex."""
@@ -130,16 +132,7 @@ def _row_chunks(alpha: torch.Tensor, tensors: tuple) -> list[tuple]:
     or broadcast along dim 0 is passed whole to every chunk. The elementwise work of the terms then holds one chunk's
     temporaries at a time (each would be the size of alpha: 0.4 GB at 1,024 assets)."""
     n = alpha.shape[0] if alpha.dim() > 1 else 1
-    rows = max(1, ROW_CHUNK_ELEMENTS // max(1, alpha.numel() // n))
-    if rows >= n:
-        return [tensors]
-
-    def cut(x, i):
-        if x is None or x.dim() == 0 or x.shape[0] != n:
-            return x
-        return x[i:i + rows]
-
-    return [tuple(cut(x, i) for x in tensors) for i in range(0, n, rows)]
+    return row_chunks(tensors, n, max(1, ROW_CHUNK_ELEMENTS // max(1, alpha.numel() // n)))
 
 
 def _terms_grad(alpha, w, beta, mask, g_lp, g_ent, g_kl) -> torch.Tensor:

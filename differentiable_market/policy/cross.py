@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..chunks import row_chunks
 from ..config import PolicyConfig
 from .base import DirichletPolicy
 from .encoders import ENCODERS
@@ -294,5 +295,4 @@ def _row_chunks(state_proj: torch.Tensor, *rest: torch.Tensor) -> list[tuple[tor
     n = state_proj.shape[0]
     if state_proj.dim() != rest[0].dim() + 1 or any(x.shape[0] != n for x in rest):
         return [(state_proj, *rest)]
-    rows = max(1, HEAD_ROW_ELEMENTS // max(1, rest[0].numel() // n))
-    return [(state_proj[i:i + rows], *(x[i:i + rows] for x in rest)) for i in range(0, n, rows)]
+    return row_chunks((state_proj, *rest), n, max(1, HEAD_ROW_ELEMENTS // max(1, rest[0].numel() // n)))
