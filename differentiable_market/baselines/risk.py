@@ -9,8 +9,8 @@ what the account already holds, so nothing is traded and no fee is paid. Default
 
 The estimators and optimisers are written here, batched over every rebalance of every window at once, rather than
 taken from scikit-learn, skfolio or PyPortfolioOpt: those solve one problem per call, and a backtest has thousands.
-The Ledoit-Wolf estimate is checked against scikit-learn's ``LedoitWolf`` in the tests.
-"""
+The Ledoit-Wolf estimate is checked against scikit-learn's ``LedoitWolf`` in the tests, and the four portfolios
+against skfolio's (tests/differentiable_market/test_baselines_skfolio.py, with the crosscheck group)."""
 
 from __future__ import annotations
 
@@ -113,11 +113,24 @@ def erc_weights(cov: Tensor, max_iter: int = 100, tol: float = 1e-13) -> Tensor:
     return y / y.sum(-1, keepdim=True)
 
 
+def bayes_stein_mean(cov: Tensor, mean: Tensor, n_obs: Tensor) -> Tensor:
+    """The Bayes-Stein mean of Jorion ("Bayes-Stein estimation for portfolio analysis", JFQA 21(3), 1986): the
+    sample mean [N, A] shrunk towards the minimum-variance portfolio's mean mu0 = 1' Sigma^-1 mean / 1' Sigma^-1 1
+    by phi = (A + 2) / ((A + 2) + n (mean - mu0)' Sigma^-1 (mean - mu0)), with n = n_obs [N] and Sigma = cov
+    [N, A, A] as given (Jorion scales the sample covariance by (n - 1) / (n - A - 2); here it is whatever the caller
+    passes, the Ledoit-Wolf estimate in ``max_sharpe_weights``). [N, A]."""
+    p = mean.shape[-1]
+    inv_one = torch.linalg.solve(cov, torch.ones_like(mean)[:, :, None])[:, :, 0]
+    mu0 = (inv_one * mean).sum(-1) / inv_one.sum(-1)
+    dev = mean - mu0[:, None]
+    quad = (dev * torch.linalg.solve(cov, dev[:, :, None])[:, :, 0]).sum(-1)
+    phi = (p + 2.0) / ((p + 2.0) + n_obs * quad)
+    return (1.0 - phi)[:, None] * mean + (phi * mu0)[:, None]
+
+
 def max_sharpe_weights(cov: Tensor, mean: Tensor, n_obs: Tensor) -> Tensor:
     """Long-only maximum Sharpe ratio (risk-free rate 0) with shrunk moments: the Ledoit-Wolf covariance and the
-    Bayes-Stein mean of Jorion ("Bayes-Stein estimation for portfolio analysis", JFQA 21(3), 1986), which shrinks
-    the sample mean towards the minimum-variance portfolio's mean mu0 by
-    phi = (A + 2) / ((A + 2) + n (mu - mu0)' Sigma^-1 (mu - mu0)).
+    Bayes-Stein mean (``bayes_stein_mean``).
 
     The tangency portfolio is y / sum(y) with y = argmin y' Sigma y subject to mu_shrunk' y = 1, y >= 0 (the same
     active-set solver as the others). When no asset has a positive shrunk mean there is no positive Sharpe ratio
@@ -125,12 +138,7 @@ def max_sharpe_weights(cov: Tensor, mean: Tensor, n_obs: Tensor) -> Tensor:
     cov = _floor(cov)
     n, p = mean.shape
     ones = torch.ones_like(mean)
-    inv_one = torch.linalg.solve(cov, ones[:, :, None])[:, :, 0]
-    mu0 = (inv_one * mean).sum(-1) / inv_one.sum(-1)
-    dev = mean - mu0[:, None]
-    quad = (dev * torch.linalg.solve(cov, dev[:, :, None])[:, :, 0]).sum(-1)
-    phi = (p + 2.0) / ((p + 2.0) + n_obs * quad)
-    mu = (1.0 - phi)[:, None] * mean + (phi * mu0)[:, None]
+    mu = bayes_stein_mean(cov, mean, n_obs)
     best, j = mu.max(-1)
     positive = best > 0
     y0 = torch.zeros_like(mean)
