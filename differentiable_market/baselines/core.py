@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .simplex import project_np
+from . import kernels
 
 OLMAR_WINDOW = 5  # Li & Hoi (2012) and universal-portfolios defaults
 OLMAR_EPS = 10.0
@@ -98,7 +98,6 @@ def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window
     ``window + 1`` closes exist (t < window) the target stays b, as in universal-portfolios' warm-up.
 
     close_ta: [T, A] close prices; decision_bars_wl: [W, L] int64 bar index of each decision. Returns [W, L, A (+1)].
-    The loop runs over the L steps only, batched over windows.
     """
     if window < 2:
         raise ValueError(f"OLMAR window must be >= 2, got {window}.")
@@ -111,20 +110,9 @@ def olmar(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window
     if n_bars >= window:
         moving_average = np.lib.stride_tricks.sliding_window_view(close, window, axis=0).mean(axis=-1)
         x_pred[window - 1:] = moving_average / close[window - 1:]
-    bars = decision_bars_wl.cpu().numpy()
-    x_wla = x_pred[bars]
-    ready_wl = ready[bars]
-    n_windows, length = bars.shape
-    b = np.full((n_windows, n_assets), 1.0 / n_assets)
-    out = np.empty((n_windows, length, n_assets))
-    for k in range(length):  # numpy: per-call cost on these small arrays is several times lower than torch's
-        x = x_wla[:, k]
-        excess = x - x.mean(axis=-1, keepdims=True)
-        denom = (excess * excess).sum(axis=-1, keepdims=True)
-        gap = eps - (b * x).sum(axis=-1, keepdims=True)
-        lam = np.where(denom > 0, np.maximum(gap, 0.0) / np.where(denom > 0, denom, 1.0), 0.0)
-        b = np.where(ready_wl[:, k, None], project_np(b + lam * excess), b)
-        out[:, k] = b
+    bars = decision_bars_wl.cpu().numpy().astype(np.int64)
+    out = np.empty((*bars.shape, n_assets))
+    kernels.olmar(x_pred, ready, bars, float(eps), out)  # a compiled loop over windows and steps
     return _with_cash(torch.from_numpy(out).to(close_ta.device), include_cash)
 
 

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from .core import _with_cash
-from .simplex import log_optimal_np, project_np, qp_np
+from . import kernels
+from .simplex import log_optimal_np
 
 EG_ETA = 0.05
 ONS_DELTA, ONS_BETA, ONS_ETA = 0.125, 1.0, 0.0
@@ -40,6 +41,7 @@ CWMR_EPS, CWMR_CONFIDENCE = -0.5, 0.95
 RMR_WINDOW, RMR_EPS, RMR_TAU, RMR_MAX_ITER = 5, 10.0, 1e-3, 200
 CORN_WINDOW, CORN_RHO = 5, 0.1
 UP_SAMPLES, UP_SEED = 10_000, 0
+UP_CHUNK_BARS, UP_CHUNK_ELEMENTS = 128, 2_000_000  # bars per wealth product; elements of [W, K, S] per chunk
 
 
 def relatives(close_ta: Tensor) -> Tensor:
@@ -83,15 +85,9 @@ def eg(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eta: floa
     """
     if not eta >= 0:
         raise ValueError(f"EG eta must be >= 0, got {eta}.")
-    x_wla, ready = _windows(close_ta, decision_bars_wl)
-    n_windows, length, n_assets = x_wla.shape
-    b = _uniform(x_wla)
-    out = np.empty_like(x_wla)
-    for k in range(length):
-        x = x_wla[:, k]
-        upd = b * np.exp(eta * x / (b * x).sum(-1, keepdims=True))
-        b = np.where(ready[:, k, None], upd / upd.sum(-1, keepdims=True), b)
-        out[:, k] = b
+    x, bars = _relatives(close_ta), _bars(decision_bars_wl)
+    out = np.empty((*bars.shape, x.shape[1]))
+    kernels.eg(x, bars, float(eta), out)
     return _out(out, include_cash, close_ta)
 
 
@@ -107,21 +103,9 @@ def ons(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, delta: f
     """
     if not (delta > 0 and beta > 0 and 0 <= eta <= 1):
         raise ValueError(f"ONS needs delta > 0, beta > 0 and 0 <= eta <= 1; got {delta}, {beta}, {eta}.")
-    x_wla, ready = _windows(close_ta, decision_bars_wl)
-    n_windows, length, n_assets = x_wla.shape
-    p = _uniform(x_wla)
-    q = p.copy()
-    a = np.repeat(np.eye(n_assets)[None], n_windows, axis=0)
-    c = np.zeros_like(p)
-    out = np.empty_like(x_wla)
-    for k in range(length):
-        r = ready[:, k, None]
-        g = x_wla[:, k] / (p * x_wla[:, k]).sum(-1, keepdims=True)
-        a = np.where(r[:, :, None], a + g[:, :, None] * g[:, None, :], a)
-        c = np.where(r, c + (1.0 + 1.0 / beta) * g, c)
-        q = np.where(r, qp_np(a, delta * c, q), q)
-        p = np.where(r, (1.0 - eta) * q + eta / n_assets, p)
-        out[:, k] = p
+    x, bars = _relatives(close_ta), _bars(decision_bars_wl)
+    out = np.empty((*bars.shape, x.shape[1]))
+    kernels.ons(x, bars, float(delta), float(beta), float(eta), out)
     return _out(out, include_cash, close_ta)
 
 
@@ -139,24 +123,9 @@ def pamr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
         raise ValueError(f"PAMR variant must be 0, 1 or 2, got {variant}.")
     if not (eps >= 0 and c > 0):
         raise ValueError(f"PAMR needs eps >= 0 and C > 0, got {eps} and {c}.")
-    x_wla, ready = _windows(close_ta, decision_bars_wl)
-    n_windows, length, n_assets = x_wla.shape
-    b = _uniform(x_wla)
-    out = np.empty_like(x_wla)
-    for k in range(length):
-        x = x_wla[:, k]
-        excess = x - x.mean(-1, keepdims=True)
-        loss = np.maximum((b * x).sum(-1, keepdims=True) - eps, 0.0)
-        denom = (excess * excess).sum(-1, keepdims=True)
-        if variant == 2:
-            tau = loss / (denom + 0.5 / c)
-        else:
-            tau = np.where(denom > 0, loss / np.where(denom > 0, denom, 1.0), 0.0)
-            if variant == 1:
-                tau = np.minimum(tau, c)
-        upd = project_np(b - np.minimum(tau, PAMR_MAX_STEP) * excess)
-        b = np.where(ready[:, k, None], upd, b)
-        out[:, k] = b
+    x, bars = _relatives(close_ta), _bars(decision_bars_wl)
+    out = np.empty((*bars.shape, x.shape[1]))
+    kernels.pamr(x, bars, float(eps), float(c), int(variant), PAMR_MAX_STEP, out)
     return _out(out, include_cash, close_ta)
 
 
@@ -179,61 +148,11 @@ def cwmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"CWMR confidence must lie in (0.5, 1), got {confidence}.")
     theta = math.sqrt(2.0) * torch.erfinv(torch.tensor(2.0 * confidence - 1.0, dtype=torch.float64)).item()
-    x_wla, ready = _windows(close_ta, decision_bars_wl)
-    n_windows, length, n = x_wla.shape
-    mu = _uniform(x_wla)
-    sigma = np.repeat((np.eye(n) / n**2)[None], n_windows, axis=0)
-    out = np.empty_like(x_wla)
+    x, bars = _relatives(close_ta), _bars(decision_bars_wl)
+    out = np.empty((*bars.shape, x.shape[1]))
     with np.errstate(invalid="ignore", divide="ignore"):
-        for k in range(length):
-            x = x_wla[:, k]
-            r = ready[:, k, None]
-            m = (mu * x).sum(-1)
-            sx = np.einsum("wij,wj->wi", sigma, x)
-            v = (x * sx).sum(-1)
-            diag = np.einsum("wii->wi", sigma)
-            x_bar = (diag * x).sum(-1) / diag.sum(-1)
-            rows = sigma.sum(-1)
-            foo = (v - x_bar * (x * rows).sum(-1)) / m**2 + v * theta**2 / 2.0
-            gap = eps - np.log(m)
-            qa = foo**2 - v**2 * theta**4 / 4.0
-            qb = 2.0 * gap * foo
-            qc = gap**2 - v * theta**2
-            root = np.sqrt(qb**2 - 4.0 * qa * qc)  # NaN when there is no real root: then lambda = 0
-            r1, r2 = (-qb + root) / (2.0 * qa), (-qb - root) / (2.0 * qa)
-            lam = np.clip(np.maximum(np.nan_to_num(r1, nan=0.0), np.nan_to_num(r2, nan=0.0)), 0.0, 1e7)
-            u_sqrt = 0.5 * (-lam * theta * v + np.sqrt(lam**2 * theta**2 * v**2 + 4.0 * v))
-            new_mu = project_np(mu - (lam / m)[:, None] * (sx - x_bar[:, None] * rows))
-            gain = (theta * lam / u_sqrt)[:, None]
-            prec = np.linalg.inv(sigma)
-            if paper:
-                prec[:, np.arange(n), np.arange(n)] += gain * x * x
-            else:
-                prec += (gain * x[:, :1] ** 2)[:, :, None]
-            new_sigma = np.linalg.inv(prec)
-            new_sigma /= (n**2 * np.einsum("wii->w", new_sigma))[:, None, None]
-            mu = np.where(r, new_mu, mu)
-            sigma = np.where(r[:, :, None], new_sigma, sigma)
-            out[:, k] = mu
+        kernels.cwmr(x, bars, float(eps), theta, bool(paper), out)
     return _out(out, include_cash, close_ta)
-
-
-def _l1_median(points: np.ndarray, tau: float, max_iter: int) -> np.ndarray:
-    """Weiszfeld's iteration for the L1 (spatial) median of S points per row [W, S, A], from their mean, stopped (per
-    row) once ||y - y_last|| / ||y_last|| <= tau or after max_iter steps. A point at distance 0 is kept finite by a
-    1e-300 floor on the distance."""
-    y = points.mean(axis=1)
-    done = np.zeros(y.shape[0], dtype=bool)
-    for _ in range(max_iter):
-        d = np.maximum(np.sqrt(((points - y[:, None]) ** 2).sum(-1)), 1e-300)  # [W, S]
-        inv = 1.0 / d
-        y_new = (points * inv[:, :, None]).sum(1) / inv.sum(1, keepdims=True)
-        moved = np.sqrt(((y_new - y) ** 2).sum(-1)) / np.sqrt((y * y).sum(-1))
-        y = np.where(done[:, None], y, y_new)
-        done |= moved <= tau
-        if done.all():
-            break
-    return y
 
 
 def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = RMR_WINDOW,
@@ -253,25 +172,11 @@ def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: 
         raise ValueError(f"RMR needs window >= 2 and tau > 0, got {window} and {tau}.")
     close = close_ta.double().cpu().numpy()
     bars = _bars(decision_bars_wl)
-    n_windows, length = bars.shape
-    n_assets = close.shape[1]
-    offsets = np.arange(-window + 1, 1)
-    fixed = None if scale_ta is None else scale_ta.double().cpu().numpy()
-    b = np.full((n_windows, n_assets), 1.0 / n_assets)
-    out = np.empty((n_windows, length, n_assets))
-    for k in range(length):
-        t = bars[:, k]
-        hist = close[np.maximum(t[:, None] + offsets, 0)]  # [W, window, A]
-        if fixed is None:
-            x = _l1_median(hist / close[t][:, None], tau, RMR_MAX_ITER)
-        else:
-            x = _l1_median(hist / fixed, tau, RMR_MAX_ITER) / (close[t] / fixed)
-        excess = x - x.mean(-1, keepdims=True)
-        denom = (excess * excess).sum(-1, keepdims=True)
-        gap = eps - (b * x).sum(-1, keepdims=True)
-        lam = np.where(denom > 0, np.maximum(gap, 0.0) / np.where(denom > 0, denom, 1.0), 0.0)
-        b = np.where((t >= window)[:, None], project_np(b + lam * excess), b)
-        out[:, k] = b
+    fixed = scale_ta is not None
+    scale = scale_ta.double().cpu().numpy() if fixed else np.ones(close.shape[1])
+    out = np.empty((*bars.shape, close.shape[1]))
+    kernels.rmr(np.ascontiguousarray(close), bars, int(window), float(eps), float(tau), RMR_MAX_ITER,
+                np.ascontiguousarray(scale), fixed, out)
     return _out(out, include_cash, close_ta)
 
 
@@ -295,33 +200,8 @@ def anticor(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, wind
     x_ta = _relatives(close_ta)
     signal = np.log(x_ta) if paper else x_ta
     bars = _bars(decision_bars_wl)
-    n_windows, length = bars.shape
-    n_assets = x_ta.shape[1]
-    offsets = np.arange(-2 * window + 1, 1)
-    first = 2 * window if paper else 2 * window - 1
-    b = np.full((n_windows, n_assets), 1.0 / n_assets)
-    out = np.empty((n_windows, length, n_assets))
-    off_diag = ~np.eye(n_assets, dtype=bool)
-    for k in range(length):
-        t = bars[:, k]
-        seq = signal[np.maximum(t[:, None] + offsets, 0)]  # [W, 2w, A]
-        older, recent = seq[:, :window], seq[:, window:]
-        if not paper:
-            older, recent = recent, older  # M[i, j] = corr(recent_i, older_j)
-        d1 = older - older.mean(1, keepdims=True)
-        d2 = recent - recent.mean(1, keepdims=True)
-        cov = np.einsum("wsi,wsj->wij", d1, d2)
-        norm = np.sqrt((d1 * d1).sum(1))[:, :, None] * np.sqrt((d2 * d2).sum(1))[:, None, :]
-        mcor = np.where(norm > 0, cov / np.where(norm > 0, norm, 1.0), 0.0)
-        mu2 = seq[:, window:].mean(1)
-        auto = np.maximum(-np.einsum("wii->wi", mcor), 0.0)  # [W, A]
-        claim = mcor + auto[:, :, None] + auto[:, None, :]
-        claim = np.where((mu2[:, :, None] > mu2[:, None, :]) & (mcor > 0) & off_diag, claim, 0.0)
-        total = claim.sum(-1, keepdims=True)
-        transfer = np.where(total > 0, b[:, :, None] * claim / np.where(total > 0, total, 1.0), 0.0)
-        upd = np.maximum(b + transfer.sum(1) - transfer.sum(2), 0.0)  # a weight handed away entirely can round to
-        b = np.where((t >= first)[:, None], upd / upd.sum(-1, keepdims=True), b)  # -1e-17: keep it on the simplex
-        out[:, k] = b
+    out = np.empty((*bars.shape, x_ta.shape[1]))
+    kernels.anticor(signal, bars, int(window), 2 * window if paper else 2 * window - 1, not paper, out)
     return _out(out, include_cash, close_ta)
 
 
@@ -332,8 +212,9 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
     (universal-portfolios' default count), generator seed ``seed``.
 
     b_t = sum_j w_j S_j(t) / sum_j S_j(t), S_j(t) the wealth of CRP w_j over the window's relatives up to x_t,
-    divided by its largest value every bar so that long windows do not overflow (cheaper than log wealth). ``points`` [S, A] replaces the random draw (the cross-check
-    passes universal-portfolios' own sample). The error of the sampled integral shrinks like 1 / sqrt(samples).
+    computed as products of the CRPs' growths over chunks of 128 bars (two matrix products per chunk, no loop over
+    bars) and divided by its largest value after each chunk, so that long windows do not overflow. ``points`` [S, A]
+    replaces the random draw (the cross-check passes universal-portfolios' own sample). The error of the sampled integral shrinks like 1 / sqrt(samples).
     """
     bars = _bars(decision_bars_wl)
     x_wla = _relatives(close_ta)[bars]
@@ -346,17 +227,25 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
         points = e / e.sum(-1, keepdim=True)
     pts = points.double().cpu().numpy()
     pts_t = np.ascontiguousarray(pts.T)
+    pts_one = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)  # numerator and denominator in one product
     ready = bars >= 1
-    wealth = np.ones((n_windows, pts.shape[0]))
     out = np.empty_like(x_wla)
-    b = np.full((n_windows, n_assets), 1.0 / n_assets)
-    for k in range(length):
-        r = ready[:, k, None]
-        grown = wealth * (x_wla[:, k] @ pts_t)
-        grown /= grown.max(-1, keepdims=True)  # only ratios matter: rescaled every bar, it never overflows
-        wealth = np.where(r, grown, wealth)
-        b = np.where(r, (wealth @ pts) / wealth.sum(-1, keepdims=True), b)
-        out[:, k] = b
+    wealth = np.ones((n_windows, pts.shape[0]))
+    step = max(1, min(UP_CHUNK_BARS, UP_CHUNK_ELEMENTS // (n_windows * pts.shape[0])))
+    for k0 in range(0, length, step):
+        k1 = min(k0 + step, length)
+        grown = x_wla[:, k0:k1] @ pts_t  # [W, K, S]: each sampled CRP's growth over each bar
+        if not ready[:, k0:k1].all():
+            grown[~ready[:, k0:k1]] = 1.0
+        grown[:, 0] *= wealth
+        for k in range(1, k1 - k0):  # row by row: numpy's cumprod along this axis is several times slower
+            np.multiply(grown[:, k], grown[:, k - 1], out=grown[:, k])
+        both = grown @ pts_one
+        out[:, k0:k1] = both[..., :-1] / both[..., -1:]
+        last = grown[:, -1]
+        wealth = last / last.max(-1, keepdims=True)  # only ratios matter: rescaled every chunk, it never overflows
+    for w, k in zip(*np.nonzero(~ready)):  # bar 0 has no relative: hold the previous target (equal weight first)
+        out[w, k] = out[w, k - 1] if k > 0 else 1.0 / n_assets
     return _out(out, include_cash, close_ta)
 
 

@@ -7,8 +7,8 @@ iteration solves one bordered linear system per batch row), so its answer is exa
 tolerance. It is written here rather than taken from a QP library (cvxopt, as universal-portfolios uses) because it
 must run batched over windows inside a loop over bars, with no per-problem overhead.
 
-They work on float64 numpy arrays (``*_np``; the online-portfolio loops call them once per bar, where numpy's
-per-call cost on small arrays is several times lower than torch's), with torch wrappers for everything else.
+The solvers work on float64 numpy arrays (``*_np``; the quadratic programme's loop is compiled, ``kernels.qp``, which
+ONS also calls once per bar), with torch wrappers for everything else.
 """
 
 from __future__ import annotations
@@ -17,15 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-def project_np(y: np.ndarray) -> np.ndarray:
-    """Euclidean projection of each row of y [..., A] onto the probability simplex (sort-based, exact)."""
-    u = -np.sort(-y, axis=-1)
-    css = np.cumsum(u, axis=-1) - 1.0
-    k = np.arange(1, y.shape[-1] + 1, dtype=y.dtype)
-    rho = (u - css / k > 0).sum(axis=-1, keepdims=True)  # the support is a prefix of the sorted row
-    theta = np.take_along_axis(css, rho - 1, axis=-1) / rho
-    return np.maximum(y - theta, 0.0)
+from . import kernels
 
 
 def simplex_projection(y: Tensor) -> Tensor:
@@ -51,50 +43,13 @@ def qp_np(q: np.ndarray, c: np.ndarray, y0: np.ndarray, max_iter: int | None = N
     coordinates F (y_i = 0 off F, a'y = 1) through the bordered system [[Q_FF, -a_F], [a_F', 0]] [y; nu] = [c_F; 1];
     if that point is feasible it is taken and the most negative multiplier mu_i = (Qy - c)_i - nu a_i of a fixed
     coordinate (if any) frees it; otherwise the step stops at the first coordinate to reach 0, which is fixed.
-    Rows that are done stay unchanged while the others iterate. Returns y [B, A].
+    Each row is solved on its own, by a compiled loop (``kernels.qp``). Returns y [B, A].
     """
-    batch, n = c.shape
-    max_iter = 4 * n + 20 if max_iter is None else max_iter
-    aa = np.ones_like(c) if a is None else a
-    y = y0.copy()
-    free = y > 0
-    done = np.zeros(batch, dtype=bool)
-    eye = np.eye(n)
-    scale = np.abs(q).max(axis=(-1, -2)) + np.abs(c).max(axis=-1)
-    kkt = np.zeros((batch, n + 1, n + 1))
-    rhs = np.zeros((batch, n + 1, 1))
-    rows = np.arange(batch)
-    for _ in range(max_iter):
-        m = free.astype(float)
-        kkt[:, :n, :n] = q * m[:, :, None] * m[:, None, :] + eye * (1.0 - m)[:, :, None]
-        kkt[:, :n, n] = -m * aa
-        kkt[:, n, :n] = m * aa
-        rhs[:, :n, 0] = c * m
-        rhs[:, n, 0] = 1.0
-        sol = np.linalg.solve(kkt, rhs)[:, :, 0]
-        y_eq, nu = sol[:, :n] * m, sol[:, n]
-        step = y_eq - y
-        blocking = free & (step < 0) & (y_eq < 0)
-        feasible = ~blocking.any(axis=-1)
-        mu = np.einsum("bij,bj->bi", q, y_eq) - c - nu[:, None] * aa
-        mu = np.where(free, np.inf, mu)
-        enter = mu.argmin(axis=-1)
-        optimal = feasible & (mu[rows, enter] >= -1e-12 * scale)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(blocking, y / np.where(blocking, -step, 1.0), np.inf)
-        leave = ratio.argmin(axis=-1)
-        alpha = np.minimum(ratio[rows, leave], 1.0)
-        active = ~done
-        y_new = np.where(feasible[:, None], y_eq, y + alpha[:, None] * step)
-        y = np.where(active[:, None], np.maximum(y_new, 0.0), y)
-        leaving = active & ~feasible
-        y[rows[leaving], leave[leaving]] = 0.0
-        free[rows[leaving], leave[leaving]] = False
-        entering = active & feasible & ~optimal
-        free[rows[entering], enter[entering]] = True
-        done |= optimal
-        if done.all():
-            break
+    n = c.shape[-1]
+    y = np.array(y0, dtype=np.float64, order="C")
+    aa = np.ones_like(y) if a is None else np.ascontiguousarray(a, dtype=np.float64)
+    kernels.qp_batch(np.ascontiguousarray(q, dtype=np.float64), np.ascontiguousarray(c, dtype=np.float64), y, aa,
+                     4 * n + 20 if max_iter is None else max_iter)
     return y / y.sum(axis=-1, keepdims=True) if a is None else y
 
 
@@ -113,9 +68,9 @@ def log_optimal_np(x: np.ndarray, mask: np.ndarray | None = None, b0: np.ndarray
     x [B, N, A]: gross price relatives (> 0); mask [B, N] (default all ones) weights each period (0 leaves it out);
     b0 [B, A] the starting point (default equal weight). Newton's method with the simplex constraint: each step
     solves the quadratic model exactly (``qp_np``) and backtracks until the objective does not fall; each row stops
-    on its own (step below ``tol``), so its answer does not depend on the other rows of the batch. The Hessian gets
-    a ridge of 1e-12 x its mean diagonal so that fewer periods than assets stay solvable (the optimum is then not
-    unique). Rows with no period (all-zero mask) return equal weight. Returns b [B, A].
+    on its own (step below ``tol``, or no gain in the objective), so its answer does not depend on the other rows of
+    the batch. The Hessian gets a ridge of 1e-12 x its mean diagonal so that fewer periods than assets stay solvable
+    (the optimum is then not unique). Rows with no period (all-zero mask) return equal weight. Returns b [B, A].
     """
     batch, _, n = x.shape
     m = np.ones(x.shape[:2]) if mask is None else mask.astype(float)
@@ -145,8 +100,11 @@ def log_optimal_np(x: np.ndarray, mask: np.ndarray | None = None, b0: np.ndarray
             t = np.where(ok, t, 0.5 * t)
         new = np.maximum(b + t[:, None] * step, 0.0)
         b = np.where(done[:, None], b, new / new.sum(axis=-1, keepdims=True))
-        f = objective(b)
-        done |= np.abs(step).max(axis=-1) < tol
+        f_new = objective(b)
+        # Stop at a step below tol, or once a Newton step no longer raises the objective: at the optimum both the
+        # step and the gain are rounding noise (about 1e-13 on the NYSE set), and iterating on noise changes nothing.
+        done |= (np.abs(step).max(axis=-1) < tol) | (f_new <= f)
+        f = f_new
         if done.all():
             break
     empty = m.sum(axis=-1) == 0
