@@ -35,6 +35,7 @@ from .simplex import log_optimal_np
 EG_ETA = 0.05
 ONS_DELTA, ONS_BETA, ONS_ETA = 0.125, 1.0, 0.0
 ANTICOR_WINDOW = 30
+ANTICOR_BAH_WINDOWS = (2, 30)  # BAH_30(Anticor): every window from 2 to 30, as in the paper's headline
 PAMR_EPS, PAMR_C = 0.5, 500.0
 PAMR_MAX_STEP = 1e5  # universal-portfolios' cap on the step size, against a near-flat relative vector
 CWMR_EPS, CWMR_CONFIDENCE = -0.5, 0.95
@@ -159,14 +160,20 @@ def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: 
         eps: float = RMR_EPS, tau: float = RMR_TAU, scale_ta: Tensor | None = None) -> Tensor:
     """Robust median reversion (Huang, Zhou, Li, Hoi & Zhou, "Robust median reversion strategy for on-line
     portfolio selection", IJCAI 2013), window 5, eps 10 and median tolerance tau = 0.001 (universal-portfolios'
-    defaults, used as published there; the paper's own table of settings was not checked here).
+    defaults). The authors' own code (RMR in the OLPS toolbox of Li, Sahoo & Hoi, JMLR 2016: rmr_day_weight.m and
+    l1median_VaZh_z.m) takes the window and eps as arguments without defaults, and differs in three details stated
+    here: its L1 median starts from the coordinate-wise median (ours: the mean), takes Vardi & Zhang's modified step
+    (the same as Weiszfeld's unless the iterate lands on a data point) and stops at ||y - y_last||_1 <= 1e-9
+    ||y||_1 (ours: tau = 1e-3 in the Euclidean norm, as universal-portfolios); and before w + 1 closes exist it
+    predicts with the last relative (ours holds equal weight, as OLMAR's warm-up).
 
     OLMAR's update with the predicted relative x_t = L1median(p_{t-w+1} .. p_t) / p_t, the median of the last
-    ``window`` closes found by Weiszfeld's iteration (``_l1_median``, tau as stopping tolerance, at most 200 steps).
-    The L1 median is not invariant to rescaling each asset, so prices are first divided by a per-asset scale:
-    by default today's close (p_s / p_t, so every asset is measured in units of its own current price and the
-    answer does not depend on price levels); universal-portfolios divides by the data's first close instead, which
-    ``scale_ta`` [A] reproduces (the cross-check passes close[0]). Ready once ``window + 1`` closes exist, like OLMAR.
+    ``window`` closes found by Weiszfeld's iteration (``kernels._l1_median``, tau as stopping tolerance, at most 200
+    steps). The L1 median is not invariant to rescaling each asset, so prices are first divided by a per-asset
+    scale: by default today's close (p_s / p_t, so every asset is measured in units of its own current price and the
+    answer does not depend on price levels); universal-portfolios and the authors' code divide by the data's first
+    close instead, which ``scale_ta`` [A] reproduces (the cross-check passes close[0]). Ready once ``window + 1``
+    closes exist, like OLMAR.
     """
     if window < 2 or not tau > 0:
         raise ValueError(f"RMR needs window >= 2 and tau > 0, got {window} and {tau}.")
@@ -183,8 +190,8 @@ def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: 
 def anticor(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: int = ANTICOR_WINDOW,
             paper: bool = True) -> Tensor:
     """Anticor (Borodin, El-Yaniv & Gogan, "Can we learn to beat the best stock", JAIR 21, 2004), one window
-    w = 30 (universal-portfolios' default; the paper's headline strategy averages Anticor over w = 2 .. 30, which is
-    not done here).
+    w = 30 (universal-portfolios' default; the paper's headline strategy, buy and hold over the windows 2 .. 30, is
+    ``anticor_bah``).
 
     At bar t (ready once 2w relatives exist), LX1 = log x over bars t-2w+1 .. t-w and LX2 = log x over t-w+1 .. t;
     Mcor(i, j) = corr(LX1_i, LX2_j) (0 where either is flat) and mu2 = mean(LX2). Asset i claims to move wealth to j
@@ -197,11 +204,43 @@ def anticor(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, wind
     """
     if window < 2:
         raise ValueError(f"Anticor window must be >= 2, got {window}.")
+    return _out(_anticor_np(close_ta, _bars(decision_bars_wl), window, paper), include_cash, close_ta)
+
+
+def _anticor_np(close_ta: Tensor, bars: np.ndarray, window: int, paper: bool = True) -> np.ndarray:
+    """``anticor``'s targets [W, L, A] as a numpy array (no cash column)."""
     x_ta = _relatives(close_ta)
     signal = np.log(x_ta) if paper else x_ta
-    bars = _bars(decision_bars_wl)
     out = np.empty((*bars.shape, x_ta.shape[1]))
     kernels.anticor(signal, bars, int(window), 2 * window if paper else 2 * window - 1, not paper, out)
+    return out
+
+
+def anticor_bah(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool,
+                windows: tuple[int, int] = ANTICOR_BAH_WINDOWS) -> Tensor:
+    """BAH_W(Anticor), the headline strategy of Borodin, El-Yaniv & Gogan (JAIR 21, 2004): wealth split equally
+    between the Anticor experts with windows w = 2 .. 30 (``windows``, inclusive), each left to grow (buy and hold
+    over experts), so the target is sum_e S_e b_e / sum_e S_e with b_e expert e's target (``anticor``, the paper's
+    conventions) and S_e the wealth it made before fees since the backtest window's first bar:
+    S_e(k) = prod_{j=1..k} b_e(j - 1) . C[t_j] / C[t_{j-1}]. Ready bars and restarts as ``anticor``'s."""
+    low, high = windows
+    if not 2 <= low <= high:
+        raise ValueError(f"BAH(Anticor) needs 2 <= the smallest window <= the largest, got {windows}.")
+    bars = _bars(decision_bars_wl)
+    close = close_ta.double().cpu().numpy()
+    held = close[bars[:, 1:]] / close[bars[:, :-1]]  # [W, L - 1, A]: each asset's growth from one decision to the next
+    experts, log_wealth = [], []
+    for w in range(low, high + 1):
+        b = _anticor_np(close_ta, bars, w)
+        growth = np.einsum("wla,wla->wl", b[:, :-1], held)
+        log_s = np.zeros(bars.shape)
+        log_s[:, 1:] = np.cumsum(np.log(growth), axis=1)
+        experts.append(b)
+        log_wealth.append(log_s)
+    log_s = np.stack(log_wealth)  # [E, W, L]
+    share = np.exp(log_s - log_s.max(axis=0))
+    share /= share.sum(axis=0)
+    out = np.einsum("ewl,ewla->wla", share, np.stack(experts))
     return _out(out, include_cash, close_ta)
 
 
@@ -212,9 +251,11 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
     (universal-portfolios' default count), generator seed ``seed``.
 
     b_t = sum_j w_j S_j(t) / sum_j S_j(t), S_j(t) the wealth of CRP w_j over the window's relatives up to x_t,
-    computed as products of the CRPs' growths over chunks of 128 bars (two matrix products per chunk, no loop over
-    bars) and divided by its largest value after each chunk, so that long windows do not overflow. ``points`` [S, A]
-    replaces the random draw (the cross-check passes universal-portfolios' own sample). The error of the sampled integral shrinks like 1 / sqrt(samples).
+    computed as products of the CRPs' growths over chunks of at most 128 bars (two matrix products per chunk, no loop
+    over bars) and divided by its largest value after each chunk; a chunk ends early where the product of the bars'
+    largest relatives would pass 1e260, so that no wealth overflows. ``points`` [S, A] replaces the random draw (the
+    cross-check passes universal-portfolios' own sample). The error of the sampled integral shrinks like
+    1 / sqrt(samples).
     """
     bars = _bars(decision_bars_wl)
     x_wla = _relatives(close_ta)[bars]
@@ -232,8 +273,12 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
     out = np.empty_like(x_wla)
     wealth = np.ones((n_windows, pts.shape[0]))
     step = max(1, min(UP_CHUNK_BARS, UP_CHUNK_ELEMENTS // (n_windows * pts.shape[0])))
-    for k0 in range(0, length, step):
-        k1 = min(k0 + step, length)
+    # No CRP grows by more than the largest relative of its bar: cut chunks before that bound's product reaches e^600.
+    growth_bound = np.cumsum(np.log(np.maximum(x_wla.max(axis=(0, 2)), 1.0)))
+    k0 = 0
+    while k0 < length:
+        base = growth_bound[k0 - 1] if k0 > 0 else 0.0
+        k1 = min(k0 + step, length, max(k0 + 1, int(np.searchsorted(growth_bound, base + 600.0, side="right"))))
         grown = x_wla[:, k0:k1] @ pts_t  # [W, K, S]: each sampled CRP's growth over each bar
         if not ready[:, k0:k1].all():
             grown[~ready[:, k0:k1]] = 1.0
@@ -243,7 +288,8 @@ def universal_portfolio(close_ta: Tensor, decision_bars_wl: Tensor, include_cash
         both = grown @ pts_one
         out[:, k0:k1] = both[..., :-1] / both[..., -1:]
         last = grown[:, -1]
-        wealth = last / last.max(-1, keepdims=True)  # only ratios matter: rescaled every chunk, it never overflows
+        wealth = last / last.max(-1, keepdims=True)  # only ratios matter: rescaled every chunk
+        k0 = k1
     for w, k in zip(*np.nonzero(~ready)):  # bar 0 has no relative: hold the previous target (equal weight first)
         out[w, k] = out[w, k - 1] if k > 0 else 1.0 / n_assets
     return _out(out, include_cash, close_ta)

@@ -94,6 +94,10 @@ BASELINES: tuple[Baseline, ...] = (
              lambda i: olps.ons(i.close_ta, i.bars_wl, i.include_cash)),
     Baseline("anticor", "olps", "baseline", _c(f"Anticor (window {olps.ANTICOR_WINDOW})"),
              lambda i: olps.anticor(i.close_ta, i.bars_wl, i.include_cash)),
+    Baseline("anticor_bah", "olps", "baseline",
+             _c("BAH(Anticor), buy and hold over Anticor's windows "
+                f"{olps.ANTICOR_BAH_WINDOWS[0]}-{olps.ANTICOR_BAH_WINDOWS[1]}"),
+             lambda i: olps.anticor_bah(i.close_ta, i.bars_wl, i.include_cash)),
     Baseline("pamr", "olps", "baseline", _c(f"PAMR (eps {olps.PAMR_EPS:g})"),
              lambda i: olps.pamr(i.close_ta, i.bars_wl, i.include_cash, variant=0)),
     Baseline("pamr1", "olps", "baseline", _c(f"PAMR-1 (eps {olps.PAMR_EPS:g}, C {olps.PAMR_C:g})"),
@@ -128,8 +132,8 @@ BEST_SINGLE = "best_single_hindsight"
 SETS: dict[str, tuple[str, ...]] = {
     "core": ("equal_weight", "buy_and_hold", "olmar", "inverse_vol", "equal_weight_cash", "vol_target", HOLDS,
              BEST_SINGLE),
-    "olps": ("equal_weight", "eg", "ons", "anticor", "pamr", "pamr1", "pamr2", "cwmr", "rmr", "corn", "up",
-             "bcrp_hindsight"),
+    "olps": ("equal_weight", "eg", "ons", "anticor", "anticor_bah", "pamr", "pamr1", "pamr2", "cwmr", "rmr", "corn",
+             "up", "bcrp_hindsight"),
     "risk": ("equal_weight", "min_variance", "erc", "hrp", "max_sharpe"),
 }
 SETS["all"] = tuple(dict.fromkeys(SETS["core"] + SETS["olps"] + SETS["risk"]))

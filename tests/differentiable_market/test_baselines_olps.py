@@ -26,6 +26,7 @@ ALGOS = {
     "eg": lambda c, b: olps.eg(c, b, False),
     "ons": lambda c, b: olps.ons(c, b, False),
     "anticor": lambda c, b: olps.anticor(c, b, False, window=5),
+    "anticor_bah": lambda c, b: olps.anticor_bah(c, b, False, windows=(2, 6)),
     "pamr": lambda c, b: olps.pamr(c, b, False),
     "pamr1": lambda c, b: olps.pamr(c, b, False, variant=1),
     "pamr2": lambda c, b: olps.pamr(c, b, False, variant=2),
@@ -102,6 +103,24 @@ def test_universal_portfolio_approaches_the_two_asset_integral():
     np.testing.assert_allclose(w[0, :, 0].numpy(), exact, atol=5e-3)  # sampling error ~ 1 / sqrt(200k) x spread
 
 
+def test_universal_portfolio_equals_the_log_domain_mixture_even_when_wealth_would_overflow():
+    # One asset grows e^6 a bar: over a 128-bar chunk its wealth (and a CRP's near it) passes 1e308 unless the
+    # chunks are cut short.
+    rng = np.random.default_rng(11)
+    log_r = rng.normal(0.0, 1.0, size=(200, 4)) + np.array([6.0, 0.0, 0.0, 0.0])
+    close = torch.tensor(np.exp(np.cumsum(log_r, axis=0) - 600.0))  # every close stays a finite positive number
+    gen = torch.Generator().manual_seed(3)
+    e = -torch.log(torch.rand(500, 4, generator=gen, dtype=torch.float64))
+    points = e / e.sum(-1, keepdim=True)
+    w = olps.universal_portfolio(close, torch.arange(1, 200)[None], False, points=points)
+    x = (close[1:] / close[:-1]).numpy()
+    log_s = np.cumsum(np.log(x @ points.numpy().T), axis=0)  # [T - 1, S]
+    share = np.exp(log_s - log_s.max(axis=1, keepdims=True))
+    expected = share @ points.numpy() / share.sum(axis=1, keepdims=True)
+    assert torch.isfinite(w).all()
+    np.testing.assert_allclose(w[0].numpy(), expected, rtol=0, atol=1e-9)
+
+
 def test_bcrp_hindsight_matches_a_grid_search_on_two_assets():
     rng = np.random.default_rng(5)
     g = torch.tensor(np.exp(rng.normal(0.0, 0.03, size=(3, 80, 2)) + np.array([0.001, 0.0])))
@@ -153,6 +172,60 @@ def test_anticor_moves_wealth_only_along_positive_lagged_correlation():
     bars = torch.arange(2 * w + 5, 2 * w + 6)[None]
     out = olps.anticor(close, bars, False, window=w)
     assert out[0, 0, 1] > 0.5
+
+
+def test_anticor_bah_is_the_wealth_weighted_mix_of_its_experts():
+    # Buy and hold over experts, computed here from the single-window Anticors by explicit wealth products.
+    close = _close(n_bars=150, n_assets=5, seed=9)
+    bars = _windows(20, 60, 30, 3)
+    mix = olps.anticor_bah(close, bars, False, windows=(2, 7)).numpy()
+    c = close.numpy()
+    for w_idx, row in enumerate(bars.tolist()):
+        wealth = {w: 1.0 for w in range(2, 8)}
+        experts = {w: olps.anticor(close, bars, False, window=w)[w_idx].numpy() for w in range(2, 8)}
+        for k, t in enumerate(row):
+            if k > 0:
+                for w in wealth:
+                    wealth[w] *= experts[w][k - 1] @ (c[t] / c[row[k - 1]])
+            total = sum(wealth.values())
+            expected = sum(wealth[w] * experts[w][k] for w in wealth) / total
+            np.testing.assert_allclose(mix[w_idx, k], expected, rtol=0, atol=1e-13)
+    one = olps.anticor_bah(close, bars, False, windows=(4, 4))  # a single expert is that expert
+    torch.testing.assert_close(one, olps.anticor(close, bars, False, window=4), rtol=0, atol=1e-15)
+
+
+def _cwmr_reference(close, bars, eps=olps.CWMR_EPS, confidence=olps.CWMR_CONFIDENCE):
+    """CWMR-Stdev written out with full matrices, one window at a time (the paper's update, eq. 7 for lambda)."""
+    theta = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(confidence, dtype=torch.float64)))
+    c = close.numpy()
+    n = c.shape[1]
+    out = np.empty((*bars.shape, n))
+    for w_idx, row in enumerate(bars.tolist()):
+        mu, sigma = np.full(n, 1.0 / n), np.eye(n) / n**2
+        for k, t in enumerate(row):
+            if t >= 1:
+                x = c[t] / c[t - 1]
+                m, v = mu @ x, x @ sigma @ x
+                x_bar = np.diag(sigma) @ x / np.trace(sigma)
+                foo = (v - x_bar * x @ sigma.sum(1)) / m**2 + v * theta**2 / 2
+                gap = eps - np.log(m)
+                qa, qb, qc = foo**2 - v**2 * theta**4 / 4, 2 * gap * foo, gap**2 - v * theta**2
+                disc = qb**2 - 4 * qa * qc
+                lam = 0.0 if disc < 0 else min(max((-qb + np.sqrt(disc)) / (2 * qa),
+                                                   (-qb - np.sqrt(disc)) / (2 * qa), 0.0), 1e7)
+                u_sqrt = 0.5 * (-lam * theta * v + np.sqrt(lam**2 * theta**2 * v**2 + 4 * v))
+                mu = simplex.simplex_projection(torch.tensor(mu - lam / m * sigma @ (x - x_bar))).numpy()
+                sigma = np.linalg.inv(np.linalg.inv(sigma) + theta * lam / u_sqrt * np.diag(x**2))
+                sigma /= n**2 * np.trace(sigma)
+            out[w_idx, k] = mu
+    return out
+
+
+def test_cwmr_matches_a_full_matrix_reference():
+    close = _close(n_bars=200, n_assets=6, seed=10)
+    bars = _windows(1, 80, 60, 2)
+    np.testing.assert_allclose(olps.cwmr(close, bars, False).numpy(), _cwmr_reference(close, bars), rtol=0,
+                               atol=1e-10)
 
 
 def _crosscheck_module():
