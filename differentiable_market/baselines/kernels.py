@@ -92,6 +92,9 @@ def olmar(x_pred: np.ndarray, ready: np.ndarray, bars: np.ndarray, eps: float, o
 
 @njit(**_JIT)
 def eg(x: np.ndarray, bars: np.ndarray, eta: float, out: np.ndarray) -> None:
+    """EG's multiplicative update (``olps.eg``). Like every kernel here, the loop over windows and steps is written
+    out again rather than shared through a function argument: numba writes, but does not load again, the on-disk
+    cache of a function that takes another function (tried: every new process compiled it again)."""
     n_windows, length = bars.shape
     n = x.shape[1]
     b = np.empty(n)
@@ -114,6 +117,7 @@ def eg(x: np.ndarray, bars: np.ndarray, eta: float, out: np.ndarray) -> None:
 @njit(**_JIT)
 def pamr(x: np.ndarray, bars: np.ndarray, eps: float, c: float, variant: int, max_step: float,
          out: np.ndarray) -> None:
+    """PAMR and its variants 1 and 2 (``olps.pamr``)."""
     n_windows, length = bars.shape
     n = x.shape[1]
     b = np.empty(n)
@@ -220,6 +224,7 @@ def qp_batch(q: np.ndarray, c: np.ndarray, y: np.ndarray, a: np.ndarray, max_ite
 
 @njit(**_JIT)
 def ons(x: np.ndarray, bars: np.ndarray, delta: float, beta: float, eta: float, out: np.ndarray) -> None:
+    """ONS (``olps.ons``): A and c accumulate, and each bar's projection warm-starts from the last one."""
     n_windows, length = bars.shape
     n = x.shape[1]
     p = np.empty(n)
