@@ -12,10 +12,10 @@ Conventions shared by every function here (as ``core.olmar``):
   bar t is its row t + 1, and a window that starts at bar 0 matches it with ``min_history = 1`` (the update with the
   placeholder x_0 = 1 is skipped).
 - The cash column, when the backtest trades cash, is 0: these algorithms are fully invested.
-- Loops run over the L steps only, each step batched over the W windows (float64 throughout). The loops work on
-  numpy arrays: every step is a handful of operations on small [W, A] arrays, where the per-call cost dominates, and
-  numpy's is several times lower than torch's (measured in ``benchmarks/baselines_speed.py``); inputs and outputs
-  are tensors.
+- The sequential loops over windows and steps are compiled (``kernels``, numba, float64 throughout): every step is a
+  dozen operations on vectors of A numbers, where numpy's or torch's per-call cost would dominate (measured in
+  ``benchmarks/baselines_speed.py``). The universal portfolio and CORN's log-optimal solves are matrix products.
+  Inputs and outputs are tensors.
 
 Sources and default parameters are in each docstring; ``registry`` lists them all for the README and the reports.
 """
@@ -63,18 +63,6 @@ def _out(w_wla: np.ndarray, include_cash: bool, like: Tensor) -> Tensor:
 
 def _bars(decision_bars_wl: Tensor) -> np.ndarray:
     return decision_bars_wl.cpu().numpy().astype(np.int64)
-
-
-def _windows(close_ta: Tensor, decision_bars_wl: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Price relatives x_t = C[t] / C[t-1] of every decision bar [W, L, A] (float64), and whether each bar has a
-    relative to learn from [W, L] (bar 0 of the data has none: the algorithms hold their start there)."""
-    bars = _bars(decision_bars_wl)
-    return _relatives(close_ta)[bars], bars >= 1
-
-
-def _uniform(x_wla: np.ndarray) -> np.ndarray:
-    """[W, A] equal weights: where every online algorithm starts a window."""
-    return np.full((x_wla.shape[0], x_wla.shape[2]), 1.0 / x_wla.shape[2])
 
 
 def eg(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eta: float = EG_ETA) -> Tensor:
@@ -151,8 +139,7 @@ def cwmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, eps: fl
     theta = math.sqrt(2.0) * torch.erfinv(torch.tensor(2.0 * confidence - 1.0, dtype=torch.float64)).item()
     x, bars = _relatives(close_ta), _bars(decision_bars_wl)
     out = np.empty((*bars.shape, x.shape[1]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kernels.cwmr(x, bars, float(eps), theta, bool(paper), out)
+    kernels.cwmr(x, bars, float(eps), theta, bool(paper), out)
     return _out(out, include_cash, close_ta)
 
 
