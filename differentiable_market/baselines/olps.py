@@ -148,11 +148,11 @@ def rmr(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, window: 
     """Robust median reversion (Huang, Zhou, Li, Hoi & Zhou, "Robust median reversion strategy for on-line
     portfolio selection", IJCAI 2013), window 5, eps 10 and median tolerance tau = 0.001 (universal-portfolios'
     defaults). The authors' own code (RMR in the OLPS toolbox of Li, Sahoo & Hoi, JMLR 2016: rmr_day_weight.m and
-    l1median_VaZh_z.m) takes the window and eps as arguments without defaults, and differs in three details stated
-    here: its L1 median starts from the coordinate-wise median (ours: the mean), takes Vardi & Zhang's modified step
-    (the same as Weiszfeld's unless the iterate lands on a data point) and stops at ||y - y_last||_1 <= 1e-9
-    ||y||_1 (ours: tau = 1e-3 in the Euclidean norm, as universal-portfolios); and before w + 1 closes exist it
-    predicts with the last relative (ours holds equal weight, as OLMAR's warm-up).
+    l1median_VaZh_z.m) takes the window and eps as arguments without defaults, and differs from ours as follows:
+    its L1 median starts from the coordinate-wise median (ours: the mean), takes Vardi & Zhang's modified step (the
+    same as Weiszfeld's unless the iterate lands on a data point) and stops at ||y - y_last||_1 <= 1e-9 ||y||_1
+    (ours: tau = 1e-3 in the Euclidean norm, as universal-portfolios); it scales prices by the first close (below);
+    and before w + 1 closes exist it predicts with the last relative (ours holds equal weight, as OLMAR's warm-up).
 
     OLMAR's update with the predicted relative x_t = L1median(p_{t-w+1} .. p_t) / p_t, the median of the last
     ``window`` closes found by Weiszfeld's iteration (``kernels._l1_median``, tau as stopping tolerance, at most 200
@@ -191,14 +191,15 @@ def anticor(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool, wind
     """
     if window < 2:
         raise ValueError(f"Anticor window must be >= 2, got {window}.")
-    return _out(_anticor_np(close_ta, _bars(decision_bars_wl), window, paper), include_cash, close_ta)
-
-
-def _anticor_np(close_ta: Tensor, bars: np.ndarray, window: int, paper: bool = True) -> np.ndarray:
-    """``anticor``'s targets [W, L, A] as a numpy array (no cash column)."""
     x_ta = _relatives(close_ta)
     signal = np.log(x_ta) if paper else x_ta
-    out = np.empty((*bars.shape, x_ta.shape[1]))
+    return _out(_anticor_np(signal, _bars(decision_bars_wl), window, paper), include_cash, close_ta)
+
+
+def _anticor_np(signal: np.ndarray, bars: np.ndarray, window: int, paper: bool = True) -> np.ndarray:
+    """``anticor``'s targets [W, L, A] (no cash column) from its signal [T, A]: log relatives (the paper) or raw
+    relatives (``paper=False``)."""
+    out = np.empty((*bars.shape, signal.shape[1]))
     kernels.anticor(signal, bars, int(window), 2 * window if paper else 2 * window - 1, not paper, out)
     return out
 
@@ -216,9 +217,10 @@ def anticor_bah(close_ta: Tensor, decision_bars_wl: Tensor, include_cash: bool,
     bars = _bars(decision_bars_wl)
     close = close_ta.double().cpu().numpy()
     held = close[bars[:, 1:]] / close[bars[:, :-1]]  # [W, L - 1, A]: each asset's growth from one decision to the next
+    signal = np.log(_relatives(close_ta))  # shared by every expert
     experts, log_wealth = [], []
     for w in range(low, high + 1):
-        b = _anticor_np(close_ta, bars, w)
+        b = _anticor_np(signal, bars, w)
         growth = np.einsum("wla,wla->wl", b[:, :-1], held)
         log_s = np.zeros(bars.shape)
         log_s[:, 1:] = np.cumsum(np.log(growth), axis=1)

@@ -92,7 +92,7 @@ def log_optimal_np(x: np.ndarray, mask: np.ndarray | None = None, b0: np.ndarray
         ridge = 1e-12 * np.maximum(np.einsum("bii->b", hess) / n, 1e-300)
         hess = hess + ridge[:, None, None] * eye
         # Warm start from the last Newton target, not from b: after a damped step b is interior, and the active-set
-        # method would then drop the zero coordinates one iteration at a time (a hundred solves at 200 assets).
+        # method would then drop the zero coordinates again, one iteration (one solve) each.
         target = qp_np(hess, (hess @ b[:, :, None])[:, :, 0] + grad, warm)
         warm = np.where(done[:, None], warm, target)
         step = np.where(done[:, None], 0.0, target - b)
