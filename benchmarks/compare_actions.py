@@ -18,8 +18,10 @@ Markets:
 
 Variants are ``<architecture>-<action>`` (``flat-target``, ``cross-band``, ...), optionally with a training fee
 (``flat-band@20`` trains with ``--train-cost-bps 20``), an encoder context and a cross-sectional head
-(``cross-band/history/affine`` trains with ``--context history --asset-head affine``; without, the configured
-defaults).
+(``cross-band/history/affine`` trains with ``--context history --asset-head affine``), the selection gate
+(``cross-band/t=off`` trains with ``--select-min-t off``) and the cash target (``cross-band/cash=share``); without
+them, the configured defaults. ``untrained`` counts the seed-ensemble members whose best.pt is the untrained
+policy (no trained checkpoint passed the selection gate).
 
 Float32 throughout (the comparison does not depend on the CPU's bf16 support). Each study's row is printed as one JSON
 line as it finishes; a summary table closes the output. Study folders go under ``--work-dir`` (default: a temporary
@@ -80,17 +82,23 @@ def variant_config(variant: str, root: str, execution: str, cash: bool, args: ar
     name, _, fee = variant.partition("@")
     context = next((o for o in options if o in get_args(Context)), PolicyConfig().context)
     head = next((o for o in options if o in get_args(AssetHead)), PolicyConfig().asset_head)
-    unknown = set(options) - {context, head}
+    settings = dict(o.split("=", 1) for o in options if "=" in o)
+    unknown = set(options) - {context, head} - {f"{k}={v}" for k, v in settings.items()}
+    unknown |= {f"{k}=" for k in settings} - {"t=", "cash="}
     if unknown:
-        raise SystemExit(f"unknown variant option(s) {sorted(unknown)}: use {get_args(Context)} or {get_args(AssetHead)}")
+        raise SystemExit(f"unknown variant option(s) {sorted(unknown)}: use {get_args(Context)}, {get_args(AssetHead)}, "
+                         "t=<select-min-t or off> or cash=<share or excess>")
+    t = settings.get("t", TrainConfig().select_min_t)
     architecture, action = name.split("-")
     return ExperimentConfig(
         data=DataConfig(root=root),
         env=EnvConfig(cost_bps=args.cost_bps, execution=execution, include_cash=cash,
                       train_cost_bps=float(fee) if fee else None),
-        policy=PolicyConfig(architecture=architecture, action=action, context=context, asset_head=head),
+        policy=PolicyConfig(architecture=architecture, action=action, context=context, asset_head=head,
+                            cash_target=settings.get("cash", PolicyConfig().cash_target)),
         train=TrainConfig(lookback=args.lookback, batch_windows=args.batch_windows, epochs=args.epochs,
-                          eval_interval=args.eval_interval, dtype="float32", device="cpu", save_dir=str(save_dir)),
+                          eval_interval=args.eval_interval, dtype="float32", device="cpu", save_dir=str(save_dir),
+                          select_min_t=None if t == "off" else float(t)),
     )
 
 
@@ -115,19 +123,22 @@ def study_row(market: str, variant: str, study: dict, seconds: float) -> dict:
         "seed_pct_yr": {k: 100 * v for k, v in st["seed_spread"]["log_growth_per_year"].items()},
         "cost_breakeven_bps": st["cost_breakeven_bps"]["vs_equal_weight"],
         "validation_scores": [j.get("best_validation_objective") for j in study["jobs"]],
+        "untrained_members": sum(j.get("best_step") == 0 for j in study["jobs"]),
+        "members": len(study["jobs"]),
         "seconds": seconds,
     }
 
 
 def summary(rows: list[dict]) -> None:
     print(f"\n{'market':<12}{'variant':<18}{'excess vs EW %/yr [CI]':>28}{'vs OLMAR %/yr [CI]':>28}"
-          f"{'SPA p':>7}{'turnover':>10}{'EW turn':>9}{'breakeven':>10}")
+          f"{'SPA p':>7}{'turnover':>10}{'EW turn':>9}{'untrained':>10}{'breakeven':>10}")
     for r in rows:
         ew, ol = r["excess_vs_ew_pct_yr"], r["excess_vs_olmar_pct_yr"]
         be = r["cost_breakeven_bps"]
         print(f"{r['market']:<12}{r['variant']:<18}{ew[0]:+8.1f} [{ew[1]:+6.1f}, {ew[2]:+6.1f}]"
               f"{ol[0]:+10.1f} [{ol[1]:+6.1f}, {ol[2]:+6.1f}]{r['spa_p_vs_ew']:7.2f}{r['turnover']:10.3f}"
-              f"{r['equal_weight_turnover']:9.3f}{'' if be is None else f'{be:10.1f}'}")
+              f"{r['equal_weight_turnover']:9.3f}{r['untrained_members']:>6}/{r['members']:<3}"
+              f"{'' if be is None else f'{be:10.1f}'}")
 
 
 def main() -> None:

@@ -52,14 +52,38 @@ def strength(param: Tensor) -> Tensor:
     return torch.sigmoid(ACTION_SCALE * param)
 
 
-def desired(action: Action, u: Tensor, h: Tensor, s: Tensor | None) -> Tensor:
-    """The weights the action aims to hold after the trade, [..., A], from target ``u`` and holdings ``h``."""
+def desired(action: Action, u: Tensor, h: Tensor, s: Tensor | None, cash_excess: bool = False) -> Tensor:
+    """The weights the action aims to hold after the trade, [..., A], from target ``u`` and holdings ``h``. With
+    ``cash_excess`` (the last column is cash, targets from ``excess_cash``) the band keeps no more cash than the
+    target's: holding cash above it is never inside the no-trade zone, so a window that starts all cash is invested
+    at its first decision."""
     if action == "partial":
         return h + s * (u - h)
     if action == "band":
         b = s / u.shape[-1]
-        return band_projection(h, (u - b).clamp_min(0.0), u + b)
+        hi = u + b
+        if cash_excess:
+            hi = torch.cat([hi[..., :-1], u[..., -1:]], dim=-1)
+        return band_projection(h, (u - b).clamp_min(0.0), hi)
     return u
+
+
+def excess_cash(u: Tensor) -> Tensor:
+    """Targets [..., A + 1] (cash last) from Dirichlet weights ``u`` on the simplex: cash gets its weight in excess
+    of the uniform share ``c0 = 1 / n`` of the ``n`` columns it may hold (the positive ones: a Dirichlet's weights
+    are positive where tradeable, zero elsewhere), rescaled to [0, 1], ``(c - c0)^+ / (1 - c0)``; the assets keep
+    their relative weights and share the rest.
+
+    So a policy at its flat start holds no cash, exactly equal weight over the assets (the benchmark), and can still
+    move wholly to cash (c = 1). Piecewise linear in ``u``: the pathwise gradient reaches the cash weight wherever
+    it is above its uniform share. Only the fill uses it; the sampled ``u`` keep their exact Dirichlet densities."""
+    n = (u > 0).sum(-1, keepdim=True).to(u.dtype)
+    c0 = 1.0 / n
+    cash = u[..., -1:]
+    held_cash = torch.where(n > 1, ((cash - c0) / (1.0 - c0).clamp_min(1e-12)).clamp_min(0.0), torch.ones_like(cash))
+    assets = u[..., :-1]
+    scale = (1.0 - held_cash) / assets.sum(-1, keepdim=True).clamp_min(1e-30)
+    return torch.cat([assets * scale, held_cash], dim=-1)
 
 
 NEWTON_ITERATIONS = 16  # safeguarded Newton steps of the band's shift before a row falls back to sorting
@@ -149,12 +173,15 @@ def _sorted_shift(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return knots.gather(-1, k) + (1.0 - f_knots.gather(-1, k)) / slope.gather(-1, k).clamp_min(1.0)
 
 
-def fill(action: Action, u: Tensor, h: Tensor, p: Tensor, s: Tensor | None) -> Tensor:
-    """Weights held after the fill [..., A]: ``u`` for ``target``; otherwise the decided trade applied to the
-    holdings at the fill ``p`` (equal to ``desired`` when ``p`` is ``h``)."""
+def fill(action: Action, u: Tensor, h: Tensor, p: Tensor, s: Tensor | None, cash_excess: bool = False) -> Tensor:
+    """Weights held after the fill [..., A]: the target for ``target``; otherwise the decided trade applied to the
+    holdings at the fill ``p`` (equal to ``desired`` when ``p`` is ``h``). The target is ``u``, or
+    ``excess_cash(u)`` with ``cash_excess`` (a policy whose cash target is its excess share)."""
+    if cash_excess:
+        u = excess_cash(u)
     if action == "target":
         return u
-    a = desired(action, u, h, s)
+    a = desired(action, u, h, s, cash_excess)
     # Normalised also when p is h: a start from nothing (no cash column, zero holdings) is off the simplex.
     w = a if p is h else (p + (a - h)).clamp_min(0.0)
     return w / w.sum(-1, keepdim=True)
@@ -166,7 +193,8 @@ def needs_loop(action: Action, rebalance_every: int) -> bool:
 
 
 def execute_path(action: Action, u: Tensor, growth: Tensor, observed: Tensor, initial: Tensor, s: Tensor | None,
-                 rebalance_every: int = 1, tradeable: Tensor | None = None, include_cash: bool = True) -> Tensor:
+                 rebalance_every: int = 1, tradeable: Tensor | None = None, include_cash: bool = True,
+                 cash_excess: bool = False) -> Tensor:
     """Weights held after each fill [..., T, A] for targets ``u`` [..., T, A], differentiable in every input.
 
     growth: each decision's accounting growth (``env.decision_growth``), which drifts the holdings to the next fill;
@@ -174,15 +202,15 @@ def execute_path(action: Action, u: Tensor, growth: Tensor, observed: Tensor, in
     both broadcastable against ``u``. initial: [..., A] holdings before the first decision. tradeable: bool
     [..., T, A] (``env.tradeable_columns``) or None: each fill is restricted to it as ``env.account`` restricts it,
     so the holdings carried to the next bar are the accounted ones (``include_cash`` says whether the last column
-    is cash, where a fill with nothing tradeable left goes).
+    is cash, where a fill with nothing tradeable left goes). ``cash_excess``: as in ``fill``.
     """
     if not needs_loop(action, rebalance_every):
-        return u
+        return excess_cash(u) if cash_excess else u
     p = h = torch.broadcast_to(initial, u.shape[:-2] + u.shape[-1:]).to(u.dtype)
     same = growth is observed
     out = []
     for t in range(u.shape[-2]):
-        w = fill(action, u[..., t, :], h, p, s) if t % rebalance_every == 0 else p
+        w = fill(action, u[..., t, :], h, p, s, cash_excess) if t % rebalance_every == 0 else p
         if tradeable is not None:
             w = restrict_to_tradeable(w, tradeable[..., t, :], include_cash)
         out.append(w)

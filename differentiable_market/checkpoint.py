@@ -164,10 +164,14 @@ def _with_legacy_defaults(config: dict) -> dict:
         policy = {**policy, "action": "target"}
     # written before the encoder context and the affine head: cold windows, the mlp head
     policy = {"context": "window", "asset_head": "mlp", **policy}
+    policy = {"cash_target": "share", **policy}  # written before the excess cash target: the Dirichlet's share
     env = config.get("env")
     if isinstance(env, dict):  # written before the training fee and the rebalancing schedule
         env = {"train_cost_bps": None, "rebalance_every": 1, **env}
         config = {**config, "env": env}
+    train = config.get("train")
+    if isinstance(train, dict):  # written before the selection gate: best.pt was the best validation objective
+        config = {**config, "train": {"select_min_t": None, **train}}
     features = config.get("features")
     if isinstance(features, dict):  # written before the moving-average and cross-sectional features
         config = {**config, "features": {"ma_windows": [], "cross_sectional": False, **features}}

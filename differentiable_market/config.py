@@ -26,6 +26,7 @@ Mixing = Literal["pool", "attention"]
 Action = Literal["target", "partial", "band"]
 Context = Literal["window", "history"]
 AssetHead = Literal["mlp", "affine"]
+CashTarget = Literal["share", "excess"]
 Calendar = Literal["intersection", "union"]
 
 
@@ -174,6 +175,10 @@ class PolicyConfig:
     # starts cold, so a bar is encoded once per window containing it); "history", every bar of the data up to t (one
     # causal pass per step serves every window, so each bar is encoded once)
     context: Context = "history"
+    # With a cash asset, how the Dirichlet's cash weight c becomes the target's: "share", c as it is (an untrained
+    # policy holds 1 / (A + 1) in cash); "excess", its excess over the uniform share, (c - c0)^+ / (1 - c0), the
+    # assets sharing the rest (an untrained policy holds no cash: equal weight over the assets, the benchmark)
+    cash_target: CashTarget = "excess"
     attention_heads: int = 4  # cross with attention mixing: heads (must divide asset_hidden)
     alpha_floor: float = 0.5  # lower bound added to every concentration (keeps fp32 samples off exact 0)
     alpha_max: float = 200.0  # upper bound of a concentration (keeps log-prob finite in fp32)
@@ -188,7 +193,8 @@ class PolicyConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
         for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing),
-                              ("action", Action), ("context", Context), ("asset_head", AssetHead)):
+                              ("action", Action), ("context", Context), ("asset_head", AssetHead),
+                              ("cash_target", CashTarget)):
             if getattr(self, name) not in get_args(choices):
                 raise ConfigError(f"policy.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
         if self.architecture == "cross" and self.mixing == "attention" and self.asset_hidden % self.attention_heads:
@@ -227,6 +233,10 @@ class TrainConfig:
     compile: CompileMode = "auto"
     seed: int = 0
     eval_interval: int = 50  # optimizer steps between validation evaluations and checkpoints
+    # best.pt: a trained checkpoint is kept only where its validation excess log growth over equal weight has at
+    # least this t-statistic; until one does, best.pt is the untrained policy (scored at step 0), equal weight seen
+    # through the action. None: the best validation objective of any checkpoint (runs written before the gate)
+    select_min_t: float | None = 2.0
     log_interval: int = 10  # optimizer steps between metric reads (one host sync each)
     save_dir: str = "differentiable_market/runs"
     max_nonfinite_steps: int = 10  # consecutive non-finite steps that stop the run

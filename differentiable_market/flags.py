@@ -32,6 +32,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "rebalance_every": ("env", "rebalance_every"),
     "action": ("policy", "action"),
     "context": ("policy", "context"),
+    "cash_target": ("policy", "cash_target"),
     "architecture": ("policy", "architecture"),
     "encoder": ("policy", "encoder"),
     "hidden_size": ("policy", "hidden_size"),
@@ -64,12 +65,29 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "compile": ("train", "compile"),
     "seed": ("train", "seed"),
     "eval_interval": ("train", "eval_interval"),
+    "select_min_t": ("train", "select_min_t"),
     "log_interval": ("train", "log_interval"),
     "save_dir": ("train", "save_dir"),
     "tensorboard": ("train", "tensorboard"),
 }
 # Flags that may change when resuming: they do not alter what the run computes, or extend it.
 RESUME_OVERRIDABLE = {"epochs", "data_root", "data_glob", "device", "tensorboard"}
+
+
+class _Off:
+    """The value of a number flag given as 'off': its field becomes None."""
+
+
+OFF = _Off()
+
+
+def _float_or_off(text: str) -> float | _Off:
+    if text.strip().lower() == "off":
+        return OFF
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -154,6 +172,11 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    "once per window that contains it); 'history', every bar of the data up to t (one causal pass "
                    "per step serves all windows: each bar is encoded once, and training, validation, backtests and "
                    f"predict see the same state at bar t) (default: {p.context})")
+    g.add_argument("--cash-target", choices=["share", "excess"], help="with --include-cash, how the policy's "
+                   "Dirichlet cash weight c becomes its target: 'share', c as it is (an untrained policy holds "
+                   "1/(assets+1) in cash); 'excess', its excess over the uniform share, the assets sharing the rest "
+                   "(an untrained policy holds no cash, exactly equal weight over the assets, and a band action "
+                   f"never keeps more cash than the target) (default: {p.cash_target})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
                    help="recompute activations in the backward pass to save memory: the encoder's (flat); every "
                    "per-token layer up to the mixing (cross)")
@@ -187,6 +210,11 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help=f"seed of initialisation, window sampling and rollouts (default: {t.seed})")
     g.add_argument("--eval-interval", type=int, help=f"steps between validation and checkpoints "
                    f"(default: {t.eval_interval})")
+    g.add_argument("--select-min-t", type=_float_or_off, metavar="T|off", help="best.pt keeps a trained "
+                   "checkpoint only where its validation excess log growth over equal weight has a t-statistic of "
+                   "at least T; until one does, best.pt is the untrained policy (scored at step 0: equal weight seen "
+                   "through the action). 'off': the best validation objective of any checkpoint "
+                   f"(default: {t.select_min_t})")
     g.add_argument("--log-interval", type=int, help=f"steps between metrics rows (default: {t.log_interval})")
     g = ap.add_argument_group("hardware")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device (default: auto, CUDA if present)")
@@ -221,7 +249,7 @@ def config_from_args(args: argparse.Namespace, base: ExperimentConfig | None = N
     for flag, (section, name) in FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            sections[section][name] = value
+            sections[section][name] = None if value is OFF else value
     return ExperimentConfig(
         **{name: dataclasses.replace(getattr(base, name), **changes) for name, changes in sections.items()}
     )

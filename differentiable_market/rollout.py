@@ -68,10 +68,11 @@ def generate_paths(
     device = state_proj.device
     action = policy.cfg.action
     looped = actions.needs_loop(action, rebalance_every)
+    cash_excess = policy.cash_excess
     obs_tba = observed.transpose(0, 1).contiguous()
     growth_tba = obs_tba if growth is None else growth.transpose(0, 1).to(obs_tba.dtype).contiguous()
     targets = torch.empty(t_len, n_rows, b, n_out, device=device)
-    weights = torch.empty_like(targets) if looped else targets
+    weights = torch.empty_like(targets) if looped or cash_excess else targets
     held = torch.empty(t_len + 1, n_rows, b, n_out, device=device)  # held[t]: holdings shown at decision t
     held[0] = initial_holdings(n_out, policy.include_cash, device) if initial is None else initial
     pre = held[0]  # holdings at the fill (differs from held only in "open" execution)
@@ -93,11 +94,14 @@ def generate_paths(
             h_t = held[t]
             if growth is None:
                 pre = h_t
-            weights[t] = actions.fill(action, targets[t], h_t, pre, strength) if t % rebalance_every == 0 else pre
+            weights[t] = (actions.fill(action, targets[t], h_t, pre, strength, cash_excess) if t % rebalance_every == 0
+                          else pre)
             if mask_tba is not None:
                 weights[t] = restrict_to_tradeable(weights[t], mask_tba[t] > 0, policy.include_cash)
             if growth is not None:
                 pre = drift(weights[t], growth_tba[t])
+        elif cash_excess:
+            weights[t] = actions.excess_cash(targets[t])
         wg = weights[t] * obs_tba[t]
         torch.div(wg, wg.sum(-1, keepdim=True), out=held[t + 1])
 
@@ -105,7 +109,7 @@ def generate_paths(
         return x.permute(2, 1, 0, 3).contiguous()
 
     w_out = out(weights)
-    return Paths(w_out, out(held[:-1]), out(targets) if looped else w_out)
+    return Paths(w_out, out(held[:-1]), out(targets) if looped or cash_excess else w_out)
 
 
 def dirichlet_sampler(generator: torch.Generator | None, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -208,7 +212,7 @@ def ensemble_weights(
             alphas = [p.concentrations(sp[:, t], held) for p, sp in zip(policies, projs)]
             if mask is not None:
                 alphas = [a * mask[:, t] for a in alphas]
-            fills = [actions.fill(p.cfg.action, mean_weights(a), held, pre, s)
+            fills = [actions.fill(p.cfg.action, mean_weights(a), held, pre, s, p.cash_excess)
                      for p, a, s in zip(policies, alphas, strengths)]
             out[:, t] = torch.stack(fills).mean(0)
         if mask is not None:  # on every bar, as ``generate_paths``: a holding left untradeable is sold, not carried

@@ -271,7 +271,7 @@ class GRPOLoss:
             mean = alpha[:, groups] if tradeable is None else alpha[:, groups] * tradeable
             w = actions.execute_path(self.policy.cfg.action, mean_weights(mean), growth, observed,
                                      initial, self.policy.action_strength(), env.rebalance_every, tradeable,
-                                     env.include_cash)
+                                     env.include_cash, self.policy.cash_excess)
             objective, _ = env_objective(w, growth, initial, env, smooth=True, training=True, tradeable=tradeable)
             pathwise = objective.mean()
             loss = loss - tc.pathwise_weight * pathwise

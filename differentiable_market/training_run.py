@@ -151,6 +151,20 @@ def _open_run_folder(cfg: ExperimentConfig, trainer: Trainer, resume: Checkpoint
     return run_dir
 
 
+def keeps_checkpoint(step: int, validation: dict[str, Any], min_t: float | None) -> bool:
+    """Whether a checkpoint may become best.pt: the untrained policy (step 0) always may; a trained one only where
+    its validation excess log growth over equal weight has a t-statistic of at least ``min_t``. With ``min_t`` None
+    (the gate off) every trained checkpoint may and the untrained one may not, as before the gate.
+
+    A trained policy is kept only on evidence that it beats the benchmark; otherwise best.pt stays the untrained
+    policy, which is equal weight seen through the action (exactly equal weight for full targets). Picking the best
+    of several noisy validation scores otherwise favours whichever checkpoint fit the validation noise, and on a
+    market without an edge that is a policy that trades for nothing."""
+    if min_t is None:  # as before the gate: the trained checkpoints compete (the untrained one only if no other)
+        return step > 0
+    return step == 0 or validation["excess_vs_equal_weight"]["t_stat"] >= min_t
+
+
 def run_training(
     cfg: ExperimentConfig,
     *,
@@ -245,19 +259,52 @@ def run_training(
     pending: list[torch.Tensor] = []
     bar = tqdm(total=tc.epochs, initial=trainer.step_count, disable=not progress, unit="step", dynamic_ncols=True)
     t_mark, steps_mark = time.perf_counter(), trainer.step_count
+
+    def validate(step: int) -> bool:
+        """Score the policy on validation, write latest.pt (after step 0) and best.pt where it improves, print the
+        line; True when ``on_eval`` asks the run to stop."""
+        val = trainer.evaluate("validation")
+        score = val["policy"]["objective"]
+        eligible = keeps_checkpoint(step, val, tc.select_min_t)
+        improved = eligible and math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
+        if improved:
+            trainer.best_score = score
+        record({"type": "validation", "step": step, "score": score, "best": improved, "eligible": eligible, **val})
+        if step > 0 or tc.epochs == 0:  # nothing to resume before the first step of a run that trains
+            save("latest.pt", with_state=True)
+        if improved:
+            save("best.pt", with_state=False)
+        try:
+            write_training_png(run_dir)
+        except OSError as exc:  # the picture is redrawn at the next evaluation; the checkpoints are safe
+            bar.write(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
+        p, ew = val["policy"], val["equal_weight"]
+        bar.write(
+            f"step {step:>6}  val log growth {p['log_growth']:+.4f} (equal weight {ew['log_growth']:+.4f})  "
+            f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  excess t {val['excess_vs_equal_weight']['t_stat']:+.2f}  "
+            f"turnover {p['turnover']:.4f}"
+            + ("  * best" if improved else "")
+            + ("" if eligible or tc.select_min_t is None else f"  (excess t below {tc.select_min_t:g}: not kept)")
+        )
+        if on_eval is not None and on_eval(step, val, improved):
+            bar.write(f"step {step:>6}  stopped by the search's pruner")
+            return True
+        return False
+
     try:
-        while trainer.step_count < tc.epochs or trainer.step_count == 0 == tc.epochs:
-            if tc.epochs > 0:
-                stats = trainer.step()
-                if stats is not None:
-                    pending.append(stats)
-                if trainer.nonfinite_run >= tc.max_nonfinite_steps:
-                    raise TrainingError(
-                        f"{trainer.nonfinite_run} optimizer steps in a row had a non-finite loss or gradient (step "
-                        f"{trainer.step_count}); the run stops with the last good checkpoint in {run_dir}. Likely "
-                        "causes: a learning rate too high (--lr, --muon-lr) or bad prices in the data."
-                    )
-                bar.update(1)
+        stopped = trainer.step_count == 0 and validate(0)  # the untrained policy: what best.pt is until beaten
+        t_mark = time.perf_counter()
+        while trainer.step_count < tc.epochs and not stopped:
+            stats = trainer.step()
+            if stats is not None:
+                pending.append(stats)
+            if trainer.nonfinite_run >= tc.max_nonfinite_steps:
+                raise TrainingError(
+                    f"{trainer.nonfinite_run} optimizer steps in a row had a non-finite loss or gradient (step "
+                    f"{trainer.step_count}); the run stops with the last good checkpoint in {run_dir}. Likely "
+                    "causes: a learning rate too high (--lr, --muon-lr) or bad prices in the data."
+                )
+            bar.update(1)
             step = trainer.step_count
             is_eval = step % tc.eval_interval == 0 or step >= tc.epochs
             if pending and (step % tc.log_interval == 0 or is_eval):
@@ -276,32 +323,8 @@ def run_training(
                                 steps_s=f"{row['env_steps_per_s']:.3g}")
                 pending.clear()
             if is_eval:
-                val = trainer.evaluate("validation")
-                score = val["policy"]["objective"]
-                improved = math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
-                if improved:
-                    trainer.best_score = score
-                record({"type": "validation", "step": step, "score": score, "best": improved, **val})
-                save("latest.pt", with_state=True)
-                if improved:
-                    save("best.pt", with_state=False)
-                try:
-                    write_training_png(run_dir)
-                except OSError as exc:  # the picture is redrawn at the next evaluation; the checkpoints are safe
-                    bar.write(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
-                p, ew = val["policy"], val["equal_weight"]
-                bar.write(
-                    f"step {step:>6}  val log growth {p['log_growth']:+.4f} (equal weight {ew['log_growth']:+.4f})  "
-                    f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  excess t {val['excess_vs_equal_weight']['t_stat']:+.2f}  "
-                    f"turnover {p['turnover']:.4f}"
-                    + ("  * best" if improved else "")
-                )
+                stopped = validate(step)
                 t_mark, steps_mark = time.perf_counter(), step
-                if on_eval is not None and on_eval(step, val, improved):
-                    bar.write(f"step {step:>6}  stopped by the search's pruner")
-                    break
-            if tc.epochs == 0:
-                break
     finally:
         bar.close()
         log.close()

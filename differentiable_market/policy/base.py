@@ -21,6 +21,8 @@ class DirichletPolicy(nn.Module):
         self.n_features = n_features
         self.include_cash = include_cash
         self.n_out = n_assets + int(include_cash)
+        # the fill reads the Dirichlet's cash weight as its excess over the uniform share (actions.excess_cash)
+        self.cash_excess = include_cash and cfg.cash_target == "excess"
 
     def _add_head(self, hidden: int, k: int, held_inputs: int, outputs: int) -> None:
         """head_state [hidden -> k], head_held [held_inputs -> k] and head_out [k -> outputs], the output layer

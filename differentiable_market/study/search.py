@@ -121,7 +121,7 @@ def run_trial(task: TrialTask, threads: int | None = None, data_root: str | None
         evals.append({"step": step, "excess_per_year": value if math.isfinite(value) else None,
                       "objective": val["policy"]["objective"], "turnover": val["policy"]["turnover"],
                       "best": improved})
-        if not math.isfinite(value):
+        if step == 0 or not math.isfinite(value):  # step 0 is the untrained policy: the same for every trial
             return False
         trial.report(value, step)
         return trial.should_prune()

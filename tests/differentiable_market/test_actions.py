@@ -27,13 +27,25 @@ def _prices(seed: int, n_bars: int, n_assets: int) -> tuple[np.ndarray, np.ndarr
     return prev * np.exp(rng.normal(0.0, 0.01, (n_bars, n_assets))), close
 
 
-def _rule(action: str, u: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
+def _excess_cash(u: np.ndarray) -> np.ndarray:
+    """The excess cash target written out for one bar with every column tradeable (independent of
+    actions.excess_cash): cash (c - 1/n)^+ / (1 - 1/n), each asset its share of the assets times the rest."""
+    n = len(u)
+    cash = max(u[-1] - 1.0 / n, 0.0) / (1.0 - 1.0 / n)
+    return np.array([u[i] / (1.0 - u[-1]) * (1.0 - cash) for i in range(n - 1)] + [cash])
+
+
+def _rule(action: str, u: np.ndarray, h: np.ndarray, s: float, cash_excess: bool = False) -> np.ndarray:
     """The desired weights of the action, written out per asset (independent of actions.desired)."""
+    if cash_excess:
+        u = _excess_cash(u)
     if action == "partial":
         return np.array([h[i] + s * (u[i] - h[i]) for i in range(len(u))])
     # band: the nearest point of {lo <= w <= hi, sum w = 1} is clip(h + lam, lo, hi); lam by bisection
     b = s / len(u)
     lo, hi = np.maximum(u - b, 0.0), u + b
+    if cash_excess:  # no more cash than the target's
+        hi[-1] = u[-1]
     left, right = -2.0, 2.0
     for _ in range(200):
         mid = 0.5 * (left + right)
@@ -41,7 +53,7 @@ def _rule(action: str, u: np.ndarray, h: np.ndarray, s: float) -> np.ndarray:
     return np.clip(h + 0.5 * (left + right), lo, hi)
 
 
-def _share_counting(open_, close, u, action, s, execution, include_cash, cost_rate, every):
+def _share_counting(open_, close, u, action, s, execution, include_cash, cost_rate, every, cash_excess=False):
     """Wealth after each decision's holding period, from wealth 1 in cash (or nothing held without cash), keeping
     share counts: at each decision the holdings valued at its close give the trade a - h (fractions of wealth),
     which is applied at the fill to the holdings valued at the fill price; the fee is paid on the traded value."""
@@ -68,7 +80,7 @@ def _share_counting(open_, close, u, action, s, execution, include_cash, cost_ra
         if t % every:
             w = p
         else:
-            w = np.maximum(p + _rule(action, u[t], h, s) - h, 0.0)
+            w = np.maximum(p + _rule(action, u[t], h, s, cash_excess) - h, 0.0)
             w = w / w.sum()
         traded = sum(abs(w[i] - p[i]) for i in range(n_risky))
         after_fee = value * (1.0 - cost_rate * traded)
@@ -79,9 +91,9 @@ def _share_counting(open_, close, u, action, s, execution, include_cash, cost_ra
 
 @pytest.mark.parametrize("action", ["partial", "band"])
 @pytest.mark.parametrize("execution", ["open", "close"])
-@pytest.mark.parametrize("include_cash", [True, False])
+@pytest.mark.parametrize("include_cash,cash_excess", [(True, False), (True, True), (False, False)])
 @pytest.mark.parametrize("every", [1, 3])
-def test_each_action_accounts_as_share_counting(action, execution, include_cash, every):
+def test_each_action_accounts_as_share_counting(action, execution, include_cash, cash_excess, every):
     open_, close = _prices(0, 40, 4)
     o, c = torch.as_tensor(open_), torch.as_tensor(close)
     g = decision_growth(o, c, execution, include_cash)
@@ -89,10 +101,12 @@ def test_each_action_accounts_as_share_counting(action, execution, include_cash,
     u = torch.as_tensor(np.random.default_rng(1).dirichlet(np.ones(g.shape[-1]), size=g.shape[0]))
     s = torch.tensor([0.3], dtype=F64)
     initial = initial_holdings(g.shape[-1], include_cash, dtype=F64)
-    w = actions.execute_path(action, u, g, seen, initial, s, every)
+    w = actions.execute_path(action, u, g, seen, initial, s, every, cash_excess=cash_excess)
     acc = account(w, g, initial, 0.002, include_cash)
     ours = torch.exp(torch.cumsum(acc.log_growth, 0)).numpy()
-    ref = _share_counting(open_, close, u.numpy(), action, 0.3, execution, include_cash, 0.002, every)
+    ref = _share_counting(open_, close, u.numpy(), action, 0.3, execution, include_cash, 0.002, every, cash_excess)
+    if cash_excess:  # the draws do put cash above its uniform share on some bars, and below it on others
+        assert bool((u[:, -1] > 0.25).any()) and bool((u[:, -1] < 0.2).any())
     np.testing.assert_allclose(ours, ref, rtol=1e-12)
     if every > 1:  # bars off the schedule do not trade at all
         off = torch.arange(len(w)) % every != 0
@@ -126,21 +140,22 @@ def test_a_decision_not_to_trade_costs_nothing(action):
 
 
 def test_partial_rebalancing_of_an_untrained_policy_converges_to_equal_weight_in_closed_form():
-    """An untrained policy's target is equal weight exactly; with constant prices and rate r the holdings are
-    EW + (1 - r)^(t+1) (cash - EW) after fill t."""
+    """An untrained policy's target is equal weight over the assets exactly (no cash: the excess cash target); with
+    constant prices and rate r the holdings are EW + (1 - r)^(t+1) (cash - EW) after fill t."""
     policy = make_policy(PolicyConfig(action="partial", hidden_size=8, head_hidden=8), 3, 5, True)
     r = float(policy.action_strength().detach())
     assert r == pytest.approx(actions.INITIAL_STRENGTH["partial"], abs=1e-6)
     t_len = 12
     ones = torch.ones(1, t_len, 4)
     w = deterministic_weights(policy, torch.randn(1, t_len, 3, 5), ones, True, growth=ones)[0].double()
-    ew, cash = torch.full((4,), 0.25, dtype=F64), torch.tensor([0, 0, 0, 1.0], dtype=F64)
+    ew, cash = torch.tensor([1 / 3, 1 / 3, 1 / 3, 0], dtype=F64), torch.tensor([0, 0, 0, 1.0], dtype=F64)
     expected = torch.stack([ew + (1 - r) ** (t + 1) * (cash - ew) for t in range(t_len)])
     torch.testing.assert_close(w, expected, rtol=0, atol=1e-6)
 
 
 def test_band_of_an_untrained_policy_stops_trading_once_inside_the_band():
-    policy = make_policy(PolicyConfig(action="band", hidden_size=8, head_hidden=8), 4, 5, True)
+    """With the Dirichlet's own cash share as the cash target (an untrained policy aims at 1/5 in cash)."""
+    policy = make_policy(PolicyConfig(action="band", hidden_size=8, head_hidden=8, cash_target="share"), 4, 5, True)
     t_len = 10
     ones = torch.ones(1, t_len, 5)
     w = deterministic_weights(policy, torch.randn(1, t_len, 4, 5), ones, True, growth=ones)[0].double()
@@ -168,7 +183,8 @@ def test_rollout_loop_matches_the_differentiable_path_and_logp_is_of_the_sampled
     paths = generate_paths(policy, proj, seen, 3, True, torch.Generator().manual_seed(0), growth=g)
     s = policy.action_strength()
     for row in range(4):  # every sampled path and the mean path: the loop's fills are execute_path's
-        again = actions.execute_path(action, paths.targets[:, row], g, seen, initial_holdings(4, True), s)
+        again = actions.execute_path(action, paths.targets[:, row], g, seen, initial_holdings(4, True), s,
+                                       cash_excess=policy.cash_excess)
         torch.testing.assert_close(paths.weights[:, row], again, rtol=0, atol=1e-6)
     alpha = policy.concentrations(proj[:, None], paths.held)
     torch.testing.assert_close(mean_weights(alpha[:, 3]), paths.targets[:, 3])
@@ -322,3 +338,67 @@ def test_an_untrained_policy_is_its_benchmark_equal_weight(architecture):
     ours = account(w / w.sum(-1, keepdim=True), growth, h0, 0.001, False).log_growth
     ew = account(torch.full_like(w, 0.2), growth, h0, 0.001, False).log_growth
     torch.testing.assert_close(ours, ew, rtol=0, atol=1e-12)
+
+
+def test_the_excess_cash_target_holds_no_cash_at_the_uniform_share_and_all_cash_at_one():
+    n = 5
+    uniform = torch.full((n,), 1.0 / n, dtype=F64)
+    torch.testing.assert_close(actions.excess_cash(uniform), torch.tensor([0.25, 0.25, 0.25, 0.25, 0.0], dtype=F64),
+                               rtol=0, atol=1e-15)
+    all_cash = torch.tensor([1e-9, 1e-9, 1e-9, 1e-9, 1.0 - 4e-9], dtype=F64)
+    assert abs(float(actions.excess_cash(all_cash)[-1]) - 1.0) < 1e-8
+    u = torch.as_tensor(np.random.default_rng(2).dirichlet(np.ones(n), size=200))
+    out = actions.excess_cash(u)
+    torch.testing.assert_close(out.sum(-1), torch.ones(200, dtype=F64), rtol=0, atol=1e-14)
+    ref = torch.as_tensor(np.stack([_excess_cash(row) for row in u.numpy()]))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-14)
+    # the assets keep their relative weights
+    torch.testing.assert_close(out[:, :-1] / out[:, :-1].sum(-1, keepdim=True), u[:, :-1] / u[:, :-1].sum(-1, keepdim=True))
+
+
+def test_the_excess_cash_target_counts_only_the_tradeable_columns():
+    """Columns a listing mask zeroed are not in the uniform share: 2 tradeable assets and cash make it 1/3."""
+    u = torch.tensor([0.0, 0.3, 0.0, 0.2, 0.5], dtype=F64)
+    out = actions.excess_cash(u)
+    cash = (0.5 - 1.0 / 3.0) / (1.0 - 1.0 / 3.0)
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.6 * (1 - cash), 0.0, 0.4 * (1 - cash), cash], dtype=F64))
+    only_cash = torch.tensor([0.0, 0.0, 1.0], dtype=F64)  # nothing tradeable but cash: all cash
+    torch.testing.assert_close(actions.excess_cash(only_cash), only_cash)
+
+
+def test_the_excess_cash_target_is_differentiable_above_the_uniform_share():
+    """Finite differences of the map where cash is above its uniform share (the linear piece), float64."""
+    u = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(actions.excess_cash, (u,))
+
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+@pytest.mark.parametrize("action", ["target", "band"])
+def test_an_untrained_policy_with_cash_holds_equal_weight_over_the_assets(architecture, action):
+    """With the excess cash target an untrained policy trading cash holds none: from all cash its first fill is
+    equal weight over the assets (the band keeps no cash above the target), and full targets stay there. (The
+    partial action's closed form from all cash is the test above.)"""
+    market = random_walk_market(60, 4, seed=3)
+    cfg = PolicyConfig(architecture=architecture, action=action, hidden_size=8, head_hidden=8, asset_hidden=8,
+                       asset_head_hidden=8)
+    policy = make_policy(cfg, 4, 7, True)
+    assert policy.cash_excess
+    o, c = torch.tensor(market.open), torch.tensor(market.close)
+    growth = decision_growth(o, c, "open", True)
+    seen = observed_growth(o, c, "open", True).float()
+    w = deterministic_weights(policy, torch.randn(1, growth.shape[0], 4, 7), seen[None], True,
+                              growth=growth[None].float())[0].double()
+    assert float(w[:, -1].abs().max()) < 1e-7  # no cash at any bar
+    if action == "target":
+        torch.testing.assert_close(w[:, :-1], torch.full_like(w[:, :-1], 0.25), rtol=0, atol=1e-7)
+    else:  # the first fill is equal weight; after it the holdings drift inside the band
+        torch.testing.assert_close(w[0, :-1], torch.full_like(w[0, :-1], 0.25), rtol=0, atol=1e-7)
+        b = float(policy.action_strength().detach()) / 5
+        assert float((w[:, :-1] - 0.25).abs().max()) <= b + 1e-6
+
+
+def test_configs_written_before_the_excess_cash_target_keep_the_dirichlet_share():
+    old = {"policy": {"architecture": "cross", "encoder": "mingru", "action": "band"}, "env": {"include_cash": True}}
+    cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(old))
+    assert cfg.policy.cash_target == "share" and not make_policy(cfg.policy, 3, 4, True).cash_excess
+    assert PolicyConfig().cash_target == "excess"

@@ -83,6 +83,7 @@ def checkpoint(tmp_path_factory) -> Path:
         policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
         # float32: bf16 autocast on CPU costs seconds of one-time kernel set-up, more than this whole run.
         train=TrainConfig(lookback=32, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          select_min_t=None,
                           device="cpu", dtype="float32", compile="off", save_dir=str(save)),
     )
     run_dir = run_training(cfg, progress=False, argv=[])
@@ -427,6 +428,7 @@ def test_with_cash_two_baselines_that_hold_cash_are_reported(tmp_path, sample_ma
         data=DataConfig(root=str(bundled_sample_dir())), env=EnvConfig(include_cash=True),
         policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
         train=TrainConfig(lookback=32, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          select_min_t=None,
                           device="cpu", dtype="float32", compile="off", save_dir=str(tmp_path / "runs")),
     )
     run_dir = run_training(cfg, progress=False, argv=[])

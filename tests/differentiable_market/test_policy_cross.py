@@ -246,7 +246,8 @@ def cross_run(tmp_path_factory):
     other_root = write_market_csvs(other, tmp / "six")
     cfg = tiny_study_config(train_root, tmp / "runs", epochs=4)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, architecture="cross", asset_hidden=8,
-                                                              asset_head_hidden=4))
+                                                              asset_head_hidden=4),
+                              train=dataclasses.replace(cfg.train, select_min_t=None))  # a trained best.pt
     run = run_training(cfg, progress=False)
     return run, other_root, tmp
 

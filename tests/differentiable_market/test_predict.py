@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory) -> Path:
         data=DataConfig(root=str(bundled_sample_dir())),
         policy=PolicyConfig(architecture="flat", action="target", hidden_size=8, head_hidden=8),
         train=TrainConfig(lookback=LOOKBACK, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1,
-                          log_interval=1, device="cpu", dtype="float32", compile="off",
+                          select_min_t=None, log_interval=1, device="cpu", dtype="float32", compile="off",
                           save_dir=str(tmp_path_factory.mktemp("runs"))),
     )
     return run_training(cfg, progress=False, argv=[])
@@ -213,7 +213,8 @@ def test_a_band_policy_predicts_what_the_backtester_fills(tmp_path, execution, c
         data=DataConfig(root=str(bundled_sample_dir())), env=EnvConfig(execution=execution),
         policy=PolicyConfig(asset_hidden=8, asset_head_hidden=4, context=context),
         train=TrainConfig(lookback=LOOKBACK, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1,
-                          log_interval=1, device="cpu", dtype="float32", compile="off", save_dir=str(tmp_path / "r")),
+                          select_min_t=None, log_interval=1, device="cpu", dtype="float32", compile="off",
+                          save_dir=str(tmp_path / "r")),
     )
     assert cfg.policy.architecture == "cross" and cfg.policy.action == "band"
     run = run_training(cfg, progress=False, argv=[])
@@ -281,6 +282,7 @@ def union_run(request, tmp_path_factory):
         policy=PolicyConfig(architecture=architecture, action=action, hidden_size=8, head_hidden=8, asset_hidden=8,
                             asset_head_hidden=4),
         train=TrainConfig(lookback=16, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          select_min_t=None,
                           device="cpu", dtype="float32", compile="off", save_dir=str(tmp / "runs")),
     )
     run = run_training(cfg, progress=False, argv=[])
@@ -300,7 +302,7 @@ def test_predict_on_a_union_calendar_holds_nothing_untradeable_and_says_why(unio
     assert p.market.calendar == "union" and p.window_bars == (int(bars[0]), int(bars[-1]))
     assert p.names == ("S000", "S001", "S002", "S003", "CASH")
     # S002 and S003 have had no print for more than 3 bars at the last bar: exactly 0, and said so
-    assert p.target[2] == 0.0 and p.target[3] == 0.0 and p.target[[0, 1, 4]].min() > 0
+    assert p.target[2] == 0.0 and p.target[3] == 0.0 and p.target[[0, 1]].min() > 0 and p.target[4] >= 0
     assert p.target.sum() == pytest.approx(1.0, abs=1e-12)
     assert list(p.excluded) == ["S002", "S003"]
     assert p.excluded["S002"].startswith("delisted or halted: last print 2000-09-27")  # bar 270

@@ -6,9 +6,12 @@ from differentiable_market.policy import DirichletGRUPolicy
 from differentiable_market.rollout import deterministic_weights, generate_paths, mean_weights
 
 
-def _setup(include_cash: bool):
+def _setup(include_cash: bool, cash_target: str = "share"):
+    """A flat policy with full targets; by default the cash target is the Dirichlet's own share, so the weights
+    held are the sampled targets themselves."""
     torch.manual_seed(0)
-    policy = DirichletGRUPolicy(PolicyConfig(architecture="flat", action="target", hidden_size=16, head_hidden=8), 3, 4, include_cash)
+    cfg = PolicyConfig(architecture="flat", action="target", hidden_size=16, head_hidden=8, cash_target=cash_target)
+    policy = DirichletGRUPolicy(cfg, 3, 4, include_cash)
     with torch.no_grad():
         policy.head_held.weight.normal_()  # make the held weights matter
         policy.head_out.weight.normal_()  # the zero init would make every action the same
@@ -102,6 +105,19 @@ def test_masked_rollouts_put_exactly_zero_on_untradeable_assets_and_score_the_su
     logp, ent, kl = dirichlet.masked_log_prob_entropy_kl(alpha[:, :3], paths.targets[:, :3], alpha[:, :3],
                                                          cols[:, None])
     assert bool(torch.isfinite(logp).all() and torch.isfinite(ent).all()) and float(kl.abs().max()) < 1e-5
+
+
+def test_with_the_excess_cash_target_the_weights_held_are_the_excess_map_of_the_sampled_targets():
+    from differentiable_market.actions import excess_cash
+    from differentiable_market.env import tradeable_columns
+
+    policy, feats, growth = _setup(include_cash=True, cash_target="excess")
+    cols = tradeable_columns(_mask(), include_cash=True)
+    proj = policy.state_projection(policy.encode(feats))
+    paths = generate_paths(policy, proj, growth, 3, True, torch.Generator().manual_seed(1), tradeable=cols)
+    torch.testing.assert_close(paths.weights, excess_cash(paths.targets))
+    assert bool((paths.weights[..., 2] == 0).all())  # untradeable columns stay at zero
+    assert bool((paths.weights[..., -1] == 0).any()) and bool((paths.weights[..., -1] > 0).any())
 
 
 def test_masked_deterministic_weights_do_not_look_ahead_and_ignore_untradeable_features():

@@ -107,14 +107,15 @@ def test_a_trial_below_the_median_of_earlier_trials_is_pruned_at_an_evaluation(t
                                           intermediate_values={2: 10.0, 4: 10.0, 6: 10.0}) for _ in range(4)]
     result = search.run_trial(_pruning_task(tmp_path, root, previous))
     assert result["state"] == "pruned"
-    # the first evaluation (step 2) is warm-up; the second is below the median, and the run stops there
-    assert [e["step"] for e in result["evaluations"]] == [2, 4]
+    # step 0 (the untrained policy) is never reported and the first trained evaluation (step 2) is warm-up; the
+    # second is below the median, and the run stops there
+    assert [e["step"] for e in result["evaluations"]] == [0, 2, 4]
     from differentiable_market.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "trial" / "checkpoints" / "latest.pt").step == 4
     # with no earlier trials nothing is pruned, and the trial's value is its kept checkpoint's validation score
     done = search.run_trial(_pruning_task(tmp_path / "b", root, []))
-    assert done["state"] == "complete" and [e["step"] for e in done["evaluations"]] == [2, 4, 6]
+    assert done["state"] == "complete" and [e["step"] for e in done["evaluations"]] == [0, 2, 4, 6]
     kept = [e for e in done["evaluations"] if e["best"]][-1]
     assert done["value"] == kept["excess_per_year"] and done["best_step"] == kept["step"]
     # a finished trial is read back, not trained again

@@ -46,15 +46,31 @@ def test_train_on_the_bundled_sample_leaves_a_complete_run_folder(tmp_path, caps
         assert all(isinstance(r[key], (int, float)) for r in train), key
     assert all(r["env_steps_per_s"] > 0 and r["windows"] == 4 for r in train)
     val = [r for r in rows if r["type"] == "validation"]
-    assert [r["step"] for r in val] == [2, 4]
+    assert [r["step"] for r in val] == [0, 2, 4]  # step 0: the untrained policy, best.pt until a trained one earns it
     for side in ("policy", "equal_weight"):
         assert {"annualised_return", "sharpe", "max_drawdown", "turnover"} <= set(val[0][side])
     assert val[0]["bars"] == val[0]["bars"] and val[0]["bars"] > 100
     latest = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert latest.step == 4 and latest.training_state is not None and best.training_state is None
-    assert best.step == max(val, key=lambda r: r["score"])["step"]
+    kept = [r for r in val if r["step"] == 0 or r["excess_vs_equal_weight"]["t_stat"] >= 2.0]
+    assert [r["eligible"] for r in val] == [r in kept for r in val]
+    assert best.step == max(kept, key=lambda r: r["score"])["step"]
     assert build_policy(best).n_out == 4
+
+
+def _validation(step: int, t: float) -> dict:
+    return {"excess_vs_equal_weight": {"t_stat": t, "log_growth": 0.0}}
+
+
+def test_a_trained_checkpoint_is_kept_only_on_evidence_that_it_beats_equal_weight():
+    from differentiable_market.training_run import keeps_checkpoint
+
+    assert keeps_checkpoint(0, _validation(0, -5.0), 2.0)  # the untrained policy is always a candidate
+    assert not keeps_checkpoint(50, _validation(50, 1.99), 2.0)
+    assert keeps_checkpoint(50, _validation(50, 2.0), 2.0)
+    assert keeps_checkpoint(50, _validation(50, -5.0), None)  # the gate off: any trained checkpoint, as before it
+    assert not keeps_checkpoint(0, _validation(0, 5.0), None)
 
 
 def test_run_folders_are_unique_within_one_second(tmp_path):

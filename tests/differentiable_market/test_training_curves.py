@@ -56,7 +56,7 @@ def test_training_png_is_redrawn_at_each_evaluation_from_metrics_jsonl(tmp_path,
     monkeypatch.setattr(training_run, "write_training_png", spy)
     run_dir = _train(tmp_path)
     # Redrawn once per evaluation, each time after that evaluation's row is in the log.
-    assert seen_validation_rows == [[2], [2, 4]]
+    assert seen_validation_rows == [[0], [0, 2], [0, 2, 4]]  # step 0: the untrained policy
     png = (run_dir / "training.png").read_bytes()
     assert png[:8] == PNG_MAGIC
     import matplotlib.image
@@ -82,7 +82,7 @@ def test_training_png_is_redrawn_at_each_evaluation_from_metrics_jsonl(tmp_path,
         assert curves[tag].steps.tolist() == steps, tag
         assert curves[tag].values.tolist() == values, tag
     assert curves["train/reward_mean"].steps.tolist() == [1, 2, 3, 4]
-    assert curves["validation/policy_log_growth"].steps.tolist() == [2, 4]
+    assert curves["validation/policy_log_growth"].steps.tolist() == [0, 2, 4]
 
 
 def test_extract_curves_keeps_nulls_as_nan_skips_torn_lines_and_other_rows(tmp_path):
