@@ -235,7 +235,7 @@ class TrainConfig:
     eval_interval: int = 50  # optimizer steps between validation evaluations and checkpoints
     # best.pt: a trained checkpoint is kept only where its validation excess log growth over equal weight has at
     # least this t-statistic; until one does, best.pt is the untrained policy (scored at step 0), equal weight seen
-    # through the action. None: the best validation objective of any checkpoint (runs written before the gate)
+    # through the action. None: the best validation objective of any trained checkpoint (runs before the gate)
     select_min_t: float | None = 2.0
     log_interval: int = 10  # optimizer steps between metric reads (one host sync each)
     save_dir: str = "differentiable_market/runs"

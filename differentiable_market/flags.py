@@ -213,7 +213,7 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--select-min-t", type=_float_or_off, metavar="T|off", help="best.pt keeps a trained "
                    "checkpoint only where its validation excess log growth over equal weight has a t-statistic of "
                    "at least T; until one does, best.pt is the untrained policy (scored at step 0: equal weight seen "
-                   "through the action). 'off': the best validation objective of any checkpoint "
+                   "through the action). 'off': the best validation objective of any trained checkpoint "
                    f"(default: {t.select_min_t})")
     g.add_argument("--log-interval", type=int, help=f"steps between metrics rows (default: {t.log_interval})")
     g = ap.add_argument_group("hardware")

@@ -405,3 +405,15 @@ def test_the_calendar_flags_reach_the_data_config():
 
     cfg = config_from_args(build_parser().parse_args(["--calendar", "union", "--min-listed", "2"]))
     assert cfg.data.calendar == "union" and cfg.data.min_listed == 2
+
+
+def test_select_min_t_takes_a_number_or_off():
+    from differentiable_market.flags import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args([])).train.select_min_t == 2.0
+    assert config_from_args(parser.parse_args(["--select-min-t", "1.5"])).train.select_min_t == 1.5
+    assert config_from_args(parser.parse_args(["--select-min-t", "off"])).train.select_min_t is None
+    assert config_from_args(parser.parse_args(["--no-compile"])).train.compile == "off"  # 'off' of another flag
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--select-min-t", "high"])
