@@ -242,6 +242,18 @@ def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...] | None, feat
         )
 
 
+def untrained_notes(ckpt: Checkpoint) -> list[str]:
+    """A note when the checkpoint is a run's untrained policy: its best.pt stayed at step 0 because no trained
+    checkpoint passed the selection gate on validation."""
+    min_t = ckpt.config.train.select_min_t
+    if ckpt.step != 0 or min_t is None:
+        return []
+    return [f"This checkpoint is the untrained policy (step 0): no trained checkpoint of the run beat equal weight on "
+            f"validation with an excess t-statistic of at least {min_t:g} (--select-min-t), so best.pt is equal "
+            f"weight seen through the '{ckpt.config.policy.action}' action. The run's latest.pt holds what training "
+            "learned, without that evidence."]
+
+
 def missing_prices_notes(ckpt: Checkpoint, market: MarketData) -> list[str]:
     """A warning when assets' files lack other price columns than in the data the checkpoint's features were fitted
     on: their range, body or gap features are 0 on one side and not on the other, which the policy never saw."""

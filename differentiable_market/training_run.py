@@ -265,7 +265,7 @@ def run_training(
         line; True when ``on_eval`` asks the run to stop."""
         val = trainer.evaluate("validation")
         score = val["policy"]["objective"]
-        eligible = keeps_checkpoint(step, val, tc.select_min_t)
+        eligible = keeps_checkpoint(step, val, tc.select_min_t) or tc.epochs == 0  # a run that trains nothing
         improved = eligible and math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
         if improved:
             trainer.best_score = score

@@ -417,3 +417,18 @@ def test_select_min_t_takes_a_number_or_off():
     assert config_from_args(parser.parse_args(["--no-compile"])).train.compile == "off"  # 'off' of another flag
     with pytest.raises(SystemExit):
         parser.parse_args(["--select-min-t", "high"])
+
+
+@pytest.mark.parametrize("gate", [["--select-min-t", "2"], ["--select-min-t", "off"]])
+def test_a_run_that_trains_nothing_keeps_the_untrained_policy_and_says_so_where_it_is_used(tmp_path, gate):
+    from differentiable_market.checkpoint import untrained_notes
+
+    assert main(TINY + ["--epochs", "0", "--save-dir", str(tmp_path), "--no-progress"] + gate) == 0
+    (run_dir,) = _run_dirs(tmp_path)
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert best.step == 0 and (run_dir / "checkpoints" / "latest.pt").exists()
+    notes = untrained_notes(best)
+    if gate[1] == "off":  # no gate: nothing to explain
+        assert notes == []
+    else:
+        assert len(notes) == 1 and "untrained policy (step 0)" in notes[0] and "--select-min-t" in notes[0]
