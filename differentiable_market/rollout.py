@@ -69,10 +69,11 @@ def generate_paths(
     action = policy.cfg.action
     looped = actions.needs_loop(action, rebalance_every)
     cash_excess = policy.cash_excess
+    own_weights = looped or cash_excess  # the weights held differ from the targets: a buffer of their own
     obs_tba = observed.transpose(0, 1).contiguous()
     growth_tba = obs_tba if growth is None else growth.transpose(0, 1).to(obs_tba.dtype).contiguous()
     targets = torch.empty(t_len, n_rows, b, n_out, device=device)
-    weights = torch.empty_like(targets) if looped or cash_excess else targets
+    weights = torch.empty_like(targets) if own_weights else targets
     held = torch.empty(t_len + 1, n_rows, b, n_out, device=device)  # held[t]: holdings shown at decision t
     held[0] = initial_holdings(n_out, policy.include_cash, device) if initial is None else initial
     pre = held[0]  # holdings at the fill (differs from held only in "open" execution)
@@ -109,7 +110,7 @@ def generate_paths(
         return x.permute(2, 1, 0, 3).contiguous()
 
     w_out = out(weights)
-    return Paths(w_out, out(held[:-1]), out(targets) if looped or cash_excess else w_out)
+    return Paths(w_out, out(held[:-1]), out(targets) if own_weights else w_out)
 
 
 def dirichlet_sampler(generator: torch.Generator | None, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -151,17 +151,18 @@ def _open_run_folder(cfg: ExperimentConfig, trainer: Trainer, resume: Checkpoint
     return run_dir
 
 
-def keeps_checkpoint(step: int, validation: dict[str, Any], min_t: float | None) -> bool:
+def keeps_checkpoint(step: int, validation: dict[str, Any], min_t: float | None, trains: bool = True) -> bool:
     """Whether a checkpoint may become best.pt: the untrained policy (step 0) always may; a trained one only where
     its validation excess log growth over equal weight has a t-statistic of at least ``min_t``. With ``min_t`` None
-    (the gate off) every trained checkpoint may and the untrained one may not, as before the gate.
+    (the gate off) every trained checkpoint may and the untrained one only in a run that ``trains`` nothing
+    (``--epochs 0``), as before the gate.
 
     A trained policy is kept only on evidence that it beats the benchmark; otherwise best.pt stays the untrained
     policy, which is equal weight seen through the action (exactly equal weight for full targets). Picking the best
     of several noisy validation scores otherwise favours whichever checkpoint fit the validation noise, and on a
     market without an edge that is a policy that trades for nothing."""
-    if min_t is None:  # as before the gate: the trained checkpoints compete (the untrained one only if no other)
-        return step > 0
+    if min_t is None:
+        return step > 0 or not trains
     return step == 0 or validation["excess_vs_equal_weight"]["t_stat"] >= min_t
 
 
@@ -265,7 +266,7 @@ def run_training(
         line; True when ``on_eval`` asks the run to stop."""
         val = trainer.evaluate("validation")
         score = val["policy"]["objective"]
-        eligible = keeps_checkpoint(step, val, tc.select_min_t) or tc.epochs == 0  # a run that trains nothing
+        eligible = keeps_checkpoint(step, val, tc.select_min_t, trains=tc.epochs > 0)
         improved = eligible and math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
         if improved:
             trainer.best_score = score
