@@ -240,7 +240,7 @@ def test_compiled_scoring_builds_one_graph_and_matches_eager(architecture):
 def test_cuda_steps_with_compile_bf16_and_microbatches_are_finite_and_resumable_state_is_plain(architecture, context,
                                                                                                head):
     market = random_walk_market(600, 5, seed=10)
-    cfg = _cfg(device="cuda", compile="auto", dtype="auto", microbatch_windows=8, architecture=architecture)
+    cfg = _cfg(device="cuda", compile="on", dtype="auto", microbatch_windows=8, architecture=architecture)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, context=context, asset_head=head))
     tensors, _ = prepare_market(cfg, market, torch.device("cuda"))
     tr = Trainer(cfg, tensors, torch.device("cuda"))
