@@ -174,7 +174,9 @@ def _with_legacy_defaults(config: dict) -> dict:
         config = {**config, "train": {"select_min_t": None, **train}}
     features = config.get("features")
     if isinstance(features, dict):  # written before the moving-average and cross-sectional features
-        config = {**config, "features": {"ma_windows": [], "cross_sectional": False, **features}}
+        # (and before the autocorrelation features)
+        config = {**config, "features": {"ma_windows": [], "cross_sectional": False, "autocorr_windows": [],
+                                         **features}}
     return {**config, "policy": policy}
 
 

@@ -96,6 +96,8 @@ class FeatureConfig:
     ma_windows: tuple[int, ...] = (5, 10, 20)
     # add each return and moving-average feature minus its mean over the data's assets at the same bar
     cross_sectional: bool = True
+    # trailing windows (bars) of each asset's lag-1 return autocorrelation and the AR(1) forecast it implies
+    autocorr_windows: tuple[int, ...] = (20,)
 
     def __post_init__(self) -> None:
         if not self.return_windows or min(self.return_windows) < 1:
@@ -105,6 +107,9 @@ class FeatureConfig:
         ma = self.ma_windows
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in ma) or len(set(ma)) != len(ma):
             raise ConfigError(f"features.ma_windows must be distinct integers >= 2 (or empty), got {list(ma)}.")
+        ac = self.autocorr_windows
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in ac) or len(set(ac)) != len(ac):
+            raise ConfigError(f"features.autocorr_windows must be distinct integers >= 2 (or empty), got {list(ac)}.")
 
 
 @dataclass(frozen=True)

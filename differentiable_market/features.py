@@ -12,6 +12,11 @@ statistics). A feature whose window reaches before bar 0 is 0 at those early bar
 - ``log_volume_rel_n``: log(1 + V_t) minus its mean over the last n bars (0 everywhere when volume is absent);
 - ``log_close_ma_w`` (for ``ma_windows = (5, 10, 20)``): log(C_t / mean(C_{t-w+1..t})), the close relative to its
   trailing arithmetic moving average (its inverse is the OLMAR reversal signal);
+- ``autocorr_w`` (for ``autocorr_windows = (20,)``): the trailing lag-1 autocorrelation of the one-bar returns,
+  sum(r_s r_{s-1}) / sum(r_s^2) over s = t-w+1..t (uncentred: daily means are negligible next to their spread; 0 when
+  every return in the window is 0), and ``ar_forecast_w``: that times r_t, the next return an AR(1) fit over the
+  window predicts. A shared cross-sectional encoder sees no asset identity, so an edge that lives in one asset's own
+  dynamics (momentum or reversal of that asset) must show in that asset's features: these two make it show;
 - with ``cross_sectional``, ``xs_log_return_w`` and ``xs_log_close_ma_w``: that feature minus its mean over the
   assets at the same bar. The mean runs over the assets present in the data (every column of the MarketData, filled
   bars included), not over a sampled subset; with one asset these features are 0.
@@ -56,8 +61,9 @@ def feature_names(cfg: FeatureConfig) -> tuple[str, ...]:
     returns = tuple(f"log_return_{w}" for w in cfg.return_windows)
     averages = tuple(f"log_close_ma_{w}" for w in cfg.ma_windows)
     relative = tuple(f"xs_{name}" for name in (*returns, *averages)) if cfg.cross_sectional else ()
+    autocorr = tuple(name for w in cfg.autocorr_windows for name in (f"autocorr_{w}", f"ar_forecast_{w}"))
     return (*returns, f"volatility_{n}", "log_high_low", "log_close_open", "overnight_gap", f"log_volume_rel_{n}",
-            *averages, *relative)
+            *averages, *autocorr, *relative)
 
 
 def first_valid_bars(cfg: FeatureConfig) -> tuple[int, ...]:
@@ -65,7 +71,8 @@ def first_valid_bars(cfg: FeatureConfig) -> tuple[int, ...]:
     n = cfg.volatility_window
     averages = tuple(w - 1 for w in cfg.ma_windows)
     relative = (*cfg.return_windows, *averages) if cfg.cross_sectional else ()
-    return (*cfg.return_windows, n, 0, 0, 1, n - 1, *averages, *relative)
+    autocorr = tuple(w + 1 for w in cfg.autocorr_windows for _ in range(2))  # r_{s-1} of the oldest s: bar t - w
+    return (*cfg.return_windows, n, 0, 0, 1, n - 1, *averages, *autocorr, *relative)
 
 
 def undefined_assets(market: MarketData, cfg: FeatureConfig) -> list[np.ndarray | None]:
@@ -167,7 +174,7 @@ def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None,
     life = _life(m) if life is None else life
     stop = m.n_bars if stop is None else stop
     rows = _block_rows(m.n_assets)
-    halo = max(*cfg.return_windows, *(w - 1 for w in cfg.ma_windows), 1)
+    halo = max(*cfg.return_windows, *(w - 1 for w in cfg.ma_windows), *(w + 1 for w in cfg.autocorr_windows), 1)
     sums = (_TrailingSum(cfg.volatility_window, m.n_assets), _TrailingSum(cfg.volatility_window, m.n_assets))
     for t0 in range(0, stop, rows):
         a, t1 = max(t0 - halo, 0), min(t0 + rows, stop)
@@ -181,7 +188,7 @@ def _columns(
 ) -> Iterator[np.ndarray]:
     """The features of the bars from row ``skip`` on of [rows, A] price and volume arrays, one float64 column at a
     time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)`` and
-    ``max(ma_windows) - 1`` of them, or all bars from bar 0); ``sums`` are the trailing sums of the volatility and the
+    ``max(ma_windows) - 1`` and ``max(autocorr_windows) + 1`` of them, or all bars from bar 0); ``sums`` are the trailing sums of the volatility and the
     volume feature, fed in bar order. ``life`` (a union calendar; the rows from ``skip`` on are bars ``t0``..): the
     one-bar returns up to each asset's listing bar and the volumes before it are taken as 0, and the cross-sectional
     means run over the assets whose source feature is valid.
@@ -200,11 +207,11 @@ def _columns(
         if cfg.cross_sectional:
             relative.append(_minus_asset_mean(r[skip:], valid(w)))
         yield r[skip:]
-    r1 = np.zeros_like(log_c)
-    np.subtract(log_c[1:], log_c[:-1], out=r1[1:])
-    r1 = r1[skip:]
+    r1_all = np.zeros_like(log_c)  # one-bar returns of every row, the bars before included
+    np.subtract(log_c[1:], log_c[:-1], out=r1_all[1:])
     if life is not None:  # a return into the listing bar starts from a placeholder
-        r1[np.arange(t0, t0 + rows)[:, None] <= life.first[None, :]] = 0.0
+        r1_all[np.arange(t0 - skip, t0 + rows)[:, None] <= life.first[None, :]] = 0.0
+    r1 = r1_all[skip:]
     vol = sums[0](r1 * r1)
     np.maximum(vol, 0.0, out=vol)
     vol /= n
@@ -237,7 +244,28 @@ def _columns(
         if cfg.cross_sectional:
             relative.append(_minus_asset_mean(ma, valid(w - 1)))
         yield ma
+    if cfg.autocorr_windows:
+        lagged = np.zeros_like(r1_all)  # r_s r_{s-1}
+        np.multiply(r1_all[1:], r1_all[:-1], out=lagged[1:])
+        squared = r1_all * r1_all
+        for w in cfg.autocorr_windows:
+            # summed directly over the w bars, like the moving averages, so a bar's value does not depend on its block
+            num, den = _trailing_direct_sum(lagged, skip, w), _trailing_direct_sum(squared, skip, w)
+            rho = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+            forecast = rho * r1  # before rho is yielded: callers change columns in place
+            yield rho
+            yield forecast
     yield from relative
+
+
+def _trailing_direct_sum(x: np.ndarray, skip: int, w: int) -> np.ndarray:
+    """sum of x[j-w+1..j] for the rows j from ``skip`` on of ``x`` [rows, A], rows before row 0 counting as 0; the
+    w rows added one by one (newest first), so each value is the same whatever block holds it."""
+    total = x[skip:].copy()
+    for k in range(1, min(w, len(x))):
+        lo = max(k - skip, 0)  # rows whose row j - k exists
+        total[lo:] += x[skip + lo - k : len(x) - k]
+    return total
 
 
 def _row_sums(x: np.ndarray) -> np.ndarray:
@@ -336,9 +364,9 @@ class FeatureSpec:
                               f"{missing!r}.")
         config = d["config"]
         if isinstance(config, dict):
-            # A spec written before these keys existed was fitted without the moving-average and cross-sectional
-            # features; the current defaults would ask for columns its policy never saw.
-            config = {"ma_windows": (), "cross_sectional": False, **config}
+            # A spec written before these keys existed was fitted without the moving-average, cross-sectional and
+            # autocorrelation features; the current defaults would ask for columns its policy never saw.
+            config = {"ma_windows": (), "cross_sectional": False, "autocorr_windows": (), **config}
         return cls(
             config=config_from_dict(FeatureConfig, config, "feature_spec.config"),
             names=tuple(d["names"]),

@@ -397,6 +397,14 @@ def test_an_untrained_policy_with_cash_holds_equal_weight_over_the_assets(archit
         assert float((w[:, :-1] - 0.25).abs().max()) <= b + 1e-6
 
 
+def test_configs_written_before_the_autocorrelation_features_keep_their_features():
+    old = {"policy": {"architecture": "cross"},
+           "features": {"return_windows": [1, 5, 20], "ma_windows": [5, 10], "cross_sectional": True}}
+    cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(old))
+    assert cfg.features.autocorr_windows == () and cfg.features.ma_windows == (5, 10)
+    assert cfg.features.cross_sectional and ExperimentConfig().features.autocorr_windows == (20,)
+
+
 def test_configs_written_before_the_excess_cash_target_keep_the_dirichlet_share():
     old = {"policy": {"architecture": "cross", "encoder": "mingru", "action": "band"}, "env": {"include_cash": True}}
     cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(old))

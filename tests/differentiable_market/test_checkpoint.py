@@ -102,6 +102,7 @@ def test_a_checkpoint_written_before_encoders_were_selectable_loads_and_backtest
     # written before the selection gate and the excess cash target: it keeps what it was trained with
     assert ckpt.config.train.select_min_t is None and ckpt.config.policy.cash_target == "share"
     assert ckpt.feature_spec.missing_prices == ()  # its spec predates the record: every asset had all four prices
+    assert ckpt.config.features.autocorr_windows == ckpt.feature_spec.config.autocorr_windows == ()
     assert any(k.startswith("gru.") for k in ckpt.policy_state)
     result = run_backtest(  # that version's default windows: 256 bars, stride 64
         BacktestOptions(checkpoint=str(FIXTURES / "legacy_gru_best.pt"), data_root=str(bundled_sample_dir()),

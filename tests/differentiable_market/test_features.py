@@ -43,13 +43,14 @@ def test_names_shape_and_dtype(synthetic_ohlc) -> None:
     assert spec.names == feature_names(CFG) == (
         "log_return_1", "log_return_5", "log_return_20", "volatility_10", "log_high_low", "log_close_open",
         "overnight_gap", "log_volume_rel_10", "log_close_ma_5", "log_close_ma_10", "log_close_ma_20",
-        "xs_log_return_1", "xs_log_return_5", "xs_log_return_20", "xs_log_close_ma_5", "xs_log_close_ma_10",
+        "autocorr_20", "ar_forecast_20", "xs_log_return_1", "xs_log_return_5", "xs_log_return_20", "xs_log_close_ma_5", "xs_log_close_ma_10",
         "xs_log_close_ma_20",
     )
-    assert first_valid_bars(CFG) == (1, 5, 20, 10, 0, 0, 1, 9, 4, 9, 19, 1, 5, 20, 4, 9, 19)
+    assert first_valid_bars(CFG) == (1, 5, 20, 10, 0, 0, 1, 9, 4, 9, 19, 21, 21, 1, 5, 20, 4, 9, 19)
     assert feats.shape == (120, 3, spec.n_features) and feats.dtype == np.float32
-    assert warmup_bars(CFG) == 20
-    plain = FeatureConfig(return_windows=(1, 5, 20), volatility_window=10, ma_windows=(), cross_sectional=False)
+    assert warmup_bars(CFG) == 21
+    plain = FeatureConfig(return_windows=(1, 5, 20), volatility_window=10, ma_windows=(), cross_sectional=False,
+                          autocorr_windows=())
     assert feature_names(plain) == feature_names(CFG)[:8]  # the features before moving averages, in their order
 
 
@@ -77,6 +78,12 @@ def test_raw_values_match_definitions(synthetic_ohlc) -> None:
     assert (col["overnight_gap"][0] == 0).all() and (col["log_volume_rel_10"][:9] == 0).all()
     assert (col["log_close_ma_20"][:19] == 0).all() and (col["log_close_ma_20"][19] != 0).all()
     assert (col["xs_log_close_ma_5"][:4] == 0).all() and (col["xs_log_close_ma_5"][4] != 0).all()
+    r1 = np.diff(np.log(c), axis=0)  # r1[s - 1] is the return into bar s
+    rho = (r1[t - 20 : t] * r1[t - 21 : t - 1]).sum(axis=0) / (r1[t - 20 : t] ** 2).sum(axis=0)
+    np.testing.assert_allclose(col["autocorr_20"][t], rho, rtol=1e-9)
+    np.testing.assert_allclose(col["ar_forecast_20"][t], rho * r1[t - 1], rtol=1e-9)
+    assert (col["autocorr_20"][:21] == 0).all() and (col["autocorr_20"][21] != 0).all()
+    assert (col["ar_forecast_20"][:21] == 0).all() and (col["ar_forecast_20"][21] != 0).all()
 
 
 def test_close_to_moving_average_by_hand() -> None:
@@ -94,6 +101,27 @@ def test_close_to_moving_average_by_hand() -> None:
     np.testing.assert_allclose(col["xs_log_close_ma_3"][:, 1], -col["xs_log_close_ma_3"][:, 0], rtol=0, atol=1e-15)
     r1 = np.vstack([np.zeros((1, 2)), np.diff(np.log(close), axis=0)])
     np.testing.assert_allclose(col["xs_log_return_1"], r1 - r1.mean(axis=1, keepdims=True), rtol=1e-12, atol=1e-15)
+
+
+def test_autocorrelation_by_hand() -> None:
+    # log returns: asset A alternates +-0.1 (autocorrelation -1), asset B repeats 0.1 (+1), asset C is flat (0)
+    r = np.array([[0.0, 0.0, 0.0], [0.1, 0.1, 0.0], [-0.1, 0.1, 0.0], [0.1, 0.1, 0.0], [-0.1, 0.1, 0.0],
+                  [0.2, 0.1, 0.0]])
+    close = np.exp(np.cumsum(r, axis=0))
+    m = MarketData.from_arrays(("A", "B", "C"), None, close, close, close, close)
+    cfg = FeatureConfig(return_windows=(1,), volatility_window=2, ma_windows=(), cross_sectional=False,
+                        autocorr_windows=(2, 3))
+    col = dict(zip(feature_names(cfg), np.moveaxis(raw_features(m, cfg), -1, 0)))
+    # window 2 at bar 3: returns into bars 2, 3 against those into bars 1, 2
+    np.testing.assert_allclose(col["autocorr_2"][3], [-1.0, 1.0, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(col["ar_forecast_2"][3], [-0.1, 0.1, 0.0], rtol=1e-12)
+    # window 2 at bar 5: (0.2 x -0.1 + -0.1 x 0.1) / (0.2^2 + 0.1^2) for A
+    np.testing.assert_allclose(col["autocorr_2"][5, 0], -0.03 / 0.05, rtol=1e-12)
+    np.testing.assert_allclose(col["ar_forecast_2"][5, 0], -0.03 / 0.05 * 0.2, rtol=1e-12)
+    # window 3 at bar 5: (0.2 x -0.1 - 0.1 x 0.1 - 0.1 x 0.1) / (0.04 + 0.01 + 0.01)
+    np.testing.assert_allclose(col["autocorr_3"][5, 0], -0.04 / 0.06, rtol=1e-12)
+    assert (col["autocorr_2"][:3] == 0).all() and (col["autocorr_3"][:4] == 0).all()
+    assert (col["autocorr_2"][:, 2] == 0).all()  # no returns: 0, not a division by zero
 
 
 def test_cross_sectional_features_sum_to_zero_over_assets(synthetic_ohlc) -> None:
@@ -189,10 +217,12 @@ def test_spec_round_trips_through_json_and_is_strict(synthetic_ohlc) -> None:
 
 def test_spec_written_before_moving_averages_loads_with_its_own_features(synthetic_ohlc) -> None:
     m = synthetic_ohlc(100, 2, seed=5)
-    cfg = FeatureConfig(return_windows=(1, 5, 20), volatility_window=10, ma_windows=(), cross_sectional=False)
+    cfg = FeatureConfig(return_windows=(1, 5, 20), volatility_window=10, ma_windows=(), cross_sectional=False,
+                        autocorr_windows=())
     spec = fit_feature_spec(m, cfg, 70)
     legacy = spec.to_dict()
-    legacy["config"] = {k: v for k, v in legacy["config"].items() if k not in ("ma_windows", "cross_sectional")}
+    legacy["config"] = {k: v for k, v in legacy["config"].items()
+                        if k not in ("ma_windows", "cross_sectional", "autocorr_windows")}
     again = FeatureSpec.from_dict(json.loads(json.dumps(legacy)))
     assert again == spec and again.n_features == 8
     assert again.names[-1] == "log_volume_rel_10"
@@ -260,10 +290,11 @@ def test_missing_prices_round_trip_and_a_spec_without_them_loads(synthetic_ohlc)
 
 
 @pytest.mark.parametrize("windows", [(1, 5), (0,), (5, 5), (2.5,), (True, 3)])
-def test_ma_windows_are_checked(windows) -> None:
-    with pytest.raises(ConfigError, match="features.ma_windows must be distinct integers >= 2"):
-        FeatureConfig(ma_windows=windows)
-    assert FeatureConfig(ma_windows=()).ma_windows == ()
+@pytest.mark.parametrize("field", ["ma_windows", "autocorr_windows"])
+def test_ma_and_autocorr_windows_are_checked(windows, field) -> None:
+    with pytest.raises(ConfigError, match=f"features.{field} must be distinct integers >= 2"):
+        FeatureConfig(**{field: windows})
+    assert getattr(FeatureConfig(**{field: ()}), field) == ()
 
 
 def test_train_end_must_leave_room_after_warmup(synthetic_ohlc) -> None:
@@ -287,6 +318,7 @@ def test_sample_features_are_sane(sample_market: MarketData) -> None:
     CFG,
     FeatureConfig(return_windows=(2, 30), volatility_window=7),
     FeatureConfig(return_windows=(3,), volatility_window=4, ma_windows=(2, 41)),  # the MA window sets the halo
+    FeatureConfig(return_windows=(3,), volatility_window=4, ma_windows=(2,), autocorr_windows=(5, 44)),  # halo
     FeatureConfig(return_windows=(1,), volatility_window=4, ma_windows=(), cross_sectional=False),
 ])
 def test_blocks_of_bars_give_the_whole_array_values_bit_for_bit(synthetic_ohlc, monkeypatch, cfg) -> None:
