@@ -166,9 +166,9 @@ def _blocks(market: MarketData, cfg: FeatureConfig, stop: int | None = None,
 
     Blocks keep the peak memory at the caller's output plus a few blocks, instead of a few [T, A] arrays, and each
     block's passes in cache. The values equal those of computing every bar at once, bit for bit: each block also
-    reads the bars before it (the past) that the longest return or moving-average window reaches, and the trailing
-    sums carry their prefix sums. ``life``: the market's ``_life``, passed by callers that use it too (its masks of
-    the current block are then computed once); None computes it.
+    reads the bars before it (the past) that the longest return, moving-average or autocorrelation window reaches,
+    and the trailing sums carry their prefix sums. ``life``: the market's ``_life``, passed by callers that use it
+    too (its masks of the current block are then computed once); None computes it.
     """
     m = market
     life = _life(m) if life is None else life
@@ -187,11 +187,11 @@ def _columns(
     sums: tuple[_TrailingSum, _TrailingSum], life: _Life | None = None, t0: int = 0,
 ) -> Iterator[np.ndarray]:
     """The features of the bars from row ``skip`` on of [rows, A] price and volume arrays, one float64 column at a
-    time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)`` and
-    ``max(ma_windows) - 1`` and ``max(autocorr_windows) + 1`` of them, or all bars from bar 0); ``sums`` are the trailing sums of the volatility and the
-    volume feature, fed in bar order. ``life`` (a union calendar; the rows from ``skip`` on are bars ``t0``..): the
-    one-bar returns up to each asset's listing bar and the volumes before it are taken as 0, and the cross-sectional
-    means run over the assets whose source feature is valid.
+    time. The first ``skip`` rows are the bars just before (at least ``max(return_windows)``, ``max(ma_windows) - 1``
+    and ``max(autocorr_windows) + 1`` of them, or all bars from bar 0); ``sums`` are the trailing sums of the
+    volatility and the volume feature, fed in bar order. ``life`` (a union calendar; the rows from ``skip`` on are
+    bars ``t0``..): the one-bar returns up to each asset's listing bar and the volumes before it are taken as 0, and
+    the cross-sectional means run over the assets whose source feature is valid.
     """
     log_c = np.log(c)
     n = cfg.volatility_window
@@ -235,10 +235,7 @@ def _columns(
     for w in cfg.ma_windows:
         # The w closes are summed directly, oldest last, not as a difference of prefix sums: a prefix sum holds the
         # whole history, so for an asset far below its past prices the difference would lose the window's digits.
-        total = c[skip:].copy()
-        for k in range(1, min(w, len(c))):
-            lo = max(k - skip, 0)  # rows whose bar t - k exists
-            total[lo:] += c[skip + lo - k : len(c) - k]
+        total = _trailing_direct_sum(c, skip, w)
         total /= w
         ma = np.subtract(log_c, np.log(total, out=total), out=total)
         if cfg.cross_sectional:
@@ -249,7 +246,7 @@ def _columns(
         np.multiply(r1_all[1:], r1_all[:-1], out=lagged[1:])
         squared = r1_all * r1_all
         for w in cfg.autocorr_windows:
-            # summed directly over the w bars, like the moving averages, so a bar's value does not depend on its block
+            # summed directly over the w bars, like the moving averages: no cancellation between prefix sums
             num, den = _trailing_direct_sum(lagged, skip, w), _trailing_direct_sum(squared, skip, w)
             rho = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
             forecast = rho * r1  # before rho is yielded: callers change columns in place
@@ -260,7 +257,8 @@ def _columns(
 
 def _trailing_direct_sum(x: np.ndarray, skip: int, w: int) -> np.ndarray:
     """sum of x[j-w+1..j] for the rows j from ``skip`` on of ``x`` [rows, A], rows before row 0 counting as 0; the
-    w rows added one by one (newest first), so each value is the same whatever block holds it."""
+    w rows added one by one (newest first), so each value is the same whatever block holds it and carries no
+    cancellation from a prefix sum over the whole history."""
     total = x[skip:].copy()
     for k in range(1, min(w, len(x))):
         lo = max(k - skip, 0)  # rows whose row j - k exists

@@ -43,8 +43,8 @@ def test_names_shape_and_dtype(synthetic_ohlc) -> None:
     assert spec.names == feature_names(CFG) == (
         "log_return_1", "log_return_5", "log_return_20", "volatility_10", "log_high_low", "log_close_open",
         "overnight_gap", "log_volume_rel_10", "log_close_ma_5", "log_close_ma_10", "log_close_ma_20",
-        "autocorr_20", "ar_forecast_20", "xs_log_return_1", "xs_log_return_5", "xs_log_return_20", "xs_log_close_ma_5", "xs_log_close_ma_10",
-        "xs_log_close_ma_20",
+        "autocorr_20", "ar_forecast_20", "xs_log_return_1", "xs_log_return_5", "xs_log_return_20",
+        "xs_log_close_ma_5", "xs_log_close_ma_10", "xs_log_close_ma_20",
     )
     assert first_valid_bars(CFG) == (1, 5, 20, 10, 0, 0, 1, 9, 4, 9, 19, 21, 21, 1, 5, 20, 4, 9, 19)
     assert feats.shape == (120, 3, spec.n_features) and feats.dtype == np.float32
