@@ -5,7 +5,8 @@
 #   flat       flat policy at the README size, 256 and 1,024 assets, eager, bf16 autocast (auto) beside float32
 #   cross      cross policy (history context, affine head), the same rows
 #   microbatch cross at 1,024 assets with and without --microbatch-windows 32 (peak GPU memory), eager
-#   tests      the GPU tests of test_env and test_trainer (CUDA against CPU accounting; training steps with compile, bf16 and microbatches)
+#   tests      the GPU tests of test_env and test_trainer (CUDA against CPU accounting; training steps with compile,
+#              bf16 and microbatches)
 #   compiled   cross at 256 assets, bf16, eager against torch.compile (one child process each, compile time apart)
 # Every part has its own time limit, so a slow part costs only itself. Writes each part's output under $OUT
 # (default: ./gpu_rows). Run from the repository root: bash benchmarks/gpu_throughput.sh
@@ -37,7 +38,8 @@ if wants microbatch; then
         --microbatch-windows 32
     part no_microbatch 50 python3 $T --device cuda --only assets1024 $CROSS --compile off --dtype float32
 fi
-wants tests && part gpu_tests 200 python3 -m pytest tests/differentiable_market/test_env.py tests/differentiable_market/test_trainer.py -m gpu -q -p no:cacheprovider
+wants tests && part gpu_tests 200 python3 -m pytest tests/differentiable_market/test_env.py \
+    tests/differentiable_market/test_trainer.py -m gpu -q -p no:cacheprovider
 if wants compiled; then
     # --child runs one configuration and prints its JSON row; the compile happens in the untimed warm-up step
     part eager256 40 python3 $T --child assets256 --device cuda --steps 5 --warmup 2 --compile off \

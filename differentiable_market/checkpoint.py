@@ -256,6 +256,12 @@ def untrained_notes(ckpt: Checkpoint) -> list[str]:
             "learned, without that evidence."]
 
 
+def checkpoint_notes(ckpt: Checkpoint, market: MarketData) -> list[str]:
+    """What a user of the checkpoint on ``market`` should be told about the checkpoint itself (the backtester and
+    predict print them): ``missing_prices_notes`` and ``untrained_notes``."""
+    return missing_prices_notes(ckpt, market) + untrained_notes(ckpt)
+
+
 def missing_prices_notes(ckpt: Checkpoint, market: MarketData) -> list[str]:
     """A warning when assets' files lack other price columns than in the data the checkpoint's features were fitted
     on: their range, body or gap features are 0 on one side and not on the other, which the policy never saw."""

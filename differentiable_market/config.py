@@ -104,12 +104,10 @@ class FeatureConfig:
             raise ConfigError(f"features.return_windows must be positive integers, got {self.return_windows}.")
         if self.volatility_window < 2:
             raise ConfigError(f"features.volatility_window must be >= 2, got {self.volatility_window}.")
-        ma = self.ma_windows
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in ma) or len(set(ma)) != len(ma):
-            raise ConfigError(f"features.ma_windows must be distinct integers >= 2 (or empty), got {list(ma)}.")
-        ac = self.autocorr_windows
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in ac) or len(set(ac)) != len(ac):
-            raise ConfigError(f"features.autocorr_windows must be distinct integers >= 2 (or empty), got {list(ac)}.")
+        for name in ("ma_windows", "autocorr_windows"):
+            ws = getattr(self, name)
+            if any(isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in ws) or len(set(ws)) != len(ws):
+                raise ConfigError(f"features.{name} must be distinct integers >= 2 (or empty), got {list(ws)}.")
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write_new, json_safe
-from .checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
-                         untrained_notes)
+from .checkpoint import Checkpoint, build_policy, check_market_matches, checkpoint_notes, load_checkpoint
 from .config import Execution
 from .data import MarketData, execution_note, load_market, resolve_data_root
 from .env import account, decision_growth, execution_horizon, growth_where_tradeable, observed_growth, tradeable_columns
@@ -274,8 +273,7 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
             "them is not a forecast. Update the files, or point --data-root at data up to date."
         )
     fills = execution_note(market, cfg.env.execution)  # "the next open" is the next close for assets without one
-    notes = (list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
-             + untrained_notes(ckpt))
+    notes = list(market.notes) + ([fills] if fills else []) + checkpoint_notes(ckpt, market)
     if ckpt.trained_through is None:
         notes.append(f"{ckpt.path} does not record its last training bar, so the data's age cannot be checked.")
     mask = market_mask(market, include_cash)  # [T, A] or None (every asset tradeable at every bar)

@@ -48,8 +48,8 @@ import torch
 
 from .. import baselines
 from ..baselines import registry
-from ..checkpoint import (Checkpoint, build_policy, check_market_matches, load_checkpoint, missing_prices_notes,
-                          transferable, universe_difference, untrained_notes)
+from ..checkpoint import (Checkpoint, build_policy, check_market_matches, checkpoint_notes, load_checkpoint,
+                          transferable, universe_difference)
 from ..config import Execution, ExperimentConfig, SplitName
 from ..data import MarketData, execution_note, load_market, resolve_data_root
 from ..env import (account, decision_growth, execution_horizon, growth_where_tradeable, initial_holdings,
@@ -353,8 +353,7 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
               else train_end_cutoff(cfg.data, cfg.train.lookback))
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     fills = execution_note(market, cfg.env.execution)
-    notes = (list(market.notes) + ([fills] if fills else []) + missing_prices_notes(ckpt, market)
-             + untrained_notes(ckpt))
+    notes = list(market.notes) + ([fills] if fills else []) + checkpoint_notes(ckpt, market)
     for note in notes:
         log(note)
     if options.transfer_universe:  # the features are the checkpoint's spec computed on these data

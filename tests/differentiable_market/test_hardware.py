@@ -63,7 +63,7 @@ def test_auto_on_cuda_follows_native_bf16_of_the_card(monkeypatch):
     assert seen and not any(seen)  # emulated bf16 (pre-Ampere) does not count as support
 
 
-def test_compile_auto_is_on_for_cuda_only_and_explicit_modes_are_honoured():
+def test_compile_auto_is_off_on_cpu_and_cuda_and_explicit_modes_are_honoured():
     on_cuda, reason = compile_choice("auto", CUDA)
     assert not on_cuda and "minutes" in reason
     on_cpu, reason = compile_choice("auto", CPU)
