@@ -20,6 +20,7 @@ SplitName = Literal["train", "validation", "test", "all"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DTypeName = Literal["auto", "float32", "bfloat16"]
 CompileMode = Literal["auto", "on", "off"]
+CpuHeap = Literal["keep", "system"]  # heap.set_cpu_heap
 EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
@@ -234,6 +235,9 @@ class TrainConfig:
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"  # autocast dtype for the GRU; Dirichlet math stays in float32
     compile: CompileMode = "auto"
+    # on the CPU: "keep" lets the C allocator reuse freed blocks up to 32 MiB from step to step (heap.py), "system"
+    # leaves it as the process has it
+    cpu_heap: CpuHeap = "keep"
     seed: int = 0
     eval_interval: int = 50  # optimizer steps between validation evaluations and checkpoints
     # best.pt: a trained checkpoint is kept only where its validation excess log growth over equal weight has at

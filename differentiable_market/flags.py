@@ -63,6 +63,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "device": ("train", "device"),
     "dtype": ("train", "dtype"),
     "compile": ("train", "compile"),
+    "cpu_heap": ("train", "cpu_heap"),
     "seed": ("train", "seed"),
     "eval_interval": ("train", "eval_interval"),
     "select_min_t": ("train", "select_min_t"),
@@ -71,7 +72,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "tensorboard": ("train", "tensorboard"),
 }
 # Flags that may change when resuming: they do not alter what the run computes, or extend it.
-RESUME_OVERRIDABLE = {"epochs", "data_root", "data_glob", "device", "tensorboard"}
+RESUME_OVERRIDABLE = {"epochs", "data_root", "data_glob", "device", "tensorboard", "cpu_heap"}
 
 
 class _Off:
@@ -223,15 +224,19 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    "use, a CUDA card of Ampere or later) and float32 elsewhere, where bf16 would be emulated and slow; "
                    "the choice and its reason are printed and logged (default: auto)")
     g.add_argument("--no-compile", dest="compile", action="store_const", const="off",
-                   help="never torch.compile (default: compile on CUDA only; on CPU it costs more than it saves)")
-    g.add_argument("--compile", dest="compile", action="store_const", const="on", help="torch.compile also on CPU")
+                   help="never torch.compile (the default, auto, does not compile either: on CPU it measured no "
+                   "faster, and on a GPU compiling took minutes)")
+    g.add_argument("--compile", dest="compile", action="store_const", const="on", help="torch.compile the loss")
+    g.add_argument("--cpu-heap", choices=["keep", "system"], help="on the CPU, keep: the C allocator (glibc) reuses "
+                   "freed blocks up to 32 MiB from step to step instead of handing them back to the kernel and "
+                   "faulting them in again; system: leave it as the process has it (default: keep)")
     if not run_folder_flags:
         return ap
     g = ap.add_argument_group("run folder")
     g.add_argument("--save-dir", help=f"parent folder of run folders (default: {t.save_dir})")
     g.add_argument("--resume", metavar="RUN_OR_CKPT", help="continue a run from its checkpoints/latest.pt (a run "
-                   "folder or a .pt path); only --epochs, --data-root, --data-glob, --device and --tensorboard may "
-                   "change")
+                   "folder or a .pt path); only --epochs, --data-root, --data-glob, --device, --tensorboard and "
+                   "--cpu-heap may change")
     g.add_argument("--init-checkpoint", metavar="CKPT", help="start from this checkpoint's policy weights and "
                    "feature normaliser (new optimiser, new run folder); a cross-sectional checkpoint may start a run "
                    "on other symbols")

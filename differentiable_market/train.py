@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             if extra:
                 flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
                 raise ConfigError(f"When resuming, the run's own config is used; drop {flags} (only --epochs, "
-                                  "--data-root, --data-glob, --device and --tensorboard may change).")
+                                  "--data-root, --data-glob, --device, --tensorboard and --cpu-heap may change).")
             ckpt = load_checkpoint(resolve_resume_path(args.resume))
             if ckpt.training_state is None:
                 raise CheckpointError(f"{ckpt.path} holds no training state (best.pt does not); resume from the run "

@@ -25,6 +25,7 @@ from .env import (decision_growth, env_objective, execution_horizon, growth_wher
                   observed_growth, tradeable_columns)
 from .errors import ConfigError, DataError
 from .features import FeatureSpec, compute_features, fit_feature_spec
+from .heap import set_cpu_heap
 from .metrics import bars_per_year, path_metrics
 from .optim import build_optimizers
 from .policy import Policy, make_policy
@@ -436,6 +437,8 @@ class Trainer:
         self.actions = torch.Generator(device=device).manual_seed(tc.seed + 1)  # Dirichlet samples
         self.autocast, self.autocast_reason = autocast_choice(tc.dtype, device)
         self.compiled, self.compile_reason = compile_choice(tc.compile, device)
+        if device.type == "cpu":
+            set_cpu_heap(tc.cpu_heap)
         self.loss_fn = GRPOLoss(cfg, self.policy, tensors.features, self.compiled, tensors.tradeable)
         self.step_count = 0
         self.best_score: float | None = None

@@ -46,6 +46,7 @@ FIXED_FLAGS: dict[str, str] = {
     "device": "it does not change what is learned",
     "dtype": "it does not change what is learned",
     "compile": "it does not change what is learned",
+    "cpu_heap": "it does not change what is learned",
     "eval_interval": "it sets when trials are scored and pruned",
     "log_interval": "it does not change what is learned",
     "save_dir": "it does not change what is learned",
