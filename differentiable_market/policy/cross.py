@@ -30,11 +30,11 @@ from torch.utils.checkpoint import checkpoint
 from ..chunks import row_chunks
 from ..config import PolicyConfig
 from .base import DirichletPolicy
-from .encoders import ENCODERS
+from .encoders import ENCODERS, SCAN_CHUNK
 from .head import _ChunkedHead, _head
 
-TOKEN_CHUNK_ELEMENTS = 1 << 24  # activations per chunk of the token pipeline without gradient or when it is
-# recomputed (--gradient-checkpointing): 64 MiB of float32
+TOKEN_BLOCK_ELEMENTS = 1 << 20  # per-token activations of one block of bars ([B, bars, A_out, H]): 4 MiB of float32,
+# so every activation of the token pipeline is a block's (heap-sized, cache-sized), never a whole history's
 
 
 class PooledMixing(nn.Module):
@@ -122,69 +122,60 @@ class CrossSectionalPolicy(DirichletPolicy):
 
     def projection(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None,
                    tradeable: torch.Tensor | None = None) -> torch.Tensor:
-        """``state_projection(encode(...))``; in chunks (without gradient, or recomputed under gradient
-        checkpointing) each chunk of bars is projected as it is mixed, so the mixed tokens are not kept whole."""
+        """``state_projection(encode(...))``, each block of bars projected as it is mixed, so the mixed tokens are
+        never kept whole."""
         return self._run(features, autocast_dtype, tradeable, project=True)
 
     def _run(self, features: torch.Tensor, autocast_dtype: torch.dtype | None, tradeable: torch.Tensor | None,
              project: bool) -> torch.Tensor:
+        """The token pipeline in blocks of bars, the encoder's state carried from each block into the next.
+
+        Every step of the pipeline but the encoder's recurrence is per bar, and the recurrence continues exactly
+        from the state the block before left (for the minimal GRU, bit for bit: blocks are whole scan chunks), so a
+        block of ``block_bars`` bars is all that is live at once: its activations (a few MiB each) come from the C
+        allocator's reused heap, not from fresh pages (heap.py), and stay in cache longer than a whole history's
+        (83 MB per activation at 256 assets over 2,500 bars). With gradient, autograd keeps each block's
+        activations; under ``--gradient-checkpointing`` each block is recomputed in backward from its inputs and
+        the state it started from."""
         b, t, a, f = features.shape
         if f != self.n_features:
             raise ValueError(f"features have {f} columns; this policy was built for {self.n_features}")
-        x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
         mask = None
         if tradeable is not None:
-            mask = tradeable.to(device=x.device, dtype=torch.bool)
+            mask = tradeable.to(device=features.device, dtype=torch.bool)
             if self.cash_token is not None:
                 mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
+        bars = self.block_bars(b, a)
+        recompute = self.cfg.gradient_checkpointing and torch.is_grad_enabled()
         enabled = autocast_dtype is not None
-        with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
-            recompute = self.cfg.gradient_checkpointing and torch.is_grad_enabled()
-            if recompute or not torch.is_grad_enabled():
-                return self._chunked_tokens(x, (b, a, t), mask, recompute, project)
-            h = self._tokens(x, (b, a, t), mask)
-        h = _float(h)
-        return self.state_projection(h) if project else h
+        outputs, state = [], ()
+        with torch.autocast(device_type=features.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=enabled):
+            for t0 in range(0, t, bars):
+                args = (features[:, t0:t0 + bars], None if mask is None else mask[:, t0:t0 + bars], project, *state)
+                out, *state = checkpoint(self._block, *args, use_reentrant=False) if recompute else self._block(*args)
+                outputs.append(out)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
-    def _tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None) -> torch.Tensor:
-        """Mixed token states [B, T, A_out, H] from the per-asset sequences x [B x A, T, F]."""
-        b, a, t = shape
-        return self._mix(self._with_cash(self._encode_assets(x).reshape(b, a, t, -1).transpose(1, 2)), mask)
+    def block_bars(self, windows: int, assets: int) -> int:
+        """Bars per block of the token pipeline: about ``TOKEN_BLOCK_ELEMENTS`` activations, a whole number of scan
+        chunks (at least one)."""
+        per_bar = windows * (assets + int(self.include_cash)) * self.cfg.asset_hidden
+        return max(1, TOKEN_BLOCK_ELEMENTS // (per_bar * SCAN_CHUNK)) * SCAN_CHUNK
 
-    def _chunked_tokens(self, x: torch.Tensor, shape: tuple[int, int, int], mask: torch.Tensor | None,
-                        recompute: bool, project: bool) -> torch.Tensor:
-        """``_tokens`` with the encoder run in chunks of assets (each asset's sequence is independent) and the
-        mixing in chunks of bars (each bar's tokens are), so that what is live at once is a chunk's activations, not
-        a dozen [B, T, A, H] tensors (at 1,024 assets over a 2,500-bar history, 0.3 GB each). Used without
-        gradient (the reference policy, evaluation) and, with ``recompute``, under gradient checkpointing: every
-        per-token activation is then recomputed chunk by chunk in backward, and the step keeps the encoded tokens
-        and what the chunks return. With ``project`` each chunk returns its state projection (float32, outside
-        autocast, as ``state_projection(encode(...))``), not its [.., H] tokens."""
-        b, a, t = shape
-        hidden = self.cfg.asset_hidden
-
-        def run(fn, *args):
-            return checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
-
-        rows = max(1, TOKEN_CHUNK_ELEMENTS // (t * hidden))
-        encoded = torch.cat([run(self._encode_assets, x[i:i + rows]) for i in range(0, x.shape[0], rows)])
-        tokens = self._with_cash(encoded.reshape(b, a, t, -1).transpose(1, 2))
-        bars = max(1, TOKEN_CHUNK_ELEMENTS // (b * tokens.shape[2] * hidden))
-        mix = self._mix_and_project if project else self._mix_to_float
-        return torch.cat([run(mix, tokens[:, i:i + bars], None if mask is None else mask[:, i:i + bars])
-                          for i in range(0, t, bars)], dim=1)
-
-    def _mix_to_float(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return _float(self._mix(tokens, mask))
-
-    def _mix_and_project(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        h = _float(self._mix(tokens, mask))
-        with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.state_projection(h)
-
-    def _encode_assets(self, x: torch.Tensor) -> torch.Tensor:
-        """Input layer and encoder over per-asset sequences [N, T, F] -> [N, T, H]."""
-        return self.encoder(self.input_norm(self.input_proj(x)))
+    def _block(self, features: torch.Tensor, mask: torch.Tensor | None, project: bool,
+               *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One block of bars [B, L, A, F]: its mixed tokens [B, L, A_out, H] as float32 (float64 kept) or, with
+        ``project``, their state projection (float32, outside autocast, as ``state_projection(encode(...))``),
+        followed by the encoder state after its last bar. ``state``: the state the block before left (none: the
+        first block)."""
+        b, t, a, f = features.shape
+        x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
+        h, last = self.encoder.forward_from(self.input_norm(self.input_proj(x)), list(state) or None)
+        mixed = _float(self._mix(self._with_cash(h.reshape(b, a, t, -1).transpose(1, 2)), mask))
+        if project:
+            with torch.autocast(device_type=mixed.device.type, enabled=False):
+                mixed = self.state_projection(mixed)
+        return (mixed, *last)
 
     def _with_cash(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, T, A, H] asset tokens, with the cash token appended when cash is traded."""

@@ -24,8 +24,11 @@ SCAN_CHUNK = 16  # bars per closed-form chunk of the scan
 MAX_LOG_DECAY = 4.0  # log a_t >= -4: keeps e^{-L} <= e^64 within a chunk (float32 tops out near e^88)
 
 
-def _scan(log_a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The forward recurrence over dim 1, in chunks (see the module docstring); no autograd bookkeeping needed."""
+def _scan(log_a: torch.Tensor, b: torch.Tensor, chunk: int, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """The forward recurrence over dim 1, in chunks (see the module docstring), from ``h0`` [B, 1, H] (None: zero);
+    no autograd bookkeeping needed. ``h0`` enters the first chunk as every later chunk's carry does, so a sequence
+    cut into pieces at multiples of ``chunk``, each continued from the last state of the one before, gives the same
+    bits as one scan over the whole."""
     bsz, t_len, hidden = b.shape
     n_chunks = -(-t_len // chunk)
     pad = n_chunks * chunk - t_len
@@ -34,6 +37,8 @@ def _scan(log_a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
         b = F.pad(b, (0, 0, 0, pad))
     decay = log_a.reshape(bsz, n_chunks, chunk, hidden).cumsum(2).exp_()  # [B, N, C, H] decay since chunk start
     h_bnch = (b.reshape(bsz, n_chunks, chunk, hidden) / decay).cumsum(2).mul_(decay)  # each chunk scanned from 0
+    if h0 is not None:
+        h_bnch[:, 0].addcmul_(decay[:, 0], h0)
     # Carry each chunk's last state into the next: N sequential multiply-adds on [B, C, H], in place.
     for c in range(1, n_chunks):
         h_bnch[:, c].addcmul_(decay[:, c], h_bnch[:, c - 1, -1:])
@@ -44,29 +49,36 @@ class _LinearScan(torch.autograd.Function):
     """Forward and backward are each one chunked scan (the backward runs backwards in time)."""
 
     @staticmethod
-    def forward(ctx, log_a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
-        h = _scan(log_a, b, chunk)
-        ctx.save_for_backward(log_a, h)
+    def forward(ctx, log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,  # type: ignore[override]
+                chunk: int) -> torch.Tensor:
+        h = _scan(log_a, b, chunk, h0)
+        ctx.save_for_backward(log_a, h, h0)
         ctx.chunk = chunk
         return h
 
     @staticmethod
-    def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
-        log_a, h = ctx.saved_tensors
+    def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
+        log_a, h, h0 = ctx.saved_tensors
         # dL/dh_t accumulates through every later state: g_t = grad_h_t + a_{t+1} * g_{t+1}.
         log_a_next = F.pad(log_a[:, 1:], (0, 0, 0, 1))
         g = _scan(log_a_next.flip(1), grad_h.flip(1), ctx.chunk).flip(1)
         h_prev = F.pad(h[:, :-1], (0, 0, 1, 0))
-        return g * h_prev * log_a.exp(), g, None
+        if h0 is not None:
+            h_prev[:, :1] = h0
+        a = log_a.exp()
+        grad_h0 = g[:, :1] * a[:, :1] if h0 is not None and ctx.needs_input_grad[2] else None
+        return g * h_prev * a, g, grad_h0, None
 
 
-def linear_scan(log_a: torch.Tensor, b: torch.Tensor, chunk: int = SCAN_CHUNK) -> torch.Tensor:
-    """h_t = exp(log_a_t) * h_{t-1} + b_t with h_{-1} = 0, over dim 1 of [B, T, H] tensors.
+def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
+                chunk: int = SCAN_CHUNK) -> torch.Tensor:
+    """h_t = exp(log_a_t) * h_{t-1} + b_t with h_{-1} = ``h0`` [B, 1, H] (None: zero), over dim 1 of [B, T, H]
+    tensors.
 
     ``log_a`` must lie in [-MAX_LOG_DECAY, 0] (guaranteed by the caller's parametrisation, not checked here: that
     would cost a host sync).
     """
-    return _LinearScan.apply(log_a.contiguous(), b.contiguous(), chunk)
+    return _LinearScan.apply(log_a.contiguous(), b.contiguous(), None if h0 is None else h0.contiguous(), chunk)
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -82,13 +94,14 @@ class MinGRULayer(nn.Module):
         self.gate = nn.Linear(input_size, hidden_size)
         self.candidate = nn.Linear(input_size, hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        """States [B, T, H] from inputs [B, T, H_in], continuing from ``h0`` [B, 1, H] (None: zero)."""
         # log a = -MAX_LOG_DECAY * sigmoid(k): the decay a = 1 - z of a GRU gate, bounded so the scan is safe.
         log_a = -MAX_LOG_DECAY * torch.sigmoid(_at_least_float32(self.gate(x)))
         b = -torch.expm1(log_a) * _at_least_float32(self.candidate(x))  # z_t * c_t
         # The scan runs in float32 even under bf16 autocast: its cumulative sums and exponentials need the mantissa.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return linear_scan(log_a, b)
+            return linear_scan(log_a, b, h0)
 
 
 class MinGRUEncoder(nn.Module):
@@ -100,10 +113,19 @@ class MinGRUEncoder(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(num_layers - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.layers[0](x)
-        for layer, norm in zip(self.layers[1:], self.norms):
-            h = h + layer(norm(h))
-        return h
+        return self.forward_from(x)[0]
+
+    def forward_from(self, x: torch.Tensor, state: list[torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """States [B, T, H] of inputs [B, T, H] that continue a sequence whose encoding so far left ``state`` (None:
+        the sequence starts here), and the state after the last bar (each layer's last scan value [B, 1, H])."""
+        h = self.layers[0](x, None if state is None else state[0])
+        last = [h[:, -1:]]
+        for i, (layer, norm) in enumerate(zip(self.layers[1:], self.norms), start=1):
+            y = layer(norm(h), None if state is None else state[i])
+            last.append(y[:, -1:])
+            h = h + y
+        return h, last
 
     def hidden_matrix_names(self, prefix: str) -> set[str]:
         return {f"{prefix}.{n}" for n, p in self.named_parameters() if p.dim() == 2}
@@ -118,6 +140,12 @@ class GRUEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gru(x)[0]
+
+    def forward_from(self, x: torch.Tensor, state: list[torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As ``MinGRUEncoder.forward_from``; the state is the GRU's [layers, B, H] hidden state."""
+        out, h_n = self.gru(x, None if state is None else state[0])
+        return out, [h_n]
 
     def hidden_matrix_names(self, prefix: str) -> set[str]:
         return {f"{prefix}.{n}" for n, p in self.named_parameters() if p.dim() == 2}

@@ -220,8 +220,8 @@ def test_a_history_study_stitches_paths_that_read_every_bar_before_each_fold(tmp
 @pytest.mark.parametrize("chunk", [None, 1])
 def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the_same_gradients(include_cash, chunk,
                                                                                                  monkeypatch):
-    if chunk is not None:  # recompute one asset's encoder and one bar's mixing at a time
-        monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_CHUNK_ELEMENTS", chunk)
+    if chunk is not None:  # recompute blocks of 16 bars (four blocks and their carried encoder states)
+        monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_BLOCK_ELEMENTS", chunk)
     features = torch.randn(60, 5, 6, dtype=torch.float64)
     bars = torch.stack([torch.arange(10, 30), torch.arange(35, 55)])
     mask = torch.rand(60, 5) > 0.2
@@ -236,15 +236,47 @@ def test_cross_gradient_checkpointing_recomputes_every_token_activation_with_the
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("include_cash", [True, False])
-def test_cross_tokens_without_gradient_run_in_chunks_with_the_same_values(include_cash, monkeypatch):
-    """The reference policy and evaluation encode in chunks of assets and mix in chunks of bars: same numbers."""
+def test_cross_history_pass_in_blocks_of_bars_equals_one_pass_over_the_whole_history(include_cash, num_layers,
+                                                                                    monkeypatch):
+    """The token pipeline runs in blocks of 16 bars here (the encoder's state carried from block to block), and is
+    compared with the modules applied to the whole history at once: values and gradients."""
+    monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_BLOCK_ELEMENTS", 1)
+    features = torch.randn(1, 70, 5, 6, dtype=torch.float64)
+    mask = torch.rand(1, 70, 5) > 0.2
+    policy = _policy("cross", "history", n_assets=5, include_cash=include_cash, asset_head="affine",
+                     num_layers=num_layers).double()
+    assert policy.block_bars(1, 5) == 16
+
+    def whole_history():
+        x = features.permute(0, 2, 1, 3).reshape(5, 70, 6)
+        tokens = policy._with_cash(policy.encoder(policy.input_norm(policy.input_proj(x)))[None].transpose(1, 2))
+        full_mask = torch.cat([mask, torch.ones_like(mask[..., :1])], -1) if include_cash else mask
+        return policy.state_projection(policy.mixing(tokens, full_mask))
+
+    results = []
+    for fn in (lambda: policy.projection(features, None, mask), whole_history):
+        policy.zero_grad()
+        out = fn()
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}))
+    (blocked, g_blocked), (whole, g_whole) = results
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-13)
+    assert g_blocked.keys() == g_whole.keys() and len(g_whole) > 10
+    for name in g_whole:
+        torch.testing.assert_close(g_blocked[name], g_whole[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("include_cash", [True, False])
+def test_cross_tokens_without_gradient_run_in_blocks_with_the_same_values(include_cash, monkeypatch):
+    """The reference policy and evaluation run the token pipeline in blocks of bars too: same numbers."""
     features = torch.randn(40, 5, 6, dtype=torch.float64)
     bars = torch.stack([torch.arange(5, 25), torch.arange(15, 35)])
     mask = torch.rand(40, 5) > 0.2
     policy = _policy("cross", "history", n_assets=5, include_cash=include_cash, asset_head="affine").double()
     whole = policy.window_projection(features, bars, None, mask)  # with gradient: one pass
-    monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr("differentiable_market.policy.cross.TOKEN_BLOCK_ELEMENTS", 1)
     with torch.no_grad():
         chunked = policy.window_projection(features, bars, None, mask)
         tokens = policy.encode(features[None], None, mask[None])  # chunked tokens, projected afterwards

@@ -69,3 +69,42 @@ def test_mingru_under_bf16_autocast_keeps_the_scan_in_float32():
         h = enc(x)
     assert h.dtype == torch.float32
     torch.testing.assert_close(h, enc(x), rtol=0.05, atol=0.05)
+
+
+def test_scan_from_a_state_matches_the_sequential_recurrence_and_its_gradients_finite_differences():
+    gen = torch.Generator().manual_seed(2)
+    log_a = (-MAX_LOG_DECAY * torch.rand(2, SCAN_CHUNK + 5, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    b = torch.randn(2, SCAN_CHUNK + 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 1, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    # h0 is the state of one bar before: a zero-decay bar with input h0 in front gives the same states
+    prefixed = _sequential(torch.cat([torch.zeros_like(h0), log_a], 1), torch.cat([h0, b], 1))[:, 1:]
+    torch.testing.assert_close(linear_scan(log_a, b, h0), prefixed, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(linear_scan, (log_a, b, h0))
+
+
+@pytest.mark.parametrize("cut", [SCAN_CHUNK, 3 * SCAN_CHUNK])
+def test_scan_in_pieces_continued_from_each_last_state_gives_the_same_bits(cut):
+    """Cut at whole scan chunks, a sequence scanned piece by piece equals one scan over all of it, bit for bit (the
+    cross policy's history pass runs in blocks of bars and relies on this)."""
+    gen = torch.Generator().manual_seed(cut)
+    log_a = -MAX_LOG_DECAY * torch.rand(3, 5 * SCAN_CHUNK + 7, 4, generator=gen)
+    b = torch.randn(3, 5 * SCAN_CHUNK + 7, 4, generator=gen)
+    first = linear_scan(log_a[:, :cut], b[:, :cut])
+    second = linear_scan(log_a[:, cut:], b[:, cut:], first[:, -1:])
+    assert torch.equal(torch.cat([first, second], 1), linear_scan(log_a, b))
+
+
+@pytest.mark.parametrize("encoder", ["mingru", "gru"])
+def test_encoder_continued_from_its_state_equals_the_whole_sequence(encoder):
+    from differentiable_market.policy.encoders import ENCODERS
+
+    torch.manual_seed(0)
+    enc = ENCODERS[encoder](6, 2).double()
+    x = torch.randn(3, 4 * SCAN_CHUNK + 3, 6, dtype=torch.float64)
+    whole, last = enc.forward_from(x)
+    first, state = enc.forward_from(x[:, :2 * SCAN_CHUNK])
+    second, after = enc.forward_from(x[:, 2 * SCAN_CHUNK:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(enc(x), whole, rtol=0, atol=0)
+    for a, b in zip(after, last, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
