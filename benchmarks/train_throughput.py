@@ -66,7 +66,7 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: int | None, checkpointing: bool,
             compile_mode: str, dtype: str, encoder: str, architecture: str, universe_sample: int | None,
-            context: str, asset_head: str) -> dict:
+            context: str, asset_head: str, cpu_heap: str = "keep") -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -81,7 +81,8 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
         policy=PolicyConfig(gradient_checkpointing=checkpointing, encoder=encoder, architecture=architecture,
                             context=context, asset_head=asset_head),
         train=TrainConfig(lookback=spec["lookback"], microbatch_windows=microbatch, device=device_name,
-                          compile=compile_mode, dtype=dtype, universe_sample=universe_sample, **COMMON),
+                          compile=compile_mode, dtype=dtype, universe_sample=universe_sample, cpu_heap=cpu_heap,
+                          **COMMON),
     )
     import contextlib
     import io
@@ -136,6 +137,7 @@ def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: in
         "universe_sample": universe_sample,
         "context": context,
         "asset_head": asset_head if architecture == "cross" else None,
+        "cpu_heap": cpu_heap,
         "dtype_flag": dtype,
         "dtype": "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch."),
         "autocast": str(trainer.autocast),
@@ -214,6 +216,12 @@ def main() -> None:
                     "'history'; default: the configured default)")
     ap.add_argument("--asset-head", choices=["mlp", "affine"], default=None,
                     help="cross rows: the per-asset head (rows marked /aff are 'affine'; default: the configured one)")
+    ap.add_argument("--cpu-heap", choices=["keep", "system"], default="keep",
+                    help="the C allocator's setting of the training process (TrainConfig.cpu_heap; default: keep)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="with --repeats: run the configurations in rounds (A B A B ...) rather than each one's repeats "
+                    "in a row, so a drift in the machine's speed reaches every row alike; with two architectures the "
+                    "ratio of their ms per step is also printed round by round")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.encoder is None:
@@ -238,7 +246,7 @@ def main() -> None:
         result = run_one(args.child, args.steps, args.warmup, args.device, args.microbatch_windows, args.gradient_checkpointing,
                          args.compile, args.dtype, args.encoder[0], args.architecture[0],
                          args.universe_sample if args.architecture[0] == "cross" else None, args.context[0],
-                         args.asset_head)
+                         args.asset_head, args.cpu_heap)
         print(json.dumps(result))
         return
 
@@ -258,35 +266,51 @@ def main() -> None:
 
     names = list(CONFIGS) if "all" in (args.only or ()) else list(args.only or DEFAULT_CONFIGS)
     dtype_flags = [args.dtype] if args.dtype == "float32" else [args.dtype, "float32"]
-    rows = []
+    jobs = []  # (label, command) per row, in table order
     for name, encoder, arch, context in [(n, e, a, c) for e in args.encoder for n in names for a in args.architecture
                                          for c in args.context]:
         for dtype_flag in dtype_flags:
             cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--device", args.device,
                    "--compile", args.compile, "--dtype", dtype_flag, "--encoder", encoder, "--architecture", arch,
-                   "--context", context, "--asset-head", args.asset_head]
+                   "--context", context, "--asset-head", args.asset_head, "--cpu-heap", args.cpu_heap]
             if args.microbatch_windows:
                 cmd += ["--microbatch-windows", str(args.microbatch_windows)]
             if args.universe_sample and context == "window":
                 cmd += ["--universe-sample", str(args.universe_sample)]
             if args.gradient_checkpointing:
                 cmd.append("--gradient-checkpointing")
-            runs = []
-            for repeat in range(args.repeats):
-                out = subprocess.run(cmd, capture_output=True, text=True)
-                if out.returncode != 0:
-                    sys.exit(f"configuration {name} ({arch}, {context}, {encoder}, --dtype {dtype_flag}) failed:\n"
-                             f"{out.stderr}")
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"done {name} {arch} {context} {encoder} --dtype {dtype_flag} "
-                      f"({runs[-1]['dtype']}: {runs[-1]['autocast_reason']}), "
-                      f"repeat {repeat + 1}/{args.repeats}: {runs[-1]['ms_per_step']:.1f} ms/step",
-                      file=sys.stderr, flush=True)
-            rows.append(merge_repeats(runs, matmul))
-        fp32 = next(r for r in rows[-len(dtype_flags):] if r["dtype_flag"] == "float32")
-        for r in rows[-len(dtype_flags):]:
+            jobs.append((f"{name} {arch} {context} {encoder} --dtype {dtype_flag}", cmd))
+    runs: list[list[dict]] = [[] for _ in jobs]
+    order = ([(r, j) for r in range(args.repeats) for j in range(len(jobs))] if args.interleave
+             else [(r, j) for j in range(len(jobs)) for r in range(args.repeats)])
+    for repeat, j in order:
+        label, cmd = jobs[j]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"configuration {label} failed:\n{out.stderr}")
+        runs[j].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"done {label} ({runs[j][-1]['dtype']}: {runs[j][-1]['autocast_reason']}), "
+              f"repeat {repeat + 1}/{args.repeats}: {runs[j][-1]['ms_per_step']:.1f} ms/step", file=sys.stderr,
+              flush=True)
+    rows = [merge_repeats(r, matmul) for r in runs]
+    for i in range(0, len(rows), len(dtype_flags)):
+        group = rows[i:i + len(dtype_flags)]
+        fp32 = next(r for r in group if r["dtype_flag"] == "float32")
+        for r in group:
             r["vs_float32"] = r["ms_per_step"] / fp32["ms_per_step"] if r is not fp32 else None
+    if args.interleave and len(args.architecture) == 2:
+        first, second = args.architecture
+        for row in rows:
+            if row["architecture"] != second:
+                continue
+            other = next(r for r in rows if r["architecture"] == first and r["config"] == row["config"]
+                         and r["dtype_flag"] == row["dtype_flag"] and r["encoder"] == row["encoder"]
+                         and r["context"] == row["context"])
+            ratios = [b / a for a, b in zip(other["ms_per_step_all"], row["ms_per_step_all"], strict=True)]
+            row[f"vs_{first}_by_round"] = ratios
+            print(f"{row['config']} --dtype {row['dtype_flag']}: {second} / {first} ms per step, round by round: "
+                  + ", ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f})")
     print_table(rows)
     print("vs fp32: ms per step of the row over the float32 row of the same configuration (above 1: slower)")
     print(json.dumps({"benchmark": "train_throughput", "machine": dataclasses.asdict(machine), **matmul,

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 SCAN_CHUNK = 16  # bars per closed-form chunk of the scan
 MAX_LOG_DECAY = 4.0  # log a_t >= -4: keeps e^{-L} <= e^64 within a chunk (float32 tops out near e^88)
 
@@ -70,15 +72,43 @@ class _LinearScan(torch.autograd.Function):
         return g * h_prev * a, g, grad_h0, None
 
 
+class _CompiledScan(torch.autograd.Function):
+    """The recurrence as one compiled pass each way on the CPU (``kernels``); a = exp(log a) is torch's."""
+
+    @staticmethod
+    def forward(ctx, log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,  # type: ignore[override]
+                chunk: int) -> torch.Tensor:
+        a = log_a.exp()
+        start = torch.zeros_like(b[:, :1]) if h0 is None else h0.to(b.dtype)
+        h = torch.empty_like(b)
+        kernels.recurrence_forward(a.numpy(), b.numpy(), start.numpy(), h.numpy())
+        ctx.save_for_backward(a, h, start)
+        ctx.has_h0 = h0 is not None
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
+        a, h, start = ctx.saved_tensors
+        grad_a, grad_b, grad_h0 = torch.empty_like(a), torch.empty_like(a), torch.empty_like(start)
+        kernels.recurrence_backward(a.numpy(), h.numpy(), start.numpy(), grad_h.contiguous().numpy(),
+                                    grad_a.numpy(), grad_b.numpy(), grad_h0.numpy())
+        return grad_a.mul_(a), grad_b, grad_h0 if ctx.has_h0 else None, None
+
+
 def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
-                chunk: int = SCAN_CHUNK) -> torch.Tensor:
+                chunk: int = SCAN_CHUNK, compiled: bool | None = None) -> torch.Tensor:
     """h_t = exp(log_a_t) * h_{t-1} + b_t with h_{-1} = ``h0`` [B, 1, H] (None: zero), over dim 1 of [B, T, H]
     tensors.
 
-    ``log_a`` must lie in [-MAX_LOG_DECAY, 0] (guaranteed by the caller's parametrisation, not checked here: that
-    would cost a host sync).
+    ``compiled``: the compiled loops (``_CompiledScan``) or the chunked closed form (``_LinearScan``); None picks
+    the loops for float32 and float64 CPU tensors and the closed form elsewhere (a GPU, where the closed form's few
+    large kernels suit it). ``log_a`` must lie in [-MAX_LOG_DECAY, 0] (guaranteed by the caller's parametrisation,
+    not checked here: that would cost a host sync).
     """
-    return _LinearScan.apply(log_a.contiguous(), b.contiguous(), None if h0 is None else h0.contiguous(), chunk)
+    if compiled is None:
+        compiled = b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64)
+    scan = _CompiledScan if compiled else _LinearScan
+    return scan.apply(log_a.contiguous(), b.contiguous(), None if h0 is None else h0.contiguous(), chunk)
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
