@@ -33,8 +33,10 @@ from .base import DirichletPolicy
 from .encoders import ENCODERS, SCAN_CHUNK
 from .head import _ChunkedHead, _head
 
-TOKEN_BLOCK_ELEMENTS = 1 << 20  # per-token activations of one block of bars ([B, bars, A_out, H]): 4 MiB of float32,
-# so every activation of the token pipeline is a block's (heap-sized, cache-sized), never a whole history's
+TOKEN_BLOCK_ELEMENTS = 1 << 20  # per-token activations of one block of bars ([B, bars, A_out, H]) on the CPU: 4 MiB of
+# float32, so every activation of the token pipeline is a block's (heap-sized, cache-sized), never a whole history's
+GPU_TOKEN_BLOCK_ELEMENTS = 1 << 24  # on a GPU, where a block's cost is its kernel launches: 64 MiB blocks (at 256 assets
+# a 2,500-bar history in 4 blocks; the GPU's caching allocator reuses memory anyway)
 
 
 class PooledMixing(nn.Module):
@@ -145,7 +147,7 @@ class CrossSectionalPolicy(DirichletPolicy):
             mask = tradeable.to(device=features.device, dtype=torch.bool)
             if self.cash_token is not None:
                 mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
-        bars = self.block_bars(b, a)
+        bars = self.block_bars(b, a, features.device)
         recompute = self.cfg.gradient_checkpointing and torch.is_grad_enabled()
         enabled = autocast_dtype is not None
         outputs, state = [], ()
@@ -156,11 +158,12 @@ class CrossSectionalPolicy(DirichletPolicy):
                 outputs.append(out)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
-    def block_bars(self, windows: int, assets: int) -> int:
-        """Bars per block of the token pipeline: about ``TOKEN_BLOCK_ELEMENTS`` activations, a whole number of scan
-        chunks (at least one)."""
+    def block_bars(self, windows: int, assets: int, device: torch.device | None = None) -> int:
+        """Bars per block of the token pipeline: about ``TOKEN_BLOCK_ELEMENTS`` activations on the CPU (None), else
+        ``GPU_TOKEN_BLOCK_ELEMENTS``; a whole number of scan chunks (at least one)."""
         per_bar = windows * (assets + int(self.include_cash)) * self.cfg.asset_hidden
-        return max(1, TOKEN_BLOCK_ELEMENTS // (per_bar * SCAN_CHUNK)) * SCAN_CHUNK
+        budget = TOKEN_BLOCK_ELEMENTS if device is None or device.type == "cpu" else GPU_TOKEN_BLOCK_ELEMENTS
+        return max(1, budget // (per_bar * SCAN_CHUNK)) * SCAN_CHUNK
 
     def _block(self, features: torch.Tensor, mask: torch.Tensor | None, project: bool,
                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -248,6 +248,7 @@ def test_cross_history_pass_in_blocks_of_bars_equals_one_pass_over_the_whole_his
     policy = _policy("cross", "history", n_assets=5, include_cash=include_cash, asset_head="affine",
                      num_layers=num_layers).double()
     assert policy.block_bars(1, 5) == 16
+    assert policy.block_bars(1, 5, torch.device("cuda")) > 70  # a GPU takes a whole history this size in one block
 
     def whole_history():
         x = features.permute(0, 2, 1, 3).reshape(5, 70, 6)
