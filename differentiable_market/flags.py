@@ -180,7 +180,7 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    f"never keeps more cash than the target) (default: {p.cash_target})")
     g.add_argument("--gradient-checkpointing", action="store_const", const=True,
                    help="recompute activations in the backward pass to save memory: the encoder's (flat); every "
-                   "per-token layer up to the mixing (cross)")
+                   "per-token layer up to the state projection, block of bars by block (cross)")
     g = ap.add_argument_group("training")
     g.add_argument("--lookback", type=int, help=f"bars per training window (default: {t.lookback})")
     g.add_argument("--batch-windows", type=int, help=f"windows per optimizer step (default: {t.batch_windows})")

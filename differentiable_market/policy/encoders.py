@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import kernels
 
@@ -87,6 +88,7 @@ class _CompiledScan(torch.autograd.Function):
         return h
 
     @staticmethod
+    @once_differentiable  # the loops are not differentiable themselves
     def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
         a, h, start = ctx.saved_tensors
         grad_a, grad_b, grad_h0 = torch.empty_like(a), torch.empty_like(a), torch.empty_like(start)
