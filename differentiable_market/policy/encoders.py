@@ -1,6 +1,7 @@
-"""Causal sequence encoders of the policy: a minimal GRU computed with a parallel scan (default) and ``nn.GRU``.
+"""Causal sequence encoders of the policy: a minimal GRU computed with a linear scan (default) and ``nn.GRU``.
 
-Both map [B, T, H] inputs to [B, T, H] states; state t depends on inputs 0..t only and starts from zero at t = 0.
+Both map [B, T, H] inputs to [B, T, H] states; state t depends on inputs 0..t only and starts from zero at t = 0, or
+(``forward_from``) continues from the state an earlier piece of the sequence left.
 
 The minimal GRU (Feng et al. 2024, "Were RNNs all we needed?") takes its gate and candidate from the input alone:
 
@@ -11,7 +12,9 @@ dependent matmuls: the matmuls run once over all bars, and what remains sequenti
 over ``T / SCAN_CHUNK`` chunks. Within a chunk the scan is closed-form, h_t = e^{L_t} * cumsum_k(b_k e^{-L_k}) with
 L = cumsum(log a); log a >= -MAX_LOG_DECAY, so e^{-L} stays below e^{SCAN_CHUNK * MAX_LOG_DECAY} and cannot
 overflow float32. The state can still forget 98% of itself in one bar. The backward pass is the same scan run
-backwards in time (``_LinearScan``), rather than autograd through every cumulative sum and exponential.
+backwards in time (``_LinearScan``), rather than autograd through every cumulative sum and exponential. That is the
+route on a GPU; on the CPU, where the recurrence is memory-bound, a compiled loop makes one pass each way
+(``_CompiledScan``, ``kernels.py``).
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ class MinGRUEncoder(nn.Module):
         """States [B, T, H] of inputs [B, T, H] that continue a sequence whose encoding so far left ``state`` (None:
         the sequence starts here), and the state after the last bar (each layer's last scan value [B, 1, H])."""
         # the last states are copies: a view would keep each layer's whole [B, T, H] output alive for as long as the
-        # state is (under gradient checkpointing, until backward: 0.5 GB of a step at 1,024 assets)
+        # state is (under gradient checkpointing, until backward: about 1 GB of the peak at 1,024 assets)
         h = self.layers[0](x, None if state is None else state[0])
         last = [h[:, -1:].clone()]
         for i, (layer, norm) in enumerate(zip(self.layers[1:], self.norms), start=1):
