@@ -15,6 +15,7 @@ gives each configuration's own process, peak memory and FLOP rate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -64,7 +65,7 @@ def main() -> None:
           f"{args.cpu_heap}: flat median {medians['flat']:.2f} s/step, cross median {medians['cross']:.2f} s/step; "
           f"cross / flat by round " + ", ".join(f"{x:.2f}" for x in ratios)
           + f" (median {statistics.median(ratios):.2f})")
-    print(json.dumps({"benchmark": "cross_vs_flat", "machine": machine.__dict__, "assets": args.assets,
+    print(json.dumps({"benchmark": "cross_vs_flat", "machine": dataclasses.asdict(machine), "assets": args.assets,
                       "dtype": args.dtype, "gradient_checkpointing": args.gradient_checkpointing,
                       "cpu_heap": args.cpu_heap, "seconds": seconds, "median_s": medians,
                       "cross_over_flat": ratios, "median_cross_over_flat": statistics.median(ratios)}))

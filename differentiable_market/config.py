@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
+from .heap import CpuHeap
 
 Execution = Literal["open", "close"]
 SplitName = Literal["train", "validation", "test", "all"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DTypeName = Literal["auto", "float32", "bfloat16"]
 CompileMode = Literal["auto", "on", "off"]
-CpuHeap = Literal["keep", "system"]  # heap.set_cpu_heap
 EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
