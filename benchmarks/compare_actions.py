@@ -19,8 +19,9 @@ Markets:
 Variants are ``<architecture>-<action>`` (``flat-target``, ``cross-band``, ...), optionally with a training fee
 (``flat-band@20`` trains with ``--train-cost-bps 20``), an encoder context and a cross-sectional head
 (``cross-band/history/affine`` trains with ``--context history --asset-head affine``), the selection gate
-(``cross-band/t=off`` trains with ``--select-min-t off``) and the cash target (``cross-band/cash=share``); without
-them, the configured defaults. ``untrained`` counts the seed-ensemble members whose best.pt is the untrained
+(``cross-band/t=off`` trains with ``--select-min-t off``), the cash target (``cross-band/cash=share``), the EMA
+reference (``cross-band/ref=weights`` trains with ``--reference weights``) and the cross policy's width
+(``cross-band/w=16`` trains with ``--asset-hidden 16``); without them, the configured defaults. ``untrained`` counts the seed-ensemble members whose best.pt is the untrained
 policy (no trained checkpoint passed the selection gate).
 
 Float32 throughout (the comparison does not depend on the CPU's bf16 support). Each study's row is printed as one JSON
@@ -77,17 +78,18 @@ def market_root(name: str, work: Path) -> tuple[str, str, bool]:
 
 def variant_config(variant: str, root: str, execution: str, cash: bool, args: argparse.Namespace,
                    save_dir: Path) -> ExperimentConfig:
-    """The study's training config of ``<architecture>-<action>[@train_cost_bps][/context][/asset_head]``."""
+    """The study's training config of ``<architecture>-<action>[@train_cost_bps][/context][/asset_head][/key=value]``."""
     variant, *options = variant.split("/")
     name, _, fee = variant.partition("@")
     context = next((o for o in options if o in get_args(Context)), PolicyConfig().context)
     head = next((o for o in options if o in get_args(AssetHead)), PolicyConfig().asset_head)
     settings = dict(o.split("=", 1) for o in options if "=" in o)
     unknown = set(options) - {context, head} - {f"{k}={v}" for k, v in settings.items()}
-    unknown |= {f"{k}=" for k in settings} - {"t=", "cash="}
+    unknown |= {f"{k}=" for k in settings} - {"t=", "cash=", "ref=", "w="}
     if unknown:
         raise SystemExit(f"unknown variant option(s) {sorted(unknown)}: use {get_args(Context)}, {get_args(AssetHead)}, "
-                         "t=<select-min-t or off> or cash=<share or excess>")
+                         "t=<select-min-t or off>, cash=<share or excess>, ref=<auto, outputs or weights> or "
+                         "w=<asset hidden units>")
     t = settings.get("t", TrainConfig().select_min_t)
     architecture, action = name.split("-")
     return ExperimentConfig(
@@ -95,10 +97,12 @@ def variant_config(variant: str, root: str, execution: str, cash: bool, args: ar
         env=EnvConfig(cost_bps=args.cost_bps, execution=execution, include_cash=cash,
                       train_cost_bps=float(fee) if fee else None),
         policy=PolicyConfig(architecture=architecture, action=action, context=context, asset_head=head,
-                            cash_target=settings.get("cash", PolicyConfig().cash_target)),
+                            cash_target=settings.get("cash", PolicyConfig().cash_target),
+                            asset_hidden=int(settings.get("w", PolicyConfig().asset_hidden))),
         train=TrainConfig(lookback=args.lookback, batch_windows=args.batch_windows, epochs=args.epochs,
                           eval_interval=args.eval_interval, dtype="float32", device="cpu", save_dir=str(save_dir),
-                          select_min_t=None if t == "off" else float(t)),
+                          select_min_t=None if t == "off" else float(t),
+                          reference=settings.get("ref", TrainConfig().reference)),
     )
 
 

@@ -25,6 +25,7 @@ EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
 Mixing = Literal["pool", "attention"]
 Action = Literal["target", "partial", "band"]
+ReferenceMode = Literal["auto", "outputs", "weights"]
 Context = Literal["window", "history"]
 AssetHead = Literal["mlp", "affine"]
 CashTarget = Literal["share", "excess"]
@@ -231,7 +232,11 @@ class TrainConfig:
     entropy_weight: float = 1e-3  # weight of the Dirichlet entropy bonus
     clip_eps: float = 0.2  # PPO/GRPO ratio clip
     updates_per_batch: int = 1  # optimizer steps on each batch of rollouts (the ratio clip binds from the second)
-    ema_decay: float = 0.99  # reference policy = EMA of policy weights with this decay per step
+    ema_decay: float = 0.99  # reference policy = EMA of the policy with this decay per optimizer step
+    # what the reference averages: "weights" (a pass of its own over the windows each step), "outputs" (per bar, the
+    # policy's own state projections; the "history" context only, trainer.OutputReference); "auto": outputs in the
+    # history context, weights in the window context
+    reference: ReferenceMode = "auto"
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"  # autocast dtype for the GRU; Dirichlet math stays in float32
     compile: CompileMode = "auto"
@@ -298,6 +303,16 @@ class ExperimentConfig:
             raise ConfigError(f"train.universe_sample ({self.train.universe_sample}) needs policy.architecture "
                               f"'cross': the {self.policy.architecture} policy is sized by the whole universe. Drop "
                               "--universe-sample or pass --architecture cross.")
+        if self.train.reference == "outputs" and self.policy.context != "history":
+            raise ConfigError("train.reference 'outputs' averages the policy's per-bar projections, which only the "
+                              "'history' context has; pass --reference weights (or auto) with --context window.")
+
+    @property
+    def reference_mode(self) -> Literal["outputs", "weights"]:
+        """What the EMA reference averages, ``train.reference`` with "auto" resolved by the context."""
+        if self.train.reference == "auto":
+            return "outputs" if self.policy.context == "history" else "weights"
+        return self.train.reference
 
     @property
     def embargo_bars(self) -> int:

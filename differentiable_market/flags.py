@@ -58,6 +58,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "kl_weight": ("train", "kl_weight"),
     "entropy_weight": ("train", "entropy_weight"),
     "ema_decay": ("train", "ema_decay"),
+    "reference": ("train", "reference"),
     "clip_eps": ("train", "clip_eps"),
     "updates_per_batch": ("train", "updates_per_batch"),
     "device": ("train", "device"),
@@ -205,6 +206,10 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--entropy-weight", type=float, help=f"weight of the entropy bonus (default: {t.entropy_weight})")
     g.add_argument("--ema-decay", type=float, help=f"EMA decay of the reference policy per step "
                    f"(default: {t.ema_decay})")
+    g.add_argument("--reference", choices=["auto", "outputs", "weights"],
+                   help="what the EMA reference averages: outputs, the policy's state projection per bar of the "
+                   "history (no pass of its own; the history context only); weights, the policy's weights (a pass "
+                   f"of its own each step); auto: outputs in the history context, else weights (default: {t.reference})")
     g.add_argument("--clip-eps", type=float, help=f"GRPO ratio clip (default: {t.clip_eps})")
     g.add_argument("--updates-per-batch", type=int, help=f"optimizer steps on each batch of rollouts; the ratio clip "
                    f"binds from the second (default: {t.updates_per_batch})")

@@ -29,6 +29,7 @@ from .heap import set_cpu_heap
 from .metrics import bars_per_year, path_metrics
 from .optim import build_optimizers
 from .policy import Policy, make_policy
+from .policy.base import bars_of
 from .rollout import deterministic_weights, generate_paths, mean_weights
 from .splits import Splits, make_splits
 
@@ -195,20 +196,84 @@ def window_states(policy: Policy, features: torch.Tensor, windows: Windows,
     """The policy's state projection [B, T, ...] on training windows of the features [T_all, A, F] (the policy's
     ``window_projection``). With an asset subset per window (cross only): in the "window" context each window's own
     columns are encoded and mixed on their own; in the "history" context every asset is encoded and mixed once, and
-    each window takes its subset's columns (cash, last, kept). ``tradeable``: the market's causal mask [T_all, A], or
-    None."""
+    each window takes its subset's columns (``window_columns``). ``tradeable``: the market's causal mask [T_all, A],
+    or None."""
+    if windows.assets is not None and policy.cfg.context == "window":
+        picked = features[windows.bars[:, :, None], windows.assets[:, None, :]]  # [B, T, k, F]
+        mask = None if tradeable is None else tradeable[windows.bars[:, :, None], windows.assets[:, None, :]]
+        return policy.projection(picked, autocast_dtype, mask)
+    return window_columns(policy.window_projection(features, windows.bars, autocast_dtype, tradeable), windows,
+                          features.shape[1])
+
+
+def window_columns(states: torch.Tensor, windows: Windows, n_assets: int) -> torch.Tensor:
+    """Each window's columns of state projections [B, T, A_out, K] of every asset: its asset subset, cash (last)
+    kept (--universe-sample); ``states`` unchanged when the windows trade every asset."""
     if windows.assets is None:
-        return policy.window_projection(features, windows.bars, autocast_dtype, tradeable)
-    if policy.cfg.context == "history":
-        sp = policy.window_projection(features, windows.bars, autocast_dtype, tradeable)  # [B, T, A_out, K]
-        cols = windows.assets
-        if sp.shape[2] > features.shape[1]:
-            cols = torch.cat([cols, torch.full_like(cols[:, :1], features.shape[1])], -1)
-        index = cols[:, None, :, None].expand(sp.shape[0], sp.shape[1], cols.shape[1], sp.shape[-1])
-        return sp.gather(2, index)
-    picked = features[windows.bars[:, :, None], windows.assets[:, None, :]]  # [B, T, k, F]
-    mask = None if tradeable is None else tradeable[windows.bars[:, :, None], windows.assets[:, None, :]]
-    return policy.projection(picked, autocast_dtype, mask)
+        return states
+    cols = windows.assets
+    if states.shape[2] > n_assets:
+        cols = torch.cat([cols, torch.full_like(cols[:, :1], n_assets)], -1)
+    index = cols[:, None, :, None].expand(states.shape[0], states.shape[1], cols.shape[1], states.shape[-1])
+    return states.gather(2, index)
+
+
+class OutputReference:
+    """The EMA reference in output space (``TrainConfig.reference`` "outputs", the "history" context): per bar of
+    the training history, an exponential moving average of the policy's state projection.
+
+    A reference whose weights are an EMA of the policy's needs a pass of its own over the history every step (for the
+    cross-sectional policy a fifth of the step at 256 assets). In the history context a bar's projection does not
+    depend on the window that reads it, so the policy's own pass, which the step runs anyway, can be averaged
+    instead: step n reads, for every bar its pass covers, ``decay * reference + (1 - decay) * projection`` (and keeps
+    it once its update proves finite), where the weights' EMA would hold the projection of the averaged weights. The two agree to first order while the
+    weights move slowly; the reference's head (the part of the concentrations that reads the held weights) is still
+    the weights' EMA. A bar the buffer has not yet covered starts at the policy's projection (the reference equals
+    the policy there, as it does everywhere at step 0).
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.values: torch.Tensor | None = None  # [bars, ...] per-bar state projections
+        self.filled = 0  # bars 0 .. filled - 1 hold an average
+
+    def averaged(self, history: torch.Tensor) -> torch.Tensor:
+        """The reference's projections [stop, ...] of the bars of the policy's projections ``history`` [stop, ...]
+        (no gradient) once averaged into the buffer; the buffer itself changes only with ``store``."""
+        n = min(self.filled, history.shape[0])
+        if n == 0:
+            return history.clone()
+        assert self.values is not None
+        return torch.cat([torch.lerp(self.values[:n], history[:n], 1.0 - self.decay), history[n:]])
+
+    def store(self, averaged: torch.Tensor, capacity: int) -> None:
+        """Keep ``averaged`` (from ``averaged``) as bars 0 .. len - 1 of the buffer, sized for ``capacity`` bars.
+        The trainer stores it once the step's update has proved finite, so a skipped step leaves it as it was."""
+        stop = averaged.shape[0]
+        if self.values is None:
+            self.values = torch.empty(max(capacity, stop), *averaged.shape[1:], dtype=averaged.dtype,
+                                      device=averaged.device)
+        elif stop > self.values.shape[0]:
+            raise ValueError(f"the history pass covers {stop} bars; the reference holds {self.values.shape[0]}")
+        self.values[:stop] = averaged
+        self.filled = max(self.filled, stop)
+
+    def update(self, history: torch.Tensor, capacity: int) -> torch.Tensor:
+        """``averaged`` then ``store``: the reference's projections of the bars of ``history``."""
+        averaged = self.averaged(history)
+        self.store(averaged, capacity)
+        return averaged
+
+    def state_dict(self) -> dict[str, Any]:
+        values = None if self.values is None else self.values[:self.filled].detach().cpu().clone()
+        return {"values": values, "filled": self.filled}
+
+    def load_state_dict(self, state: dict[str, Any], capacity: int, device: torch.device) -> None:
+        self.values, self.filled = None, int(state["filled"])
+        if state["values"] is not None:
+            v = state["values"]
+            self.values = torch.empty(max(capacity, v.shape[0]), *v.shape[1:], dtype=v.dtype, device=device)
+            self.values[:self.filled] = v.to(device)
 
 
 @dataclass
@@ -432,6 +497,10 @@ class Trainer:
                               "pass a smaller subset or drop the flag to train on every asset.")
         self.policy = make_policy(cfg.policy, n_assets, n_features, cfg.env.include_cash).to(device)
         self.reference = make_reference(self.policy)
+        # the reference's state projections as an EMA of the policy's per bar (OutputReference), or None: the
+        # reference's own pass with its averaged weights
+        self.output_reference = (OutputReference(tc.ema_decay ** tc.updates_per_batch)
+                                 if cfg.reference_mode == "outputs" else None)
         self.optimizers = build_optimizers(self.policy, tc)
         self.sampler = torch.Generator().manual_seed(tc.seed)  # window starts
         self.actions = torch.Generator(device=device).manual_seed(tc.seed + 1)  # Dirichlet samples
@@ -496,9 +565,13 @@ class Trainer:
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
             stats = torch.zeros(len(TRAIN_STATS), device=self.device)
-            if shared:
+            proj_all = None
+            if update == 0 and self.output_reference is not None:
+                proj_all, ref_history, ref_all = self._projections_with_output_reference(windows)
+            elif shared:
                 proj_all = window_states(self.policy, self.tensors.features, windows, self.autocast,
                                          self.tensors.tradeable)
+            if shared:
                 leaf = proj_all.detach().requires_grad_()
                 if ref_all is None:
                     with torch.no_grad():
@@ -506,7 +579,8 @@ class Trainer:
                                                 self.tensors.tradeable)
             for i, part in enumerate(parts):
                 if update == 0:
-                    given = (leaf[part], ref_all[part]) if shared else None
+                    # one microbatch reads the pass's projections directly, its backward going through the pass
+                    given = (leaf[part], ref_all[part]) if shared else None if proj_all is None else (proj_all, ref_all)
                     ro, state_proj = self.loss_fn.collect(self.reference, windows.part(part), self.actions,
                                                           self.autocast, given)
                     rollouts.append(ro)
@@ -527,6 +601,8 @@ class Trainer:
             for opt in self.optimizers:
                 opt.step()
             ema_update(self.reference, self.policy, tc.ema_decay)
+            if update == 0 and self.output_reference is not None:
+                self.output_reference.store(ref_history, self.tensors.decision_range("train")[1])
             total += stats
         self.step_count += 1
         if skipped:
@@ -536,6 +612,18 @@ class Trainer:
         self.nonfinite_run = 0
         return total / tc.updates_per_batch
 
+    def _projections_with_output_reference(self, windows: Windows) -> tuple[torch.Tensor, ...]:
+        """The policy's state projections of the windows (with gradient) from one history pass; the reference's
+        projections of the pass's bars once averaged with it (``OutputReference.averaged``, for the step to store
+        when it proves finite); and the reference's projections of the windows."""
+        features, tradeable = self.tensors.features, self.tensors.tradeable
+        history = self.policy.history_projection(features, int(windows.bars.max()) + 1, self.autocast, tradeable)
+        assert self.output_reference is not None
+        ref_history = self.output_reference.averaged(history.detach())
+        n_assets = features.shape[1]
+        return (window_columns(bars_of(history, windows.bars), windows, n_assets), ref_history,
+                window_columns(bars_of(ref_history, windows.bars), windows, n_assets))
+
     def evaluate(self, split: SplitName = "validation") -> dict[str, Any]:
         return evaluate_split(self.policy, self.tensors, self.cfg, split)
 
@@ -544,6 +632,7 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "sampler": self.sampler.get_state(), "actions": self.actions.get_state()}
         return {
             "reference": {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()},
+            "reference_outputs": None if self.output_reference is None else self.output_reference.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "rng": rng,
             "nonfinite_total": self.nonfinite_total,
@@ -553,6 +642,14 @@ class Trainer:
     def load_training_state(self, policy_state: dict, state: dict[str, Any], step: int, best: float | None) -> None:
         self.policy.load_state_dict(policy_state)
         self.reference.load_state_dict(state["reference"])
+        if self.output_reference is not None:
+            saved = state.get("reference_outputs")
+            if saved is None:
+                # a checkpoint written before the output reference (or by a run that averaged weights)
+                print("note: the checkpoint holds no output reference; it starts again from the policy's "
+                      "projections.", flush=True)
+            else:
+                self.output_reference.load_state_dict(saved, self.tensors.decision_range("train")[1], self.device)
         if len(state["optimizers"]) != len(self.optimizers):
             raise ConfigError("The checkpoint's optimiser layout differs (was --no-muon changed?); resume with the same flags.")
         for opt, sd in zip(self.optimizers, state["optimizers"]):

@@ -69,12 +69,14 @@ class DirichletPolicy(nn.Module):
         if self.cfg.context == "window":
             mask = None if tradeable is None else tradeable[bars]
             return self.projection(features[bars], autocast_dtype, mask)
-        stop = int(bars.max()) + 1
+        return bars_of(self.history_projection(features, int(bars.max()) + 1, autocast_dtype, tradeable), bars)
+
+    def history_projection(self, features: torch.Tensor, stop: int, autocast_dtype: torch.dtype | None = None,
+                           tradeable: torch.Tensor | None = None) -> torch.Tensor:
+        """State projections [stop, ...] of bars 0 .. stop - 1 of a history of features [T, A, F], in one causal
+        pass (the "history" context); ``tradeable``: bool [T, A] or None."""
         mask = None if tradeable is None else tradeable[None, :stop]
-        history = self.projection(features[None, :stop], autocast_dtype, mask)[0]
-        # index_select, not history[bars]: its backward adds the windows' gradients with index_add (indexing's
-        # accumulating index_put took 60 ms of a 256-asset step on 2 cores)
-        return history.index_select(0, bars.reshape(-1)).reshape(*bars.shape, *history.shape[1:])
+        return self.projection(features[None, :stop], autocast_dtype, mask)[0]
 
     def projection(self, features: torch.Tensor, autocast_dtype: torch.dtype | None = None,
                    tradeable: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,3 +87,11 @@ class DirichletPolicy(nn.Module):
         """The held-weights-independent part of the head's first layer (flat [..., T, K], cross [..., T, A_out, K]);
         computed once per window."""
         return self.head_state(h)
+
+
+def bars_of(history: torch.Tensor, bars: torch.Tensor) -> torch.Tensor:
+    """Rows ``bars`` [B, L] of per-bar states ``history`` [T, ...], as [B, L, ...].
+
+    index_select, not history[bars]: its backward adds the windows' gradients with index_add (indexing's accumulating
+    index_put took 60 ms of a 256-asset step on 2 cores)."""
+    return history.index_select(0, bars.reshape(-1)).reshape(*bars.shape, *history.shape[1:])

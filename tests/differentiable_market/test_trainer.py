@@ -57,34 +57,98 @@ def test_microbatches_accumulate_to_the_full_batch_gradient():
 
 
 
+@pytest.mark.parametrize("reference", ["weights", "outputs"])
 @pytest.mark.parametrize("architecture", ["flat", "cross"])
-def test_history_context_microbatches_share_one_pass_and_give_the_full_batch_step(architecture, monkeypatch):
-    """In the history context a step with microbatches runs the history pass once for the policy and once for the
-    reference (not once per microbatch), and its update equals the unbatched step's (pathwise term only, so the
-    loss does not depend on the sampled rollouts)."""
+def test_history_context_microbatches_share_one_pass_and_give_the_full_batch_step(architecture, reference,
+                                                                                  monkeypatch):
+    """In the history context a step with microbatches runs the history pass once for the policy and, with the
+    weights' EMA, once for the reference (not once per microbatch; the output reference needs no pass), and its
+    update equals the unbatched step's (pathwise term only, so the loss does not depend on the sampled rollouts)."""
     from differentiable_market.policy.base import DirichletPolicy
 
     market = random_walk_market(400, 3, seed=2)
     calls = []
-    original = DirichletPolicy.window_projection
-    monkeypatch.setattr(DirichletPolicy, "window_projection",
+    original = DirichletPolicy.history_projection
+    monkeypatch.setattr(DirichletPolicy, "history_projection",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     params = []
     for mb in (None, 4):
         cfg = _cfg(architecture=architecture, microbatch_windows=mb, pg_weight=0.0, kl_weight=0.0,
-                   entropy_weight=0.0, dtype="float32")
+                   entropy_weight=0.0, dtype="float32", reference=reference)
         assert cfg.policy.context == "history"
         tr = _trainer(market, cfg)
         calls.clear()
         assert tr.step() is not None
-        assert len(calls) == 2  # the policy's pass and the reference's, whatever the microbatch count
+        assert len(calls) == (2 if reference == "weights" else 1)
         params.append([p.detach().clone() for p in tr.policy.parameters()])
     for a, b in zip(*params):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
+
+def test_output_reference_is_the_ema_of_the_projections_each_bar_has_seen():
+    """Closed form: a bar first covered at step k holds the projection of step k, then
+    decay * held + (1 - decay) * projection at every later step that covers it; bars a step does not cover keep
+    their value."""
+    from differentiable_market.trainer import OutputReference
+
+    d = 0.75
+    ref = OutputReference(d)
+    p0, p1, p2 = (torch.randn(6, 3, 2, dtype=torch.float64) for _ in range(3))
+    out = ref.update(p0[:4], capacity=6)
+    assert torch.equal(out, p0[:4]) and ref.filled == 4 and ref.values.shape == (6, 3, 2)
+    ref.update(p1[:6], capacity=6)  # bars 4, 5 are new
+    ref.update(p2[:3], capacity=6)  # bars 3 .. 5 are not covered
+    expected = torch.cat([d * (d * p0[:3] + (1 - d) * p1[:3]) + (1 - d) * p2[:3],
+                          d * p0[3:4] + (1 - d) * p1[3:4], p1[4:6]])
+    torch.testing.assert_close(ref.values, expected, rtol=0, atol=1e-15)
+    state = ref.state_dict()
+    again = OutputReference(d)
+    again.load_state_dict(state, capacity=6, device=CPU)
+    assert again.filled == 6 and torch.equal(again.values, ref.values)
+    with pytest.raises(ValueError, match="7 bars"):
+        ref.update(torch.zeros(7, 3, 2, dtype=torch.float64), capacity=6)
+
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_output_reference_agrees_with_the_weights_ema_to_first_order(architecture):
+    """The two references differ at second order in the weights' movement: after a few steps the output
+    reference's projections lie much closer to those of the EMA weights (which the Trainer keeps too) than the
+    policy's own do. The first step, where reference and policy coincide, is identical under both."""
+    market = random_walk_market(400, 3, seed=5)
+    cfgs = {ref: _cfg(architecture=architecture, dtype="float32", ema_decay=0.7, reference=ref)
+            for ref in ("weights", "outputs")}
+    trainers = {ref: _trainer(market, cfg) for ref, cfg in cfgs.items()}
+    first = {ref: tr.step() for ref, tr in trainers.items()}
+    assert torch.equal(first["weights"], first["outputs"])
+    tr = trainers["outputs"]
+    for _ in range(5):
+        tr.step()
+    features, stop = tr.tensors.features, tr.output_reference.filled
+    with torch.no_grad():
+        policy = tr.policy.history_projection(features, stop)
+        averaged = tr.output_reference.update(policy, stop).clone()  # now averaged over the same steps
+        ema_weights = tr.reference.history_projection(features, stop)
+    gap = (policy - ema_weights).norm()
+    assert gap > 1e-3  # the policy has moved away from its reference
+    # 0.085 (flat) and 0.063 (cross) when written; a buffer left at the first step's projections lay at 1.8 and 1.7
+    assert (averaged - ema_weights).norm() < 0.15 * gap
+
+
+def test_output_reference_needs_the_history_context():
+    from differentiable_market.errors import ConfigError
+
+    assert _cfg().reference_mode == "outputs"
+    window = PolicyConfig(context="window")
+    assert ExperimentConfig(policy=window).reference_mode == "weights"
+    with pytest.raises(ConfigError, match="--reference weights"):
+        ExperimentConfig(policy=window, train=TrainConfig(reference="outputs"))
+
+
 def test_non_finite_step_is_skipped_counted_and_leaves_weights_unchanged():
     market = random_walk_market(400, 3, seed=3)
     tr = _trainer(market, _cfg())
+    assert tr.step() is not None  # the output reference holds a step's projections
+    filled, averaged = tr.output_reference.filled, tr.output_reference.values.clone()
     before = [p.detach().clone() for p in tr.policy.parameters()]
     ref_before = [p.detach().clone() for p in tr.reference.parameters()]
     good = tr.tensors.features.clone()
@@ -93,6 +157,8 @@ def test_non_finite_step_is_skipped_counted_and_leaves_weights_unchanged():
     assert tr.nonfinite_total == 1 and tr.nonfinite_run == 1
     assert all(torch.equal(a, b) for a, b in zip(before, tr.policy.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ref_before, tr.reference.parameters()))
+    assert tr.output_reference.filled == filled
+    assert torch.equal(tr.output_reference.values[:filled], averaged[:filled])
     tr.tensors.features.copy_(good)
     assert tr.step() is not None and tr.nonfinite_run == 0 and tr.nonfinite_total == 1
 
