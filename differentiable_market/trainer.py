@@ -2,8 +2,9 @@
 
 Per optimizer step: ``batch_windows`` windows of ``lookback`` decision bars are gathered from the training split by
 indexing; one GRU pass per window serves its ``rollout_groups`` Dirichlet rollouts and the mean-action path. The loss
-combines a clipped-ratio policy gradient on group-normalised objectives, KL to an EMA reference policy, an entropy
-bonus, and minus the smooth-cost objective of the mean-action path (its gradient flows through the env).
+combines a clipped-ratio policy gradient on group-normalised objectives, KL to an EMA reference policy (its weights'
+EMA, or in the history context the EMA of the policy's per-bar outputs, ``OutputReference``), an entropy bonus, and
+minus the smooth-cost objective of the mean-action path (its gradient flows through the env).
 """
 
 from __future__ import annotations
