@@ -21,8 +21,9 @@ Variants are ``<architecture>-<action>`` (``flat-target``, ``cross-band``, ...),
 (``cross-band/history/affine`` trains with ``--context history --asset-head affine``), the selection gate
 (``cross-band/t=off`` trains with ``--select-min-t off``), the cash target (``cross-band/cash=share``), the EMA
 reference (``cross-band/ref=weights`` trains with ``--reference weights``) and the cross policy's width
-(``cross-band/w=16`` trains with ``--asset-hidden 16``); without them, the configured defaults. ``untrained`` counts the seed-ensemble members whose best.pt is the untrained
-policy (no trained checkpoint passed the selection gate).
+(``cross-band/w=16`` trains with ``--asset-hidden 16``); without them, the configured defaults. ``untrained``
+counts the seed-ensemble members whose best.pt is the untrained policy (no trained checkpoint passed the selection
+gate).
 
 Float32 throughout (the comparison does not depend on the CPU's bf16 support). Each study's row is printed as one JSON
 line as it finishes; a summary table closes the output. Study folders go under ``--work-dir`` (default: a temporary
@@ -78,7 +79,8 @@ def market_root(name: str, work: Path) -> tuple[str, str, bool]:
 
 def variant_config(variant: str, root: str, execution: str, cash: bool, args: argparse.Namespace,
                    save_dir: Path) -> ExperimentConfig:
-    """The study's training config of ``<architecture>-<action>[@train_cost_bps][/context][/asset_head][/key=value]``."""
+    """The study's training config of a variant,
+    ``<architecture>-<action>[@train_cost_bps][/context][/asset_head][/key=value ...]``."""
     variant, *options = variant.split("/")
     name, _, fee = variant.partition("@")
     context = next((o for o in options if o in get_args(Context)), PolicyConfig().context)

@@ -209,7 +209,8 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--reference", choices=["auto", "outputs", "weights"],
                    help="what the EMA reference averages: outputs, the policy's state projection per bar of the "
                    "history (no pass of its own; the history context only); weights, the policy's weights (a pass "
-                   f"of its own each step); auto: outputs in the history context, else weights (default: {t.reference})")
+                   "of its own each step); auto: outputs in the history context, else weights "
+                   f"(default: {t.reference})")
     g.add_argument("--clip-eps", type=float, help=f"GRPO ratio clip (default: {t.clip_eps})")
     g.add_argument("--updates-per-batch", type=int, help=f"optimizer steps on each batch of rollouts; the ratio clip "
                    f"binds from the second (default: {t.updates_per_batch})")

@@ -224,13 +224,14 @@ class OutputReference:
     the training history, an exponential moving average of the policy's state projection.
 
     A reference whose weights are an EMA of the policy's needs a pass of its own over the history every step (for the
-    cross-sectional policy a fifth of the step at 256 assets). In the history context a bar's projection does not
-    depend on the window that reads it, so the policy's own pass, which the step runs anyway, can be averaged
-    instead: step n reads, for every bar its pass covers, ``decay * reference + (1 - decay) * projection`` (and keeps
-    it once its update proves finite), where the weights' EMA would hold the projection of the averaged weights. The two agree to first order while the
-    weights move slowly; the reference's head (the part of the concentrations that reads the held weights) is still
-    the weights' EMA. A bar the buffer has not yet covered starts at the policy's projection (the reference equals
-    the policy there, as it does everywhere at step 0).
+    cross-sectional policy at 256 assets 0.23 s of a 5-6 s step on 2 CPU cores). In the history context a bar's
+    projection does not depend on the window that reads it, so the policy's own pass, which the step runs anyway, can
+    be averaged instead: step n reads, for every bar its pass covers, ``decay * reference + (1 - decay) *
+    projection`` (and keeps it once its update proves finite), where the weights' EMA would hold the projection of
+    the averaged weights. The two agree to first order while the weights move slowly; the reference's head (the part
+    of the concentrations that reads the held weights) is still the weights' EMA. A bar the buffer has not yet
+    covered starts at the policy's projection (the reference equals the policy there, as it does everywhere at step
+    0).
     """
 
     def __init__(self, decay: float) -> None:

@@ -134,6 +134,22 @@ def test_output_reference_agrees_with_the_weights_ema_to_first_order(architectur
     assert (averaged - ema_weights).norm() < 0.15 * gap
 
 
+def test_a_checkpoint_without_an_output_reference_restarts_it_from_the_policy(capsys):
+    """Training state written before the output reference (or by a run that averaged weights) has none: loading it
+    says so, and the next step starts the average from the policy's projections, as step 0 does."""
+    market = random_walk_market(400, 3, seed=6)
+    tr = _trainer(market, _cfg(dtype="float32"))
+    tr.step()
+    state = tr.training_state()
+    assert state["reference_outputs"]["filled"] == tr.output_reference.filled > 0
+    state.pop("reference_outputs")
+    fresh = _trainer(market, _cfg(dtype="float32"))
+    fresh.load_training_state(tr.policy.state_dict(), state, step=1, best=None)
+    assert "holds no output reference" in capsys.readouterr().out
+    assert fresh.output_reference.filled == 0
+    assert fresh.step() is not None and fresh.output_reference.filled > 0
+
+
 def test_output_reference_needs_the_history_context():
     from differentiable_market.errors import ConfigError
 
