@@ -234,9 +234,10 @@ class OutputReference:
     0).
     """
 
-    def __init__(self, decay: float) -> None:
+    def __init__(self, decay: float, capacity: int) -> None:
         self.decay = decay
-        self.values: torch.Tensor | None = None  # [bars, ...] per-bar state projections
+        self.capacity = capacity  # bars the buffer holds: the training split's decision bars
+        self.values: torch.Tensor | None = None  # [capacity, ...] per-bar state projections
         self.filled = 0  # bars 0 .. filled - 1 hold an average
 
     def averaged(self, history: torch.Tensor) -> torch.Tensor:
@@ -248,34 +249,31 @@ class OutputReference:
         assert self.values is not None
         return torch.cat([torch.lerp(self.values[:n], history[:n], 1.0 - self.decay), history[n:]])
 
-    def store(self, averaged: torch.Tensor, capacity: int) -> None:
-        """Keep ``averaged`` (from ``averaged``) as bars 0 .. len - 1 of the buffer, sized for ``capacity`` bars.
-        The trainer stores it once the step's update has proved finite, so a skipped step leaves it as it was."""
+    def store(self, averaged: torch.Tensor) -> None:
+        """Keep ``averaged`` (from ``averaged``) as bars 0 .. len - 1 of the buffer. The trainer stores it once the
+        step's update has proved finite, so a skipped step leaves it as it was."""
         stop = averaged.shape[0]
+        if stop > self.capacity:
+            raise ValueError(f"the history pass covers {stop} bars; the reference holds {self.capacity}")
         if self.values is None:
-            self.values = torch.empty(max(capacity, stop), *averaged.shape[1:], dtype=averaged.dtype,
-                                      device=averaged.device)
-        elif stop > self.values.shape[0]:
-            raise ValueError(f"the history pass covers {stop} bars; the reference holds {self.values.shape[0]}")
+            self.values = averaged.new_empty(self.capacity, *averaged.shape[1:])
         self.values[:stop] = averaged
         self.filled = max(self.filled, stop)
 
-    def update(self, history: torch.Tensor, capacity: int) -> torch.Tensor:
+    def update(self, history: torch.Tensor) -> torch.Tensor:
         """``averaged`` then ``store``: the reference's projections of the bars of ``history``."""
         averaged = self.averaged(history)
-        self.store(averaged, capacity)
+        self.store(averaged)
         return averaged
 
     def state_dict(self) -> dict[str, Any]:
         values = None if self.values is None else self.values[:self.filled].detach().cpu().clone()
         return {"values": values, "filled": self.filled}
 
-    def load_state_dict(self, state: dict[str, Any], capacity: int, device: torch.device) -> None:
-        self.values, self.filled = None, int(state["filled"])
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.values, self.filled = None, 0
         if state["values"] is not None:
-            v = state["values"]
-            self.values = torch.empty(max(capacity, v.shape[0]), *v.shape[1:], dtype=v.dtype, device=device)
-            self.values[:self.filled] = v.to(device)
+            self.store(state["values"].to(device))
 
 
 @dataclass
@@ -501,7 +499,8 @@ class Trainer:
         self.reference = make_reference(self.policy)
         # the reference's state projections as an EMA of the policy's per bar (OutputReference), or None: the
         # reference's own pass with its averaged weights
-        self.output_reference = (OutputReference(tc.ema_decay ** tc.updates_per_batch)
+        self.output_reference = (OutputReference(tc.ema_decay ** tc.updates_per_batch,
+                                                 tensors.decision_range("train")[1])
                                  if cfg.reference_mode == "outputs" else None)
         self.optimizers = build_optimizers(self.policy, tc)
         self.sampler = torch.Generator().manual_seed(tc.seed)  # window starts
@@ -604,7 +603,7 @@ class Trainer:
                 opt.step()
             ema_update(self.reference, self.policy, tc.ema_decay)
             if update == 0 and self.output_reference is not None:
-                self.output_reference.store(ref_history, self.tensors.decision_range("train")[1])
+                self.output_reference.store(ref_history)
             total += stats
         self.step_count += 1
         if skipped:
@@ -618,9 +617,9 @@ class Trainer:
         """The policy's state projections of the windows (with gradient) from one history pass; the reference's
         projections of the pass's bars once averaged with it (``OutputReference.averaged``, for the step to store
         when it proves finite); and the reference's projections of the windows."""
+        assert self.output_reference is not None
         features, tradeable = self.tensors.features, self.tensors.tradeable
         history = self.policy.history_projection(features, int(windows.bars.max()) + 1, self.autocast, tradeable)
-        assert self.output_reference is not None
         ref_history = self.output_reference.averaged(history.detach())
         n_assets = features.shape[1]
         return (window_columns(bars_of(history, windows.bars), windows, n_assets), ref_history,
@@ -651,7 +650,7 @@ class Trainer:
                 print("note: the checkpoint holds no output reference; it starts again from the policy's "
                       "projections.", flush=True)
             else:
-                self.output_reference.load_state_dict(saved, self.tensors.decision_range("train")[1], self.device)
+                self.output_reference.load_state_dict(saved, self.device)
         if len(state["optimizers"]) != len(self.optimizers):
             raise ConfigError("The checkpoint's optimiser layout differs (was --no-muon changed?); resume with the same flags.")
         for opt, sd in zip(self.optimizers, state["optimizers"]):

@@ -92,21 +92,21 @@ def test_output_reference_is_the_ema_of_the_projections_each_bar_has_seen():
     from differentiable_market.trainer import OutputReference
 
     d = 0.75
-    ref = OutputReference(d)
+    ref = OutputReference(d, capacity=6)
     p0, p1, p2 = (torch.randn(6, 3, 2, dtype=torch.float64) for _ in range(3))
-    out = ref.update(p0[:4], capacity=6)
+    out = ref.update(p0[:4])
     assert torch.equal(out, p0[:4]) and ref.filled == 4 and ref.values.shape == (6, 3, 2)
-    ref.update(p1[:6], capacity=6)  # bars 4, 5 are new
-    ref.update(p2[:3], capacity=6)  # bars 3 .. 5 are not covered
+    ref.update(p1[:6])  # bars 4, 5 are new
+    ref.update(p2[:3])  # bars 3 .. 5 are not covered
     expected = torch.cat([d * (d * p0[:3] + (1 - d) * p1[:3]) + (1 - d) * p2[:3],
                           d * p0[3:4] + (1 - d) * p1[3:4], p1[4:6]])
     torch.testing.assert_close(ref.values, expected, rtol=0, atol=1e-15)
     state = ref.state_dict()
-    again = OutputReference(d)
-    again.load_state_dict(state, capacity=6, device=CPU)
+    again = OutputReference(d, capacity=6)
+    again.load_state_dict(state, device=CPU)
     assert again.filled == 6 and torch.equal(again.values, ref.values)
     with pytest.raises(ValueError, match="7 bars"):
-        ref.update(torch.zeros(7, 3, 2, dtype=torch.float64), capacity=6)
+        ref.update(torch.zeros(7, 3, 2, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("architecture", ["flat", "cross"])
@@ -126,7 +126,7 @@ def test_output_reference_agrees_with_the_weights_ema_to_first_order(architectur
     features, stop = tr.tensors.features, tr.output_reference.filled
     with torch.no_grad():
         policy = tr.policy.history_projection(features, stop)
-        averaged = tr.output_reference.update(policy, stop).clone()  # now averaged over the same steps
+        averaged = tr.output_reference.update(policy).clone()  # now averaged over the same steps
         ema_weights = tr.reference.history_projection(features, stop)
     gap = (policy - ema_weights).norm()
     assert gap > 1e-3  # the policy has moved away from its reference
