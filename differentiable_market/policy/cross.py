@@ -172,9 +172,13 @@ class CrossSectionalPolicy(DirichletPolicy):
         followed by the encoder state after its last bar. ``state``: the state the block before left (none: the
         first block)."""
         b, t, a, f = features.shape
-        x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)  # every asset is a sequence of its own
-        h, last = self.encoder.forward_from(self.input_norm(self.input_proj(x)), list(state) or None)
-        mixed = _float(self._mix(self._with_cash(h.reshape(b, a, t, -1).transpose(1, 2)), mask))
+        if self.encoder.per_token:  # every asset a sequence of its own, the tokens kept [B, L, A, H]: no transposes
+            h, last = self.encoder.forward_from(self.input_norm(self.input_proj(features)), list(state) or None)
+        else:
+            x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)
+            h, last = self.encoder.forward_from(self.input_norm(self.input_proj(x)), list(state) or None)
+            h = h.reshape(b, a, t, -1).transpose(1, 2)
+        mixed = _float(self._mix(self._with_cash(h), mask))
         if project:
             with torch.autocast(device_type=mixed.device.type, enabled=False):
                 mixed = self.state_projection(mixed)

@@ -1,24 +1,25 @@
 """Causal sequence encoders of the policy: a minimal GRU computed with a linear scan (default) and ``nn.GRU``.
 
 Both map [B, T, H] inputs to [B, T, H] states; state t depends on inputs 0..t only and starts from zero at t = 0, or
-(``forward_from``) continues from the state an earlier piece of the sequence left.
+(``forward_from``) continues from the state an earlier piece of the sequence left. The minimal GRU also takes
+[B, T, ..., H], every index between dim 1 and the last a sequence of its own.
 
 The minimal GRU (Feng et al. 2024, "Were RNNs all we needed?") takes its gate and candidate from the input alone:
 
     a_t = 1 - z_t = exp(-MAX_LOG_DECAY * sigmoid(W_z x_t)),   c_t = W_c x_t,   h_t = a_t * h_{t-1} + z_t * c_t.
 
-The recurrence is linear in h, so the whole sequence is one scan of a_t = 1 - z_t and b_t = z_t * c_t instead of T
-dependent matmuls: the matmuls run once over all bars, and what remains sequential is a handful of elementwise ops
-over ``T / SCAN_CHUNK`` chunks. Within a chunk the scan is closed-form, h_t = e^{L_t} * cumsum_k(b_k e^{-L_k}) with
-L = cumsum(log a); log a >= -MAX_LOG_DECAY, so e^{-L} stays below e^{SCAN_CHUNK * MAX_LOG_DECAY} and cannot
-overflow float32. The state can still forget 98% of itself in one bar. The backward pass is the same scan run
-backwards in time (``_LinearScan``), rather than autograd through every cumulative sum and exponential. That is the
-route on a GPU; on the CPU, where the recurrence is memory-bound, a compiled loop makes one pass each way
-(``_CompiledScan``, ``kernels.py``).
+The recurrence is linear in h, so the matmuls run once over all bars and what remains sequential is elementwise.
+On a GPU the whole sequence is one scan of a_t and b_t = z_t * c_t over ``T / SCAN_CHUNK`` chunks: within a chunk
+the scan is closed-form, h_t = e^{L_t} * cumsum_k(b_k e^{-L_k}) with L = cumsum(log a); log a >= -MAX_LOG_DECAY, so
+e^{-L} stays below e^{SCAN_CHUNK * MAX_LOG_DECAY} and cannot overflow float32. The state can still forget 98% of
+itself in one bar. The backward pass is the same scan run backwards in time (``_LinearScan``), rather than autograd
+through every cumulative sum and exponential. On the CPU, where all of it is memory-bound, the gates' algebra and
+the recurrence are one compiled pass each way (``_GatedRecurrence``, ``kernels.py``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,52 +77,71 @@ class _LinearScan(torch.autograd.Function):
         return g * h_prev * a, g, grad_h0, None
 
 
-class _CompiledScan(torch.autograd.Function):
-    """The recurrence as one compiled pass each way on the CPU (``kernels``); a = exp(log a) is torch's."""
-
-    @staticmethod
-    def forward(ctx, log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,  # type: ignore[override]
-                chunk: int) -> torch.Tensor:
-        a = log_a.exp()
-        start = torch.zeros_like(b[:, :1]) if h0 is None else h0.to(b.dtype)
-        h = torch.empty_like(b)
-        kernels.recurrence_forward(a.numpy(), b.numpy(), start.numpy(), h.numpy())
-        ctx.save_for_backward(a, h, start)
-        ctx.has_h0 = h0 is not None
-        return h
-
-    @staticmethod
-    @once_differentiable  # the loops are not differentiable themselves
-    def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
-        a, h, start = ctx.saved_tensors
-        grad_a, grad_b, grad_h0 = torch.empty_like(a), torch.empty_like(a), torch.empty_like(start)
-        kernels.recurrence_backward(a.numpy(), h.numpy(), start.numpy(), grad_h.contiguous().numpy(),
-                                    grad_a.numpy(), grad_b.numpy(), grad_h0.numpy())
-        return grad_a.mul_(a), grad_b, grad_h0 if ctx.has_h0 else None, None
-
-
 def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
-                chunk: int = SCAN_CHUNK, compiled: bool | None = None) -> torch.Tensor:
+                chunk: int = SCAN_CHUNK) -> torch.Tensor:
     """h_t = exp(log_a_t) * h_{t-1} + b_t with h_{-1} = ``h0`` [B, 1, H] (None: zero), over dim 1 of [B, T, H]
-    tensors.
-
-    ``compiled``: the compiled loops (``_CompiledScan``) or the chunked closed form (``_LinearScan``); None picks
-    the loops for float32 and float64 CPU tensors and the closed form elsewhere (a GPU, where the closed form's few
-    large kernels suit it). ``log_a`` must lie in [-MAX_LOG_DECAY, 0] (guaranteed by the caller's parametrisation,
-    not checked here: that would cost a host sync).
-    """
-    if compiled is None:
-        compiled = b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64)
-    scan = _CompiledScan if compiled else _LinearScan
-    return scan.apply(log_a.contiguous(), b.contiguous(), None if h0 is None else h0.contiguous(), chunk)
+    tensors, by the chunked closed form (``_LinearScan``). ``log_a`` must lie in [-MAX_LOG_DECAY, 0] (guaranteed by
+    the caller's parametrisation, not checked here: that would cost a host sync)."""
+    return _LinearScan.apply(log_a.contiguous(), b.contiguous(), None if h0 is None else h0.contiguous(), chunk)
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+class _GatedRecurrence(torch.autograd.Function):
+    """The minimal GRU's gates and recurrence on the CPU, from kc = [k, c] (the gate logits and the candidates, one
+    linear map's output [N, T, P, 2H]): s = sigmoid(k) and m = expm1(-MAX_LOG_DECAY s) = a - 1 are torch's
+    (vectorised transcendentals), the rest one compiled pass each way (``kernels.gated_forward`` / ``_backward``):
+    the forward forms a = 1 + m and b = -m c inside the recurrence, and the backward returns the gradient of kc
+    directly, so neither a, b, log a nor their gradients are ever whole tensors."""
+
+    @staticmethod
+    def forward(ctx, kc: torch.Tensor, h0: torch.Tensor | None, hidden: int) -> torch.Tensor:  # type: ignore[override]
+        s = torch.sigmoid(kc[..., :hidden])
+        m = torch.expm1(s * -MAX_LOG_DECAY)
+        start = torch.zeros_like(s[:, :1]) if h0 is None else h0.to(s.dtype).contiguous()
+        h = torch.empty_like(s)
+        kernels.gated_forward(m.numpy(), kc.numpy(), start.numpy(), np.ones(1, dtype=m.numpy().dtype), h.numpy())
+        ctx.save_for_backward(kc, s, m, h, start)
+        ctx.has_h0 = h0 is not None
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
+        kc, s, m, h, start = ctx.saved_tensors
+        grad_kc, grad_h0 = torch.empty_like(kc), torch.empty_like(start)
+        consts = np.array([1.0, MAX_LOG_DECAY], dtype=m.numpy().dtype)
+        kernels.gated_backward(s.numpy(), m.numpy(), kc.numpy(), h.numpy(), start.numpy(),
+                               grad_h.contiguous().numpy(), consts, grad_kc.numpy(), grad_h0.numpy())
+        return grad_kc, grad_h0 if ctx.has_h0 else None, None
+
+
+def gated_recurrence(kc: torch.Tensor, h0: torch.Tensor | None, hidden: int,
+                     fused: bool | None = None) -> torch.Tensor:
+    """The minimal GRU's states [B, T, ..., H] from kc = [k, c] [B, T, ..., 2H] (gate logits, candidates; float32 or
+    float64), continuing from ``h0`` [B, 1, ..., H] (None: zero): log a = -MAX_LOG_DECAY sigmoid(k), the decay
+    a = 1 - z of a GRU gate bounded so the scan is safe, and h_t = a_t h_{t-1} + (1 - a_t) c_t over dim 1.
+
+    ``fused``: the compiled CPU pass (``_GatedRecurrence``) or the gates in torch and the closed-form scan; None picks
+    the first on the CPU and the second elsewhere (a GPU, where the closed form's few large kernels suit it)."""
+    lead = kc.shape[:-1]
+    if fused is None:
+        fused = kc.device.type == "cpu"
+    if fused:
+        start = None if h0 is None else h0.reshape(lead[0], 1, -1, hidden)
+        return _GatedRecurrence.apply(kc.reshape(*lead[:2], -1, 2 * hidden), start, hidden).reshape(*lead, hidden)
+    log_a = -MAX_LOG_DECAY * torch.sigmoid(kc[..., :hidden])
+    b = -torch.expm1(log_a) * kc[..., hidden:]  # z_t * c_t
+    flat = (*lead[:2], -1)
+    h = linear_scan(log_a.reshape(flat), b.reshape(flat), None if h0 is None else h0.reshape(lead[0], 1, -1))
+    return h.reshape(*lead, hidden)
+
+
 class MinGRULayer(nn.Module):
-    """One minimal-GRU layer: [B, T, H_in] -> [B, T, H]."""
+    """One minimal-GRU layer: [B, T, ..., H_in] -> [B, T, ..., H], the recurrence over dim 1 and every index between
+    dim 1 and the last a sequence of its own (the cross-sectional policy's [windows, bars, assets, H] tokens)."""
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -130,17 +150,21 @@ class MinGRULayer(nn.Module):
         self.candidate = nn.Linear(input_size, hidden_size)
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-        """States [B, T, H] from inputs [B, T, H_in], continuing from ``h0`` [B, 1, H] (None: zero)."""
-        # log a = -MAX_LOG_DECAY * sigmoid(k): the decay a = 1 - z of a GRU gate, bounded so the scan is safe.
-        log_a = -MAX_LOG_DECAY * torch.sigmoid(_at_least_float32(self.gate(x)))
-        b = -torch.expm1(log_a) * _at_least_float32(self.candidate(x))  # z_t * c_t
-        # The scan runs in float32 even under bf16 autocast: its cumulative sums and exponentials need the mantissa.
+        """States [B, T, ..., H] from inputs [B, T, ..., H_in], continuing from ``h0`` [B, 1, ..., H] (None: zero)."""
+        # gate and candidate as one linear map: one matmul each way, one read of x
+        kc = F.linear(x, torch.cat([self.gate.weight, self.candidate.weight]),
+                      torch.cat([self.gate.bias, self.candidate.bias]))
+        # The gates and the scan run in float32 even under bf16 autocast: cumulative sums and exponentials need the
+        # mantissa.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return linear_scan(log_a, b, h0)
+            return gated_recurrence(_at_least_float32(kc), h0, self.hidden_size)
 
 
 class MinGRUEncoder(nn.Module):
-    """Stacked minimal-GRU layers; layers after the first are pre-norm residual blocks."""
+    """Stacked minimal-GRU layers; layers after the first are pre-norm residual blocks. Inputs [B, T, ..., H]: every
+    index between dim 1 and the last is a sequence of its own (``per_token``)."""
+
+    per_token = True
 
     def __init__(self, hidden_size: int, num_layers: int) -> None:
         super().__init__()
@@ -169,7 +193,10 @@ class MinGRUEncoder(nn.Module):
 
 
 class GRUEncoder(nn.Module):
-    """``nn.GRU`` (cuDNN / oneDNN kernels), kept for comparison and for checkpoints trained with it."""
+    """``nn.GRU`` (cuDNN / oneDNN kernels), kept for comparison and for checkpoints trained with it. Inputs [B, T, H]
+    only."""
+
+    per_token = False
 
     def __init__(self, hidden_size: int, num_layers: int) -> None:
         super().__init__()

@@ -1,15 +1,16 @@
-"""Compiled CPU loops of the linear recurrence h_t = a_t * h_{t-1} + b_t (numba) and of its backward.
+"""Compiled CPU loops of the minimal GRU's gated recurrence (numba): h_t = a_t * h_{t-1} + (1 - a_t) * c_t, and
+its backward through the gates.
 
-On a CPU the recurrence is memory-bound: per element it is one multiply-add, and what costs is how many times the
-[N, T, H] tensors are read and written. The chunked closed form of ``encoders._scan`` makes a dozen passes forward
-(cumulative sums, exponentials, a division, the carries) and about twenty backward (the flips of the reversed scan,
-the pads); these loops make one pass each way, the inner loop over the hidden units (contiguous, vectorised by the
-compiler). They run on one thread: a pass over a 256-asset history takes milliseconds, and numba's parallel loops
-would start a second OpenMP runtime beside torch's, two pools of spinning threads on the same cores. The exponential
-a = exp(log a) is left to torch, whose kernels are vectorised (numba's ``exp`` is a scalar libm call without Intel's
-SVML). Plain IEEE arithmetic (no fastmath), so the result is the sequential recurrence as written, and cutting a
-sequence into pieces continued from each last state gives the same bits. numba caches the machine code on disk
-(``cache=True``): only a process that finds no cache compiles (seconds).
+On a CPU the recurrence and the gates' algebra are memory-bound: per element a few multiply-adds, and what costs is
+how many times the [N, T, P, H] tensors are read and written. Done in torch, the gates alone take a dozen passes
+each way (a, b, their gradients, the chain rule through sigmoid and expm1); these loops make one pass each way, with
+the transcendentals (sigmoid, expm1) left to torch, whose kernels are vectorised (numba's ``exp`` is a scalar libm
+call without Intel's SVML). The inner loops run over the last two dims in memory order (contiguous, vectorised by the
+compiler), so the cross-sectional policy's [windows, bars, assets, H] tokens need no transpose. They run on one
+thread: numba's parallel loops would start a second OpenMP runtime beside torch's, two pools of spinning threads on
+the same cores. Plain IEEE arithmetic (no fastmath), so the result is the sequential recurrence as written, and
+cutting a sequence into pieces continued from each last state gives the same bits. numba caches the machine code on
+disk (``cache=True``): only a process that finds no cache compiles (seconds).
 """
 
 from __future__ import annotations
@@ -21,31 +22,48 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @njit(**_JIT)
-def recurrence_forward(a: np.ndarray, b: np.ndarray, h0: np.ndarray, out: np.ndarray) -> None:
-    """out[i, t] = a[i, t] * out[i, t - 1] + b[i, t], from out[i, -1] = h0[i, 0]; all [N, T, H] (h0 [N, 1, H])."""
-    n, t_len, hidden = a.shape
+def gated_forward(m: np.ndarray, kc: np.ndarray, h0: np.ndarray, one: np.ndarray, out: np.ndarray) -> None:
+    """The minimal GRU's recurrence from its gates: out_t = (1 + m_t) * out_{t-1} - m_t * c_t over dim 1, from
+    out_{-1} = h0. m = a - 1 = -z [N, T, P, H]; the candidates c are the last H of kc [N, T, P, 2H] (the gate logits
+    are the first H); h0 [N, 1, P, H]; ``one`` a 1-element array of the dtype, so the arithmetic stays in it. The
+    inner loops run over P x H in memory order, each (n, p, j) a sequence of its own."""
+    n, t_len, p, hidden = m.shape
+    o = one[0]
     for i in range(n):
-        for j in range(hidden):
-            out[i, 0, j] = a[i, 0, j] * h0[i, 0, j] + b[i, 0, j]
-        for t in range(1, t_len):
+        for q in range(p):
             for j in range(hidden):
-                out[i, t, j] = a[i, t, j] * out[i, t - 1, j] + b[i, t, j]
+                mm = m[i, 0, q, j]
+                out[i, 0, q, j] = (o + mm) * h0[i, 0, q, j] - mm * kc[i, 0, q, hidden + j]
+        for t in range(1, t_len):
+            for q in range(p):
+                for j in range(hidden):
+                    mm = m[i, t, q, j]
+                    out[i, t, q, j] = (o + mm) * out[i, t - 1, q, j] - mm * kc[i, t, q, hidden + j]
 
 
 @njit(**_JIT)
-def recurrence_backward(a: np.ndarray, h: np.ndarray, h0: np.ndarray, grad: np.ndarray, grad_a: np.ndarray,
-                        grad_b: np.ndarray, grad_h0: np.ndarray) -> None:
-    """Gradients of ``recurrence_forward`` given dL/dh = ``grad``: g_t = grad_t + a_{t+1} g_{t+1} backwards in time,
-    dL/db_t = g_t, dL/da_t = g_t h_{t-1} (h_{-1} = h0), dL/dh0 = a_0 g_0; one reverse pass per row."""
-    n, t_len, hidden = a.shape
+def gated_backward(s: np.ndarray, m: np.ndarray, kc: np.ndarray, h: np.ndarray, h0: np.ndarray, grad: np.ndarray,
+                   consts: np.ndarray, grad_kc: np.ndarray, grad_h0: np.ndarray) -> None:
+    """Gradients of ``gated_forward`` through the gates, given dL/dh = ``grad`` [N, T, P, H], in one reverse pass.
+
+    With g_t = grad_t + a_{t+1} g_{t+1} (a = 1 + m) and h_{-1} = h0: dL/dc_t = -m_t g_t, dL/dm_t = g_t (h_{t-1} - c_t);
+    m = expm1(-D s) gives dm/ds = -D a, and s = sigmoid(k) gives ds/dk = s (1 - s). Writes dL/dk and dL/dc into
+    grad_kc [N, T, P, 2H] (the layout of kc) and dL/dh0 = a_0 g_0 into grad_h0. ``consts``: [1, D] in the dtype."""
+    n, t_len, p, hidden = m.shape
+    o, d = consts[0], consts[1]
+    carry = np.empty_like(h0[0, 0])  # a_{t+1} g_{t+1}, [P, H]
     for i in range(n):
-        last = t_len - 1
-        for j in range(hidden):
-            grad_b[i, last, j] = grad[i, last, j]
-        for t in range(last - 1, -1, -1):
-            for j in range(hidden):
-                grad_b[i, t, j] = grad[i, t, j] + a[i, t + 1, j] * grad_b[i, t + 1, j]
-                grad_a[i, t + 1, j] = grad_b[i, t + 1, j] * h[i, t, j]
-        for j in range(hidden):
-            grad_a[i, 0, j] = grad_b[i, 0, j] * h0[i, 0, j]
-            grad_h0[i, 0, j] = a[i, 0, j] * grad_b[i, 0, j]
+        carry[:] = 0
+        for t in range(t_len - 1, -1, -1):
+            prev = h[i, t - 1] if t > 0 else h0[i, 0]  # [P, H] rows, so the inner loop has no branch
+            g_row, m_row, s_row, kc_row, out_row = grad[i, t], m[i, t], s[i, t], kc[i, t], grad_kc[i, t]
+            for q in range(p):
+                for j in range(hidden):
+                    g = g_row[q, j] + carry[q, j]
+                    mm = m_row[q, j]
+                    a = o + mm
+                    ss = s_row[q, j]
+                    out_row[q, hidden + j] = -(mm * g)
+                    out_row[q, j] = g * (prev[q, j] - kc_row[q, hidden + j]) * (-d * a) * (ss * (o - ss))
+                    carry[q, j] = a * g
+        grad_h0[i, 0] = carry
