@@ -94,33 +94,38 @@ class _GatedRecurrence(torch.autograd.Function):
     linear map's output [N, T, P, 2H]): s = sigmoid(k) and m = expm1(-MAX_LOG_DECAY s) = a - 1 are torch's
     (vectorised transcendentals), the rest one compiled pass each way (``kernels.gated_forward`` / ``_backward``):
     the forward forms a = 1 + m and b = -m c inside the recurrence, and the backward returns the gradient of kc
-    directly, so neither a, b, log a nor their gradients are ever whole tensors."""
+    directly, so neither a, b, log a nor their gradients are ever whole tensors. Returns the states and a copy of the
+    last one (the state a later piece continues from; as a second output its gradient joins the reverse pass instead
+    of a slice's zero-filled whole-size gradient)."""
 
     @staticmethod
-    def forward(ctx, kc: torch.Tensor, h0: torch.Tensor | None, hidden: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, kc: torch.Tensor, h0: torch.Tensor | None,  # type: ignore[override]
+                hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = torch.sigmoid(kc[..., :hidden])
-        m = torch.expm1(s * -MAX_LOG_DECAY)
+        m = torch.mul(s, -MAX_LOG_DECAY).expm1_()
         start = torch.zeros_like(s[:, :1]) if h0 is None else h0.to(s.dtype).contiguous()
         h = torch.empty_like(s)
         kernels.gated_forward(m.numpy(), kc.numpy(), start.numpy(), np.ones(1, dtype=m.numpy().dtype), h.numpy())
         ctx.save_for_backward(kc, s, m, h, start)
         ctx.has_h0 = h0 is not None
-        return h
+        return h, h[:, -1:].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_h: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_h: torch.Tensor, grad_last: torch.Tensor):  # type: ignore[override]
         kc, s, m, h, start = ctx.saved_tensors
         grad_kc, grad_h0 = torch.empty_like(kc), torch.empty_like(start)
         consts = np.array([1.0, MAX_LOG_DECAY], dtype=m.numpy().dtype)
         kernels.gated_backward(s.numpy(), m.numpy(), kc.numpy(), h.numpy(), start.numpy(),
-                               grad_h.contiguous().numpy(), consts, grad_kc.numpy(), grad_h0.numpy())
+                               grad_h.contiguous().numpy(), grad_last.contiguous().numpy(), consts, grad_kc.numpy(),
+                               grad_h0.numpy())
         return grad_kc, grad_h0 if ctx.has_h0 else None, None
 
 
 def gated_recurrence(kc: torch.Tensor, h0: torch.Tensor | None, hidden: int,
-                     fused: bool | None = None) -> torch.Tensor:
-    """The minimal GRU's states [B, T, ..., H] from kc = [k, c] [B, T, ..., 2H] (gate logits, candidates; float32 or
+                     fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The minimal GRU's states [B, T, ..., H] and a copy of the last [B, 1, ..., H] (a copy, not a view, which would
+    keep the whole output alive for as long as the state is: under gradient checkpointing, until backward) from kc = [k, c] [B, T, ..., 2H] (gate logits, candidates; float32 or
     float64), continuing from ``h0`` [B, 1, ..., H] (None: zero): log a = -MAX_LOG_DECAY sigmoid(k), the decay
     a = 1 - z of a GRU gate bounded so the scan is safe, and h_t = a_t h_{t-1} + (1 - a_t) c_t over dim 1.
 
@@ -131,12 +136,14 @@ def gated_recurrence(kc: torch.Tensor, h0: torch.Tensor | None, hidden: int,
         fused = kc.device.type == "cpu"
     if fused:
         start = None if h0 is None else h0.reshape(lead[0], 1, -1, hidden)
-        return _GatedRecurrence.apply(kc.reshape(*lead[:2], -1, 2 * hidden), start, hidden).reshape(*lead, hidden)
+        h, last = _GatedRecurrence.apply(kc.reshape(*lead[:2], -1, 2 * hidden), start, hidden)
+        return h.reshape(*lead, hidden), last.reshape(lead[0], 1, *lead[2:], hidden)
     log_a = -MAX_LOG_DECAY * torch.sigmoid(kc[..., :hidden])
     b = -torch.expm1(log_a) * kc[..., hidden:]  # z_t * c_t
     flat = (*lead[:2], -1)
     h = linear_scan(log_a.reshape(flat), b.reshape(flat), None if h0 is None else h0.reshape(lead[0], 1, -1))
-    return h.reshape(*lead, hidden)
+    h = h.reshape(*lead, hidden)
+    return h, h[:, -1:].clone()
 
 
 class MinGRULayer(nn.Module):
@@ -151,6 +158,10 @@ class MinGRULayer(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """States [B, T, ..., H] from inputs [B, T, ..., H_in], continuing from ``h0`` [B, 1, ..., H] (None: zero)."""
+        return self.forward_from(x, h0)[0]
+
+    def forward_from(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` and a copy of the last state [B, 1, ..., H]."""
         # gate and candidate as one linear map: one matmul each way, one read of x
         kc = F.linear(x, torch.cat([self.gate.weight, self.candidate.weight]),
                       torch.cat([self.gate.bias, self.candidate.bias]))
@@ -180,11 +191,11 @@ class MinGRUEncoder(nn.Module):
         the sequence starts here), and the state after the last bar (each layer's last scan value [B, 1, H])."""
         # the last states are copies: a view would keep each layer's whole [B, T, H] output alive for as long as the
         # state is (under gradient checkpointing, until backward: about 1 GB of the peak at 1,024 assets)
-        h = self.layers[0](x, None if state is None else state[0])
-        last = [h[:, -1:].clone()]
+        h, first = self.layers[0].forward_from(x, None if state is None else state[0])
+        last = [first]
         for i, (layer, norm) in enumerate(zip(self.layers[1:], self.norms), start=1):
-            y = layer(norm(h), None if state is None else state[i])
-            last.append(y[:, -1:].clone())
+            y, y_last = layer.forward_from(norm(h), None if state is None else state[i])
+            last.append(y_last)
             h = h + y
         return h, last
 

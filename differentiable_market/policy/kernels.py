@@ -43,8 +43,9 @@ def gated_forward(m: np.ndarray, kc: np.ndarray, h0: np.ndarray, one: np.ndarray
 
 @njit(**_JIT)
 def gated_backward(s: np.ndarray, m: np.ndarray, kc: np.ndarray, h: np.ndarray, h0: np.ndarray, grad: np.ndarray,
-                   consts: np.ndarray, grad_kc: np.ndarray, grad_h0: np.ndarray) -> None:
-    """Gradients of ``gated_forward`` through the gates, given dL/dh = ``grad`` [N, T, P, H], in one reverse pass.
+                   grad_last: np.ndarray, consts: np.ndarray, grad_kc: np.ndarray, grad_h0: np.ndarray) -> None:
+    """Gradients of ``gated_forward`` through the gates, given dL/dh = ``grad`` [N, T, P, H] and, for a copy of the
+    last state, ``grad_last`` [N, 1, P, H], in one reverse pass.
 
     With g_t = grad_t + a_{t+1} g_{t+1} (a = 1 + m) and h_{-1} = h0: dL/dc_t = -m_t g_t, dL/dm_t = g_t (h_{t-1} - c_t);
     m = expm1(-D s) gives dm/ds = -D a, and s = sigmoid(k) gives ds/dk = s (1 - s). Writes dL/dk and dL/dc into
@@ -53,7 +54,7 @@ def gated_backward(s: np.ndarray, m: np.ndarray, kc: np.ndarray, h: np.ndarray, 
     o, d = consts[0], consts[1]
     carry = np.empty_like(h0[0, 0])  # a_{t+1} g_{t+1}, [P, H]
     for i in range(n):
-        carry[:] = 0
+        carry[:] = grad_last[i, 0]
         for t in range(t_len - 1, -1, -1):
             prev = h[i, t - 1] if t > 0 else h0[i, 0]  # [P, H] rows, so the inner loop has no branch
             g_row, m_row, s_row, kc_row, out_row = grad[i, t], m[i, t], s[i, t], kc[i, t], grad_kc[i, t]

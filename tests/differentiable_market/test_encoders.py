@@ -112,7 +112,8 @@ def _gates(shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float64
 @pytest.mark.parametrize("shape", [(2, SCAN_CHUNK + 5, 3), (2, 2 * SCAN_CHUNK + 3, 4, 3)], ids=["sequences", "tokens"])
 def test_fused_gates_match_the_sequential_recurrence_and_finite_differences(shape):
     """The compiled CPU pass (gates and recurrence in one loop, its own backward) against the definition, bar by bar,
-    and its gradients (kc and h0) against finite differences, in float64; [B, T, H] and [B, T, A, H] inputs."""
+    and its gradients (kc and h0, through the states and the last state) against finite differences, in float64;
+    [B, T, H] and [B, T, A, H] inputs."""
     kc, h0 = _gates(shape, 4)
     hidden = shape[-1]
     a = torch.exp(-MAX_LOG_DECAY * torch.sigmoid(kc[..., :hidden]))
@@ -120,8 +121,10 @@ def test_fused_gates_match_the_sequential_recurrence_and_finite_differences(shap
     for t in range(shape[1]):
         h = a[:, t] * h + (1 - a[:, t]) * kc[:, t, ..., hidden:]
         expected.append(h)
-    torch.testing.assert_close(gated_recurrence(kc, h0, hidden, fused=True), torch.stack(expected, 1),
-                               rtol=1e-12, atol=1e-12)
+    states, last = gated_recurrence(kc, h0, hidden, fused=True)
+    torch.testing.assert_close(states, torch.stack(expected, 1), rtol=1e-12, atol=1e-12)
+    assert torch.equal(last, states[:, -1:])
+    # both outputs: the states and the copy of the last one (whose gradient enters the reverse pass's first bar)
     assert torch.autograd.gradcheck(lambda k, h_: gated_recurrence(k, h_, hidden, fused=True), (kc, h0))
     assert torch.autograd.gradcheck(lambda k: gated_recurrence(k, None, hidden, fused=True), (kc,))
 
@@ -129,11 +132,12 @@ def test_fused_gates_match_the_sequential_recurrence_and_finite_differences(shap
 def test_fused_gates_and_the_closed_form_scan_agree_in_float32_with_their_gradients():
     """The CPU route and the GPU route (gates in torch, chunked closed-form scan) compute the same function."""
     kc, h0 = _gates((3, 3 * SCAN_CHUNK + 9, 5, 8), 5, torch.float32)
-    weights = torch.randn(3, 3 * SCAN_CHUNK + 9, 5, 8, generator=torch.Generator().manual_seed(6))
+    weights = torch.randn(3, 3 * SCAN_CHUNK + 10, 5, 8, generator=torch.Generator().manual_seed(6))
     results = []
     for fused in (True, False):
-        h = gated_recurrence(kc, h0, 8, fused=fused)
-        results.append((h.detach(), *torch.autograd.grad((h * weights).sum(), (kc, h0))))
+        h, last = gated_recurrence(kc, h0, 8, fused=fused)
+        loss = (h * weights[:, :-1]).sum() + (last * weights[:, -1:]).sum()
+        results.append((h.detach(), *torch.autograd.grad(loss, (kc, h0))))
     for x, y in zip(*results, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
@@ -143,9 +147,9 @@ def test_fused_gates_in_pieces_continued_from_each_last_state_give_the_same_bits
     """The cross policy's token pipeline runs in blocks of bars and continues each from the last state."""
     kc, _ = _gates((2, 5 * SCAN_CHUNK + 7, 3, 4), cut, torch.float32)
     kc = kc.detach()
-    first = gated_recurrence(kc[:, :cut], None, 4, fused=True)
-    second = gated_recurrence(kc[:, cut:], first[:, -1:], 4, fused=True)
-    assert torch.equal(torch.cat([first, second], 1), gated_recurrence(kc, None, 4, fused=True))
+    first, state = gated_recurrence(kc[:, :cut], None, 4, fused=True)
+    second, _ = gated_recurrence(kc[:, cut:], state, 4, fused=True)
+    assert torch.equal(torch.cat([first, second], 1), gated_recurrence(kc, None, 4, fused=True)[0])
 
 
 def test_mingru_on_tokens_runs_every_asset_as_its_own_sequence():
