@@ -68,3 +68,39 @@ def gated_backward(s: np.ndarray, m: np.ndarray, kc: np.ndarray, h: np.ndarray, 
                     out_row[q, j] = g * (prev[q, j] - kc_row[q, hidden + j]) * (-d * a) * (ss * (o - ss))
                     carry[q, j] = a * g
         grad_h0[i, 0] = carry
+
+
+@njit(**_JIT)
+def affine_logits(a: np.ndarray, b: np.ndarray, held: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """The affine head's logit out[n, r, t, j] = a[n, t, j] + b[n, t, j] * (held[n, r, t, j] * scale[j]), the state
+    projection's two planes a, b [N, T, A] shared by the R rows of held [N, R, T, A]: the same operations, in the same
+    order, as the torch formula (``cross._affine_alpha``), so the same bits."""
+    n, r_len, t_len, a_len = held.shape
+    for i in range(n):
+        for r in range(r_len):
+            for t in range(t_len):
+                for j in range(a_len):
+                    out[i, r, t, j] = a[i, t, j] + b[i, t, j] * (held[i, r, t, j] * scale[j])
+
+
+@njit(**_JIT)
+def affine_backward(a: np.ndarray, b: np.ndarray, held: np.ndarray, scale: np.ndarray, grad: np.ndarray,
+                    sig: np.ndarray, consts: np.ndarray, grad_a: np.ndarray, grad_b: np.ndarray) -> None:
+    """The affine head's backward in one pass: with u = held * scale and raw the logit (``affine_logits``),
+    g = grad * sigmoid(raw) where the cap does not bind (raw + floor < cap: the test is exact when cap > floor + 20,
+    where softplus returns its argument) and 0 where it does; grad_a = sum_r g, grad_b = sum_r g u [N, T, A].
+    ``sig`` = sigmoid(raw) [N, R, T, A] (torch's); ``consts`` = [floor, cap] in the dtype."""
+    n, r_len, t_len, a_len = held.shape
+    floor, cap = consts[0], consts[1]
+    zero = floor - floor
+    grad_a[:] = 0
+    grad_b[:] = 0
+    for i in range(n):
+        for r in range(r_len):
+            for t in range(t_len):
+                for j in range(a_len):
+                    u = held[i, r, t, j] * scale[j]
+                    raw = a[i, t, j] + b[i, t, j] * u
+                    g = grad[i, r, t, j] * sig[i, r, t, j] if raw + floor < cap else zero
+                    grad_a[i, t, j] += g
+                    grad_b[i, t, j] += g * u

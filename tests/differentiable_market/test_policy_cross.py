@@ -372,3 +372,31 @@ def test_untradeable_tokens_are_left_out_of_the_mixing(mixing):
     states_masked = policy.encode(features, None, mask)[..., keep, :]
     torch.testing.assert_close(states_masked, policy.encode(features[:, :, keep[:-1]]), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(alpha(other, None)[..., keep], alpha(features, None)[..., keep])  # unmasked: it mixes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_compiled_affine_head_is_the_formula_where_the_cap_binds_and_where_it_does_not(dtype):
+    """Teacher-forced scoring on the CPU takes compiled loops (``kernels.affine_logits`` / ``affine_backward``): the
+    same concentrations bit for bit as the torch formula, and the same gradient, zero where the cap binds."""
+    from differentiable_market.policy.cross import _affine_alpha, _AffineHead, _fused_head
+
+    gen = torch.Generator().manual_seed(11)
+    sp = torch.randn(3, 1, 7, 5, 2, generator=gen, dtype=torch.float64)
+    sp[..., 0] *= 150  # logits from about -450 to 450: the floor's region, softplus's curve and the cap's
+    held = torch.softmax(torch.randn(3, 4, 7, 5, generator=gen, dtype=torch.float64), -1).to(dtype)
+    sp = sp.to(dtype)
+    scale = torch.tensor([5.0, 5.0, 5.0, 5.0, 1.0], dtype=dtype)
+    floor, cap = 0.5, 200.0
+    assert _fused_head(sp, held, scale, floor, cap) and not _fused_head(sp, held, scale, floor, 20.0)
+    g = torch.randn(3, 4, 7, 5, generator=gen, dtype=torch.float64).to(dtype)
+    sp1, sp2 = sp.clone().requires_grad_(), sp.clone().requires_grad_()
+    fused = _AffineHead.apply(sp1, held, scale, floor, cap)
+    plain = _affine_alpha(sp2, held * scale, floor, cap)
+    assert torch.equal(fused, plain)
+    assert bool((plain == cap).any()) and bool((plain < 1).any())
+    (fused * g).sum().backward()
+    (plain * g).sum().backward()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(sp1.grad, sp2.grad, rtol=tol, atol=tol)
+    capped = (plain == cap).all(1)  # [3, 7, 5]: capped for every rollout, so no gradient reaches a or b
+    assert bool(capped.any()) and bool((sp1.grad[:, 0][capped] == 0).all())
