@@ -124,10 +124,11 @@ class _GatedRecurrence(torch.autograd.Function):
 
 def gated_recurrence(kc: torch.Tensor, h0: torch.Tensor | None, hidden: int,
                      fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The minimal GRU's states [B, T, ..., H] and a copy of the last [B, 1, ..., H] (a copy, not a view, which would
-    keep the whole output alive for as long as the state is: under gradient checkpointing, until backward) from kc = [k, c] [B, T, ..., 2H] (gate logits, candidates; float32 or
-    float64), continuing from ``h0`` [B, 1, ..., H] (None: zero): log a = -MAX_LOG_DECAY sigmoid(k), the decay
-    a = 1 - z of a GRU gate bounded so the scan is safe, and h_t = a_t h_{t-1} + (1 - a_t) c_t over dim 1.
+    """The minimal GRU's states [B, T, ..., H] from kc = [k, c] [B, T, ..., 2H] (gate logits, candidates; float32
+    or float64), continuing from ``h0`` [B, 1, ..., H] (None: zero): log a = -MAX_LOG_DECAY sigmoid(k), the decay
+    a = 1 - z of a GRU gate bounded so the scan is safe, and h_t = a_t h_{t-1} + (1 - a_t) c_t over dim 1. Also
+    returns a copy of the last state [B, 1, ..., H]: a view would keep the whole output alive for as long as the state
+    is (under gradient checkpointing, until backward).
 
     ``fused``: the compiled CPU pass (``_GatedRecurrence``) or the gates in torch and the closed-form scan; None picks
     the first on the CPU and the second elsewhere (a GPU, where the closed form's few large kernels suit it)."""

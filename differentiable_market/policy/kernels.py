@@ -1,16 +1,19 @@
-"""Compiled CPU loops of the minimal GRU's gated recurrence (numba): h_t = a_t * h_{t-1} + (1 - a_t) * c_t, and
-its backward through the gates.
+"""Compiled CPU loops (numba) of the policies' memory-bound elementwise work: the minimal GRU's gated recurrence
+h_t = a_t * h_{t-1} + (1 - a_t) * c_t and its backward through the gates; the cross-sectional policy's affine head
+in teacher forcing (its logit, and its backward summed over rollouts).
 
 On a CPU the recurrence and the gates' algebra are memory-bound: per element a few multiply-adds, and what costs is
 how many times the [N, T, P, H] tensors are read and written. Done in torch, the gates alone take a dozen passes
 each way (a, b, their gradients, the chain rule through sigmoid and expm1); these loops make one pass each way, with
 the transcendentals (sigmoid, expm1) left to torch, whose kernels are vectorised (numba's ``exp`` is a scalar libm
 call without Intel's SVML). The inner loops run over the last two dims in memory order (contiguous, vectorised by the
-compiler), so the cross-sectional policy's [windows, bars, assets, H] tokens need no transpose. They run on one
-thread: numba's parallel loops would start a second OpenMP runtime beside torch's, two pools of spinning threads on
-the same cores. Plain IEEE arithmetic (no fastmath), so the result is the sequential recurrence as written, and
-cutting a sequence into pieces continued from each last state gives the same bits. numba caches the machine code on
-disk (``cache=True``): only a process that finds no cache compiles (seconds).
+compiler), so the cross-sectional policy's [windows, bars, assets, H] tokens need no transpose. The head's loops
+save its chain rule's passes in the same way. They run on one thread: numba's parallel loops would start a second
+OpenMP runtime beside torch's, two pools of spinning threads on the same cores (two Python threads over halves of
+the head's rows, tried, saved 6%: the loops are memory-bound). Plain IEEE arithmetic (no fastmath), so the result is
+the sequential recurrence as written, and cutting a sequence into pieces continued from each last state gives the
+same bits. numba caches the machine code on disk (``cache=True``): only a process that finds no cache compiles
+(seconds).
 """
 
 from __future__ import annotations
