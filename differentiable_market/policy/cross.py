@@ -214,7 +214,13 @@ class CrossSectionalPolicy(DirichletPolicy):
         sp = state_proj.float()
         n_out = sp.shape[-2]
         scale = self._held_scale(torch.empty(n_out, device=sp.device))  # once per window, not once per bar
-        return lambda t, held_t: self._alpha(sp[None, :, t], held_t, scale)
+        if self.cfg.asset_head != "affine":
+            return lambda t, held_t: self._alpha(sp[None, :, t], held_t, scale)
+        # a and b as [T, B, A_out] planes, so each bar reads two contiguous blocks (not every other float of one);
+        # then ``_affine_alpha``'s operations in its order, the last two in place: the same bits
+        a, b = (sp[..., k].transpose(0, 1).contiguous() for k in (0, 1))
+        floor, cap = self.cfg.alpha_floor, self.cfg.alpha_max
+        return lambda t, held_t: F.softplus(a[t] + b[t] * (held_t * scale)).add_(floor).clamp_(max=cap)
 
     def _held_scale(self, held: torch.Tensor) -> torch.Tensor:
         """Per column of ``held`` [..., A_out]: A_out for an asset, so its held weight relative to equal weight

@@ -400,3 +400,15 @@ def test_the_compiled_affine_head_is_the_formula_where_the_cap_binds_and_where_i
     torch.testing.assert_close(sp1.grad, sp2.grad, rtol=tol, atol=tol)
     capped = (plain == cap).all(1)  # [3, 7, 5]: capped for every rollout, so no gradient reaches a or b
     assert bool(capped.any()) and bool((sp1.grad[:, 0][capped] == 0).all())
+
+
+def test_the_rollouts_affine_head_gives_the_concentrations_bit_for_bit():
+    """The rollout loop's per-bar head reads a and b as planes; the concentrations are ``concentrations``' own bits,
+    so the paths are sampled from exactly the Dirichlet that scoring evaluates."""
+    policy = _policy(n_assets=5, asset_head="affine")
+    gen = torch.Generator().manual_seed(12)
+    sp = 3 * torch.randn(2, 9, 6, 2, generator=gen)
+    held = torch.softmax(torch.randn(4, 2, 6, generator=gen), -1)
+    alpha_at = policy.bar_head(sp, 4)
+    for t in (0, 4, 8):
+        assert torch.equal(alpha_at(t, held), policy.concentrations(sp[None, :, t], held))
