@@ -101,6 +101,7 @@ class _GatedRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kc: torch.Tensor, h0: torch.Tensor | None,  # type: ignore[override]
                 hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kc = kc.contiguous()  # the loops' layout (a no-op for a matmul's output)
         s = torch.sigmoid(kc[..., :hidden])
         m = torch.mul(s, -MAX_LOG_DECAY).expm1_()
         start = torch.zeros_like(s[:, :1]) if h0 is None else h0.to(s.dtype).contiguous()
