@@ -260,12 +260,6 @@ class OutputReference:
         self.values[:stop] = averaged
         self.filled = max(self.filled, stop)
 
-    def update(self, history: torch.Tensor) -> torch.Tensor:
-        """``averaged`` then ``store``: the reference's projections of the bars of ``history``."""
-        averaged = self.averaged(history)
-        self.store(averaged)
-        return averaged
-
     def state_dict(self) -> dict[str, Any]:
         values = None if self.values is None else self.values[:self.filled].detach().cpu().clone()
         return {"values": values, "filled": self.filled}

@@ -274,20 +274,21 @@ class _AffineHead(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, state_proj, held, scale, floor, cap):  # type: ignore[override]
-        ctx.save_for_backward(state_proj, held, scale)
         ctx.floor, ctx.cap = floor, cap
         ctx.fused = _fused_head(state_proj, held, scale, floor, cap)
         if ctx.fused:  # the logit written where the output goes, and the rest in place: no temporaries at all
-            alpha = _affine_logits(*_planes(state_proj), held, scale)
+            a, b = _planes(state_proj)
+            ctx.save_for_backward(a, b, held, scale)  # the planes, not the projections: split once, not again
+            alpha = _affine_logits(a, b, held, scale)
             return torch.ops.aten.softplus.out(alpha, 1, SOFTPLUS_THRESHOLD, out=alpha).add_(floor).clamp_(max=cap)
+        ctx.save_for_backward(state_proj, held, scale)
         parts = [_affine_alpha(sp, h * scale, floor, cap) for sp, h in _row_chunks(state_proj, held)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad_alpha):  # type: ignore[override]
-        state_proj, held, scale = ctx.saved_tensors
         if ctx.fused:
-            a, b = _planes(state_proj)
+            a, b, held, scale = ctx.saved_tensors
             grad_a, grad_b = torch.empty_like(a), torch.empty_like(b)
             consts = np.array([ctx.floor, ctx.cap], dtype=a.numpy().dtype)
             n = held.shape[0]
@@ -299,6 +300,7 @@ class _AffineHead(torch.autograd.Function):
                 kernels.affine_backward(a[r].numpy(), b[r].numpy(), h.numpy(), scale.detach().numpy(), g.numpy(),
                                         sig.numpy(), consts, grad_a[r].numpy(), grad_b[r].numpy())
             return torch.stack([grad_a, grad_b], -1)[:, None], None, None, None, None
+        state_proj, held, scale = ctx.saved_tensors
         parts = []
         for sp, h, g in _row_chunks(state_proj, held, grad_alpha):
             h = h * scale

@@ -85,6 +85,13 @@ def test_history_context_microbatches_share_one_pass_and_give_the_full_batch_ste
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def _update(ref, history: torch.Tensor) -> torch.Tensor:
+    """One step of the output reference as the Trainer takes it: average, then store."""
+    averaged = ref.averaged(history)
+    ref.store(averaged)
+    return averaged
+
+
 def test_output_reference_is_the_ema_of_the_projections_each_bar_has_seen():
     """Closed form: a bar first covered at step k holds the projection of step k, then
     decay * held + (1 - decay) * projection at every later step that covers it; bars a step does not cover keep
@@ -94,10 +101,10 @@ def test_output_reference_is_the_ema_of_the_projections_each_bar_has_seen():
     d = 0.75
     ref = OutputReference(d, capacity=6)
     p0, p1, p2 = (torch.randn(6, 3, 2, dtype=torch.float64) for _ in range(3))
-    out = ref.update(p0[:4])
+    out = _update(ref, p0[:4])
     assert torch.equal(out, p0[:4]) and ref.filled == 4 and ref.values.shape == (6, 3, 2)
-    ref.update(p1[:6])  # bars 4, 5 are new
-    ref.update(p2[:3])  # bars 3 .. 5 are not covered
+    _update(ref, p1[:6])  # bars 4, 5 are new
+    _update(ref, p2[:3])  # bars 3 .. 5 are not covered
     expected = torch.cat([d * (d * p0[:3] + (1 - d) * p1[:3]) + (1 - d) * p2[:3],
                           d * p0[3:4] + (1 - d) * p1[3:4], p1[4:6]])
     torch.testing.assert_close(ref.values, expected, rtol=0, atol=1e-15)
@@ -106,7 +113,7 @@ def test_output_reference_is_the_ema_of_the_projections_each_bar_has_seen():
     again.load_state_dict(state, device=CPU)
     assert again.filled == 6 and torch.equal(again.values, ref.values)
     with pytest.raises(ValueError, match="7 bars"):
-        ref.update(torch.zeros(7, 3, 2, dtype=torch.float64))
+        _update(ref, torch.zeros(7, 3, 2, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("architecture", ["flat", "cross"])
@@ -126,7 +133,7 @@ def test_output_reference_agrees_with_the_weights_ema_to_first_order(architectur
     features, stop = tr.tensors.features, tr.output_reference.filled
     with torch.no_grad():
         policy = tr.policy.history_projection(features, stop)
-        averaged = tr.output_reference.update(policy).clone()  # now averaged over the same steps
+        averaged = tr.output_reference.averaged(policy)  # now averaged over the same steps
         ema_weights = tr.reference.history_projection(features, stop)
     gap = (policy - ema_weights).norm()
     assert gap > 1e-3  # the policy has moved away from its reference
