@@ -240,6 +240,9 @@ class CrossSectionalPolicy(DirichletPolicy):
             if torch.is_grad_enabled() and state_proj.requires_grad and not held.requires_grad:
                 # the scaled holdings are formed chunk by chunk inside: a tensor that size is not kept for backward
                 return _AffineHead.apply(state_proj, held, scale, self.cfg.alpha_floor, self.cfg.alpha_max)
+            if _fused_head(state_proj, held, scale, self.cfg.alpha_floor, self.cfg.alpha_max):
+                # without gradient (the reference's scoring of the rollouts): the same loops, the same bits
+                return _fused_alpha(*_planes(state_proj), held, scale, self.cfg.alpha_floor, self.cfg.alpha_max)
             return _affine_alpha(state_proj, held * scale, self.cfg.alpha_floor, self.cfg.alpha_max)
         held_rel = (held * scale)[..., None]
         args = (self.head_held.weight, self.head_out.weight, self.head_out.bias, self.cfg.alpha_floor,
@@ -279,8 +282,7 @@ class _AffineHead(torch.autograd.Function):
         if ctx.fused:  # the logit written where the output goes, and the rest in place: no temporaries at all
             a, b = _planes(state_proj)
             ctx.save_for_backward(a, b, held, scale)  # the planes, not the projections: split once, not again
-            alpha = _affine_logits(a, b, held, scale)
-            return torch.ops.aten.softplus.out(alpha, 1, SOFTPLUS_THRESHOLD, out=alpha).add_(floor).clamp_(max=cap)
+            return _fused_alpha(a, b, held, scale, floor, cap)
         ctx.save_for_backward(state_proj, held, scale)
         parts = [_affine_alpha(sp, h * scale, floor, cap) for sp, h in _row_chunks(state_proj, held)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -318,14 +320,15 @@ SOFTPLUS_THRESHOLD = 20.0  # F.softplus returns its argument above this (its def
 
 
 def _fused_head(state_proj: torch.Tensor, held: torch.Tensor, scale: torch.Tensor, floor: float, cap: float) -> bool:
-    """Whether ``_AffineHead`` takes the compiled loops: CPU tensors of one float dtype (float32 or float64), the
-    teacher-forced layout (state projections [B, 1, T, A, 2] shared by held [B, R, T, A], both contiguous), and a cap
-    above floor + the softplus threshold, where the cap's test on the logit is exact."""
+    """Whether ``_AffineHead`` (and ``concentrations`` without gradient) takes the compiled loops: CPU tensors of one
+    float dtype (float32 or float64), the teacher-forced layout (state projections [B, 1, T, A, 2] shared by held
+    [B, R, T, A], any strides: the reference scores the sampled rows of the held weights, a slice), and a cap above
+    floor + the softplus threshold, where the cap's test on the logit is exact."""
     return (state_proj.device.type == "cpu" and state_proj.dtype == held.dtype == scale.dtype
             and held.dtype in (torch.float32, torch.float64) and state_proj.dim() == 5 and held.dim() == 4
             and state_proj.shape[1] == 1 and state_proj.shape[-1] == 2
             and state_proj.shape[0] == held.shape[0] and state_proj.shape[2:4] == held.shape[2:]
-            and state_proj.is_contiguous() and held.is_contiguous() and scale.is_contiguous()
+            and scale.is_contiguous()
             and cap > floor + SOFTPLUS_THRESHOLD + 1)
 
 
@@ -333,6 +336,15 @@ def _planes(state_proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """a and b [B, T, A] of state projections [B, 1, T, A, 2], each contiguous (so the loops read them in order)."""
     sp = state_proj.detach()[:, 0]
     return sp[..., 0].contiguous(), sp[..., 1].contiguous()
+
+
+def _fused_alpha(a: torch.Tensor, b: torch.Tensor, held: torch.Tensor, scale: torch.Tensor, floor: float,
+                 cap: float) -> torch.Tensor:
+    """``_affine_alpha`` [N, R, T, A] from the planes a, b [N, T, A] (``_planes``): the logit written where the
+    output goes (``_affine_logits``), then softplus, the floor and the cap in place, so no temporaries at all; the
+    same operations in the same order, so the same bits."""
+    alpha = _affine_logits(a, b, held, scale)
+    return torch.ops.aten.softplus.out(alpha, 1, SOFTPLUS_THRESHOLD, out=alpha).add_(floor).clamp_(max=cap)
 
 
 def _affine_logits(a: torch.Tensor, b: torch.Tensor, held: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

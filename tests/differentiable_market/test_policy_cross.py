@@ -402,6 +402,24 @@ def test_the_compiled_affine_head_is_the_formula_where_the_cap_binds_and_where_i
     assert bool(capped.any()) and bool((sp1.grad[:, 0][capped] == 0).all())
 
 
+def test_the_reference_scores_rollouts_with_the_same_bits_through_the_compiled_logit(monkeypatch):
+    """Without gradient (the EMA reference's scoring of the rollouts) ``concentrations`` also writes the logit with
+    ``kernels.affine_logits`` into its output: the torch formula's bits, and the compiled path is the one taken."""
+    from differentiable_market.policy import cross
+
+    policy = _policy(n_assets=5, asset_head="affine")
+    gen = torch.Generator().manual_seed(13)
+    sp = 40 * torch.randn(3, 1, 7, 6, 2, generator=gen)  # logits reach the floor's region and the cap
+    held = torch.softmax(torch.randn(3, 5, 7, 6, generator=gen), -1)[:, :4]  # the sampled rows: a strided slice
+    floor, cap = policy.cfg.alpha_floor, policy.cfg.alpha_max
+    plain = cross._affine_alpha(sp, held * policy._held_scale(held), floor, cap)
+    assert bool((plain == cap).any()) and bool((plain == floor).any())  # both ends of the clamp are exercised
+    compiled, calls = cross._affine_logits, []
+    monkeypatch.setattr(cross, "_affine_logits", lambda *args: calls.append(1) or compiled(*args))
+    with torch.no_grad():
+        alpha = policy.concentrations(sp, held)
+    assert calls and torch.equal(alpha, plain)
+
 def test_the_rollouts_affine_head_gives_the_concentrations_bit_for_bit():
     """The rollout loop's per-bar head reads a and b as planes; the concentrations are ``concentrations``' own bits,
     so the paths are sampled from exactly the Dirichlet that scoring evaluates."""
