@@ -1,7 +1,7 @@
 """The cross-sectional policy's training step against the flat one's, paired in one process.
 
 Run: uv run python benchmarks/cross_vs_flat.py [--assets 256] [--dtype float32] [--rounds 6]
-     [--gradient-checkpointing] [--cpu-heap keep|system]
+     [--gradient-checkpointing] [--cpu-heap auto|keep|heap|system]
 
 Both Trainers are built on the same synthetic random walk (4,000 bars; README configuration otherwise: 128 windows x
 4 rollouts, lookback 192, the default policies) and take one untimed step each; then each round times one step of
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     ap.add_argument("--rounds", type=int, default=6, help="timed steps of each policy (default: 6)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="both policies recompute activations")
-    ap.add_argument("--cpu-heap", choices=["keep", "system"], default="keep")
+    ap.add_argument("--cpu-heap", choices=["auto", "keep", "heap", "system"], default="auto")
     args = ap.parse_args()
     if args.rounds < 1 or args.assets < 2:
         ap.error("--rounds must be at least 1 and --assets at least 2")
@@ -36,6 +36,7 @@ def main() -> None:
 
     from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
     from differentiable_market.hardware import machine_info
+    from differentiable_market.heap import resolve_cpu_heap
     from differentiable_market.synthetic import random_walk_market
     from differentiable_market.trainer import Trainer, prepare_market
 
@@ -62,7 +63,7 @@ def main() -> None:
     ratios = [c / f for c, f in zip(seconds["cross"], seconds["flat"], strict=True)]
     medians = {arch: statistics.median(s) for arch, s in seconds.items()}
     print(f"{args.assets} assets, --dtype {args.dtype} ({trainers['cross'].autocast_reason}), cpu heap "
-          f"{args.cpu_heap}: flat median {medians['flat']:.2f} s/step, cross median {medians['cross']:.2f} s/step; "
+          f"{resolve_cpu_heap(args.cpu_heap, args.gradient_checkpointing)}: flat median {medians['flat']:.2f} s/step, cross median {medians['cross']:.2f} s/step; "
           f"cross / flat by round " + ", ".join(f"{x:.2f}" for x in ratios)
           + f" (median {statistics.median(ratios):.2f})")
     print(json.dumps({"benchmark": "cross_vs_flat", "machine": dataclasses.asdict(machine), "assets": args.assets,

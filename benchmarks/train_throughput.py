@@ -66,7 +66,7 @@ def matmul_rate(device, dtype, n: int = 1024, budget_s: float = 1.0) -> float:
 
 def run_one(name: str, steps: int, warmup: int, device_name: str, microbatch: int | None, checkpointing: bool,
             compile_mode: str, dtype: str, encoder: str, architecture: str, universe_sample: int | None,
-            context: str, asset_head: str, cpu_heap: str = "keep") -> dict:
+            context: str, asset_head: str, cpu_heap: str = "auto") -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -219,8 +219,8 @@ def main() -> None:
                     "'history'; default: the configured default)")
     ap.add_argument("--asset-head", choices=["mlp", "affine"], default=None,
                     help="cross rows: the per-asset head (rows marked /aff are 'affine'; default: the configured one)")
-    ap.add_argument("--cpu-heap", choices=["keep", "system"], default="keep",
-                    help="the C allocator's setting of the training process (TrainConfig.cpu_heap; default: keep)")
+    ap.add_argument("--cpu-heap", choices=["auto", "keep", "heap", "system"], default="auto",
+                    help="the C allocator's setting of the training process (TrainConfig.cpu_heap; default: auto)")
     ap.add_argument("--interleave", action="store_true",
                     help="with --repeats: run the configurations in rounds (A B A B ...) rather than each one's repeats "
                     "in a row, so a drift in the machine's speed reaches every row alike; with two architectures the "

@@ -240,9 +240,10 @@ class TrainConfig:
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"  # autocast dtype for the GRU; Dirichlet math stays in float32
     compile: CompileMode = "auto"
-    # on the CPU: "keep" lets the C allocator reuse freed blocks up to 32 MiB from step to step (heap.py), "system"
-    # leaves it as the process has it
-    cpu_heap: CpuHeap = "keep"
+    # on the CPU (heap.py): "keep" lets the C allocator reuse freed blocks up to 32 MiB from step to step, "heap"
+    # every block (nothing mapped afresh; a higher peak), "auto" "keep" under gradient checkpointing or microbatches
+    # and "heap" otherwise, "system" leaves it as the process has it
+    cpu_heap: CpuHeap = "auto"
     seed: int = 0
     eval_interval: int = 50  # optimizer steps between validation evaluations and checkpoints
     # best.pt: a trained checkpoint is kept only where its validation excess log growth over equal weight has at

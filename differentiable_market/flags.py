@@ -233,9 +233,11 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    help="never torch.compile (the default, auto, does not compile either: on CPU it measured no "
                    "faster, and on a GPU compiling took minutes)")
     g.add_argument("--compile", dest="compile", action="store_const", const="on", help="torch.compile the loss")
-    g.add_argument("--cpu-heap", choices=["keep", "system"], help="on the CPU, keep: the C allocator (glibc) reuses "
-                   "freed blocks up to 32 MiB from step to step instead of handing them back to the kernel and "
-                   "faulting them in again; system: leave it as the process has it (default: keep)")
+    g.add_argument("--cpu-heap", choices=["auto", "keep", "heap", "system"], help="on the CPU, keep: the C "
+                   "allocator (glibc) reuses freed blocks up to 32 MiB from step to step instead of handing them back "
+                   "to the kernel and faulting them in again; heap: every block, larger ones too (faster, a higher "
+                   "peak); auto: keep under --gradient-checkpointing or --microbatch-windows, heap otherwise; "
+                   "system: leave it as the process has it (default: auto)")
     if not run_folder_flags:
         return ap
     g = ap.add_argument_group("run folder")

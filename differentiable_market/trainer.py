@@ -502,7 +502,7 @@ class Trainer:
         self.autocast, self.autocast_reason = autocast_choice(tc.dtype, device)
         self.compiled, self.compile_reason = compile_choice(tc.compile, device)
         if device.type == "cpu":
-            set_cpu_heap(tc.cpu_heap)
+            set_cpu_heap(tc.cpu_heap, cfg.policy.gradient_checkpointing or tc.microbatch < tc.batch_windows)
         self.loss_fn = GRPOLoss(cfg, self.policy, tensors.features, self.compiled, tensors.tradeable)
         self.step_count = 0
         self.best_score: float | None = None

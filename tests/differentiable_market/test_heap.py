@@ -1,4 +1,5 @@
-"""The "keep" CPU heap (heap.py): blocks up to 32 MiB come from the reusable heap, larger ones are still mapped."""
+"""The CPU heap's modes (heap.py): "keep" serves blocks up to 32 MiB from the reusable heap and still maps larger
+ones; "heap" serves every block from it; "auto" picks between them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from differentiable_market.heap import set_cpu_heap
+from differentiable_market.heap import resolve_cpu_heap, set_cpu_heap
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 HEAP_PY = Path(__file__).resolve().parents[2] / "differentiable_market" / "heap.py"
@@ -30,9 +31,10 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
-applied = heap.set_cpu_heap(sys.argv[2])
+for mode in sys.argv[2].split(","):  # applied in turn, as Trainers of one process would
+    applied = heap.set_cpu_heap(mode)
 out = {"applied": applied}
-for mib in (24, 40):
+for mib in (24, 40, 200):
     before = libc.mallinfo2()
     block = libc.malloc(mib << 20)
     during = libc.mallinfo2()
@@ -66,3 +68,22 @@ def test_keep_serves_blocks_up_to_32_mib_from_a_heap_that_keeps_them():
 
 def test_system_leaves_the_allocator_alone():
     assert set_cpu_heap("system") is False
+
+
+@pytest.mark.skipif(not GLIBC, reason="the heap setting applies to glibc only")
+def test_heap_serves_every_block_from_the_heap_and_keep_maps_large_ones_again():
+    heap = _probe("heap")
+    assert heap["applied"] is True
+    for mib in ("24", "40", "200"):  # nothing is mapped, and the heap keeps what was freed for the next step
+        assert heap[mib]["mapped"] == 0 and heap[mib]["trimmed"] == 0
+    assert heap["200"]["heap_grown"] >= 150 << 20
+    # the setting is process-wide: a later Trainer's "keep" turns mapping back on for large blocks
+    again = _probe("heap,keep")
+    assert again["40"]["mapped"] >= 40 << 20 and again["24"]["mapped"] == 0
+
+
+def test_auto_keeps_mapping_where_the_run_saves_memory_and_uses_the_heap_otherwise():
+    assert resolve_cpu_heap("auto", saves_memory=True) == "keep"
+    assert resolve_cpu_heap("auto", saves_memory=False) == "heap"
+    assert resolve_cpu_heap("keep", saves_memory=False) == "keep"
+    assert resolve_cpu_heap("system", saves_memory=False) == "system"
