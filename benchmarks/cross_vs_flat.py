@@ -62,8 +62,9 @@ def main() -> None:
         print(f"round {r + 1}: flat {seconds['flat'][-1]:.2f} s, cross {seconds['cross'][-1]:.2f} s", flush=True)
     ratios = [c / f for c, f in zip(seconds["cross"], seconds["flat"], strict=True)]
     medians = {arch: statistics.median(s) for arch, s in seconds.items()}
-    print(f"{args.assets} assets, --dtype {args.dtype} ({trainers['cross'].autocast_reason}), cpu heap "
-          f"{resolve_cpu_heap(args.cpu_heap, args.gradient_checkpointing)}: flat median {medians['flat']:.2f} s/step, cross median {medians['cross']:.2f} s/step; "
+    heap = resolve_cpu_heap(args.cpu_heap, args.gradient_checkpointing)
+    print(f"{args.assets} assets, --dtype {args.dtype} ({trainers['cross'].autocast_reason}), cpu heap {heap}: "
+          f"flat median {medians['flat']:.2f} s/step, cross median {medians['cross']:.2f} s/step; "
           f"cross / flat by round " + ", ".join(f"{x:.2f}" for x in ratios)
           + f" (median {statistics.median(ratios):.2f})")
     print(json.dumps({"benchmark": "cross_vs_flat", "machine": dataclasses.asdict(machine), "assets": args.assets,

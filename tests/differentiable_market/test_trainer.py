@@ -497,3 +497,21 @@ def test_a_bar_with_nothing_tradeable_and_no_cash_names_the_bar_and_the_flags_th
     with pytest.raises(DataError, match=r"bar 0 .*7 such bars.*--include-cash.*--min-listed"):
         market_mask(market, include_cash=False)
     assert market_mask(market, include_cash=True).sum() == 2 * 43
+
+
+def test_the_default_cpu_heap_keeps_mapping_only_where_the_run_trades_time_for_memory(monkeypatch):
+    """``--cpu-heap auto``: "heap" (nothing mapped) for a plain run, "keep" under microbatches or gradient
+    checkpointing, whose users have said memory is what binds; an explicit mode is taken as given."""
+    import differentiable_market.trainer as trainer_module
+    from differentiable_market.heap import resolve_cpu_heap
+
+    applied = []
+    monkeypatch.setattr(trainer_module, "set_cpu_heap",
+                        lambda mode, saves: applied.append(resolve_cpu_heap(mode, saves)))
+    market = random_walk_market(200, 3, seed=0)
+    checkpointed = _cfg()
+    checkpointed = dataclasses.replace(checkpointed,
+                                       policy=dataclasses.replace(checkpointed.policy, gradient_checkpointing=True))
+    for cfg in (_cfg(), _cfg(microbatch_windows=4), checkpointed, _cfg(cpu_heap="keep"), _cfg(cpu_heap="system")):
+        _trainer(market, cfg)
+    assert applied == ["heap", "keep", "keep", "keep", "system"]
