@@ -312,7 +312,9 @@ class GRPOLoss:
         tc, env = self.cfg.train, self.cfg.env
         groups = sampled.shape[1]
         alpha = self.policy.concentrations(state_proj[:, None], held)  # [B, R, T, A]
-        alpha_s = alpha[:, :groups]
+        # one split, not a slice and an index: their backwards would each fill a zeroed tensor the size of alpha and
+        # add the two (at 1,024 assets 0.5 GB each, at the step's peak); split's is one concatenation
+        alpha_s, alpha_mean = alpha.split([groups, alpha.shape[1] - groups], dim=1)
         if tradeable is None:
             logp, entropy, kl = dirichlet.log_prob_entropy_kl(alpha_s, sampled, alpha_ref)
         else:  # the Dirichlet over each bar's tradeable columns
@@ -329,7 +331,7 @@ class GRPOLoss:
         entropy, kl = entropy.mean(), kl.mean()
         loss = tc.pg_weight * pg + tc.kl_weight * kl - tc.entropy_weight * entropy
         if alpha.shape[1] > groups:
-            mean = alpha[:, groups] if tradeable is None else alpha[:, groups] * tradeable
+            mean = alpha_mean[:, 0] if tradeable is None else alpha_mean[:, 0] * tradeable
             w = actions.execute_path(self.policy.cfg.action, mean_weights(mean), growth, observed,
                                      initial, self.policy.action_strength(), env.rebalance_every, tradeable,
                                      env.include_cash, self.policy.cash_excess)
