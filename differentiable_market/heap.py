@@ -14,8 +14,8 @@ at 256 assets on 2 cores, the kernel's share was a third of a step (``fill_`` al
   and the cross policy's faulted in 0.6-0.7 GB of them per step, a tenth of its time (1.7 us a 4 KiB page).
 - "heap" also turns mapping off: every block comes from the heap and is reused. No page is faulted in after the
   first steps, but what lies free inside the heap between blocks counts towards the resident peak: +2% at 256
-  assets (3.70 to 3.77 GB), +12% at 1,024 with gradient checkpointing (7.0 to 7.8 GB), where steps took a fifth
-  less time (Intel Xeon, 2 cores; see the README's Performance).
+  assets (3.70 to 3.77 GB), +6-12% at 1,024 with gradient checkpointing (7.0-7.1 to 7.5-7.8 GB, too close to
+  8 GB), where steps took 13.0-15.2 s against 14.9-18.6 s (Intel Xeon, 2 cores; see the README's Performance).
 - "auto" (the default): "keep" where the run already trades time for memory (``gradient_checkpointing``,
   ``microbatch_windows``), "heap" otherwise.
 - "system" leaves the allocator as the process has it.
