@@ -282,6 +282,10 @@ class TrainConfig:
             raise ConfigError(f"train.updates_per_batch must be >= 1, got {self.updates_per_batch}.")
         if self.eval_interval < 1 or self.log_interval < 1:
             raise ConfigError("train.eval_interval and train.log_interval must be >= 1.")
+        for name, choices in (("reference", ReferenceMode), ("device", DeviceName), ("dtype", DTypeName),
+                              ("compile", CompileMode), ("cpu_heap", CpuHeap)):
+            if getattr(self, name) not in get_args(choices):
+                raise ConfigError(f"train.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
 
     @property
     def microbatch(self) -> int:

@@ -515,3 +515,13 @@ def test_the_default_cpu_heap_keeps_mapping_only_where_the_run_trades_time_for_m
     for cfg in (_cfg(), _cfg(microbatch_windows=4), checkpointed, _cfg(cpu_heap="keep"), _cfg(cpu_heap="system")):
         _trainer(market, cfg)
     assert applied == ["heap", "keep", "keep", "keep", "system"]
+
+
+@pytest.mark.parametrize("field", ["reference", "device", "dtype", "compile", "cpu_heap"])
+def test_a_train_setting_outside_its_choices_is_refused_by_name(field):
+    """A mode built in Python (not through the CLI's choices or a config file) is checked too: a misspelt cpu_heap
+    would otherwise act as "keep" without a word."""
+    from differentiable_market.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.{field} must be one of .* got 'nope'"):
+        TrainConfig(**{field: "nope"})
