@@ -89,8 +89,9 @@ def excess_cash(u: Tensor) -> Tensor:
 
 
 NEWTON_ITERATIONS = 16  # safeguarded Newton steps of the band's shift before a row falls back to sorting
-NEWTON_MIN_COLUMNS = 64  # up to this many columns the sort is as cheap (Intel Xeon, 640 rows: 0.2-2 ms), and
-# Newton can need many steps where few coordinates are free (holdings far from a narrow band at 5 columns)
+NEWTON_MIN_COLUMNS = 8  # up to this many columns the sort is as cheap as the compiled Newton loop (Intel Xeon,
+# 640 rows x 5 columns: 0.13-0.14 ms sorted, 0.05-0.15 ms Newton; x 9: 0.22-0.25 against 0.07-0.18; x 33: 0.63-0.70
+# against 0.15-0.20), and Newton can need many steps where few coordinates are free (holdings far from a narrow band)
 
 
 def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -103,8 +104,9 @@ def band_projection(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     per row; holdings inside the band are solved at once) where sorting the 2A knots had cost half of every bar of
     the rollout loop on CPU at 257 columns. Rows of up to ``NEWTON_MIN_COLUMNS`` columns, a row still unsolved after
     ``NEWTON_ITERATIONS`` steps, a GPU and ``torch.compile`` take the exact crossing from the sorted knots
-    (``_sorted_shift``, O(A log A)): the Newton loop runs on the host, and a GPU sorts 640 x 2,050 knots in 0.5 ms. With gradient, ``lam`` is recomputed from the coordinates it leaves free, so the result sums to 1 to
-    rounding. Needs sum lo <= 1 <= sum hi.
+    (``_sorted_shift``, O(A log A)): the Newton loop runs on the host, and a GPU sorts 640 x 2,050 knots in 0.5 ms.
+    With gradient, ``lam`` is recomputed from the coordinates it leaves free, so the result sums to 1 to rounding.
+    Needs sum lo <= 1 <= sum hi.
     """
     with torch.no_grad():
         if h.shape[-1] > NEWTON_MIN_COLUMNS and h.device.type == "cpu" and not torch.compiler.is_compiling():
