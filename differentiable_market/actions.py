@@ -144,7 +144,8 @@ def _newton_shift(h: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """
     h, lo, hi = torch.broadcast_tensors(h.detach(), lo.detach(), hi.detach())
     shape, dtype = h.shape, h.dtype
-    rows = [x.reshape(-1, shape[-1]).contiguous() for x in (h, lo, hi)]
+    read = dtype if dtype in (torch.float32, torch.float64) else torch.float64  # what NumPy can hand the loop
+    rows = [x.reshape(-1, shape[-1]).to(read).contiguous() for x in (h, lo, hi)]
     lam = torch.empty(rows[0].shape[0], 1, dtype=torch.float64)
     solved = np.empty(lam.shape[0], dtype=np.bool_)
     _newton_rows(*(x.numpy() for x in rows), NEWTON_ITERATIONS, lam.numpy()[:, 0], solved)

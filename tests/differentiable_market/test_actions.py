@@ -410,3 +410,13 @@ def test_configs_written_before_the_excess_cash_target_keep_the_dirichlet_share(
     cfg = config_from_dict(ExperimentConfig, _with_legacy_defaults(old))
     assert cfg.policy.cash_target == "share" and not make_policy(cfg.policy, 3, 4, True).cash_excess
     assert PolicyConfig().cash_target == "excess"
+
+
+def test_band_projection_takes_half_precision_holdings_on_the_cpu():
+    """The compiled Newton loop reads float32 or float64; bfloat16 holdings (as under autocast) are read as float64
+    and the shift comes back in their dtype, the projection still on the simplex to bfloat16's rounding."""
+    h, lo, hi = (x.to(torch.bfloat16) for x in _hard_bands(torch.float32)[-1])
+    w = actions.band_projection(h, lo, hi)
+    assert w.dtype == torch.bfloat16
+    assert float((w.float().sum(-1) - 1).abs().max()) < 0.02
+    assert bool(((w >= lo) & (w <= hi)).all())
