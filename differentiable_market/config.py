@@ -40,6 +40,14 @@ def _check_finite(obj: Any, section: str) -> None:
             raise ConfigError(f"{section}.{f.name} must be a finite number, got {value}.")
 
 
+def _check_choices(obj: Any, section: str, fields: tuple[tuple[str, Any], ...]) -> None:
+    """Each named field must be one of its Literal's values (the CLI and config files check this too; a config built
+    in Python is checked here)."""
+    for name, choices in fields:
+        if getattr(obj, name) not in get_args(choices):
+            raise ConfigError(f"{section}.{name} must be one of {get_args(choices)}, got {getattr(obj, name)!r}.")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the OHLC files are and which symbols to use."""
@@ -197,11 +205,9 @@ class PolicyConfig:
                      "attention_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"policy.{name} must be >= 1, got {getattr(self, name)}.")
-        for name, choices in (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing),
-                              ("action", Action), ("context", Context), ("asset_head", AssetHead),
-                              ("cash_target", CashTarget)):
-            if getattr(self, name) not in get_args(choices):
-                raise ConfigError(f"policy.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
+        _check_choices(self, "policy", (("architecture", Architecture), ("encoder", EncoderName), ("mixing", Mixing),
+                                        ("action", Action), ("context", Context), ("asset_head", AssetHead),
+                                        ("cash_target", CashTarget)))
         if self.architecture == "cross" and self.mixing == "attention" and self.asset_hidden % self.attention_heads:
             raise ConfigError(f"policy.attention_heads ({self.attention_heads}) must divide policy.asset_hidden "
                               f"({self.asset_hidden}) for attention mixing.")
@@ -282,10 +288,8 @@ class TrainConfig:
             raise ConfigError(f"train.updates_per_batch must be >= 1, got {self.updates_per_batch}.")
         if self.eval_interval < 1 or self.log_interval < 1:
             raise ConfigError("train.eval_interval and train.log_interval must be >= 1.")
-        for name, choices in (("reference", ReferenceMode), ("device", DeviceName), ("dtype", DTypeName),
-                              ("compile", CompileMode), ("cpu_heap", CpuHeap)):
-            if getattr(self, name) not in get_args(choices):
-                raise ConfigError(f"train.{name} must be one of {get_args(choices)}, got {getattr(self, name)!r}.")
+        _check_choices(self, "train", (("reference", ReferenceMode), ("device", DeviceName), ("dtype", DTypeName),
+                                       ("compile", CompileMode), ("cpu_heap", CpuHeap)))
 
     @property
     def microbatch(self) -> int:
