@@ -20,8 +20,9 @@ Variants are ``<architecture>-<action>`` (``flat-target``, ``cross-band``, ...),
 (``flat-band@20`` trains with ``--train-cost-bps 20``), an encoder context and a cross-sectional head
 (``cross-band/history/affine`` trains with ``--context history --asset-head affine``), the selection gate
 (``cross-band/t=off`` trains with ``--select-min-t off``), the cash target (``cross-band/cash=share``), the EMA
-reference (``cross-band/ref=weights`` trains with ``--reference weights``) and the cross policy's width
-(``cross-band/w=16`` trains with ``--asset-hidden 16``); without them, the configured defaults. ``untrained``
+reference (``cross-band/ref=weights`` trains with ``--reference weights``), the cross policy's width
+(``cross-band/w=16`` trains with ``--asset-hidden 16``), its head's width (``cross-band/hw=32``, ``--asset-head-hidden
+32``) and its mixing (``cross-band/mix=mean`` trains with ``--mixing mean``); without them, the configured defaults. ``untrained``
 counts the seed-ensemble members whose best.pt is the untrained policy (no trained checkpoint passed the selection
 gate).
 
@@ -87,11 +88,11 @@ def variant_config(variant: str, root: str, execution: str, cash: bool, args: ar
     head = next((o for o in options if o in get_args(AssetHead)), PolicyConfig().asset_head)
     settings = dict(o.split("=", 1) for o in options if "=" in o)
     unknown = set(options) - {context, head} - {f"{k}={v}" for k, v in settings.items()}
-    unknown |= {f"{k}=" for k in settings} - {"t=", "cash=", "ref=", "w="}
+    unknown |= {f"{k}=" for k in settings} - {"t=", "cash=", "ref=", "w=", "hw=", "mix="}
     if unknown:
         raise SystemExit(f"unknown variant option(s) {sorted(unknown)}: use {get_args(Context)}, {get_args(AssetHead)}, "
-                         "t=<select-min-t or off>, cash=<share or excess>, ref=<auto, outputs or weights> or "
-                         "w=<asset hidden units>")
+                         "t=<select-min-t or off>, cash=<share or excess>, ref=<auto, outputs or weights>, "
+                         "w=<asset hidden units>, hw=<asset head hidden units> or mix=<pool, mean or attention>")
     t = settings.get("t", TrainConfig().select_min_t)
     architecture, action = name.split("-")
     return ExperimentConfig(
@@ -100,7 +101,9 @@ def variant_config(variant: str, root: str, execution: str, cash: bool, args: ar
                       train_cost_bps=float(fee) if fee else None),
         policy=PolicyConfig(architecture=architecture, action=action, context=context, asset_head=head,
                             cash_target=settings.get("cash", PolicyConfig().cash_target),
-                            asset_hidden=int(settings.get("w", PolicyConfig().asset_hidden))),
+                            asset_hidden=int(settings.get("w", PolicyConfig().asset_hidden)),
+                            asset_head_hidden=int(settings.get("hw", PolicyConfig().asset_head_hidden)),
+                            mixing=settings.get("mix", PolicyConfig().mixing)),
         train=TrainConfig(lookback=args.lookback, batch_windows=args.batch_windows, epochs=args.epochs,
                           eval_interval=args.eval_interval, dtype="float32", device="cpu", save_dir=str(save_dir),
                           select_min_t=None if t == "off" else float(t),

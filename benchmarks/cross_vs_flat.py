@@ -1,7 +1,8 @@
 """The cross-sectional policy's training step against the flat one's, paired in one process.
 
 Run: uv run python benchmarks/cross_vs_flat.py [--assets 256] [--dtype float32] [--rounds 6]
-     [--gradient-checkpointing] [--cpu-heap auto|keep|heap|system]
+     [--gradient-checkpointing] [--cpu-heap auto|keep|heap|system] [--mixing pool|mean|attention]
+     [--asset-head-hidden K]
 
 Both Trainers are built on the same synthetic random walk (4,000 bars; README configuration otherwise: 128 windows x
 4 rollouts, lookback 192, the default policies) and take one untimed step each; then each round times one step of
@@ -28,6 +29,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="timed steps of each policy (default: 6)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="both policies recompute activations")
     ap.add_argument("--cpu-heap", choices=["auto", "keep", "heap", "system"], default="auto")
+    ap.add_argument("--mixing", choices=["pool", "mean", "attention"], help="the cross policy's mixing (default: "
+                    "the configured default)")
+    ap.add_argument("--asset-head-hidden", type=int, help="the cross policy's head width (default: the configured "
+                    "default)")
     args = ap.parse_args()
     if args.rounds < 1 or args.assets < 2:
         ap.error("--rounds must be at least 1 and --assets at least 2")
@@ -47,7 +52,9 @@ def main() -> None:
     trainers = {}
     for arch in ("flat", "cross"):
         cfg = ExperimentConfig(
-            policy=PolicyConfig(architecture=arch, gradient_checkpointing=args.gradient_checkpointing),
+            policy=PolicyConfig(architecture=arch, gradient_checkpointing=args.gradient_checkpointing,
+                                mixing=args.mixing or PolicyConfig().mixing,
+                                asset_head_hidden=args.asset_head_hidden or PolicyConfig().asset_head_hidden),
             train=TrainConfig(lookback=192, batch_windows=128, rollout_groups=4, device="cpu", dtype=args.dtype,
                               cpu_heap=args.cpu_heap))
         tensors, _ = prepare_market(cfg, market, device)
@@ -63,13 +70,16 @@ def main() -> None:
     ratios = [c / f for c, f in zip(seconds["cross"], seconds["flat"], strict=True)]
     medians = {arch: statistics.median(s) for arch, s in seconds.items()}
     heap = resolve_cpu_heap(args.cpu_heap, args.gradient_checkpointing)
-    print(f"{args.assets} assets, --dtype {args.dtype} ({trainers['cross'].autocast_reason}), cpu heap {heap}: "
+    print(f"{args.assets} assets, --dtype {args.dtype} ({trainers['cross'].autocast_reason}), cpu heap {heap}, "
+          f"mixing {trainers['cross'].cfg.policy.mixing}, head {trainers['cross'].cfg.policy.asset_head_hidden}: "
           f"flat median {medians['flat']:.2f} s/step, cross median {medians['cross']:.2f} s/step; "
           f"cross / flat by round " + ", ".join(f"{x:.2f}" for x in ratios)
           + f" (median {statistics.median(ratios):.2f})")
     print(json.dumps({"benchmark": "cross_vs_flat", "machine": dataclasses.asdict(machine), "assets": args.assets,
                       "dtype": args.dtype, "gradient_checkpointing": args.gradient_checkpointing,
-                      "cpu_heap": args.cpu_heap, "seconds": seconds, "median_s": medians,
+                      "cpu_heap": args.cpu_heap,
+                      "mixing": trainers["cross"].cfg.policy.mixing,
+                      "asset_head_hidden": trainers["cross"].cfg.policy.asset_head_hidden, "seconds": seconds, "median_s": medians,
                       "cross_over_flat": ratios, "median_cross_over_flat": statistics.median(ratios)}))
 
 

@@ -23,7 +23,7 @@ DTypeName = Literal["auto", "float32", "bfloat16"]
 CompileMode = Literal["auto", "on", "off"]
 EncoderName = Literal["mingru", "gru"]
 Architecture = Literal["flat", "cross"]
-Mixing = Literal["pool", "attention"]
+Mixing = Literal["pool", "mean", "attention"]
 Action = Literal["target", "partial", "band"]
 ReferenceMode = Literal["auto", "outputs", "weights"]
 Context = Literal["window", "history"]
@@ -180,7 +180,10 @@ class PolicyConfig:
     # K hidden units per (window, rollout, bar, asset); "affine", alpha = softplus(a(s) + b(s) h) with a and b read
     # off the state once per (bar, asset), so the work repeated per rollout is a few operations per asset
     asset_head: AssetHead = "affine"
-    mixing: Mixing = "pool"  # cross: how assets interact at each bar (pooled context, or attention over assets)
+    # cross: how assets interact at each bar: "pool", a DeepSets layer over the tokens (a per-token hidden layer of
+    # each token and the mean token); "mean", the mean token through one linear map added to every token (no
+    # per-token layer: the head's hidden layer does the mixing); "attention", self-attention over the tokens
+    mixing: Mixing = "pool"
     # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
     # the way; "band" leaves holdings inside a learned no-trade band around it
     action: Action = "band"

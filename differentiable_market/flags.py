@@ -160,9 +160,11 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
                    "asset's held weight h: 'mlp', a hidden layer of --asset-head-hidden units over the state and h "
                    "(evaluated for every rollout); 'affine', softplus(a + b h) with a and b read off the state once "
                    f"per bar and asset (a few operations per rollout) (default: {p.asset_head})")
-    g.add_argument("--mixing", choices=["pool", "attention"], help="cross: how the assets interact at each bar: "
-                   "'pool', each asset also sees the mean over assets (linear in the asset count); 'attention', "
-                   f"self-attention over assets (quadratic) (default: {p.mixing})")
+    g.add_argument("--mixing", choices=["pool", "mean", "attention"], help="cross: how the assets interact at each "
+                   "bar: 'pool', a hidden layer over each asset's state and the mean state (linear in the asset "
+                   "count); 'mean', a linear map of the mean state added to each asset's, so the head's hidden layer "
+                   "reads both (linear, and no per-asset mixing layer); 'attention', self-attention over assets "
+                   f"(quadratic) (default: {p.mixing})")
     g.add_argument("--attention-heads", type=int, help=f"cross with --mixing attention: heads, dividing "
                    f"--asset-hidden (default: {p.attention_heads})")
     g.add_argument("--action", choices=["target", "partial", "band"], help="how a target becomes a trade: "

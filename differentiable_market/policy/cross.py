@@ -6,8 +6,10 @@ Per bar t and asset a (features [B, T, A, F]):
    windows x assets), giving a state e_{t,a};
 2. cash, when traded, is one more token with a learned embedding;
 3. the tokens of bar t interact across the cross-section (``PolicyConfig.mixing``): "pool" adds to each token a
-   function of itself and of the mean over tokens (a DeepSets layer, linear in the asset count); "attention" adds
-   multi-head self-attention over the tokens (quadratic in the asset count);
+   function of itself and of the mean over tokens (a DeepSets layer, linear in the asset count); "mean" adds a
+   linear map of the mean token, so the head's hidden layer is where each token meets the cross-section (no
+   per-token mixing layer); "attention" adds multi-head self-attention over the tokens (quadratic in the asset
+   count);
 4. a per-asset head maps that token's state and that asset's held weight (relative to equal weight, ``held x
    A_out``, so equal weight reads 1 in any universe; cash reads its raw weight) to one concentration
    (``PolicyConfig.asset_head``: "mlp", a hidden layer over both; "affine", softplus(a + b h) with a and b read off
@@ -54,12 +56,31 @@ class PooledMixing(nn.Module):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(h)
-        if mask is None:
-            pooled = x.mean(-2, keepdim=True)
-        else:
-            m = mask[..., None].to(x.dtype)
-            pooled = (x * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp_min(1)
-        return h + self.out(F.silu(self.own(x) + self.context(pooled)))
+        return h + self.out(F.silu(self.own(x) + self.context(token_mean(x, mask))))
+
+
+class MeanMixing(nn.Module):
+    """h + W_c mean_tokens(h) over tokens [..., N, H] (with ``mask``, the mean of the masked-in tokens): every token
+    sees the bar's mean state through one linear map, and the head's hidden layer, which reads the sum, is where own
+    state and mean state interact. No per-token layer, so the cross-section costs one read of the tokens per bar; the
+    policy folds W_c into the head's first layer (``CrossSectionalPolicy._mean_projection``), so the sum is never
+    formed either."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.context = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return h + self.context(token_mean(h, mask))
+
+
+def token_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the tokens of [..., N, H], [..., 1, H]; with ``mask`` (bool [..., N]) over the masked-in tokens
+    only (a bar with none reads zeros)."""
+    if mask is None:
+        return x.mean(-2, keepdim=True)
+    m = mask[..., None].to(x.dtype)
+    return (x * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp_min(1)
 
 
 class AttentionMixing(nn.Module):
@@ -99,7 +120,8 @@ class CrossSectionalPolicy(DirichletPolicy):
         self.input_norm = nn.LayerNorm(hidden)
         self.encoder = ENCODERS[cfg.encoder](hidden, cfg.num_layers)
         self.cash_token = nn.Parameter(0.02 * torch.randn(hidden)) if include_cash else None
-        self.mixing = PooledMixing(hidden) if cfg.mixing == "pool" else AttentionMixing(hidden, cfg.attention_heads)
+        self.mixing = {"pool": lambda: PooledMixing(hidden), "mean": lambda: MeanMixing(hidden),
+                       "attention": lambda: AttentionMixing(hidden, cfg.attention_heads)}[cfg.mixing]()
         if cfg.asset_head == "affine":
             # a and b of softplus(a + b h) from the state; zeroed weights with a = 1, b = 0 start the policy at the
             # mlp head's flat Dirichlet
@@ -180,11 +202,27 @@ class CrossSectionalPolicy(DirichletPolicy):
             x = features.permute(0, 2, 1, 3).reshape(b * a, t, f)
             h, last = self.encoder.forward_from(self.input_norm(self.input_proj(x)), list(state) or None)
             h = h.reshape(b, a, t, -1).transpose(1, 2)
-        mixed = _float(self._mix(self._with_cash(h), mask))
+        tokens = self._with_cash(h)
+        if project and isinstance(self.mixing, MeanMixing):
+            with torch.autocast(device_type=tokens.device.type, enabled=False):
+                return (self._mean_projection(_float(tokens), mask), *last)
+        mixed = _float(self._mix(tokens, mask))
         if project:
             with torch.autocast(device_type=mixed.device.type, enabled=False):
                 mixed = self.state_projection(mixed)
         return (mixed, *last)
+
+    def _mean_projection(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``state_projection(mixing(tokens, mask))`` of ``MeanMixing`` with its map folded into the head's first
+        layer: W_s (h + W_c m) + b = W_s h + ((W_s W_c) m + b), the second term once per bar. The mixed tokens are
+        never formed and the head's first layer is a matmul without bias; the same function, other rounding."""
+        assert isinstance(self.mixing, MeanMixing)
+        w = self.head_state.weight
+        per_bar = F.linear(token_mean(tokens, mask), w @ self.mixing.context.weight, self.head_state.bias)
+        first = F.linear(tokens, w).add_(per_bar)
+        if self.cfg.asset_head == "affine":
+            return self.head_out(F.silu(first))
+        return first
 
     def _with_cash(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, T, A, H] asset tokens, with the cash token appended when cash is traded."""

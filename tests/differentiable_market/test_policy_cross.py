@@ -41,7 +41,7 @@ class _AlphaModule(torch.nn.Module):
 
 
 @pytest.mark.parametrize("head", ["mlp", "affine"])
-@pytest.mark.parametrize("mixing", ["pool", "attention"])
+@pytest.mark.parametrize("mixing", ["pool", "mean", "attention"])
 @pytest.mark.parametrize("include_cash", [True, False])
 def test_permuting_the_assets_permutes_the_concentrations(mixing, include_cash, head):
     policy = _policy(include_cash=include_cash, mixing=mixing, num_layers=2, asset_head=head)
@@ -61,23 +61,58 @@ def test_permuting_the_assets_permutes_the_concentrations(mixing, include_cash, 
     torch.testing.assert_close(w_perm, w[..., perm_out], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mixing", ["pool", "attention"])
-def test_assets_interact_only_through_mixing_and_the_mixing_matters(mixing):
-    policy = _policy(mixing=mixing)
+@pytest.mark.parametrize("head", ["mlp", "affine"])
+@pytest.mark.parametrize("mixing", ["pool", "mean", "attention"])
+def test_assets_interact_only_through_mixing_and_the_mixing_matters(mixing, head):
+    policy = _policy(mixing=mixing, asset_head=head)
     features = torch.randn(2, 16, 5, 6)
     held = torch.full((2, 1, 16, 6), 1 / 6)
     other = features.clone()
     other[:, :, 4] += 3.0  # change asset 4's features only
-    a, b = _alpha(policy, features, held), _alpha(policy, other, held)
-    assert (a[..., :4] - b[..., :4]).abs().max() > 1e-4  # the other assets see it, through the mixing layer
+    for alpha in (_alpha, _projected_alpha):  # the mixed tokens, and the projection ("mean": the folded route)
+        a, b = alpha(policy, features, held), alpha(policy, other, held)
+        assert (a[..., :4] - b[..., :4]).abs().max() > 1e-4  # the other assets see it, through the mixing layer
     with torch.no_grad():  # without the mixing layer's contribution, they would not
-        policy.mixing.out.weight.zero_()
-        policy.mixing.out.bias.zero_()
-    a, b = _alpha(policy, features, held), _alpha(policy, other, held)
-    torch.testing.assert_close(a[..., :4], b[..., :4], rtol=0, atol=0)
+        if mixing == "mean":
+            policy.mixing.context.weight.zero_()
+        else:
+            policy.mixing.out.weight.zero_()
+            policy.mixing.out.bias.zero_()
+    for alpha in (_alpha, _projected_alpha):
+        a, b = alpha(policy, features, held), alpha(policy, other, held)
+        torch.testing.assert_close(a[..., :4], b[..., :4], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("mixing", ["pool", "attention"])
+def _projected_alpha(policy, features, held):
+    return policy.concentrations(policy.projection(features)[:, None], held)
+
+
+@pytest.mark.parametrize("head", ["mlp", "affine"])
+@pytest.mark.parametrize("include_cash", [True, False])
+def test_the_mean_mixing_folded_into_the_head_is_the_mixed_tokens_projected(head, include_cash):
+    """``projection`` with mean mixing never forms the mixed tokens: the mean's map is folded into the head's first
+    layer. In float64 it equals ``state_projection(encode(...))`` (the mixed tokens h + W_c mean(h), then the head)
+    to rounding, with and without a tradeable mask, and so do the gradients of every weight."""
+    policy = _policy(include_cash=include_cash, mixing="mean", asset_head=head, num_layers=2).double()
+    features = torch.randn(2, 40, 5, 6, dtype=torch.float64)  # 40 bars: several scan chunks
+    mask = torch.rand(2, 40, 5, generator=torch.Generator().manual_seed(3)) > 0.3
+    mask[:, 7] = False  # a bar with no tradeable asset: its mean reads zeros (cash, if any, still counts)
+    for m in (None, mask):
+        folded = policy.projection(features, None, m)
+        weights = torch.randn_like(folded)
+        unfolded = policy.state_projection(policy.encode(features, None, m))
+        torch.testing.assert_close(folded, unfolded, rtol=1e-12, atol=1e-12)
+        grads = []
+        for out in (folded, unfolded):
+            policy.zero_grad()
+            (out * weights).sum().backward(retain_graph=True)
+            grads.append({n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None})
+        assert grads[0].keys() == grads[1].keys() and "mixing.context.weight" in grads[0]
+        for n in grads[0]:
+            torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+@pytest.mark.parametrize("mixing", ["pool", "mean", "attention"])
 def test_bar_t_uses_bars_up_to_t_only(mixing):
     policy = _policy(mixing=mixing, num_layers=2)
     features = torch.randn(2, 20, 5, 6)
@@ -350,7 +385,7 @@ def test_checkpoints_without_an_architecture_load_as_flat():
     assert cfg.policy.architecture == "flat"
 
 
-@pytest.mark.parametrize("mixing", ["pool", "attention"])
+@pytest.mark.parametrize("mixing", ["pool", "mean", "attention"])
 def test_untradeable_tokens_are_left_out_of_the_mixing(mixing):
     """What an untradeable asset's token holds changes no other asset's concentration (it is out of the pooled mean
     and of the attention keys), and the masked result equals the policy run on the tradeable assets alone."""
