@@ -175,15 +175,17 @@ class PolicyConfig:
     head_hidden: int = 64  # flat: hidden units of the head that mixes encoder state and held weights
     # cross only: every asset is a sequence of its own, so its widths multiply by the asset count
     asset_hidden: int = 32  # cross: hidden units of the shared per-asset encoder and of the mixing layer
-    asset_head_hidden: int = 16  # cross: hidden units of the per-asset head
+    asset_head_hidden: int = 32  # cross: hidden units of the per-asset head (with "mean" mixing, where own and mean
+    # state meet)
     # cross: how the per-asset head reads that asset's held weight h: "mlp", alpha = softplus(w . silu(s + v h) + c),
     # K hidden units per (window, rollout, bar, asset); "affine", alpha = softplus(a(s) + b(s) h) with a and b read
     # off the state once per (bar, asset), so the work repeated per rollout is a few operations per asset
     asset_head: AssetHead = "affine"
     # cross: how assets interact at each bar: "pool", a DeepSets layer over the tokens (a per-token hidden layer of
     # each token and the mean token); "mean", the mean token through one linear map added to every token (no
-    # per-token layer: the head's hidden layer does the mixing); "attention", self-attention over the tokens
-    mixing: Mixing = "pool"
+    # per-token layer: the head's hidden layer does the mixing; the default since it learned as well as "pool" with
+    # a 32-wide head at a fraction of the cost, README Policies); "attention", self-attention over the tokens
+    mixing: Mixing = "mean"
     # How a target becomes a trade (actions.py): "target" trades to it in full; "partial" moves a learned fraction of
     # the way; "band" leaves holdings inside a learned no-trade band around it
     action: Action = "band"

@@ -43,7 +43,7 @@ def test_history_gives_a_bar_one_state_in_every_window_and_window_starts_each_wi
     cold = _policy(architecture, "window", num_layers=2).double()
     sp_cold = cold.window_projection(features, bars)
     for row, b in enumerate(bars):
-        alone = cold.state_projection(cold.encode(features[None, b]))[0]
+        alone = cold.projection(features[None, b])[0]
         torch.testing.assert_close(sp_cold[row], alone, rtol=0, atol=0)
     assert not torch.allclose(sp_cold[0, 10:], sp_cold[1, :10])  # a cold window has not read bars 10..19
     # A window that starts at bar 0 has no history before it: both contexts agree.

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from differentiable_market.checkpoint import build_policy, load_checkpoint
+from differentiable_market.config import PolicyConfig
 from differentiable_market.runlog import create_run_dir
 from differentiable_market.train import build_parser, main
 
@@ -211,7 +212,7 @@ def test_init_from_a_cross_checkpoint_on_other_symbols_names_the_flags_to_pass(t
     assert main(TINY + ["--data-root", str(other), "--init-checkpoint", str(first), "--epochs", "0",
                         "--save-dir", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
-    assert "--architecture cross --asset-hidden 8 --asset-head-hidden 4 --mixing pool" in err
+    assert f"--architecture cross --asset-hidden 8 --asset-head-hidden 4 --mixing {PolicyConfig().mixing}" in err
 
 
 def test_resume_or_init_with_different_data_names_the_difference(tmp_path, capsys, synthetic_ohlc, write_ohlc_csvs):
