@@ -219,10 +219,7 @@ class CrossSectionalPolicy(DirichletPolicy):
         assert isinstance(self.mixing, MeanMixing)
         w = self.head_state.weight
         per_bar = F.linear(token_mean(tokens, mask), w @ self.mixing.context.weight, self.head_state.bias)
-        first = F.linear(tokens, w).add_(per_bar)
-        if self.cfg.asset_head == "affine":
-            return self.head_out(F.silu(first))
-        return first
+        return self._from_first_layer(F.linear(tokens, w).add_(per_bar))
 
     def _with_cash(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, T, A, H] asset tokens, with the cash token appended when cash is traded."""
@@ -237,9 +234,14 @@ class CrossSectionalPolicy(DirichletPolicy):
     def state_projection(self, h: torch.Tensor) -> torch.Tensor:
         """What the head needs of the token states [..., A_out, H], computed once per bar and asset: the first
         layer's state part [..., A_out, K] ("mlp"), or a and b of softplus(a + b h) [..., A_out, 2] ("affine")."""
+        return self._from_first_layer(self.head_state(h))
+
+    def _from_first_layer(self, first: torch.Tensor) -> torch.Tensor:
+        """The state projection from the head's first layer's output [..., A_out, K]: that output itself ("mlp"),
+        or a and b through SiLU and the output layer ("affine")."""
         if self.cfg.asset_head == "affine":
-            return self.head_out(F.silu(self.head_state(h)))
-        return self.head_state(h)
+            return self.head_out(F.silu(first))
+        return first
 
     def concentrations(self, state_proj: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations (float32) [..., T, A_out] from the state projection [..., T, A_out, K or 2] and
