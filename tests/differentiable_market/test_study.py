@@ -119,9 +119,11 @@ def test_stitched_paths_carry_holdings_across_folds_and_charge_the_switch(tmp_pa
     feats = torch.as_tensor(compute_features(market, ckpt.feature_spec), dtype=torch.float32)[None, d0:d1]
     carried = drift(w0[d0 - bars[0] - 1].float(), seen[d0 - 1])
     expect = deterministic_weights(build_policy(ckpt), feats, seen[None, d0:d1], False, None, initial=carried)[0]
-    torch.testing.assert_close(w0[d0 - bars[0]:d1 - bars[0]], expect.double() / expect.double().sum(-1, keepdim=True))
+    # float32 policies batched differently: equal to float32 rounding (on an AVX2-only CPU 8e-7 apart, not 0)
+    torch.testing.assert_close(w0[d0 - bars[0]:d1 - bars[0]], expect.double() / expect.double().sum(-1, keepdim=True),
+                               rtol=1e-5, atol=1e-6)
     cold = deterministic_weights(build_policy(ckpt), feats, seen[None, d0:d1], False, None)[0]
-    assert not torch.allclose(cold[0], expect[0])
+    assert (cold[0] - expect[0]).abs().max() > 1e-3  # a cold start would differ far beyond that rounding
     # one continuous exact account of the whole path: the fold switch pays its fee like any other bar
     acc = account(w0[None], growth[None], initial_holdings(3, False, dtype=torch.float64), 1e-3, False, None)
     np.testing.assert_allclose(paths["seed0"].log_growth, acc.log_growth[0].numpy(), rtol=0, atol=1e-15)
