@@ -124,6 +124,12 @@ def _shared(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
+def saves_memory(cfg: ExperimentConfig) -> bool:
+    """Whether the run trades time for memory (``--gradient-checkpointing`` or ``--microbatch-windows``): then the
+    step keeps nothing it could recompute (the Dirichlet terms' score) and the allocator maps large blocks (heap.py)."""
+    return cfg.policy.gradient_checkpointing or cfg.train.microbatch < cfg.train.batch_windows
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -292,6 +298,9 @@ class GRPOLoss:
         self.policy = policy
         self.features = features  # [T, A, F] of the whole market: windows index into it
         self.tradeable = tradeable  # [T, A] bool causal mask of the whole market, or None
+        # the Dirichlet terms' backward reads the forward's log w - digamma(alpha) instead of evaluating both again
+        # (same bits), unless the run trades time for memory: one more tensor the size of the concentrations
+        self.keep_score = not saves_memory(cfg)
         self.scoring: Callable[..., tuple[torch.Tensor, ...]] = self._scoring
         if compile_scoring:
             self.scoring = torch.compile(self._scoring, fullgraph=True, dynamic=False)
@@ -316,9 +325,10 @@ class GRPOLoss:
         # add the two (at 1,024 assets 0.5 GB each, at the step's peak); split's is one concatenation
         alpha_s, alpha_mean = alpha.split([groups, alpha.shape[1] - groups], dim=1)
         if tradeable is None:
-            logp, entropy, kl = dirichlet.log_prob_entropy_kl(alpha_s, sampled, alpha_ref)
+            logp, entropy, kl = dirichlet.log_prob_entropy_kl(alpha_s, sampled, alpha_ref, self.keep_score)
         else:  # the Dirichlet over each bar's tradeable columns
-            logp, entropy, kl = dirichlet.masked_log_prob_entropy_kl(alpha_s, sampled, alpha_ref, tradeable[:, None])
+            logp, entropy, kl = dirichlet.masked_log_prob_entropy_kl(alpha_s, sampled, alpha_ref, tradeable[:, None],
+                                                                     self.keep_score)
         # Per-bar ratio to the policy that drew the rollouts; on the first update that policy is this one.
         ratio = torch.exp(logp - (logp.detach() if old_logp is None else old_logp))
         adv = advantages[..., None]
@@ -504,7 +514,7 @@ class Trainer:
         self.autocast, self.autocast_reason = autocast_choice(tc.dtype, device)
         self.compiled, self.compile_reason = compile_choice(tc.compile, device)
         if device.type == "cpu":
-            set_cpu_heap(tc.cpu_heap, cfg.policy.gradient_checkpointing or tc.microbatch < tc.batch_windows)
+            set_cpu_heap(tc.cpu_heap, saves_memory(cfg))
         self.loss_fn = GRPOLoss(cfg, self.policy, tensors.features, self.compiled, tensors.tradeable)
         self.step_count = 0
         self.best_score: float | None = None

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch.distributions import Dirichlet, kl_divergence
@@ -97,3 +99,73 @@ def test_closed_form_backward_matches_finite_differences_and_autograd_of_the_for
         torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-10, atol=1e-10)
     lp = dirichlet.log_prob_entropy_kl(alpha.clone().requires_grad_(), w, beta)[0]
     assert "ScoreTerms" in type(lp.grad_fn).__name__  # the fused route, not autograd through the formulas
+
+
+@pytest.mark.parametrize("chunk", [None, 4 * 257])
+@pytest.mark.parametrize("masked", [False, True])
+def test_kept_score_gives_the_same_bits_as_recomputing_it(chunk, masked, monkeypatch):
+    """``keep_score``: the backward reads the forward's log w - digamma(alpha) instead of evaluating both again. In
+    float32, on the training layout ([windows, rollouts, bars, assets], alpha and w of the sampled rows) and in chunks
+    of rows, the three values and the gradient are the same bits as without it, and it is the gradient of the plain
+    formulas (float64 gradcheck, through chunks)."""
+    if chunk is not None:
+        monkeypatch.setattr(dirichlet, "ROW_CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(11)
+    alpha = torch.rand(5, 3, 4, 257, generator=g) * 3 + 0.05
+    beta = torch.rand(5, 3, 4, 257, generator=g) * 3 + 0.05
+    mask = (torch.rand(5, 1, 4, 257, generator=g) < 0.8) if masked else None
+    w = torch.distributions.Gamma(alpha, 1.0).sample().clamp_min(1e-30)
+    if masked:
+        w = w * mask
+    w = w / w.sum(-1, keepdim=True)
+    weights = torch.randn(3, 5, 3, 4, generator=g)
+
+    def run(keep: bool, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a = a.clone().requires_grad_()
+        terms = (dirichlet.log_prob_entropy_kl(a, w, beta, keep) if mask is None
+                 else dirichlet.masked_log_prob_entropy_kl(a, w, beta, mask, keep))
+        sum((weights[i] * t).sum() for i, t in enumerate(terms)).backward()
+        return (*terms, a.grad)
+
+    for kept, recomputed in zip(run(True, alpha), run(False, alpha)):
+        assert torch.equal(kept, recomputed)
+    a64, b64 = alpha[:2, :, :2, :6].double(), beta[:2, :, :2, :6].double()
+    w64 = w[:2, :, :2, :6].double().clamp_min(1e-6)
+    w64 = w64 / w64.sum(-1, keepdim=True)
+    m64 = None if mask is None else mask[:2, :, :2, :6] | (torch.arange(6) < 2)  # two components at least per row
+    if m64 is not None:
+        w64 = w64 * m64 / (w64 * m64).sum(-1, keepdim=True)
+
+    def fused(a: torch.Tensor) -> torch.Tensor:
+        terms = (dirichlet.log_prob_entropy_kl(a, w64, b64, True) if m64 is None
+                 else dirichlet.masked_log_prob_entropy_kl(a, w64, b64, m64, True))
+        return sum(t.sum() * (i + 1) for i, t in enumerate(terms))
+
+    assert torch.autograd.gradcheck(fused, (a64.clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_the_trainer_keeps_the_score_unless_it_trades_time_for_memory(architecture):
+    """Training keeps the score by default (``saves_memory`` false) and takes the same steps, bit for bit, as with it
+    recomputed; under gradient checkpointing or microbatches it keeps nothing it could recompute."""
+    from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
+    from differentiable_market.synthetic import random_walk_market
+    from differentiable_market.trainer import Trainer, prepare_market, saves_memory
+
+    def trainer(cfg: ExperimentConfig) -> Trainer:
+        tensors, _ = prepare_market(cfg, market, torch.device("cpu"))
+        return Trainer(cfg, tensors, torch.device("cpu"))
+
+    market = random_walk_market(300, 5, seed=4)
+    cfg = ExperimentConfig(policy=PolicyConfig(architecture=architecture),
+                           train=TrainConfig(lookback=24, batch_windows=8, rollout_groups=3, dtype="float32"))
+    kept, recomputed = trainer(cfg), trainer(cfg)
+    assert kept.loss_fn.keep_score and not saves_memory(cfg)
+    recomputed.loss_fn.keep_score = False
+    for _ in range(3):
+        assert torch.equal(kept.step(), recomputed.step())
+    for a, b in zip(kept.policy.parameters(), recomputed.policy.parameters()):
+        assert torch.equal(a, b)
+    for saving in (dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, gradient_checkpointing=True)),
+                   dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, microbatch_windows=4))):
+        assert saves_memory(saving) and not trainer(saving).loss_fn.keep_score
