@@ -363,8 +363,10 @@ def _fused_head(state_proj: torch.Tensor, held: torch.Tensor, scale: torch.Tenso
     """Whether ``_AffineHead`` (and ``concentrations`` without gradient) takes the compiled loops: CPU tensors of one
     float dtype (float32 or float64), the teacher-forced layout (state projections [B, 1, T, A, 2] shared by held
     [B, R, T, A], any strides: the reference scores the sampled rows of the held weights, a slice), and a cap above
-    floor + the softplus threshold, where the cap's test on the logit is exact."""
-    return (state_proj.device.type == "cpu" and state_proj.dtype == held.dtype == scale.dtype
+    floor + the softplus threshold, where the cap's test on the logit is exact. Never while ``torch.compile`` traces
+    (``--compile on``): it cannot trace the loops, and the torch formula it compiles is the same function."""
+    return (state_proj.device.type == "cpu" and not torch.compiler.is_compiling()
+            and state_proj.dtype == held.dtype == scale.dtype
             and held.dtype in (torch.float32, torch.float64) and state_proj.dim() == 5 and held.dim() == 4
             and state_proj.shape[1] == 1 and state_proj.shape[-1] == 2
             and state_proj.shape[0] == held.shape[0] and state_proj.shape[2:4] == held.shape[2:]

@@ -441,6 +441,26 @@ def test_the_compiled_affine_head_is_the_formula_where_the_cap_binds_and_where_i
     assert bool(capped.any()) and bool((sp1.grad[:, 0][capped] == 0).all())
 
 
+def test_the_affine_head_leaves_its_compiled_loops_to_eager_runs_when_torch_compile_traces(monkeypatch):
+    """``--compile on`` traces the scoring with dynamo, which cannot trace the head's numba loops (it raised on the
+    CPU before): while tracing, the head takes the torch formula, the same function (the slow test
+    ``test_compiled_scoring_builds_one_graph_and_matches_eager`` compiles it for both architectures)."""
+    from differentiable_market.policy import cross
+
+    gen = torch.Generator().manual_seed(14)
+    sp, held = torch.randn(2, 1, 3, 4, 2, generator=gen), torch.rand(2, 3, 3, 4, generator=gen)
+    scale = torch.full((4,), 4.0)
+    assert cross._fused_head(sp, held, scale, 0.01, 100.0)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not cross._fused_head(sp, held, scale, 0.01, 100.0)
+    calls = []
+    monkeypatch.setattr(cross, "_affine_logits", lambda *args: calls.append(1))
+    sp = sp.requires_grad_()
+    alpha = cross._AffineHead.apply(sp, held, scale, 0.01, 100.0)
+    alpha.sum().backward()
+    assert not calls and torch.equal(alpha, cross._affine_alpha(sp.detach(), held * scale, 0.01, 100.0))
+
+
 def test_the_reference_scores_rollouts_with_the_same_bits_through_the_compiled_logit(monkeypatch):
     """Without gradient (the EMA reference's scoring of the rollouts) ``concentrations`` also writes the logit with
     ``kernels.affine_logits`` into its output: the torch formula's bits, and the compiled path is the one taken."""
