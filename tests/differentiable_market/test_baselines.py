@@ -149,7 +149,9 @@ def test_crosscheck_with_universal_portfolios():
     spec = importlib.util.spec_from_file_location("crosscheck_universal_portfolios", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for r in module.run(10.0)["results"]:
+    results = module.run(10.0, names=("UCRP", "OLMAR"))["results"]  # the others: test_baselines_olps.py, by class
+    assert [r["strategy"] for r in results] == ["UCRP", "OLMAR"]
+    for r in results:
         assert r["weights_max_abs_diff"] < 1e-9 and r["turnover_max_abs_diff_after_entry"] < 1e-9
         assert abs(r["relative_diff_same_convention"]) < 1e-9
         assert -0.01 < r["relative_diff"] < 0  # we also pay the entry fee and a multiplicative fee
