@@ -1,5 +1,3 @@
-import dataclasses
-
 import pytest
 import torch
 from torch.distributions import Dirichlet, kl_divergence
@@ -142,30 +140,3 @@ def test_kept_score_gives_the_same_bits_as_recomputing_it(chunk, masked, monkeyp
         return sum(t.sum() * (i + 1) for i, t in enumerate(terms))
 
     assert torch.autograd.gradcheck(fused, (a64.clone().requires_grad_(),))
-
-
-@pytest.mark.parametrize("architecture", ["flat", "cross"])
-def test_the_trainer_keeps_the_score_unless_it_trades_time_for_memory(architecture):
-    """Training keeps the score by default (``saves_memory`` false) and takes the same steps, bit for bit, as with it
-    recomputed; under gradient checkpointing or microbatches it keeps nothing it could recompute."""
-    from differentiable_market.config import ExperimentConfig, PolicyConfig, TrainConfig
-    from differentiable_market.synthetic import random_walk_market
-    from differentiable_market.trainer import Trainer, prepare_market, saves_memory
-
-    def trainer(cfg: ExperimentConfig) -> Trainer:
-        tensors, _ = prepare_market(cfg, market, torch.device("cpu"))
-        return Trainer(cfg, tensors, torch.device("cpu"))
-
-    market = random_walk_market(300, 5, seed=4)
-    cfg = ExperimentConfig(policy=PolicyConfig(architecture=architecture),
-                           train=TrainConfig(lookback=24, batch_windows=8, rollout_groups=3, dtype="float32"))
-    kept, recomputed = trainer(cfg), trainer(cfg)
-    assert kept.loss_fn.keep_score and not saves_memory(cfg)
-    recomputed.loss_fn.keep_score = False
-    for _ in range(3):
-        assert torch.equal(kept.step(), recomputed.step())
-    for a, b in zip(kept.policy.parameters(), recomputed.policy.parameters()):
-        assert torch.equal(a, b)
-    for saving in (dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, gradient_checkpointing=True)),
-                   dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, microbatch_windows=4))):
-        assert saves_memory(saving) and not trainer(saving).loss_fn.keep_score

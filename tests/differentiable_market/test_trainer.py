@@ -525,3 +525,25 @@ def test_a_train_setting_outside_its_choices_is_refused_by_name(field):
 
     with pytest.raises(ConfigError, match=f"train.{field} must be one of .* got 'nope'"):
         TrainConfig(**{field: "nope"})
+
+
+@pytest.mark.parametrize("architecture", ["flat", "cross"])
+def test_the_trainer_keeps_the_score_unless_it_trades_time_for_memory(architecture):
+    """Training keeps the Dirichlet terms' score (``dirichlet.log_prob_entropy_kl(..., keep_score=True)``) by default
+    (``saves_memory`` false) and takes the same steps, bit for bit, as with it recomputed; under gradient
+    checkpointing or microbatches it keeps nothing it could recompute."""
+    from differentiable_market.trainer import saves_memory
+
+    market = random_walk_market(300, 5, seed=4)
+    cfg = ExperimentConfig(policy=PolicyConfig(architecture=architecture),
+                           train=TrainConfig(lookback=24, batch_windows=8, rollout_groups=3, dtype="float32"))
+    kept, recomputed = _trainer(market, cfg), _trainer(market, cfg)
+    assert kept.loss_fn.keep_score and not saves_memory(cfg)
+    recomputed.loss_fn.keep_score = False
+    for _ in range(3):
+        assert torch.equal(kept.step(), recomputed.step())
+    for a, b in zip(kept.policy.parameters(), recomputed.policy.parameters()):
+        assert torch.equal(a, b)
+    for saving in (dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, gradient_checkpointing=True)),
+                   dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, microbatch_windows=4))):
+        assert saves_memory(saving) and not _trainer(market, saving).loss_fn.keep_score
