@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,6 +151,25 @@ def test_fused_gates_in_pieces_continued_from_each_last_state_give_the_same_bits
     first, state = gated_recurrence(kc[:, :cut], None, 4, fused=True)
     second, _ = gated_recurrence(kc[:, cut:], state, 4, fused=True)
     assert torch.equal(torch.cat([first, second], 1), gated_recurrence(kc, None, 4, fused=True)[0])
+
+
+def test_the_recurrence_loops_refuse_arrays_that_are_not_c_contiguous():
+    """The loops read each bar's states as one flat row (``reshape``): a strided array must fail loudly, not be read
+    or written through a copy."""
+    from numba.core.errors import TypingError
+
+    from differentiable_market.policy import kernels
+
+    # a = 1 + m = 1/2 and candidates 1 from h0 = 0: h_t = 1 - 2^-(t + 1), every asset and unit
+    m, h0 = np.full((1, 4, 3, 2), -0.5, np.float32), np.zeros((1, 1, 3, 2), np.float32)
+    kc, one = np.ones((1, 4, 3, 4), np.float32), np.ones(1, np.float32)
+    strided_out = np.zeros((1, 4, 3, 4), np.float32)[..., :2]
+    with pytest.raises(TypingError, match="contiguous"):
+        kernels.gated_forward(m, kc, h0, one, strided_out)
+    out = np.zeros_like(m)
+    kernels.gated_forward(m, kc, h0, one, out)  # the same call, C-contiguous
+    expected = 1 - 0.5 ** np.arange(1, 5, dtype=np.float32)
+    assert np.array_equal(out, np.broadcast_to(expected[None, :, None, None], m.shape))
 
 
 def test_mingru_on_tokens_runs_every_asset_as_its_own_sequence():
