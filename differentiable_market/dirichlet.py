@@ -69,8 +69,8 @@ def masked_log_prob_entropy_kl(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``log_prob_entropy_kl`` of the Dirichlet over the components where ``mask`` (bool, broadcastable against
     alpha) is True: each sum runs over those components only, and K is their count per row. ``w`` must be 0 off the
-    mask (it is never read there); alpha and beta there are ignored but must be finite. A row with one component is
-    a point mass: log-prob, entropy and KL 0."""
+    mask (it is never read there); alpha and beta there are ignored but must be positive and finite (a policy's
+    concentrations always are). A row with one component is a point mass: log-prob, entropy and KL 0."""
     if w.requires_grad or beta.requires_grad:
         return _terms(alpha, w, beta, mask)
     return _ScoreTerms.apply(alpha, w, beta, mask, keep_score)

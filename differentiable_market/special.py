@@ -1,9 +1,9 @@
-"""Digamma and trigamma of float32 CPU tensors, an order of magnitude faster than torch's.
+"""Digamma and trigamma of float32 CPU tensors, 4x and 1.7x faster than torch's and at least as accurate.
 
 The Dirichlet terms of a training step (``dirichlet.py``) evaluate digamma and trigamma for every window x rollout x
 bar x asset (25 million components a step at 256 assets). Torch's CPU kernels run a scalar series per component:
-digamma shifts x up to 10 one step at a time, a division per step, so it costs 12 ns a component on two cores of an
-AVX2 EPYC, a tenth of a step. Here the shift is fixed, so the loop has no branch and the compiler vectorises it:
+digamma shifts x up to 10 one step at a time, a division per step, so it costs 13 ns a component on two cores of an
+AVX2 EPYC (3.4 ns here), trigamma 4.8 ns (2.9 here). Here the shift is fixed, so the loop has no branch and the compiler vectorises it:
 
     psi(x) = log(x + 6) - N(x) / D(x) - 1/(2y) - 1/(12y^2) + 1/(120y^4) - 1/(252y^6) + 1/(240y^8),  y = x + 6,
 
@@ -12,9 +12,10 @@ where D(x) = x (x+1) ... (x+5) and N(x) = D'(x), so N / D = sum_{k<6} 1 / (x+k) 
     psi1(x) = (N^2 - D D'') / D^2 + 1/y + 1/(2y^2) + 1/(6y^3) - 1/(30y^5) + 1/(42y^7) - 1/(30y^9),
 
 since sum_{k<6} 1 / (x+k)^2 = -(N / D)'. The tails are the asymptotic (Bernoulli) series at y >= 6, whose next terms
-are below 1e-9 of the result. Everything runs in float64 inside the loop (the logarithm too, by torch's vectorised
-kernel), so the float32 result is within an ulp or two of the exact value: the tests hold it to torch's float64
-digamma and trigamma. Valid for x > 0 (Dirichlet concentrations); NaN stays NaN and +inf gives +inf (digamma) and 0
+are below 1e-9 of the result. The loop runs in float64; digamma's one logarithm, log(x + 6), is torch's vectorised
+float32 kernel (float64's costs 6 ns a component). So trigamma is within 2 ulps of the exact value, and digamma
+within 2 ulps plus 2 ulps of log(x + 6): about 2e-7 absolute near its root (x = 1.46), where torch's float32 digamma
+errs by 1.2e-6. The tests hold both to torch's float64 digamma and trigamma. Valid for x > 0 (Dirichlet concentrations); NaN stays NaN and +inf gives +inf (digamma) and 0
 (trigamma).
 
 ``digamma`` and ``trigamma`` take this route for float32 CPU tensors without gradient outside ``torch.compile``'s
@@ -28,7 +29,8 @@ import torch
 from numba import njit
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-LARGE = 1e10  # above it the shift's sums are 6 / x and 6 / x^2 to float64 rounding (and D^2 would overflow near 1e25)
+LARGE = 1e10  # above it the shift's sums are taken as 6 / x and 6 / x^2 (relative error 2.5e-10, far below float32's
+# resolution; D^2 would overflow near 1e25)
 
 
 @njit(**_JIT)

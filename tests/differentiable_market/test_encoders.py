@@ -166,6 +166,10 @@ def test_the_recurrence_loops_refuse_arrays_that_are_not_c_contiguous():
     strided_out = np.zeros((1, 4, 3, 4), np.float32)[..., :2]
     with pytest.raises(TypingError, match="contiguous"):
         kernels.gated_forward(m, kc, h0, one, strided_out)
+    strided_grad = np.zeros((1, 4, 3, 4), np.float32)[..., :2]
+    with pytest.raises(TypingError, match="contiguous"):
+        kernels.gated_backward(-m, m, kc, m, h0, strided_grad, h0, np.array([1.0, 2.0], np.float32),
+                               np.zeros_like(kc), np.zeros_like(h0))
     out = np.zeros_like(m)
     kernels.gated_forward(m, kc, h0, one, out)  # the same call, C-contiguous
     expected = 1 - 0.5 ** np.arange(1, 5, dtype=np.float32)
