@@ -352,13 +352,17 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             return 130
 
 
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def _study(args: argparse.Namespace) -> int:
     bars = not args.no_progress
     if args.resume:
-        extra = sorted(given_flags(args) | {n for n in STUDY_FLAGS if getattr(args, n) is not None}
-                       | ({"config"} if args.config else set()) | ({"print_config"} if args.print_config else set()))
+        extra = sorted(given_flags(args) | {n for n in (*STUDY_FLAGS, "config", "print_config")
+                                            if getattr(args, n) is not None})
         if extra:
-            flags = ", ".join("--" + f.replace("_", "-") for f in extra)
+            flags = ", ".join(f"--{f.replace('_', '-')} {_shown(getattr(args, f))}" for f in extra)
             raise ConfigError(f"A resumed study uses the config and settings in its study.json; drop {flags}.")
         folder = Path(args.resume)
         state = load_study(folder)
