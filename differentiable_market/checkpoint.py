@@ -47,6 +47,14 @@ class Checkpoint:
     validated_through: str | None
     path: str
     sha256: str
+    # whether this is a run's untrained policy (best.pt where no trained checkpoint passed the selection gate);
+    # None in checkpoints written before it was recorded: ``is_untrained`` infers it from the step
+    untrained: bool | None = None
+
+    @property
+    def is_untrained(self) -> bool:
+        """The untrained policy (equal weight seen through the action), not a trained or pretrained one."""
+        return self.step == 0 if self.untrained is None else self.untrained
 
     @property
     def n_features(self) -> int:
@@ -69,7 +77,7 @@ def save_checkpoint(
     config: ExperimentConfig,
     symbols: tuple[str, ...],
     feature_spec: FeatureSpec,
-    policy: Policy,
+    policy: Policy | dict[str, torch.Tensor],
     step: int,
     data_fingerprint: dict[str, Any],
     splits: dict[str, Any],
@@ -77,9 +85,13 @@ def save_checkpoint(
     trained_through: str | None,
     training_state: dict[str, Any] | None = None,
     validated_through: str | None = None,
+    untrained: bool | None = None,
 ) -> None:
-    """Write a checkpoint atomically. Pass the uncompiled policy. ``trained_through`` and ``validated_through`` are
-    ISO timestamps (``YYYY-MM-DDTHH:MM:SS``, UTC) of the last training and the last validation bar."""
+    """Write a checkpoint atomically. Pass the uncompiled policy, or its state dict. ``trained_through`` and
+    ``validated_through`` are ISO timestamps (``YYYY-MM-DDTHH:MM:SS``, UTC) of the last training and the last
+    validation bar; ``untrained`` marks a run's untrained policy (best.pt without a trained checkpoint that passed the
+    gate)."""
+    state = policy if isinstance(policy, dict) else policy.state_dict()
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -88,7 +100,7 @@ def save_checkpoint(
         "config": config_to_dict(config),
         "symbols": list(symbols),
         "feature_spec": feature_spec.to_dict(),
-        "policy": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
+        "policy": {k: v.detach().cpu().clone() for k, v in state.items()},
         "step": int(step),
         "data_fingerprint": data_fingerprint,
         "splits": splits,
@@ -96,6 +108,7 @@ def save_checkpoint(
         "trained_through": trained_through,
         "validated_through": validated_through,
         "training_state": training_state,
+        "untrained": untrained,
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -156,6 +169,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         validated_through=payload.get("validated_through"),  # absent before it was recorded: unknown
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
+        untrained=payload.get("untrained"),
     )
 
 
@@ -253,15 +267,16 @@ def check_market_matches(ckpt: Checkpoint, symbols: tuple[str, ...] | None, feat
 
 
 def untrained_notes(ckpt: Checkpoint) -> list[str]:
-    """A note when the checkpoint is a run's untrained policy: its best.pt stayed at step 0 because no trained
-    checkpoint passed the selection gate on validation."""
+    """A note when the checkpoint is a run's untrained policy: no trained checkpoint passed the selection gate on
+    validation, so best.pt is the benchmark."""
     min_t = ckpt.config.train.select_min_t
-    if ckpt.step != 0 or min_t is None:
+    if not ckpt.is_untrained or min_t is None:
         return []
-    return [f"This checkpoint is the untrained policy (step 0): no trained checkpoint of the run beat equal weight on "
-            f"validation with an excess t-statistic of at least {min_t:g} (--select-min-t), so best.pt is equal "
-            f"weight seen through the '{ckpt.config.policy.action}' action. The run's latest.pt holds what training "
-            "learned, without that evidence."]
+    return [f"This checkpoint is the untrained policy: no trained checkpoint of the run beat both equal weight and the "
+            f"untrained policy on validation with the evidence the selection gate asks (--select-min-t {min_t:g}, "
+            f"corrected for the number of evaluations), so best.pt is equal weight seen through the "
+            f"'{ckpt.config.policy.action}' action. The run's latest.pt holds what training learned, without that "
+            "evidence."]
 
 
 def checkpoint_notes(ckpt: Checkpoint, market: MarketData) -> list[str]:

@@ -79,46 +79,69 @@ def _rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def training_outcome(run_dir: str | Path, data_root: str | None = None) -> str:
-    """One line on what a finished training run's best.pt is, with its validation figures, and what to run next."""
+    """One line on what a finished training run's best.pt is, with its validation figures, and what to run next.
+
+    Read from the run's metrics.jsonl: the last validation row's selection-gate decision (``gate.chosen_step``,
+    ``gate.chosen_is_untrained``) says what best.pt holds; rows written before the gate recorded it fall back to the
+    rows marked best."""
     run_dir = Path(run_dir)
     rows = _rows(run_dir)
     header = next((r for r in rows if r.get("type") == "header"), {})
     validation = [r for r in rows if r.get("type") == "validation"]
-    kept = [r for r in validation if r.get("best")]
     cfg = header.get("config", {})
     min_t = cfg.get("train", {}).get("select_min_t")
     ppy = bars_per_year_of(header.get("data", {})) or float("nan")
     root = data_root or cfg.get("data", {}).get("root", "DIR")
     backtest = f"differentiable-market backtest --checkpoint {run_dir}"
     study = f"differentiable-market study --data-root {root}"
-    if not kept:
-        return (f"Outcome: no checkpoint was kept as best.pt (no finite validation score). Check the data and the "
-                f"learning rates, then train again; the run folder is {run_dir}.")
-    best = kept[-1]
-    step = best["step"]
-    p, ew, ex = best["policy"], best["equal_weight"], best["excess_vs_equal_weight"]
-    bars = int(best.get("bars", 0)) or 1
-    figures = (f"validation log growth {annualised_pct(p['log_growth'], bars, ppy):+.1f}%/yr vs equal weight "
-               f"{annualised_pct(ew['log_growth'], bars, ppy):+.1f}%/yr, excess t {ex['t_stat']:+.2f} over {bars} bars")
-    if step == 0:
-        init = header.get("init_checkpoint")
-        if init:
-            return (f"Outcome: best.pt is the starting policy (step 0, from {init}): no trained checkpoint beat it on "
-                    f"validation ({figures}). Next: {backtest}.")
-        trained = [r for r in validation if r["step"] > 0]
+    if not validation:
+        return f"Outcome: the run ended before its first validation; nothing was kept. Run folder: {run_dir}."
+    gate = validation[-1].get("gate")
+    if gate is not None:
+        untrained, step = gate["chosen_is_untrained"], gate["chosen_step"]
+    else:  # rows written before the gate recorded its decision
+        kept = [r for r in validation if r.get("best")]
+        step = kept[-1]["step"] if kept else 0
+        untrained = step == 0 and not header.get("init_checkpoint")
+    init = header.get("init_checkpoint")
+    trained = [r for r in validation if r["step"] > 0 or (init and r["step"] == 0)]
+
+    def figures(row: dict[str, Any]) -> str:
+        bars = int(row.get("bars", 0)) or 1
+        t_ew = row["excess_vs_equal_weight"]["t_stat"]
+        vs_u = row.get("excess_vs_untrained")
+        return (f"validation {annualised_pct(row['policy']['log_growth'], bars, ppy):+.1f}%/yr vs equal weight "
+                f"{annualised_pct(row['equal_weight']['log_growth'], bars, ppy):+.1f}%/yr over {bars} bars, t vs "
+                f"equal weight {t_ew:+.2f}" + (f", vs the untrained policy {vs_u['t_stat']:+.2f}" if vs_u else ""))
+
+    if untrained:
+        held = _label_from_dict(cfg)
         if not trained:
-            return (f"Outcome: best.pt is the untrained policy (step 0, no training steps ran): "
-                    f"{_label_from_dict(cfg)}. Next: train with --epochs above 0.")
-        top = max(trained, key=lambda r: r["excess_vs_equal_weight"]["t_stat"])
-        gate = f"an excess t of at least {min_t:g} (--select-min-t)" if min_t is not None else "a finite score"
-        return (f"Outcome: best.pt is the untrained policy (step 0): {_label_from_dict(cfg)}. No trained checkpoint "
-                f"beat equal weight on validation with {gate}; the best reached t "
-                f"{top['excess_vs_equal_weight']['t_stat']:+.2f} at step {top['step']}. Training found no evidence of "
-                f"an edge here. Next: {study} judges the method over folds and seeds (checkpoints/latest.pt holds "
-                "what training learned, without that evidence).")
-    gate = f" (passed --select-min-t {min_t:g})" if min_t is not None else " (selection gate off)"
-    return (f"Outcome: best.pt is the trained policy of step {step}{gate}: {figures}. One validation path is thin "
-            f"evidence. Next: {backtest} scores it on the test split; {study} judges the method.")
+            return (f"Outcome: best.pt is the untrained policy ({held}): no training step ran. Next: train with "
+                    "--epochs above 0.")
+        if min_t is None:
+            return (f"Outcome: best.pt is the untrained policy ({held}): no trained checkpoint had a finite "
+                    f"validation score. Check the data and the learning rates. Run folder: {run_dir}.")
+
+        def evidence(r: dict[str, Any]) -> float:
+            vs_u = r.get("excess_vs_untrained")
+            t_ew = r["excess_vs_equal_weight"]["t_stat"]
+            return min(t_ew, vs_u["t_stat"]) if vs_u else t_ew
+
+        top = max(trained, key=evidence)
+        asked = gate.get("critical_t") if gate else None
+        ask = (f"a t of at least {asked:.2f} against both, corrected for {gate['looks']} evaluations"
+               if asked is not None else f"a t of at least {min_t:g}")
+        return (f"Outcome: best.pt is the untrained policy ({held}). No trained checkpoint beat equal weight and the "
+                f"untrained policy on validation with the evidence the selection gate asks ({ask}; --select-min-t "
+                f"{min_t:g}); the strongest, step {top['step']}, had {figures(top)}. Training found no evidence of an "
+                f"edge here. Next: {study} judges the method over folds and seeds (checkpoints/latest.pt holds what "
+                "training learned, without that evidence).")
+    row = next((r for r in reversed(validation) if r["step"] == step), validation[-1])
+    what = f"the starting checkpoint's policy (step 0, from {init})" if step == 0 and init else f"step {step}"
+    gate_text = " (selection gate off)" if min_t is None else " (it passed the selection gate)"
+    return (f"Outcome: best.pt is {what}{gate_text}: {figures(row)}. One validation path is thin evidence. Next: "
+            f"{backtest} scores it on the test split; {study} judges the method.")
 
 
 def _label_from_dict(cfg: dict[str, Any]) -> str:

@@ -416,6 +416,17 @@ class GRPOLoss:
         return loss, stats
 
 
+@dataclass(frozen=True)
+class SplitScore:
+    """A deterministic policy's evaluation on one split (``score_split``): the JSON-able ``summary`` that validation
+    rows and reports carry, and the per-bar net log growth [bars] of the policy and of equal weight (float64), which
+    the selection gate reads."""
+
+    summary: dict[str, Any]
+    policy: np.ndarray
+    equal_weight: np.ndarray
+
+
 @torch.no_grad()
 def evaluate_split(
     policy: Policy,
@@ -423,11 +434,21 @@ def evaluate_split(
     cfg: ExperimentConfig,
     split: SplitName,
 ) -> dict[str, Any]:
+    """``score_split(...).summary``."""
+    return score_split(policy, tensors, cfg, split).summary
+
+
+@torch.no_grad()
+def score_split(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, split: SplitName) -> SplitScore:
     """Deterministic policy over a whole split (one path from its first bar, the encoder's context as configured)
     next to equal weight, exact costs.
 
-    Runs in float32 without autocast, as the backtester does, so validation and backtest numbers agree.
+    Runs in float32 without autocast, as the backtester does, so validation and backtest numbers agree. The summary's
+    ``excess_vs_equal_weight`` holds the excess log growth over the split and its autocorrelation-robust t-statistic
+    (``gate.hac_t``: Newey-West standard error).
     """
+    from .gate import hac_t
+
     start, stop = tensors.decision_range(split)
     if stop - start < 2:
         raise DataError(f"The {split} split has {stop - start} scorable bars; use smaller --lookback or more data.")
@@ -458,15 +479,9 @@ def evaluate_split(
         out[name] = {k: float(v) for k, v in m.items()}
         out[name]["log_growth"] = float(per_bar[name].sum())
         out[name]["objective"] = float(objective[0])
-    # Is the difference to equal weight more than luck? t-statistic of the per-bar excess log growth (bars treated
-    # as independent, which flatters a little when excess returns are autocorrelated).
     excess = per_bar["policy"] - per_bar["equal_weight"]
-    spread = float(excess.std(ddof=1))
-    out["excess_vs_equal_weight"] = {
-        "log_growth": float(excess.sum()),
-        "t_stat": float(excess.mean() / spread * np.sqrt(excess.size)) if spread > 0 else 0.0,
-    }
-    return out
+    out["excess_vs_equal_weight"] = {"log_growth": float(excess.sum()), "t_stat": hac_t(excess)}
+    return SplitScore(out, per_bar["policy"], per_bar["equal_weight"])
 
 
 def ema_update(reference: Policy, policy: Policy, decay: float) -> None:

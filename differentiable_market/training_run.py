@@ -9,7 +9,6 @@ checkpoints/latest.pt and best.pt; with --tensorboard also TensorBoard event fil
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,18 +18,18 @@ import torch
 
 from . import console
 from .atomic import atomic_write_json
-from .checkpoint import (Checkpoint, check_market_matches, save_checkpoint, transferable,
-                         universe_difference)
+from .checkpoint import Checkpoint, check_market_matches, transferable, universe_difference
 from .config import ExperimentConfig, config_to_dict
 from .data import (MarketData, UniverseCutoff, execution_note, load_market, resolve_data_root,
                    symbols_without_open)
 from .env import execution_horizon
 from .errors import CheckpointError, ConfigError, TrainingError
 from .hardware import machine_info
-from .outcome import annualised_pct
 from .runlog import MetricsLog, check_writable, create_run_dir, environment_record
 from .splits import train_end_cutoff
 from .training_curves import TensorBoardLog, check_tensorboard, write_training_png
+from .policy import make_policy
+from .recorder import RunMeta, RunRecorder
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
 
@@ -161,21 +160,6 @@ def _open_run_folder(cfg: ExperimentConfig, trainer: Trainer, resume: Checkpoint
     return run_dir
 
 
-def keeps_checkpoint(step: int, validation: dict[str, Any], min_t: float | None, trains: bool = True) -> bool:
-    """Whether a checkpoint may become best.pt: the untrained policy (step 0) always may; a trained one only where
-    its validation excess log growth over equal weight has a t-statistic of at least ``min_t``. With ``min_t`` None
-    (the gate off) every trained checkpoint may and the untrained one only in a run that ``trains`` nothing
-    (``--epochs 0``), as before the gate.
-
-    A trained policy is kept only on evidence that it beats the benchmark; otherwise best.pt stays the untrained
-    policy, which is equal weight seen through the action (exactly equal weight for full targets). Picking the best
-    of several noisy validation scores otherwise favours whichever checkpoint fit the validation noise, and on a
-    market without an edge that is a policy that trades for nothing."""
-    if min_t is None:
-        return step > 0 or not trains
-    return step == 0 or validation["excess_vs_equal_weight"]["t_stat"] >= min_t
-
-
 def run_training(
     cfg: ExperimentConfig,
     *,
@@ -256,55 +240,33 @@ def run_training(
             console.say(notice)
 
     tc = cfg.train
-
-    def save(name: str, with_state: bool) -> None:
-        path = run_dir / "checkpoints" / name
-        try:
-            save_checkpoint(
-                path, config=cfg, symbols=market.symbols, feature_spec=spec,
-                policy=trainer.policy, step=trainer.step_count, data_fingerprint=fingerprint,
-                splits=tensors.splits.to_dict(), best_score=trainer.best_score, trained_through=trained_through,
-                validated_through=validated_through,
-                training_state=trainer.training_state() if with_state else None,
-            )
-        except OSError as exc:
-            raise TrainingError(
-                f"Could not write {path} at step {trainer.step_count}: {exc.strerror or exc}. The previous "
-                f"checkpoint there is intact (writes are atomic); free some space and continue with --resume {run_dir}."
-            ) from None
-
+    meta = RunMeta(cfg, market.symbols, spec, fingerprint, tensors.splits.to_dict(), trained_through,
+                   validated_through)
     pending: list[torch.Tensor] = []
     bar = tqdm(total=tc.epochs, initial=trainer.step_count, disable=not progress, unit="step", dynamic_ncols=True)
     t_mark, steps_mark = time.perf_counter(), trainer.step_count
+    # A run from scratch is its own benchmark at step 0; one started from a checkpoint falls back to a fresh policy.
+    untrained = None
+    if init is not None:
+        with torch.random.fork_rng(devices=[]):  # the run's own random streams stay as they were
+            torch.manual_seed(cfg.train.seed)  # the weights a run from scratch with this seed starts from
+            untrained = make_policy(cfg.policy, market.n_assets, tensors.features.shape[-1],
+                                    cfg.env.include_cash).to(device)
+    recorder = RunRecorder(meta, run_dir, tensors, record, console.say, untrained)
+    if resume is not None:
+        recorder.load_state_dict(resume.training_state.get("recorder"))
 
     def validate(step: int) -> bool:
-        """Score the policy on validation, write latest.pt (after step 0) and best.pt where it improves, print the
-        line; True when ``on_eval`` asks the run to stop."""
-        val = trainer.evaluate("validation")
-        score = val["policy"]["objective"]
-        eligible = keeps_checkpoint(step, val, tc.select_min_t, trains=tc.epochs > 0)
-        improved = eligible and math.isfinite(score) and (trainer.best_score is None or score > trainer.best_score)
-        if improved:
-            trainer.best_score = score
-        record({"type": "validation", "step": step, "score": score, "best": improved, "eligible": eligible, **val})
-        if step > 0 or tc.epochs == 0:  # nothing to resume before the first step of a run that trains
-            save("latest.pt", with_state=True)
-        if improved:
-            save("best.pt", with_state=False)
+        """Evaluate through the recorder (gate, rows, checkpoints, the console line); True when ``on_eval`` asks
+        the run to stop."""
+        with_state = step > 0 or tc.epochs == 0  # nothing to resume before the first step of a run that trains
+        val, improved = recorder.evaluate(step, trainer.policy, trainer.training_state if with_state else None,
+                                          is_untrained=step == 0 and init is None)
+        trainer.best_score = recorder.best_score
         try:
             write_training_png(run_dir)
         except OSError as exc:  # the picture is redrawn at the next evaluation; the checkpoints are safe
             console.warn(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
-        p, ew = val["policy"], val["equal_weight"]
-        per_year = {k: annualised_pct(v["log_growth"], val["bars"], tensors.bars_per_year) for k, v in (("p", p),
-                                                                                                      ("ew", ew))}
-        console.say(
-            f"step {step:>6}  val log growth {per_year['p']:+.1f}%/yr (equal weight {per_year['ew']:+.1f}%/yr)  "
-            f"sharpe {p['sharpe']:.2f} ({ew['sharpe']:.2f})  excess t {val['excess_vs_equal_weight']['t_stat']:+.2f}  "
-            f"turnover {p['turnover']:.4f}/bar"
-            + ("  * best" if improved else "")
-            + ("" if eligible or tc.select_min_t is None else f"  (excess t below {tc.select_min_t:g}: not kept)")
-        )
         if on_eval is not None and on_eval(step, val, improved):
             console.say(f"step {step:>6}  stopped by the search's pruner")
             return True

@@ -95,7 +95,8 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
 
 def _summary(folder: Path) -> dict[str, Any]:
     best = load_checkpoint(folder / "checkpoints" / "best.pt")
-    return {"run_dir": folder.name, "best_step": best.step, "best_validation_objective": best.best_score}
+    return {"run_dir": folder.name, "best_step": best.step, "untrained": best.is_untrained,
+            "best_validation_objective": best.best_score}
 
 
 def _finished(folder: Path, epochs: int) -> bool:

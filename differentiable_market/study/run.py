@@ -172,7 +172,8 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         atomic_write_json(study_dir / "study.json", state)
         progress.job_done(job.name)
         n_done = sum(j["status"] == "done" for j in state["jobs"])
-        kept = " (the untrained policy: no trained checkpoint passed --select-min-t)" if summary["best_step"] == 0 else ""
+        kept = (" (the untrained policy: no trained checkpoint passed the selection gate)"
+                if summary.get("untrained", summary["best_step"] == 0) else "")
         log(f"  job {job.name} done ({n_done}/{len(jobs)}, best step {summary['best_step']}{kept}, "
             f"{console.format_duration(time.perf_counter() - started)}{progress.summary()})")
 

@@ -54,24 +54,17 @@ def test_train_on_the_bundled_sample_leaves_a_complete_run_folder(tmp_path, caps
     latest = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert latest.step == 4 and latest.training_state is not None and best.training_state is None
-    kept = [r for r in val if r["step"] == 0 or r["excess_vs_equal_weight"]["t_stat"] >= 2.0]
-    assert [r["eligible"] for r in val] == [r in kept for r in val]
-    assert best.step == max(kept, key=lambda r: r["score"])["step"]
+    # the gate's last decision is what best.pt holds; each trained look is scored against equal weight and the
+    # untrained policy (step 0), and counted
+    last = val[-1]["gate"]
+    assert last["looks"] == 2 and [r["gate"]["looks"] for r in val] == [0, 1, 2]
+    assert best.step == last["chosen_step"] and best.is_untrained == last["chosen_is_untrained"]
+    assert val[0]["excess_vs_untrained"] is None and val[1]["excess_vs_untrained"]["t_stat"] is not None
+    for r in val[1:]:
+        evidence = min(r["excess_vs_equal_weight"]["t_stat"], r["excess_vs_untrained"]["t_stat"])
+        assert r["gate"]["evidence"] in (None, pytest.approx(evidence))
+        assert r["eligible"] == (r["gate"]["evidence"] is not None and evidence >= r["gate"]["critical_t"])
     assert build_policy(best).n_out == 4
-
-
-def _validation(step: int, t: float) -> dict:
-    return {"excess_vs_equal_weight": {"t_stat": t, "log_growth": 0.0}}
-
-
-def test_a_trained_checkpoint_is_kept_only_on_evidence_that_it_beats_equal_weight():
-    from differentiable_market.training_run import keeps_checkpoint
-
-    assert keeps_checkpoint(0, _validation(0, -5.0), 2.0)  # the untrained policy is always a candidate
-    assert not keeps_checkpoint(50, _validation(50, 1.99), 2.0)
-    assert keeps_checkpoint(50, _validation(50, 2.0), 2.0)
-    assert keeps_checkpoint(50, _validation(50, -5.0), None)  # the gate off: any trained checkpoint, as before it
-    assert not keeps_checkpoint(0, _validation(0, 5.0), None)
 
 
 def test_run_folders_are_unique_within_one_second(tmp_path):
@@ -253,17 +246,17 @@ def test_full_disk_is_reported_before_training(tmp_path, capsys):
 def test_disk_full_during_training_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     import errno
 
-    import differentiable_market.training_run as training_run
+    import differentiable_market.recorder as recorder
 
-    real_save, calls = training_run.save_checkpoint, []
+    real_save, calls = recorder.save_checkpoint, []
 
     def failing_save(path, **kwargs):
         calls.append(path)
-        if len(calls) > 2:  # the first eval writes latest.pt and best.pt; the next write finds the disk full
+        if len(calls) > 2:  # step 0 writes best.pt, step 2 latest.pt; the next write finds the disk full
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(path, **kwargs)
 
-    monkeypatch.setattr(training_run, "save_checkpoint", failing_save)
+    monkeypatch.setattr(recorder, "save_checkpoint", failing_save)
     assert main(TINY + ["--epochs", "6", "--eval-interval", "2", "--save-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Could not write" in err and "No space left on device" in err and "--resume" in err
@@ -285,8 +278,16 @@ def test_init_checkpoint_that_saw_this_runs_validation_bars_is_refused(tmp_path,
     # the same splits are fine, and the new run starts from those weights
     assert main(TINY + ["--init-checkpoint", str(first), "--epochs", "0", "--save-dir", str(tmp_path / "c")]) == 0
     (second,) = _run_dirs(tmp_path / "c")
-    a, b = load_checkpoint(first), load_checkpoint(second)
+    a = load_checkpoint(first)  # a run folder starts from its best.pt
+    b = load_checkpoint(second / "checkpoints" / "latest.pt")
     assert all(torch.equal(a.policy_state[k], b.policy_state[k]) for k in a.policy_state)
+    # the started-from policy is a candidate, not the benchmark: without evidence best.pt is a fresh untrained
+    # policy, the one a run from scratch with this seed starts from (the first run's step 0)
+    best, untrained = load_checkpoint(second), load_checkpoint(first)
+    rows = [r for r in _rows(second) if r["type"] == "validation"]
+    assert rows[0]["gate"]["looks"] == 1 and rows[0]["excess_vs_untrained"] is not None
+    if best.is_untrained:
+        assert all(torch.equal(untrained.policy_state[k], best.policy_state[k]) for k in best.policy_state)
 
 
 def test_init_checkpoint_of_another_policy_size_is_a_clear_error(tmp_path, capsys):
@@ -432,4 +433,4 @@ def test_a_run_that_trains_nothing_keeps_the_untrained_policy_and_says_so_where_
     if gate[1] == "off":  # no gate: nothing to explain
         assert notes == []
     else:
-        assert len(notes) == 1 and "untrained policy (step 0)" in notes[0] and "--select-min-t" in notes[0]
+        assert len(notes) == 1 and "is the untrained policy" in notes[0] and "--select-min-t" in notes[0]
