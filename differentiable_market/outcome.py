@@ -48,25 +48,6 @@ def untrained_holding(cfg: ExperimentConfig) -> str:
     return text
 
 
-def starting_checkpoint(checkpoint_path: str | Path) -> str | None:
-    """The --init-checkpoint a run started from, read from the run folder's config.json next to the checkpoint
-    (``<run>/checkpoints/x.pt``); None when it started from scratch or the folder does not say."""
-    p = Path(checkpoint_path)
-    header = p.parent.parent / "config.json" if p.parent.name == "checkpoints" else None
-    if header is None or not header.is_file():
-        return None
-    try:
-        return json.loads(header.read_text(encoding="utf-8")).get("init_checkpoint")
-    except (OSError, ValueError):
-        return None
-
-
-def is_untrained(step: int, checkpoint_path: str | Path | None = None) -> bool:
-    """Whether a checkpoint of ``step`` is the untrained policy: step 0 of a run that did not start from another
-    checkpoint (whose step 0 is that checkpoint's policy)."""
-    return step == 0 and (checkpoint_path is None or starting_checkpoint(checkpoint_path) is None)
-
-
 def _rows(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     rows = []

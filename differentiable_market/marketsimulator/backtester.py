@@ -57,7 +57,7 @@ from ..env import (account, decision_growth, execution_horizon, growth_where_tra
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
 from ..metrics import bars_per_year, path_metrics
-from ..outcome import is_untrained, untrained_label
+from ..outcome import untrained_label
 from ..rollout import deterministic_weights
 from ..splits import make_splits, through_cutoff, train_end_cutoff
 from ..trainer import market_mask
@@ -407,7 +407,7 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
 
     ppy = bars_per_year(market.timestamps)
     rate = cfg.env.cost_rate
-    untrained = is_untrained(ckpt.step, ckpt.path)
+    untrained = ckpt.is_untrained
     label = untrained_label(cfg) if untrained else "Policy (deterministic: the mean action)"
     strategies = {"policy": evaluate_weights("policy", label, "policy", w_policy, growth, rate,
                                              include_cash, ppy, keep_weights=True, tradeable=cols)}
