@@ -105,8 +105,34 @@ def _default(action: argparse.Action, note: str | None) -> str:
     return f"`{default}`"
 
 
+def _shown(action: argparse.Action) -> list[str]:
+    """The option strings ``--help`` shows: the project's parsers keep old names as hidden aliases."""
+    try:
+        from differentiable_market.argparsing import shown_options
+    except ImportError:
+        return list(action.option_strings)
+    return shown_options(action)
+
+
+def _is_expert(action: argparse.Action) -> bool:
+    try:
+        from differentiable_market.argparsing import is_expert
+    except ImportError:
+        return False
+    return is_expert(action)
+
+
+def documented(action: argparse.Action) -> bool:
+    """Whether the reference lists ``action``: not help or version switches, not hidden or refused flags, not the
+    subcommand selector (each subcommand gets a section of its own)."""
+    if action.help is argparse.SUPPRESS or isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                                                                argparse._SubParsersAction)):
+        return False
+    return not (action.dest == argparse.SUPPRESS and action.nargs == 0)  # --help-all and the like
+
+
 def _flags(action: argparse.Action) -> str:
-    names = action.option_strings or [action.metavar or action.dest]
+    names = _shown(action) or [action.metavar or action.dest]
     return ", ".join(f"`{n}`" for n in names)
 
 
@@ -129,10 +155,9 @@ def render_parser(name: str, parser: argparse.ArgumentParser, level: int = 2) ->
     out = [f"{hashes} `{name}`", ""]
     if parser.description:
         out += [" ".join(parser.description.split()), ""]
-    out += ["```text", usage, "```", "", f"`{parser.prog} --help` prints the same list.", ""]
+    out += ["```text", usage, "```", ""]
     for group in parser._action_groups:
-        actions = [a for a in group._group_actions
-                   if a.help is not argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+        actions = [a for a in group._group_actions if documented(a)]
         if not actions:
             continue
         title = group.title or "arguments"
@@ -142,6 +167,8 @@ def render_parser(name: str, parser: argparse.ArgumentParser, level: int = 2) ->
         out += ["| flag | value | default | meaning |", "|---|---|---|---|"]
         for action in actions:
             meaning, note = split_default(_expand_help(action, parser.prog))
+            if _is_expert(action):
+                meaning += " *(expert: shown by `--help-all`)*"
             out.append(f"| {_flags(action)} | {_value(action)} | {_default(action, note)} | {_cell(meaning)} |")
         out.append("")
     if parser.epilog:

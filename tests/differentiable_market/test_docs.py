@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TEST_COMMAND = "uv run pytest tests/differentiable_market -q"
+RUNS = "runs"  # where training writes run folders by default, relative to the current folder
 
 
 def _load(path: Path, name: str):
@@ -74,7 +75,7 @@ def _argv(command: str) -> list[str]:
 
 
 def _newest_run(cwd: Path) -> str:
-    runs = sorted((cwd / "differentiable_market" / "runs").iterdir())
+    runs = sorted((cwd / RUNS).iterdir())
     return str(runs[-1].relative_to(cwd))
 
 
@@ -91,7 +92,7 @@ def _quickstart_argvs(cwd: Path, small: bool):
     the study get tiny flags appended (argparse keeps the last value of a flag)."""
     for command in quickstart_commands():
         if "<run folder>" in command:
-            command = command.replace("differentiable_market/runs/<run folder>", _newest_run(cwd))
+            command = command.replace(f"{RUNS}/<run folder>", _newest_run(cwd))
         argv = _argv(command)
         if small and _is(argv, "train"):
             argv += SMALL_TRAIN
@@ -157,18 +158,18 @@ def _best_step(run: Path) -> tuple[int, float]:
 def test_readme_quickstart_runs_end_to_end_with_small_flags(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     outputs = run_quickstart_in_process(tmp_path, capsys)
-    runs = sorted((tmp_path / "differentiable_market" / "runs").iterdir())
+    runs = sorted((tmp_path / RUNS).iterdir())
     assert len(runs) == 2  # the demo market's run, then the sample's
     assert json.loads((runs[0] / "config.json").read_text())["config"]["data"]["root"] == "demo"
     for run in runs:
         assert (run / "checkpoints" / "best.pt").is_file()
-    reports = sorted((tmp_path / "differentiable_market" / "evals").iterdir())
+    reports = sorted((tmp_path / "backtests").iterdir())
     assert len(reports) == 2 and all((r / "report.json").is_file() for r in reports)
-    predictions = list((runs[0] / "predictions").glob("*.json"))
+    predictions = list((tmp_path / "predictions").glob("*.json"))
     assert len(predictions) == 1
     target = json.loads(predictions[0].read_text())["target_weights"]
     assert len(target) == 32 and math.isclose(sum(target.values()), 1.0, abs_tol=1e-9)
-    study = next((tmp_path / "differentiable_market" / "studies").iterdir())
+    study = next((tmp_path / "studies").iterdir())
     verdict = json.loads((study / "study.json").read_text())["results"]["verdict"]
     assert verdict in outputs[-1] and "equal weight" in verdict
 
@@ -178,7 +179,7 @@ def test_readme_quickstart_as_written(tmp_path):
     """The README's flags exactly: on the demo market training learns (best.pt past step 0, excess t >= 2); on the
     bundled sample the gate keeps the untrained policy, and the backtest says so."""
     outputs = run_quickstart(tmp_path, small=False)
-    demo, sample = sorted((tmp_path / "differentiable_market" / "runs").iterdir())
+    demo, sample = sorted((tmp_path / RUNS).iterdir())
     step, t = _best_step(demo)
     assert step > 0 and t >= 2.0
     assert _best_step(sample)[0] == 0
@@ -202,9 +203,9 @@ def test_cli_reference_covers_every_flag_of_every_command(hook):
         assert f"## `{name}`" in page
         section = page.split(f"## `{name}`", 1)[1].split("\n## `", 1)[0]
         for action in parser._actions:
-            if isinstance(action, argparse._HelpAction):
-                continue  # every command has it; the page says so once per command
-            for flag in action.option_strings:
+            if not hook.documented(action):
+                continue  # help switches, hidden and refused flags, the subcommand selector
+            for flag in hook._shown(action):
                 assert f"`{flag}`" in section, f"{name}: {flag} missing from the reference"
 
 
@@ -245,7 +246,7 @@ def _equal_weight_returns(market_dir: Path, decision_dates: pd.DatetimeIndex, co
     opens = pd.DataFrame({s: f["open"] for s, f in frames.items()})
     opens.index = opens.index.tz_localize(None)
     pos = opens.index.get_indexer(decision_dates.tz_localize(None) if decision_dates.tz else decision_dates)
-    assert (pos >= 0).all()
+    assert (pos >= 0).all() and (pos + 2 < len(opens)).all()
     o = opens.to_numpy()
     n = o.shape[1]
     held = np.zeros(n)  # weights before the first fill: all cash
@@ -278,6 +279,13 @@ def test_example_script_end_to_end(tmp_path, capsys):
         assert lg == pytest.approx(math.log1p(strategies[name]["mean"]["annualised_return"]), rel=1e-9, abs=1e-12)
 
     # Equal weight's returns, recomputed from the written CSV files by share counting, match the backtest's.
-    returns = pd.read_csv(report / "returns.csv", index_col=0, parse_dates=True)
-    expected = _equal_weight_returns(out / "market", pd.DatetimeIndex(returns.index), cost_bps=10.0)
+    # returns.csv is indexed by the bar at whose open each return is realised, two bars after its decision bar.
+    returns = pd.read_csv(report / "returns.csv", index_col="realised", parse_dates=["realised", "decided"])
+    decided = pd.DatetimeIndex(returns["decided"])
+    expected = _equal_weight_returns(out / "market", decided, cost_bps=10.0)
     np.testing.assert_allclose(returns["equal_weight"].to_numpy(), expected, rtol=0, atol=1e-12)
+    calendar = pd.DatetimeIndex(pd.read_csv(out / "market" / "S000.csv", parse_dates=["timestamp"])["timestamp"])
+    calendar = calendar.tz_localize(None) if calendar.tz else calendar
+    realised = returns.index.tz_localize(None) if returns.index.tz else returns.index
+    decided = decided.tz_localize(None) if decided.tz else decided
+    np.testing.assert_array_equal(calendar.get_indexer(realised), calendar.get_indexer(decided) + 2)
