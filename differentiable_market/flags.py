@@ -247,9 +247,13 @@ def build_parser(run_folder_flags: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="RUN_OR_CKPT", help="continue a run from its checkpoints/latest.pt (a run "
                    "folder or a .pt path); only --epochs, --data-root, --data-glob, --device, --tensorboard and "
                    "--cpu-heap may change")
-    g.add_argument("--init-checkpoint", metavar="CKPT", help="start from this checkpoint's policy weights and "
-                   "feature normaliser (new optimiser, new run folder); a cross-sectional checkpoint may start a run "
-                   "on other symbols")
+    g.add_argument("--init", "--init-checkpoint", dest="init_checkpoint", metavar="pretrained|CKPT",
+                   help="start from a checkpoint's policy weights (new optimiser, new run folder): 'pretrained', the "
+                   "policy pretrained on a corpus of markets that ships with the package (its policy settings are "
+                   "used; the normaliser is fitted on this run's training split), or a run folder or .pt file (its "
+                   "feature normaliser too; a cross-sectional one may start a run on other symbols). With --epochs 0 "
+                   "the run only scores it: best.pt keeps it where validation evidence says it beats equal weight and "
+                   "the untrained policy")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still print per eval)")
     g.add_argument("--tensorboard", action="store_const", const=True, help="also write the training curves of "
                    "training.png and the run's hyperparameters as TensorBoard event files in <run folder>/tensorboard "

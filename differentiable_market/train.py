@@ -8,10 +8,12 @@ and best.pt; with --tensorboard also TensorBoard event files in tensorboard/.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_name
+from .config import ExperimentConfig
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError
 # The flags and the run are re-exported here: scripts import them from this module.
 from .flags import FLAG_FIELDS, RESUME_OVERRIDABLE, build_parser, config_from_args, given_flags  # noqa: F401
@@ -26,6 +28,15 @@ def resolve_resume_path(path: str) -> Path:
         raise CheckpointError(f"Cannot resume: {p} does not exist. Pass a run folder that has checkpoints/latest.pt.")
     return p
 
+
+
+def with_pretrained_policy(cfg: ExperimentConfig, init: Checkpoint) -> ExperimentConfig:
+    """``cfg`` with the policy and feature settings of the pretrained checkpoint ``init`` (a pretrained policy has one
+    shape and one feature set; the run's other settings stay as given)."""
+    if (cfg.policy, cfg.features) != (init.config.policy, init.config.features):
+        print(f"Policy and feature settings from the pretrained policy {init.path} (architecture "
+              f"{init.config.policy.architecture}, action {init.config.policy.action}).", flush=True)
+    return dataclasses.replace(cfg, policy=init.config.policy, features=init.config.features)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             why = execution_advice(cfg, "execution" in given_flags(args))
             if why is not None:
                 print(why, flush=True)
-            init = load_checkpoint(args.init_checkpoint) if args.init_checkpoint else None
+            init = (load_checkpoint(resolve_checkpoint_name(args.init_checkpoint, cfg.env.include_cash))
+                    if args.init_checkpoint else None)
+            if init is not None and init.pretraining is not None:
+                cfg = with_pretrained_policy(cfg, init)
             if init is not None and init.config.env.include_cash != cfg.env.include_cash:
                 raise CheckpointError(f"{init.path} was trained with include_cash={init.config.env.include_cash}; "
                                       "pass the same --include-cash setting to start from it.")

@@ -505,6 +505,33 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports KiB
 
 
+def sample_windows(tensors: MarketTensors, batch: int, first_start: int, last_start: int, offsets: torch.Tensor,
+                   universe_sample: int | None, sampler: torch.Generator) -> Windows:
+    """``batch`` random windows of ``tensors`` whose first decision bar lies in [first_start, last_start] and whose
+    bars are that start plus ``offsets`` [L]: their bars [B, L], assets (``universe_sample`` of them per window, in
+    their original order; None: every asset), growth and observed growth [B, L, A_out], tradeable columns. The window
+    starts and asset subsets are drawn from ``sampler``."""
+    device = offsets.device
+    starts = torch.randint(first_start, last_start + 1, (batch,), generator=sampler).to(device)
+    bars = starts[:, None] + offsets
+    growth, observed = tensors.growth[bars], tensors.observed[bars]
+    n_assets = tensors.features.shape[1]
+    include_cash = growth.shape[-1] > n_assets
+    if universe_sample is None:
+        return Windows(bars, None, growth, observed, tensors.decision_columns(bars, include_cash))
+    # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
+    pick = torch.rand(len(starts), n_assets, generator=sampler).argsort(-1)[:, :universe_sample].sort(-1).values
+    pick = pick.to(device)
+    cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if include_cash else pick
+    rows = torch.arange(len(starts), device=device)[:, None, None]
+    steps = torch.arange(bars.shape[1], device=device)[None, :, None]
+    picked = cols[:, None]
+    mask = None
+    if tensors.tradeable is not None:
+        mask = tradeable_columns(tensors.tradeable[bars[:, :, None], pick[:, None, :]], include_cash)
+    return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked], mask)
+
+
 class Trainer:
     """Owns the policy, its EMA reference, optimisers and RNGs; ``step`` runs one optimizer step."""
 
@@ -546,27 +573,8 @@ class Trainer:
     def sample_windows(self) -> Windows:
         """Random training windows: their bars [B, L], assets (with --universe-sample), growth and observed growth
         [B, L, A_out]."""
-        starts = torch.randint(
-            self._first_start, self._last_start + 1, (self.cfg.train.batch_windows,), generator=self.sampler
-        ).to(self.device)
-        bars = starts[:, None] + self._offsets
-        growth, observed = self.tensors.growth[bars], self.tensors.observed[bars]
-        k = self.cfg.train.universe_sample
-        n_assets = self.tensors.features.shape[1]
-        include_cash = growth.shape[-1] > n_assets
-        if k is None:
-            return Windows(bars, None, growth, observed, self.tensors.decision_columns(bars, include_cash))
-        # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
-        pick = torch.rand(len(starts), n_assets, generator=self.sampler).argsort(-1)[:, :k].sort(-1).values
-        pick = pick.to(self.device)
-        cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if include_cash else pick
-        rows = torch.arange(len(starts), device=self.device)[:, None, None]
-        steps = torch.arange(bars.shape[1], device=self.device)[None, :, None]
-        picked = cols[:, None]
-        mask = None
-        if self.tensors.tradeable is not None:
-            mask = tradeable_columns(self.tensors.tradeable[bars[:, :, None], pick[:, None, :]], include_cash)
-        return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked], mask)
+        return sample_windows(self.tensors, self.cfg.train.batch_windows, self._first_start, self._last_start,
+                              self._offsets, self.cfg.train.universe_sample, self.sampler)
 
     def step(self) -> torch.Tensor | None:
         """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_json
-from .checkpoint import Checkpoint, check_market_matches, transferable, universe_difference
+from .checkpoint import (Checkpoint, check_after_pretraining, check_market_matches, transferable,
+                         universe_difference)
 from .config import ExperimentConfig, config_to_dict
 from .data import (MarketData, UniverseCutoff, execution_note, load_market, resolve_data_root,
                    symbols_without_open)
@@ -98,7 +99,9 @@ def _load_market(cfg: ExperimentConfig, resume: Checkpoint | None, init: Checkpo
         check_market_matches(init, None)  # a cross-sectional policy may start on other symbols
         if market.symbols != init.symbols:
             u = universe_difference(init.symbols, market.symbols)
-            print(f"Starting from {init.path}, trained on {len(init.symbols)} symbols, on {market.n_assets} "
+            print(f"Starting from {init.path}, trained on "
+                  + ("a pretraining corpus" if init.pretraining else f"{len(init.symbols)} symbols")
+                  + f", on {market.n_assets} "
                   f"({len(u['shared'])} shared, {len(u['new'])} new).", flush=True)
     elif source is not None:
         hint = ", or use --include to select its symbols."
@@ -181,11 +184,16 @@ def run_training(
     if fills is not None:
         print(fills, flush=True)
     source = resume or init
-    tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
+    # a pretrained policy learned each market with a normaliser of that market's own: this run fits its own too
+    inherited = None if source is None or (resume is None and init.refits_normaliser) else source.feature_spec
+    tensors, spec = prepare_market(cfg, market, device, inherited)
     train_end = tensors.splits.train[1]
     trained_through = str(market.timestamps[train_end - 1])[:19]
     validated_through = str(market.timestamps[tensors.splits.validation[1] - 1])[:19]  # the bars that pick best.pt
-    if init is not None:
+    if init is not None and init.refits_normaliser:
+        check_after_pretraining(init, str(market.timestamps[tensors.splits.validation[0]])[:19],
+                                "this run's validation split")
+    elif init is not None:
         check_init_split(init, trained_through)
     trainer = Trainer(cfg, tensors, device)
     run_dir = _open_run_folder(cfg, trainer, resume, init, run_dir)
