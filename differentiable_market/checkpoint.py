@@ -26,6 +26,8 @@ from .policy import Policy, make_policy
 
 FORMAT = "differentiable_market.checkpoint"
 FORMAT_VERSION = 1
+TORCH_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container (the default since torch 1.6)
+PICKLE_PROTOCOL_2_PLUS = b"\x80"  # a bare pickle (torch.save's legacy format, or pickle.dump)
 
 
 @dataclass(frozen=True)
@@ -136,16 +138,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist; pass a run folder or a path to a .pt file.")
     data = path.read_bytes()
+    fix = "Pass a run folder, or the checkpoints/best.pt or latest.pt a training run wrote."
+    if not data.startswith((TORCH_ZIP_MAGIC, PICKLE_PROTOCOL_2_PLUS)):
+        raise CheckpointError(f"{path} is not a differentiable_market checkpoint: it is not a file that torch.save "
+                              f"writes. {fix}")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = _unsafe_global(exc)
         raise CheckpointError(
-            f"Refused to load {path}: it contains pickled objects other than tensors and plain data, which could run "
-            f"code when loaded. Only checkpoints written by differentiable_market are accepted. ({_unsafe_global(exc)})"
+            f"{path} is not a differentiable_market checkpoint: it holds pickled Python objects other than tensors "
+            f"and plain data{f' ({found})' if found else ''}, which could run code when loaded, so it was not "
+            f"loaded. {fix}"
         ) from None
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except (RuntimeError, EOFError, ValueError, KeyError, AttributeError, TypeError) as exc:
         raise CheckpointError(
-            f"Cannot read {path} as a checkpoint (truncated or not a torch file): {_first_line(exc)}"
+            f"Cannot read {path} as a checkpoint: it is truncated or damaged ({_first_line(exc)}). {fix}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a differentiable_market checkpoint (no '{FORMAT}' marker).")
@@ -353,10 +361,12 @@ def missing_prices_notes(ckpt: Checkpoint, market: MarketData) -> list[str]:
 
 
 def _unsafe_global(exc: BaseException) -> str:
+    """The object a refused pickle names ("Unsupported global: GLOBAL builtins.print"), or "" when torch's message
+    names none; torch's advice around it (to load with weights_only=False) is never repeated."""
     for line in str(exc).splitlines():
         if "Unsupported global" in line:
             return line.strip().split(" was not")[0].replace("WeightsUnpickler error: ", "")
-    return _first_line(exc)
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -263,7 +263,7 @@ class TrainConfig:
     # through the action. None: the best validation objective of any trained checkpoint (runs before the gate)
     select_min_t: float | None = 2.0
     log_interval: int = 10  # optimizer steps between metric reads (one host sync each)
-    save_dir: str = "differentiable_market/runs"
+    save_dir: str = "runs"  # parent of run folders, relative to the current folder
     max_nonfinite_steps: int = 10  # consecutive non-finite steps that stop the run
     tensorboard: bool = False  # also write the training curves and hyperparameters as TensorBoard event files
 

@@ -5,6 +5,8 @@ index), outputs are [...] arrays, one value per path. Conventions, stated once:
 
 - Wealth starts at 1 before the first decision; W_t = exp(sum_{s<=t} log_growth_s).
 - Per-bar simple return r_t = exp(log_growth_t) - 1, net of fees.
+- ``annualised_log_growth`` = mean log growth per bar * bars per year (the headline unit of every command, printed
+  as %/yr); ``total_return`` and ``annualised_return`` (CAGR, exp of it minus 1) are simple returns.
 - Annualisation uses ``bars_per_year`` (see ``bars_per_year``): the risk-free rate is 0.
 - ``turnover`` is the mean over bars of sum_i |w_t,i - w~_t,i| over non-cash assets, including the entry trade from
   cash at the first bar (so a strategy that only buys and holds shows 1 / T).
@@ -24,6 +26,7 @@ SECONDS_PER_YEAR = 365.25 * 24 * 3600.0
 
 # name -> True when larger is better; the order is the column order of tables.
 METRICS: dict[str, bool] = {
+    "annualised_log_growth": True,
     "total_return": True,
     "annualised_return": True,
     "annualised_volatility": False,
@@ -90,6 +93,7 @@ def path_metrics(
     ann_return = np.expm1(total_log / n * periods_per_year)
     wealth_before = np.exp(log_path[..., :-1])
     return {
+        "annualised_log_growth": total_log / n * periods_per_year,
         "total_return": np.expm1(total_log),
         "annualised_return": ann_return,
         "annualised_volatility": std_r * root,

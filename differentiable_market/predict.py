@@ -37,15 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, console
+from .argparsing import Parser
 from .atomic import atomic_write_new, json_safe
 from .checkpoint import (Checkpoint, build_policy, check_market_matches, checkpoint_notes, feature_spec_for,
                          load_checkpoint, resolve_checkpoint_name)
 from .config import DataConfig, Execution
+from .configfile import check_sections, dump, read_config_file, section_values
 from .data import MarketData, execution_note, load_market, resolve_data_root
 from .env import account, decision_growth, execution_horizon, growth_where_tradeable, observed_growth, tradeable_columns
 from .errors import CheckpointError, DataError, DifferentiableMarketError
 from .features import compute_features
+from .flags import add_config_flags, add_output_flags
 from .marketsimulator.report import iso
 from .policy import Policy
 from .rollout import generate_paths
@@ -362,11 +365,12 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     )
 
 
-def default_output(prediction: Prediction) -> Path:
-    """``<run folder>/predictions/<decision bar>.json`` (the checkpoint's folder when it is not in a run folder)."""
-    ckpt = Path(prediction.checkpoint.path)
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run / "predictions" / f"{prediction.decision_bar.replace(':', '')}.json"
+DEFAULT_OUT_DIR = "predictions"
+
+
+def default_output(prediction: Prediction, out_dir: str | Path = DEFAULT_OUT_DIR) -> Path:
+    """``<out_dir>/<decision bar>.json`` (a numbered name when it exists: ``atomic_write_new``)."""
+    return Path(out_dir) / f"{prediction.decision_bar.replace(':', '')}.json"
 
 
 def summary(prediction: Prediction) -> str:
@@ -388,42 +392,97 @@ def summary(prediction: Prediction) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m differentiable_market.predict",
+PROG = "differentiable-market predict"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What the predict command is asked (the [predict] section of a config file)."""
+
+    checkpoint: str = ""
+    holdings: str | None = None
+    data_root: str | None = None
+    data_glob: str | None = None
+    out_dir: str = DEFAULT_OUT_DIR
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    ap = Parser(
+        prog=prog,
+        usage="%(prog)s --checkpoint RUN [--holdings FILE] [options]",
         description="Target weights for the next fill: run a checkpoint's policy over the window that ends at the "
-                    "data's last bar, shown the current holdings.",
+                    "data's last bar, shown the current holdings; print them with the trade and its fee, and write "
+                    "them as JSON.",
+        examples=("differentiable-market predict --checkpoint runs/20260101-120000",
+                  "differentiable-market predict --checkpoint runs/20260101-120000 --holdings holdings.csv "
+                  "--data-root latest-data"),
     )
-    ap.add_argument("--checkpoint", required=True, help="run folder (uses checkpoints/best.pt) or a .pt file")
-    ap.add_argument("--holdings", metavar="FILE", help="CSV with header 'symbol,weight': what is held now, as "
-                    "fractions of wealth summing to 1 (CASH allowed when the policy trades cash; unlisted symbols "
-                    "hold 0) (default: the policy's own previous target drifted to the last close)")
-    ap.add_argument("--data-root", help="data folder, updated to the latest bar (default: the checkpoint's)")
-    ap.add_argument("--data-glob", help="file pattern in the data folder (default: the checkpoint's)")
-    ap.add_argument("--out", metavar="FILE", help="JSON file to write; an existing file is never replaced, a "
-                    "numbered name (-1, -2, ...) is used instead (default: <run folder>/predictions/<last bar>.json)")
+    g = ap.add_argument_group("what to predict")
+    g.add_argument("--checkpoint", metavar="RUN", help="run folder (uses checkpoints/best.pt) or a .pt file")
+    g.add_argument("--holdings", metavar="FILE", help="CSV with header 'symbol,weight': what is held now, as "
+                   "fractions of wealth summing to 1 (CASH allowed when the policy trades cash; unlisted symbols "
+                   "hold 0) (default: the policy's own previous target drifted to the last close)")
+    g.add_argument("--data-root", metavar="DIR", help="data folder, updated to the latest bar (default: the "
+                   "checkpoint's)")
+    g.add_argument("--data-glob", metavar="PATTERN", help="file pattern in the data folder (default: the "
+                   "checkpoint's)")
+    g = ap.add_argument_group("output")
+    g.add_argument("--out-dir", metavar="DIR", help="folder of prediction files, <out-dir>/<last bar>.json; an "
+                   f"existing file is never replaced, a numbered name is used instead (default: {DEFAULT_OUT_DIR})")
+    g.add_argument("--out", metavar="FILE", help=argparse.SUPPRESS)  # the old flag: this exact file name
+    add_config_flags(ap, "the prediction's options")
+    add_output_flags(ap, progress=False)
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        prediction = predict(args.checkpoint, args.holdings, args.data_root, args.data_glob,
-                             log=lambda line: print(line, file=sys.stderr))
-        out = Path(args.out) if args.out else default_output(prediction)
-        text = json.dumps(json_safe(prediction.to_dict()), indent=2, allow_nan=False) + "\n"
+def resolve_options(args: argparse.Namespace) -> PredictOptions:
+    """Defaults, then the --config file's [predict] section, then the flags."""
+    values: dict[str, Any] = {}
+    if args.config:
+        file = read_config_file(args.config)
+        check_sections(file, ("predict",), "predict")
+        values = section_values(file, "predict", PredictOptions)
+    for name in ("checkpoint", "holdings", "data_root", "data_glob", "out_dir"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if not values.get("checkpoint"):
+        raise CheckpointError("--checkpoint is required: a run folder (its checkpoints/best.pt) or a .pt file (or a "
+                              "[predict] checkpoint in --config).")
+    return PredictOptions(**values)
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    with console.verbosity(console.level_of(args.quiet, args.verbose)):
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            written = atomic_write_new(out, text.encode("utf-8"))
-        except OSError as exc:
-            raise DataError(f"Cannot write {out}: {exc.strerror or exc}. Pass --out with a writable path.") from None
-    except DifferentiableMarketError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary(prediction))
-    print(f"Wrote {written}")
+            options = resolve_options(args)
+            if args.print_config:
+                console.result(dump({"predict": dataclasses.asdict(options)}, args.print_config,
+                                    f"{PROG} options; pass them back with --config FILE").rstrip())
+                return 0
+            prediction = predict(options.checkpoint, options.holdings, options.data_root, options.data_glob,
+                                 log=_log)
+            out = Path(args.out) if args.out else default_output(prediction, options.out_dir)
+            text = json.dumps(json_safe(prediction.to_dict()), indent=2, allow_nan=False) + "\n"
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                written = atomic_write_new(out, text.encode("utf-8"))
+            except OSError as exc:
+                raise DataError(f"Cannot write {out}: {exc.strerror or exc}. Pass --out-dir with a writable "
+                                "folder.") from None
+        except DifferentiableMarketError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        console.say(summary(prediction))
+        console.result(f"Wrote {written}")
     return 0
 
 
+def _log(line: str) -> None:
+    """Notes go to standard error (standard output holds the table): warnings always, the rest unless --quiet."""
+    if console.level() >= console.NORMAL or line.lower().startswith("warning"):
+        print(line, file=sys.stderr)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m differentiable_market.predict"))

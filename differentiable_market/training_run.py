@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from . import console
 from .atomic import atomic_write_json
 from .checkpoint import (Checkpoint, check_after_pretraining, check_market_matches, transferable,
                          universe_difference)
@@ -31,6 +32,14 @@ from .training_curves import TensorBoardLog, check_tensorboard, write_training_p
 from .policy import make_policy
 from .recorder import RunMeta, RunRecorder
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
+
+
+def kernel_modules() -> list:
+    """The modules whose numba kernels a training run on the CPU calls (compiled on first use)."""
+    from . import actions, special
+    from .policy import kernels
+
+    return [kernels, actions, special]
 
 
 def execution_advice(cfg: ExperimentConfig, given: bool) -> str | None:
@@ -61,12 +70,12 @@ def load_data(cfg: ExperimentConfig, universe_cutoff: UniverseCutoff | None = No
     (``universe_cutoff`` replaces that); longer gaps later are forward-filled and listed in the notes."""
     root, bundled = resolve_data_root(cfg.data.root)
     if bundled:
-        print(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).", flush=True)
+        console.say(f"No folder '{cfg.data.root}' here: training on the bundled daily sample ({root}).")
     min_bars = cfg.train.lookback + execution_horizon(cfg.env.execution) + 1
     cutoff = universe_cutoff or train_end_cutoff(cfg.data, cfg.train.lookback)
     market = load_market(dataclasses.replace(cfg.data, root=str(root)), min_bars=min_bars, universe_cutoff=cutoff)
     for note in market.notes:
-        print(f"data: {note}", flush=True)
+        console.say(f"data: {note}")
     return market
 
 
@@ -99,10 +108,9 @@ def _load_market(cfg: ExperimentConfig, resume: Checkpoint | None, init: Checkpo
         check_market_matches(init, None)  # a cross-sectional policy may start on other symbols
         if market.symbols != init.symbols:
             u = universe_difference(init.symbols, market.symbols)
-            print(f"Starting from {init.path}, trained on "
-                  + ("a pretraining corpus" if init.pretraining else f"{len(init.symbols)} symbols")
-                  + f", on {market.n_assets} "
-                  f"({len(u['shared'])} shared, {len(u['new'])} new).", flush=True)
+            trained_on = "a pretraining corpus" if init.pretraining else f"{len(init.symbols)} symbols"
+            console.say(f"Starting from {init.path}, trained on {trained_on}, on {market.n_assets} "
+                        f"({len(u['shared'])} shared, {len(u['new'])} new).")
     elif source is not None:
         hint = ", or use --include to select its symbols."
         if init is not None and transferable(init):
@@ -129,7 +137,7 @@ def _open_run_folder(cfg: ExperimentConfig, trainer: Trainer, resume: Checkpoint
         assert resume.training_state is not None
         trainer.load_training_state(resume.policy_state, resume.training_state, resume.step, resume.best_score)
         dropped = MetricsLog.truncate_after(run_dir / "metrics.jsonl", resume.step)
-        print(f"Resuming {run_dir} at step {resume.step} (dropped {dropped} log rows written after it).", flush=True)
+        console.say(f"Resuming {run_dir} at step {resume.step} (dropped {dropped} log rows written after it).")
     else:
         if init is not None:
             try:
@@ -165,13 +173,15 @@ def run_training(
     data_root: str | None = None,
     on_eval: Callable[[int, dict[str, Any], bool], bool] | None = None,
     execution_choice: str | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train and return the run folder. ``resume`` continues its run folder in place; ``run_dir`` names a new,
     new one (a walk-forward study names each job's) instead of a timestamped folder under the save dir.
     ``data_root`` reads the data from another folder holding the same files (a Ray worker's copy) without changing
     the config that the run records. ``on_eval(step, validation, improved)`` is called after every validation
     evaluation (once its checkpoints are written); returning True stops the run there (a search's pruner).
-    ``execution_choice`` (from ``execution_advice``) is recorded in the header."""
+    ``execution_choice`` (from ``execution_advice``) is recorded in the header. ``on_step(step, steps)`` is called
+    after every training step (a study's progress display)."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.train.device)
@@ -182,7 +192,7 @@ def run_training(
     market, fingerprint = _load_market(cfg, resume, init, data_root)
     fills = execution_note(market, cfg.env.execution)  # what the execution means where an asset has no open
     if fills is not None:
-        print(fills, flush=True)
+        console.say(fills)
     source = resume or init
     # a pretrained policy learned each market with a normaliser of that market's own: this run fits its own too
     inherited = None if source is None or (resume is None and init.refits_normaliser) else source.feature_spec
@@ -226,11 +236,15 @@ def run_training(
         if board is not None:
             board.write(row)
 
-    print(f"Run folder: {run_dir}", flush=True)
-    print(f"Machine: {machine_info(device).describe()}", flush=True)
+    console.say(f"Run folder: {run_dir}")
+    console.say(f"Machine: {machine_info(device).describe()}")
     dtype_name = "float32" if trainer.autocast is None else str(trainer.autocast).removeprefix("torch.")
-    print(f"dtype: {dtype_name} ({trainer.autocast_reason}); compile: {'on' if trainer.compiled else 'off'} "
-          f"({trainer.compile_reason})", flush=True)
+    console.say(f"dtype: {dtype_name} ({trainer.autocast_reason}); compile: {'on' if trainer.compiled else 'off'} "
+                f"({trainer.compile_reason})")
+    if device.type == "cpu":
+        notice = console.compile_notice(kernel_modules())
+        if notice is not None:
+            console.say(notice)
 
     tc = cfg.train
     meta = RunMeta(cfg, market.symbols, spec, fingerprint, tensors.splits.to_dict(), trained_through,
@@ -245,7 +259,7 @@ def run_training(
             torch.manual_seed(cfg.train.seed)  # the weights a run from scratch with this seed starts from
             untrained = make_policy(cfg.policy, market.n_assets, tensors.features.shape[-1],
                                     cfg.env.include_cash).to(device)
-    recorder = RunRecorder(meta, run_dir, tensors, record, bar.write, untrained)
+    recorder = RunRecorder(meta, run_dir, tensors, record, console.say, untrained)
     if resume is not None:
         recorder.load_state_dict(resume.training_state.get("recorder"))
 
@@ -259,9 +273,9 @@ def run_training(
         try:
             write_training_png(run_dir)
         except OSError as exc:  # the picture is redrawn at the next evaluation; the checkpoints are safe
-            bar.write(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
+            console.warn(f"warning: could not write {run_dir / 'training.png'}: {exc.strerror or exc}")
         if on_eval is not None and on_eval(step, val, improved):
-            bar.write(f"step {step:>6}  stopped by the search's pruner")
+            console.say(f"step {step:>6}  stopped by the search's pruner")
             return True
         return False
 
@@ -280,6 +294,8 @@ def run_training(
                 )
             bar.update(1)
             step = trainer.step_count
+            if on_step is not None:
+                on_step(step, tc.epochs)
             is_eval = step % tc.eval_interval == 0 or step >= tc.epochs
             if pending and (step % tc.log_interval == 0 or is_eval):
                 if device.type == "cuda":
@@ -293,8 +309,9 @@ def run_training(
                     peak_mem_gb=peak_memory_gb(device), nonfinite_steps=trainer.nonfinite_total,
                 )
                 record(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", reward=f"{row['reward_mean']:.4f}",
-                                steps_s=f"{row['env_steps_per_s']:.3g}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", reward=f"{row['reward_mean']:.4f}")
+                console.detail(f"step {step:>6}  loss {row['loss']:+.4f}  reward {row['reward_mean']:+.4f}  "
+                               f"env steps/s {row['env_steps_per_s']:.3g}")
                 pending.clear()
             if is_eval:
                 stopped = validate(step)
@@ -305,6 +322,6 @@ def run_training(
         if board is not None:
             board.close()
     best = "none" if trainer.best_score is None else f"{trainer.best_score:.4f}"
-    print(f"Done: {run_dir} (best validation objective {best}; {trainer.nonfinite_total} non-finite steps skipped).",
-          flush=True)
+    console.say(f"Done: {run_dir} (best validation objective {best}; {trainer.nonfinite_total} non-finite steps "
+                "skipped).")
     return run_dir

@@ -154,9 +154,14 @@ def resolve(selection: str) -> tuple[str, ...]:
         elif tok in BY_NAME or tok in (HOLDS, BEST_SINGLE):
             names.add(tok)
         else:
+            import difflib
+
+            close = difflib.get_close_matches(tok, [*SETS, *ORDER], n=1, cutoff=0.5)
             raise ConfigError(
-                f"--baselines: unknown name {tok!r} in {selection!r}. Give a set ({', '.join(SETS)}) or "
-                f"comma-separated names from: {', '.join(ORDER)} (e.g. --baselines core,eg,erc).")
+                f"--baselines: unknown name {tok!r} in {selection!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f". Give a set ({', '.join(SETS)}) or comma-separated names from: {', '.join(ORDER)} (e.g. "
+                "--baselines core,eg,erc).")
     return tuple(n for n in ORDER if n in names)
 
 

@@ -58,6 +58,7 @@ from ..env import (account, decision_growth, execution_horizon, growth_where_tra
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
 from ..metrics import bars_per_year, path_metrics
+from ..outcome import untrained_label
 from ..rollout import deterministic_weights
 from ..splits import make_splits, through_cutoff, train_end_cutoff
 from ..trainer import market_mask
@@ -424,7 +425,9 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
 
     ppy = bars_per_year(market.timestamps)
     rate = cfg.env.cost_rate
-    strategies = {"policy": evaluate_weights("policy", "Policy (deterministic)", "policy", w_policy, growth, rate,
+    untrained = ckpt.is_untrained
+    label = untrained_label(cfg) if untrained else "Policy (deterministic: the mean action)"
+    strategies = {"policy": evaluate_weights("policy", label, "policy", w_policy, growth, rate,
                                              include_cash, ppy, keep_weights=True, tradeable=cols)}
     named, hindsight = baseline_weights(close_ta, bars, growth, include_cash, market.symbols, options, cols)
     for name, label, kind, family, w in named:
@@ -439,7 +442,7 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     return BacktestResult(
         options=options,
         config=ckpt.config,
-        checkpoint={"path": ckpt.path, "sha256": ckpt.sha256, "step": ckpt.step,
+        checkpoint={"path": ckpt.path, "sha256": ckpt.sha256, "step": ckpt.step, "untrained": untrained,
                     "trained_through": ckpt.trained_through, "validated_through": validated_through},
         effective={"cost_bps": cfg.env.cost_bps, "include_cash": include_cash, "execution": cfg.env.execution,
                    "policy_dtype": "float32", "action": cfg.policy.action,

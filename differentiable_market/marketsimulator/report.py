@@ -1,7 +1,7 @@
 """Backtest outputs: report.json, windows.json, trades.jsonl, returns.csv, equity.png, weights.png, report.html,
 console table.
 
-Every file is written atomically into a new folder ``<report-dir>/<UTC timestamp>[-n]/``; an existing folder is never
+Every file is written atomically into a new folder ``<out-dir>/<UTC timestamp>[-n]/``; an existing folder is never
 reused. Numbers that are not finite (a Sharpe ratio of a flat path, say) are written as null.
 
 trades.jsonl holds the policy's bars of EVERY window, in window order, one JSON object per line:
@@ -23,13 +23,15 @@ report.html is one page that loads nothing from the network: the tables, then in
 and drawdown, policy weights, rolling 63-bar Sharpe of the policy and equal weight, per-period returns as a heatmap,
 the histogram of per-bar excess returns over equal weight) with plotly.js embedded once; see ``charts``.
 
-returns.csv is the hand-off to other tools (pyfolio, quantstats): one row per decision bar of the non-overlapping
-chain of windows (below; by default the whole split, one path), in time order, indexed by ``timestamp`` (the decision
-bar, ISO text as in trades.jsonl: a plain date for daily bars), and one column per tradeable strategy (``policy``,
-then every baseline in report.json's order; the best single asset IN HINDSIGHT is left out: it is not tradeable) holding
-the per-bar net simple return exp(log_growth) - 1, fees included. The return of the row for bar t is earned by the
-decision made after bar t closes (in "open" execution: from the open of t+1 to the open of t+2). Every window starts
-in cash, so the first row of each window pays the entry fee.
+returns.csv is the hand-off to other tools (pyfolio, quantstats): one row per decision of the non-overlapping chain of
+windows (below; by default the whole split, one path), in time order. Its first column, the index, is ``realised``:
+the bar at whose price the row's return is realised (in "open" execution the decision made after bar t closes is
+filled at the open of t+1 and held to the open of t+2, so the row is dated t+2; in "close" execution, t+1). The
+second column, ``decided``, is the decision bar t (the date trades.jsonl uses). Both are ISO text as in trades.jsonl
+(a plain date for daily bars). Then one column per tradeable strategy (``policy``, then every baseline in
+report.json's order; the best single asset IN HINDSIGHT is left out: it is not tradeable) holding the net simple
+return exp(log_growth) - 1 of the period, fees included. Every window starts in cash, so the first row of each
+window pays the entry fee. Read it with ``pandas.read_csv(path, index_col="realised", parse_dates=["realised"])``.
 
 equity.png and weights.png show the non-overlapping chain of windows (the first window, then each next window that
 starts at or after the previous one's end), compounding their wealth; every window starts from cash again.
@@ -37,6 +39,7 @@ starts at or after the previous one's end), compounding their wealth; every wind
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import io
@@ -66,7 +69,8 @@ MAX_LISTED_SINGLES = 12  # more single-asset holds than this are left out of the
 PERCENT = {"total_return", "annualised_return", "annualised_volatility", "max_drawdown", "turnover", "fees_paid",
            "hit_rate", "tracking_error", "alpha", "var_95", "cvar_95", "fee_share"}
 BENCHMARK = "equal_weight"  # the benchmark of the tear sheet's relative figures
-SHORT = {"total_return": "total", "annualised_return": "ann.ret", "annualised_volatility": "ann.vol",
+SHORT = {"annualised_log_growth": "log %/yr", "total_return": "total", "annualised_return": "CAGR",
+         "annualised_volatility": "ann.vol",
          "sharpe": "sharpe", "sortino": "sortino", "calmar": "calmar", "max_drawdown": "max.dd",
          "turnover": "turnover", "fees_paid": "fees", "hit_rate": "hit",
          "information_ratio": "info.ratio", "tracking_error": "track.err", "alpha": "alpha", "beta": "beta",
@@ -107,6 +111,63 @@ def _beats_scope(result: BacktestResult) -> str:
             f"them, but 'policy beats' counts only the {len(plan.chain())} non-overlapping window(s) {plan.chain()}")
 
 
+ANSWER_LEVEL = 0.9  # two-sided coverage of the interval the backtest's answer gives
+ANSWER_REPS = 2000  # stationary-bootstrap resamples of that interval
+QUESTION = "Does the policy beat equal weight after costs?"
+
+
+def answer(result: BacktestResult) -> dict[str, Any]:
+    """The page's answer to its own question: the policy's annualised excess log growth over equal weight on the path
+    of returns.csv, with a stationary-bootstrap interval (``study.stats.mean_growth_ci``, fixed seed), and what it
+    says. One path of one checkpoint cannot tell a method from luck: where the interval holds 0 the answer says so and
+    points to the study; an untrained checkpoint is named as such; bars that are in-sample are flagged."""
+    from ..study.stats import mean_growth_ci
+
+    chain = result.plan.chain()
+    policy = result.policy.log_growth[chain].reshape(-1)
+    bench = result.strategies[BENCHMARK].log_growth[chain].reshape(-1)
+    ppy = result.periods_per_year
+    iv = mean_growth_ci(policy - bench, ppy, level=ANSWER_LEVEL, reps=ANSWER_REPS, seed=0)
+    untrained = bool(result.checkpoint.get("untrained"))
+    in_sample = any(n.startswith("WARNING") for n in result.notes)
+    call = "cannot tell" if iv.low <= 0 <= iv.high else "above" if iv.low > 0 else "below"
+    pct = lambda x: f"{100 * x:+.1f}"  # noqa: E731
+    figure = (f"excess log growth over equal weight is {pct(iv.estimate)}%/yr ({iv.level:.0%} CI "
+              f"[{pct(iv.low)}, {pct(iv.high)}], {policy.size:,} bars)")
+    if untrained:
+        text = (f"Untrained policy: this checkpoint is {result.policy.label}, not a trained policy. Its {figure} is "
+                "what the action does to equal weight, not anything learned: there is nothing trained to judge. "
+                "Train longer or on a market with an edge, or run the study (differentiable-market study).")
+    elif call == "cannot tell":
+        text = (f"The policy's {figure}: one path cannot tell it from zero. Run the study "
+                "(differentiable-market study) to judge the method over folds and seeds.")
+    elif call == "above":
+        text = (f"The policy's {figure}: above equal weight on this path. One checkpoint on one path is not a verdict "
+                "on the method; the study (differentiable-market study) gives one.")
+    else:
+        text = f"The policy's {figure}: below equal weight on this path."
+    if in_sample:
+        text = ("In-sample: these bars overlap the ones the policy was trained or selected on (see the warning), so "
+                "this says nothing about unseen data. " + text)
+    return {
+        "question": QUESTION,
+        "call": call,
+        "untrained": untrained,
+        "in_sample": in_sample,
+        "bars": int(policy.size),
+        "policy_log_growth_per_year": float(policy.mean() * ppy),
+        "equal_weight_log_growth_per_year": float(bench.mean() * ppy),
+        "excess_log_growth_per_year": {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "level": iv.level,
+                                       "method": iv.method, "block_length_bars": iv.block_length, "reps": iv.reps},
+        "text": text,
+    }
+
+
+def answer_text(result: BacktestResult) -> str:
+    """The answer's sentence (what the console prints last, before the report's path)."""
+    return answer(result)["text"]
+
+
 def _split_info(result: BacktestResult) -> dict[str, Any]:
     plan, ts = result.plan, result.timestamps
     horizon = execution_horizon(result.effective["execution"])
@@ -131,7 +192,7 @@ def tearsheets(result: BacktestResult) -> dict[str, dict[str, Any]]:
     """Per strategy, the tear-sheet figures (``tearsheet``) on the non-overlapping chain of windows, the path of
     returns.csv, against equal weight on the same bars; the longest drawdown with returns.csv dates."""
     chain = result.plan.chain()
-    times = result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
+    times = realised_times(result)
     bench = result.strategies[BENCHMARK].log_growth[chain].reshape(-1)
     date = lambda j: None if j is None else iso(times[max(j - 1, 0)])  # noqa: E731  wealth index -> row date
     out = {}
@@ -174,6 +235,7 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
         "package_version": __version__,
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "checkpoint": result.checkpoint,
+        "answer": answer(result),
         "split": _split_info(result),
         "settings": {**result.effective, "window_length": result.options.window_length,
                      "stride": result.options.stride, "trades": result.options.trades,
@@ -182,7 +244,8 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
         "overrides": result.overrides,
         "data": {**result.data, "symbols": list(result.symbols), "bars_per_year": result.periods_per_year},
         "metric_conventions": (
-            "Per window, from wealth 1 in cash before the first trade. total_return = final wealth - 1; "
+            "Per window, from wealth 1 in cash before the first trade. annualised_log_growth = mean log growth per "
+            "bar * bars_per_year (the headline, shown as %/yr); total_return = final wealth - 1 (simple); "
             "annualised_return = exp(mean log growth * bars_per_year) - 1; annualised_volatility and sharpe "
             "(risk-free 0) from per-bar simple returns; sortino uses the root mean square of negative returns; "
             "calmar = annualised_return / max_drawdown; max_drawdown is a fraction of the running peak; turnover is "
@@ -307,6 +370,8 @@ def _table(result: BacktestResult) -> tuple[list[str], dict[str, dict[str, float
 def _fmt(metric: str, v: float) -> str:
     if not np.isfinite(v):
         return "n/a"
+    if metric == "annualised_log_growth":
+        return f"{100 * v:+.1f}"
     return f"{100 * v:.2f}%" if metric in PERCENT else f"{v:.2f}"
 
 
@@ -320,7 +385,8 @@ def summary_table(result: BacktestResult) -> str:
         fam = result.strategies[n].family
         if fam != "policy" and (k == 0 or result.strategies[names[k - 1]].family != fam):
             rows.append([f"-- {FAMILY_TITLES[fam]}"] + [""] * (len(header) - 1))
-        cells = [n + (" (hindsight)" if result.strategies[n].kind == "hindsight" else "")]
+        cells = [n + (" (hindsight)" if result.strategies[n].kind == "hindsight" else
+                      " (untrained)" if n == "policy" and result.checkpoint.get("untrained") else "")]
         cells += [_fmt(m, means[n][m]) + ("*" if n in best.get(m, ()) else " ") for m in METRICS]
         cells.append("-" if n == "policy" else f"{beats[n]['windows']}/{beats[n]['of']}")
         rows.append(cells)
@@ -330,9 +396,11 @@ def summary_table(result: BacktestResult) -> str:
 
     lines = [fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in rows]
     info = _split_info(result)
-    lines.append(f"Mean over {info['n_windows']} window(s) of {info['window_length']} bars, {info['name']} split "
-                 f"{info['date_range'][0]}..{info['date_range'][1]}, cost {result.effective['cost_bps']:g} bps "
-                 f"one-way. * best in column (hindsight excluded); {_beats_scope(result)}.")
+    scope = (f"The whole {info['name']} split as one path ({info['window_length']} bars" if info["n_windows"] == 1
+             else f"Mean over {info['n_windows']} windows of {info['window_length']} bars ({info['name']} split")
+    lines.append(f"{scope}, {info['date_range'][0]}..{info['date_range'][1]}), cost {result.effective['cost_bps']:g} "
+                 f"bps one-way. log %/yr: annualised log growth; total and CAGR: simple returns. * best in column "
+                 f"(hindsight excluded); {_beats_scope(result)}.")
     hidden = len(result.strategies) - len(names)
     if hidden:
         lines.append(f"{hidden} single-asset holds are not listed here; they are in report.json.")
@@ -342,7 +410,7 @@ def summary_table(result: BacktestResult) -> str:
 def _chain_paths(result: BacktestResult) -> tuple[np.ndarray, dict[str, np.ndarray], list[int]]:
     """Decision timestamps of the window chain, each plotted strategy's log wealth on it, and window starts."""
     chain = result.plan.chain()
-    times = result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
+    times = realised_times(result)  # wealth after a decision is known when its return is realised
     names = [n for n in PLOTTED if n in result.strategies]
     singles = [n for n, s in result.strategies.items() if s.kind == "single"]
     if len(singles) <= MAX_LISTED_SINGLES:
@@ -352,22 +420,37 @@ def _chain_paths(result: BacktestResult) -> tuple[np.ndarray, dict[str, np.ndarr
 
 
 def returns_csv(result: BacktestResult) -> str:
-    """Content of returns.csv (see the module docstring): rows are the chain's decision bars, columns the tradeable
-    strategies, values exp(log_growth) - 1 written with 17 significant digits (they read back exactly)."""
-    import pandas as pd
-
+    """Content of returns.csv (see the module docstring): rows are the chain's decisions, indexed by the bar at whose
+    price each return is realised (``realised``), then the decision bar (``decided``) and one column per tradeable
+    strategy, values exp(log_growth) - 1 written with 17 significant digits (they read back exactly)."""
     frame = returns_frame(result)
-    frame.index = pd.Index([iso(t) for t in frame.index.to_numpy()], name="timestamp")
+    frame.insert(0, "decided", [iso(t) for t in decision_times(result)])
+    frame.index = [iso(t) for t in frame.index.to_numpy()]
+    frame.index.name = "realised"
     return frame.to_csv(float_format="%.17g", lineterminator="\n")
 
 
+def decision_times(result: BacktestResult) -> np.ndarray:
+    """Timestamps of the decision bars of the chain of windows, in time order (datetime64 [N])."""
+    chain = result.plan.chain()
+    return result.timestamps[result.plan.decision_bars[chain].reshape(-1)]
+
+
+def realised_times(result: BacktestResult) -> np.ndarray:
+    """Timestamps of the bars at whose prices the chain's returns are realised: decision bar t earns its return by
+    bar t + horizon (the open of t + 2 in "open" execution, the close of t + 1 in "close"); datetime64 [N]."""
+    chain = result.plan.chain()
+    horizon = execution_horizon(result.effective["execution"])
+    return result.timestamps[result.plan.decision_bars[chain].reshape(-1) + horizon]
+
+
 def returns_frame(result: BacktestResult) -> Any:
-    """returns.csv as a pandas DataFrame indexed by the decision bars' timestamps (a DatetimeIndex)."""
+    """returns.csv's strategy columns as a pandas DataFrame indexed by the bars at which the returns are realised
+    (a DatetimeIndex named ``realised``; ``decision_times`` gives the decision bars)."""
     import pandas as pd
 
     chain = result.plan.chain()
-    bars = result.plan.decision_bars[chain].reshape(-1)
-    index = pd.DatetimeIndex(result.timestamps[bars], name="timestamp")
+    index = pd.DatetimeIndex(realised_times(result), name="realised")
     columns = {name: np.expm1(s.log_growth[chain].reshape(-1)) for name, s in result.strategies.items()
                if s.kind != "hindsight"}
     return pd.DataFrame(columns, index=index)
@@ -387,12 +470,13 @@ def equity_png(result: BacktestResult) -> bytes:
 
     times, log_w, starts = _chain_paths(result)
     fig, (ax, ax_dd) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    singles = [n for n in log_w if result.strategies[n].kind == "single"]
     for name, lw in log_w.items():
         s = result.strategies[name]
         style = {"policy": dict(color="black", lw=2.2, zorder=5),
                  "best_single_hindsight": dict(color="grey", lw=1.2, ls="--")}.get(name, {})
-        if s.kind == "single":
-            style = dict(lw=0.8, ls=":", alpha=0.8)
+        if s.kind == "single":  # each its own colour from a qualitative map, so the lines can be told apart
+            style = dict(lw=0.9, ls=":", color=plt.get_cmap("tab10")(singles.index(name) % 10))
         label = s.label if s.kind != "single" else name
         ax.plot(times, np.exp(lw), label=label, **{"lw": 1.3, **style})
         if s.kind in ("policy", "baseline"):
@@ -531,10 +615,12 @@ def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str
                     + (f"; {_beats_scope(result)}" if split["overlapping"] else "; no two windows overlap")),
         ("Costs", f"{result.effective['cost_bps']:g} bps one-way on traded non-cash weight"),
         ("Action", _action_text(result.effective)),
-        ("Execution", f"{result.effective['execution']}; cash asset: {result.effective['include_cash']}"),
+        ("Execution", f"{result.effective['execution']}; "
+                      + ("with a cash asset" if result.effective["include_cash"] else "no cash asset")),
         ("Data", f"{report['data']['root']} ({len(result.symbols)} assets: {', '.join(result.symbols[:20])}"
-                 f"{' ...' if len(result.symbols) > 20 else ''}); matches checkpoint: "
-                 f"{report['data']['matches_checkpoint']}"),
+                 f"{' ...' if len(result.symbols) > 20 else ''}); "
+                 + ("the data the checkpoint was trained on" if report["data"]["matches_checkpoint"]
+                    else "NOT the data the checkpoint was trained on")),
         ("Data sha256 (OHLC)", str(report["data"]["fingerprint"].get("ohlc_sha256"))),
         ("Bars per year", f"{result.periods_per_year:.1f}"),
         ("Overrides", ", ".join(f"{k}={v['used']!r} (checkpoint {v['checkpoint']!r})"
@@ -542,6 +628,19 @@ def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str
     ]
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
     notes = "".join(f"<li>{esc(n)}</li>" for n in result.notes) or "<li>none</li>"
+    ans = report["answer"]
+    banner = ""
+    if ans["untrained"]:
+        banner = (f"<div class='banner'><strong>Untrained policy.</strong> This checkpoint (step {ck['step']}) is "
+                  f"{esc(result.policy.label)}: no trained checkpoint of its run beat equal weight on validation, so "
+                  "best.pt kept the untrained policy. The 'policy' row below is that benchmark, not a trained "
+                  "model.</div>")
+    elif ans["in_sample"]:
+        banner = ("<div class='banner'><strong>In-sample.</strong> The scored bars overlap the bars this checkpoint "
+                  "was trained or selected on (see Notes): nothing here is out of sample.</div>")
+    single = split["n_windows"] == 1
+    table_title = ("The whole split as one path" if single
+                   else f"Mean over {split['n_windows']} windows of {split['window_length']} bars")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Backtest report</title>
 <style>
@@ -555,14 +654,24 @@ tr.family th {{ text-align: left; background: #f0f0f0; }}
 td.best {{ background: #d9f2d9; }}
 small {{ font-weight: normal; color: #555; }}
 .plotly-graph-div {{ border: 1px solid #ddd; margin: 8px 0; }}
+div.banner {{ background: #fff3cd; border: 2px solid #d39e00; padding: 10px 14px; margin: 12px 0; font-size: 15px; }}
+p.answer {{ font-size: 1.15em; font-weight: bold; }}
 </style></head><body>
-<h1>Backtest: does the policy beat simple strategies after costs?</h1>
+<h1>Backtest: does the policy beat equal weight after costs?</h1>
+{banner}
+<p class="answer">{esc(ans["text"])}</p>
+<p>Annualised log growth in %/yr is the headline unit (as in training and the study): mean log growth per bar times
+{result.periods_per_year:.1f} bars per year. Interval: {ans["excess_log_growth_per_year"]["method"]}, expected block
+{ans["excess_log_growth_per_year"]["block_length_bars"]:.1f} bars, {ans["excess_log_growth_per_year"]["reps"]} resamples,
+on the path of returns.csv.</p>
 <table class="facts">{fact_rows}</table>
-<h2>Mean over windows</h2>
+<h2>{esc(table_title)}</h2>
 <table><tr><th>strategy</th>{head}<th>policy beats (non-overlapping windows)</th></tr>
 {''.join(body)}</table>
-<p>&#9733; best in column among tradeable strategies (the hindsight line is excluded). Percentages are fractions of
-wealth; turnover is per bar. Per-window figures are in windows.json, medians in report.json.
+<p>&#9733; best in column among tradeable strategies (the hindsight line is excluded). log %/yr: annualised log
+growth; total and CAGR are simple returns (CAGR = exp(annualised log growth) - 1); Sharpe, Sortino and volatility
+are annualised from per-bar simple returns with a risk-free rate of 0. Percentages are fractions of wealth; turnover
+is per bar. Per-window figures are in windows.json, medians in report.json.
 {esc(_beats_scope(result)[0].upper() + _beats_scope(result)[1:])}.</p>
 <h2>Tear sheet (the path of returns.csv; relative figures against equal weight)</h2>
 <table><tr><th>strategy</th>{sheet_head}<th>longest drawdown</th></tr>
@@ -594,9 +703,11 @@ returns.csv; a window can span two backtest windows, each started from cash.</p>
 
 
 def write_report(result: BacktestResult, report_dir: str | Path) -> Path:
-    """Write every output into a new folder under ``report_dir`` and return that folder."""
+    """Write every output into a new folder under ``report_dir`` and return that folder. report.json records the
+    options with ``report_dir`` (``options``), so ``--config <report folder>`` replays the backtest."""
     out = new_report_dir(report_dir)
     report = report_dict(result)
+    report["options"] = {**dataclasses.asdict(result.options), "out_dir": str(report_dir)}
     atomic_write_json(out / "report.json", report)
     atomic_write_json(out / "windows.json", windows_dict(result))
     if result.options.trades:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -61,11 +62,14 @@ def make_jobs(base: ExperimentConfig, folds: list[Fold], seeds: int,
 
 
 def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
-            data_root: str | None = None) -> dict[str, Any]:
+            data_root: str | None = None, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train (or finish) one job in ``run_dir`` and return its summary. Takes and returns plain data so that it can
-    run in another process or on another machine; ``data_root`` is where that machine holds the config's data."""
+    run in another process or on another machine; ``data_root`` is where that machine holds the config's data.
+    ``on_step(step, steps)`` hears of every training step (the study's progress). The job's own log, train.log,
+    gets every line whatever the study's console verbosity."""
     import torch
 
+    from .. import console
     from ..training_run import run_training
 
     if threads:
@@ -76,13 +80,16 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
     if not latest.exists() and folder.exists():
         shutil.rmtree(folder)  # killed before its first checkpoint: nothing worth keeping, start again
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+    with (open(folder / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log),
+          console.verbosity(console.NORMAL)):
         if latest.exists():
             ckpt = load_checkpoint(latest)
             if ckpt.step < cfg.train.epochs:
-                run_training(cfg, resume=ckpt, progress=False, argv=["study job", folder.name], data_root=data_root)
+                run_training(cfg, resume=ckpt, progress=False, argv=["study job", folder.name], data_root=data_root,
+                             on_step=on_step)
         else:
-            run_training(cfg, progress=False, argv=["study job", folder.name], run_dir=folder, data_root=data_root)
+            run_training(cfg, progress=False, argv=["study job", folder.name], run_dir=folder, data_root=data_root,
+                         on_step=on_step)
     return _summary(folder)
 
 
@@ -97,27 +104,52 @@ def _finished(folder: Path, epochs: int) -> bool:
     return latest.exists() and load_checkpoint(latest).step >= epochs
 
 
-Executor = Callable[[list[Job], Path, Callable[[Job, dict[str, Any]], None]], None]
+# (jobs, study folder, done(job, summary), on_step(job name, step, steps) or None) -> None
+StepReport = Callable[[str, int, int], None]
+Executor = Callable[..., None]
 
 
-def run_local(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None]) -> None:
+def run_local(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None],
+              on_step: StepReport | None = None) -> None:
     """One job after another in this process."""
     for job in jobs:
-        done(job, run_job(config_to_dict(job.config), str(study_dir / job.name)))
+        report = None if on_step is None else functools.partial(on_step, job.name)
+        done(job, run_job(config_to_dict(job.config), str(study_dir / job.name), on_step=report))
 
 
 def process_executor(workers: int) -> Executor:
-    """Jobs in ``workers`` processes of this machine, each with an equal share of its cores."""
+    """Jobs in ``workers`` processes of this machine, each with an equal share of its cores. Their training steps
+    reach ``on_step`` through a queue that this process drains while it waits."""
 
-    def run(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None]) -> None:
+    def run(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None],
+            on_step: StepReport | None = None) -> None:
         import multiprocessing
+        import queue as queue_mod
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        from .progress import QueueReporter
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = multiprocessing.get_context("spawn")  # no forked torch state
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_job, config_to_dict(j.config), str(study_dir / j.name), threads): j
-                       for j in jobs}
+        with contextlib.ExitStack() as stack:
+            steps = stack.enter_context(ctx.Manager()).Queue() if on_step is not None else None
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=ctx))
+            futures = {pool.submit(run_job, config_to_dict(j.config), str(study_dir / j.name), threads, None,
+                                   None if steps is None else QueueReporter(steps, j.name)): j for j in jobs}
+            pending = set(futures)
+
+            def drain() -> None:
+                while steps is not None:
+                    try:
+                        on_step(*steps.get_nowait())
+                    except queue_mod.Empty:
+                        return
+
             for future, job in _in_submission_order(futures):
+                while not future.done():
+                    _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    drain()
+                drain()
                 done(job, future.result())
 
     return run
@@ -151,7 +183,10 @@ def ray_executor(address: str, cpus_per_job: int = 1) -> Executor:
         raise ConfigError("Running a study on Ray needs the ray package: uv sync --extra ray, or "
                           "pip install 'differentiable-market[ray]'.") from None
 
-    def run(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None]) -> None:
+    def run(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, Any]], None],
+            on_step: StepReport | None = None) -> None:
+        # Tasks run on other machines: their steps are not reported one by one; the study counts each job's steps
+        # when it finishes.
         if not jobs:
             return
         started = not ray.is_initialized()

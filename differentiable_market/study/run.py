@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import console
 from ..atomic import atomic_write_json
 from ..checkpoint import load_checkpoint
 from ..config import ExperimentConfig, config_from_dict, config_to_dict
@@ -22,18 +23,22 @@ from ..env import execution_horizon
 from ..errors import ConfigError, DifferentiableMarketError
 from ..marketsimulator.run import BASELINES_HELP
 from ..runlog import new_timestamped_dir
-from ..flags import build_parser, config_from_args, given_flags
+from ..argparsing import Parser, expert
+from ..configfile import (TREE, check_sections, dataclass_section, dump, experiment_config, read_config_file,
+                          section, tree_sections)
+from ..flags import add_config_flags, add_output_flags, add_training_flags, config_from_args, given_flags, with_flag_names
 from ..metrics import bars_per_year
 from ..training_run import execution_advice, load_data
 from . import search
 from . import space as space_mod
 from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_local
 from .plan import Fold, plan_folds
+from .progress import StudyProgress
 from .report import StudySettings, study_results, write_study_report
 
 FORMAT = "differentiable_market.study"
 FORMAT_VERSION = 1
-DEFAULT_SAVE_DIR = "differentiable_market/studies"
+DEFAULT_SAVE_DIR = "studies"  # parent of study folders, relative to the current folder
 
 
 
@@ -67,11 +72,15 @@ def plan_dict(market: MarketData, folds: list[Fold]) -> list[dict[str, Any]]:
 
 
 def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | None = None,
-              executor: Executor | None = None, log=print, trial_runner: search.TrialRunner | None = None) -> Path:
+              executor: Executor | None = None, log=print, trial_runner: search.TrialRunner | None = None,
+              result_log=None, bars: bool = False) -> Path:
     """Run (or, given an existing ``study_dir`` with a study.json, continue) a study; returns its folder.
 
     With ``settings.search`` > 0 every fold first searches its flags (``search.py``; ``trial_runner`` runs the
-    trials, by default in this process), then trains the chosen ones over the seeds."""
+    trials, by default in this process), then trains the chosen ones over the seeds. ``log`` prints what the study
+    is doing, ``result_log`` (default: ``log``) its verdict and where it wrote it. The jobs' training steps are shown
+    as progress (``progress.StudyProgress``): bars on a terminal when ``bars``, otherwise lines through ``log``."""
+    result_log = result_log or log
     resuming = study_dir is not None and (study_dir / "study.json").exists()
     horizon = execution_horizon(cfg.env.execution)
     space: tuple[space_mod.Param, ...] = ()
@@ -154,25 +163,34 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         jobs = make_jobs(cfg, folds, settings.seeds, search.fold_configs(cfg, state["search"]))
     index = {(j.fold, j.seed): i for i, j in enumerate(jobs)}
     started = time.perf_counter()
+    finished = {(j["fold"], j["seed"]) for j in state["jobs"] if j.get("status") == "done"}
+    progress = StudyProgress(((j.name, j.config.train.epochs, j.config.train.epochs if (j.fold, j.seed) in finished
+                               else 0) for j in jobs), bars, log)
 
     def done(job: Job, summary: dict[str, Any]) -> None:
         state["jobs"][index[(job.fold, job.seed)]] = {"fold": job.fold, "seed": job.seed, **summary, "status": "done"}
         atomic_write_json(study_dir / "study.json", state)
+        progress.job_done(job.name)
         n_done = sum(j["status"] == "done" for j in state["jobs"])
         kept = (" (the untrained policy: no trained checkpoint passed the selection gate)"
                 if summary.get("untrained", summary["best_step"] == 0) else "")
         log(f"  job {job.name} done ({n_done}/{len(jobs)}, best step {summary['best_step']}{kept}, "
-            f"{time.perf_counter() - started:.0f} s)")
+            f"{console.format_duration(time.perf_counter() - started)}{progress.summary()})")
 
-    (executor or run_local)(jobs, study_dir, done)
+    if any(j.get("status") != "done" for j in state["jobs"]):
+        log(f"  each job's training log: {study_dir}/<fold>-<seed>/train.log")
+    try:
+        (executor or run_local)(jobs, study_dir, done, progress.step)
+    finally:
+        progress.close()
     members = {f.index: [(j.seed, load_checkpoint(study_dir / j.name / "checkpoints" / "best.pt"))
                          for j in jobs if j.fold == f.index] for f in folds}
     state["results"] = study_results(market, folds, members, cfg, settings, state["search"],
                                      _trial_checkpoints(study_dir, state["search"]))
     atomic_write_json(study_dir / "study.json", state)
     write_study_report(study_dir, state)
-    log(state["results"]["verdict"])
-    log(f"Wrote {study_dir / 'study.json'} and {study_dir / 'report.html'}")
+    result_log(state["results"]["verdict"])
+    result_log(f"Wrote {study_dir / 'study.json'} and {study_dir / 'report.html'}")
     return study_dir
 
 
@@ -198,61 +216,112 @@ def load_study(study_dir: Path) -> dict[str, Any]:
     return state
 
 
-def build_study_parser() -> argparse.ArgumentParser:
-    ap = build_parser(run_folder_flags=False)
-    ap.prog = "python -m differentiable_market.study"
-    ap.description = ("Walk-forward study: retrain through time over several seeds, stitch one out-of-sample path "
-                      "per strategy and test whether the policy beats the baselines. Takes every training flag.")
+PROG = "differentiable-market study"
+STUDY_FLAGS = ("folds", "seeds", "oos_fraction", "window", "train_bars", "bootstrap_reps", "ci_level", "baselines",
+               "search", "space", "search_batch", "search_epochs", "search_pruner", "search_storage")
+EXECUTION_FLAGS = ("workers", "ray_address", "ray_cpus_per_job")
+
+
+def build_study_parser(prog: str = PROG) -> Parser:
+    ap = Parser(
+        prog=prog,
+        usage="%(prog)s [--data-root DIR] [--folds N] [--seeds N] [options]",
+        description="Walk-forward study: retrain through time over several seeds, stitch one out-of-sample path per "
+                    "strategy and test, with stated statistics, whether the policy beats the baselines. Takes every "
+                    "training flag (but --test-fraction: the folds' test blocks replace the test split).",
+        examples=("differentiable-market study --data-root demo-market",
+                  "differentiable-market study --data-root demo-market --folds 3 --seeds 2 --epochs 200 --workers 2",
+                  "differentiable-market study --config studies/20260101-120000 --seeds 5",
+                  "differentiable-market study --resume studies/20260101-120000"),
+        argument_default=None,
+    )
+    add_training_flags(ap, study=True)
+    ap.refuse("--test-fraction", reason="a study's folds test on blocks that tile the last --oos-fraction of the "
+              "bars; pass --oos-fraction instead.")
     s = StudySettings()
     g = ap.add_argument_group("study")
-    g.add_argument("--folds", type=int, default=s.folds, help=f"test blocks tiling the out-of-sample range "
-                   f"(default: {s.folds})")
-    g.add_argument("--seeds", type=int, default=s.seeds, help=f"seeds per fold: --seed .. --seed + N - 1 "
-                   f"(default: {s.seeds})")
-    g.add_argument("--oos-fraction", type=float, default=s.oos_fraction, help="share of the scorable bars, at the "
-                   f"end of the data, that the folds' test blocks tile (default: {s.oos_fraction})")
-    g.add_argument("--window", choices=["expanding", "rolling"], default=s.window, help="training window of each "
-                   "fold: from the first bar, or the last --train-bars bars (default: expanding)")
-    g.add_argument("--train-bars", type=int, help="training bars per fold with --window rolling")
-    g.add_argument("--workers", type=int, default=1, help="jobs run at once in worker processes on this machine "
-                   "(default: 1, in this process)")
-    g.add_argument("--ray-address", metavar="ADDRESS", help="run the jobs as tasks on a Ray cluster: 'auto' for "
-                   "the one this machine joined with 'ray start', host:port for another, 'local' for a private one "
-                   "on this machine; workers need the package, not this file system (needs: uv sync --extra ray)")
-    g.add_argument("--ray-cpus-per-job", type=int, default=1, metavar="N", help="CPUs (and torch threads) of each "
-                   "Ray job (default: 1)")
-    g.add_argument("--baselines", default=None, metavar="SET|NAMES", help=BASELINES_HELP + "; the study's best "
-                   f"causal baseline is chosen among all those run (default: {s.baselines}; recorded in study.json, "
-                   "so --resume runs the same ones)")
-    g.add_argument("--bootstrap-reps", type=int, default=s.bootstrap_reps, help="bootstrap resamples of the "
-                   f"confidence intervals and the SPA test (default: {s.bootstrap_reps})")
-    g.add_argument("--ci-level", type=float, default=s.ci_level, help=f"confidence level (default: {s.ci_level})")
+    g.add_argument("--folds", type=int, metavar="N", help=f"test blocks tiling the out-of-sample range (default: "
+                   f"{s.folds})")
+    g.add_argument("--seeds", type=int, metavar="N", help=f"seeds per fold: --seed .. --seed + N - 1 (default: "
+                   f"{s.seeds})")
+    g.add_argument("--oos-fraction", type=float, metavar="F", help="share of the scorable bars, at the end of the "
+                   f"data, that the folds' test blocks tile (default: {s.oos_fraction})")
+    window = g.add_argument("--train-window", dest="window", choices=["expanding", "rolling"], help="training "
+                            "window of each fold: from the first bar, or the last --train-bars bars (default: "
+                            f"{s.window})")
+    ap.add_alias(window, "--window")
+    g.add_argument("--train-bars", type=int, metavar="N", help="training bars per fold with --train-window rolling")
+    g.add_argument("--baselines", metavar="SET|NAMES", help=BASELINES_HELP + "; the study's best causal baseline is "
+                   f"chosen among all those run (default: {s.baselines}; recorded in study.json, so --resume runs "
+                   "the same ones)")
+    expert(g.add_argument("--bootstrap-reps", type=int, metavar="N", help="bootstrap resamples of the confidence "
+                          f"intervals and the SPA test (default: {s.bootstrap_reps})"))
+    expert(g.add_argument("--ci-level", type=float, metavar="L", help=f"confidence level (default: {s.ci_level})"))
+    g = ap.add_argument_group("where the jobs run (not part of the config)")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="jobs run at once in worker processes on this "
+                   "machine (default: 1, in this process)")
+    expert(g.add_argument("--ray-address", metavar="ADDRESS", help="run the jobs as tasks on a Ray cluster: 'auto' "
+                          "for the one this machine joined with 'ray start', host:port for another, 'local' for a "
+                          "private one on this machine; workers need the package, not this file system (needs: uv "
+                          "sync --extra ray)"))
+    expert(g.add_argument("--ray-cpus-per-job", type=int, default=1, metavar="N", help="CPUs (and torch threads) of "
+                          "each Ray job (default: 1)"))
     g = ap.add_argument_group("search (Optuna inside each fold, scored on its validation bars only)")
-    g.add_argument("--search", type=int, default=s.search, metavar="N", help="trials per fold: each trains the "
-                   "fold's training bars with flags drawn from the space and is scored by its validation excess log "
-                   "growth over equal weight after costs; the best one's flags are then trained over --seeds "
-                   "(default: 0, no search: the flags given are trained)")
+    g.add_argument("--search", type=int, metavar="N", help="trials per fold: each trains the fold's training bars "
+                   "with flags drawn from the space and is scored by its validation excess log growth over equal "
+                   "weight after costs; the best one's flags are then trained over --seeds (default: 0, no search: "
+                   "the flags given are trained)")
     g.add_argument("--space", metavar="TOML", help="the search space: one table per training flag with low/high "
                    "(log, step) or choices; default: the space shipped as "
                    "differentiable_market/study/default_space.toml")
-    g.add_argument("--search-batch", type=int, default=s.search_batch, metavar="B", help="trials drawn together "
-                   "per fold from the trials finished before them, and run at once; fixes the result whatever "
-                   f"--workers is (default: {s.search_batch})")
-    g.add_argument("--search-epochs", type=int, metavar="N", help="optimizer steps of each trial, to spend less "
-                   "on trials than on the final seeds (default: --epochs / 6; the trial's validation interval shrinks to "
-                   "report at least 4 times to the pruner)")
-    g.add_argument("--search-pruner", choices=["median", "halving", "none"], default=s.search_pruner,
-                   help="stops trials that lag at an evaluation: Optuna's median rule, successive halving, or "
-                   f"none (default: {s.search_pruner})")
-    g.add_argument("--search-storage", metavar="URL", help="Optuna storage as a database URL (postgresql://, "
-                   "mysql://, sqlite:///) for a cluster; default: the journal file search.journal in the study "
-                   "folder, no server needed")
+    expert(g.add_argument("--search-batch", type=int, metavar="B", help="trials drawn together per fold from the "
+                          "trials finished before them, and run at once; fixes the result whatever --workers is "
+                          f"(default: {s.search_batch})"))
+    expert(g.add_argument("--search-epochs", type=int, metavar="STEPS", help="training steps of each trial, to spend "
+                          "less on trials than on the final seeds (default: --epochs / 6; the trial's validation "
+                          "interval shrinks to report at least 4 times to the pruner)"))
+    expert(g.add_argument("--search-pruner", choices=["median", "halving", "none"], help="stops trials that lag at "
+                          "an evaluation: Optuna's median rule, successive halving, or none (default: "
+                          f"{s.search_pruner})"))
+    expert(g.add_argument("--search-storage", metavar="URL", help="Optuna storage as a database URL (postgresql://, "
+                          "mysql://, sqlite:///) for a cluster; default: the journal file search.journal in the "
+                          "study folder, no server needed"))
     g = ap.add_argument_group("study folder")
-    g.add_argument("--save-dir", help=f"parent of study folders (default: {DEFAULT_SAVE_DIR})")
+    out = g.add_argument("--out-dir", dest="save_dir", metavar="DIR", help="parent of study folders; each study gets "
+                         f"a new timestamped folder inside (default: {DEFAULT_SAVE_DIR})")
+    ap.add_alias(out, "--save-dir")
     g.add_argument("--resume", metavar="STUDY", help="continue a study folder: finished jobs and search trials "
                    "are kept, a half-trained job continues from its latest.pt; no other flag may be given but "
-                   "--workers, --ray-address and --ray-cpus-per-job")
+                   "--workers, --ray-address, --ray-cpus-per-job, --no-progress, --quiet and --verbose")
+    add_config_flags(ap, "the training config and the study settings", "a study's study.json or a run "
+                     "folder's config.json")
+    add_output_flags(ap)
     return ap
+
+
+def resolve_study(args: argparse.Namespace) -> tuple[ExperimentConfig, StudySettings, set[str]]:
+    """The study's training config and settings: defaults, then --config (its sections and [study]), then flags.
+    Also returns the keys the config file set (to know whether it chose the execution)."""
+    base_cfg, base_settings, from_file = None, StudySettings(), set()
+    if args.config:
+        file = read_config_file(args.config)
+        check_sections(file, (*TREE, "study"), "study")
+        base_cfg = experiment_config(file)
+        base_settings = section(file, "study", StudySettings)
+        if file.kind == "study" and base_settings.space:  # the study folder keeps a copy of the space it searched
+            copy = file.path.parent / search.SPACE_COPY
+            if copy.is_file():
+                base_settings = dataclasses.replace(base_settings, space=str(copy))
+        from_file = {k for body in file.sections.values() for k in body}
+    file_sets_folder = (args.config and file.kind != "run" and "save_dir" in file.sections.get("train", {}))
+    if args.save_dir is None and not file_sets_folder:  # a run's config.json names where runs go, not studies
+        args.save_dir = DEFAULT_SAVE_DIR
+    cfg = config_from_args(args, base_cfg)
+    given = {name: getattr(args, name) for name in STUDY_FLAGS if getattr(args, name) is not None}
+    settings = dataclasses.replace(base_settings, **given)
+    if settings.space and not settings.search:
+        raise ConfigError("--space has no effect without --search N (the number of trials per fold).")
+    return cfg, settings, from_file
 
 
 def _trial_runner(args: argparse.Namespace) -> search.TrialRunner:
@@ -270,45 +339,53 @@ def _executor(args: argparse.Namespace) -> Executor | None:
     return process_executor(args.workers) if args.workers > 1 else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_study_parser().parse_args(argv)
-    try:
+    args = build_study_parser(prog).parse_args(argv)
+    with console.verbosity(console.level_of(args.quiet, args.verbose)):
+        try:
+            return _study(args)
+        except DifferentiableMarketError as exc:
+            print(f"error: {with_flag_names(str(exc))}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\nInterrupted. Continue with --resume <study folder>.", file=sys.stderr)
+            return 130
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _study(args: argparse.Namespace) -> int:
+    bars = not args.no_progress
+    if args.resume:
+        extra = sorted(given_flags(args) | {n for n in (*STUDY_FLAGS, "config", "print_config")
+                                            if getattr(args, n) is not None})
+        if extra:
+            flags = ", ".join(f"--{f.replace('_', '-')} {_shown(getattr(args, f))}" for f in extra)
+            raise ConfigError(f"A resumed study uses the config and settings in its study.json; drop {flags}.")
+        folder = Path(args.resume)
+        state = load_study(folder)
+        cfg = config_from_dict(ExperimentConfig, state["config"], "study.json config")
+        settings = config_from_dict(StudySettings, state["settings"], "study.json settings")
         executor = _executor(args)
-        if args.resume:
-            extra = given_flags(args)
-            if extra:
-                flags = ", ".join("--" + f.replace("_", "-") for f in sorted(extra))
-                raise ConfigError(f"A resumed study uses the config in its study.json; drop {flags}.")
-            if args.baselines is not None:
-                raise ConfigError("A resumed study runs the baselines recorded in its study.json settings; drop "
-                                  f"--baselines {args.baselines}.")
-            folder = Path(args.resume)
-            state = load_study(folder)
-            cfg = config_from_dict(ExperimentConfig, state["config"], "study.json config")
-            settings = config_from_dict(StudySettings, state["settings"], "study.json settings")
-            run_study(cfg, settings, folder, executor, trial_runner=_trial_runner(args))
-        else:
-            if args.save_dir is None:
-                args.save_dir = DEFAULT_SAVE_DIR
-            cfg = config_from_args(args)
-            why = execution_advice(cfg, "execution" in given_flags(args))
-            if why is not None:
-                print(why, flush=True)
-            settings = StudySettings(folds=args.folds, seeds=args.seeds, oos_fraction=args.oos_fraction,
-                                     window=args.window, train_bars=args.train_bars,
-                                     bootstrap_reps=args.bootstrap_reps, ci_level=args.ci_level,
-                                     search=args.search, space=args.space, search_batch=args.search_batch,
-                                     search_epochs=args.search_epochs, search_pruner=args.search_pruner,
-                                     search_storage=args.search_storage,
-                                     baselines=args.baselines or StudySettings.baselines)
-            if args.space and not args.search:
-                raise ConfigError("--space has no effect without --search N (the number of trials per fold).")
-            run_study(cfg, settings, None, executor, trial_runner=_trial_runner(args))
-    except DifferentiableMarketError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nInterrupted. Continue with --resume <study folder>.", file=sys.stderr)
-        return 130
+        run_study(cfg, settings, folder, executor, log=console.say, trial_runner=_trial_runner(args),
+                  result_log=console.result, bars=bars)
+        return 0
+    cfg, settings, from_file = resolve_study(args)
+    if args.print_config:
+        sections = {**tree_sections(cfg), "study": dataclass_section(settings)}
+        console.result(dump(sections, args.print_config, f"{PROG} config; pass it back with --config FILE").rstrip())
+        return 0
+    executor = _executor(args)
+    why = execution_advice(cfg, "execution" in given_flags(args) or "execution" in from_file)
+    if why is not None:
+        console.say(why)
+    run_study(cfg, settings, None, executor, log=console.say, trial_runner=_trial_runner(args),
+              result_log=console.result, bars=bars)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m differentiable_market.study"))

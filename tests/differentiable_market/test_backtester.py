@@ -179,26 +179,31 @@ def test_report_files_are_complete_and_consistent(backtest, checkpoint, sample_m
 
 
 def _check_returns_csv(result, out):
-    """returns.csv against the result: the chain's decision bars, one column per tradeable strategy, exp(lg) - 1."""
+    """returns.csv against the result: the chain's decisions indexed by the bar at which each return is realised
+    (the decision bar + the execution's horizon), the decision bar next, one column per tradeable strategy,
+    exp(lg) - 1. Returns the strategy columns."""
     import pandas as pd
 
     frame = pd.read_csv(out / "returns.csv", index_col=0, parse_dates=True)
     tradeable = [n for n, s in result.strategies.items() if s.kind != "hindsight"]
-    assert list(frame.columns) == tradeable and frame.columns[0] == "policy"
-    assert "best_single_hindsight" not in frame.columns and frame.index.name == "timestamp"
+    assert list(frame.columns) == ["decided", *tradeable] and frame.columns[1] == "policy"
+    assert "best_single_hindsight" not in frame.columns and frame.index.name == "realised"
     chain = result.plan.chain()
     bars = result.plan.decision_bars[chain].reshape(-1)
+    horizon = 2 if result.effective["execution"] == "open" else 1
     assert len(frame) == len(chain) * result.plan.length == len(bars)
     assert frame.index.is_monotonic_increasing and frame.index.is_unique
-    np.testing.assert_array_equal(frame.index.values, result.timestamps[bars])
+    np.testing.assert_array_equal(frame.index.values, result.timestamps[bars + horizon])
+    np.testing.assert_array_equal(pd.to_datetime(frame["decided"]).values, result.timestamps[bars])
     text = (out / "returns.csv").read_text().splitlines()
-    assert text[0].startswith("timestamp,policy,")
-    assert text[1].split(",")[0] == str(result.timestamps[bars[0]])[:10]  # ISO dates for daily bars
-    assert text[-1].split(",")[0] == str(result.timestamps[bars[-1]])[:10]
+    assert text[0].startswith("realised,decided,policy,")
+    first, last = text[1].split(","), text[-1].split(",")
+    assert first[:2] == [str(result.timestamps[bars[0] + horizon])[:10], str(result.timestamps[bars[0]])[:10]]
+    assert last[:2] == [str(result.timestamps[bars[-1] + horizon])[:10], str(result.timestamps[bars[-1]])[:10]]
     for name in tradeable:
         expected = np.exp(result.strategies[name].log_growth[chain].reshape(-1)) - 1
         np.testing.assert_allclose(frame[name].to_numpy(), expected, rtol=1e-12, atol=1e-15, err_msg=name)
-    return frame
+    return frame[tradeable]
 
 
 def test_returns_csv_holds_the_net_returns_of_the_scored_path(backtest, sample_market):
@@ -206,8 +211,8 @@ def test_returns_csv_holds_the_net_returns_of_the_scored_path(backtest, sample_m
     frame = _check_returns_csv(result, out)
     start, stop = result.plan.scorable
     assert len(frame) == stop - start  # by default: every scorable bar of the split, one path
-    assert frame.index[0] == pd_timestamp(sample_market.timestamps[start])
-    assert frame.index[-1] == pd_timestamp(sample_market.timestamps[stop - 1])
+    assert frame.index[0] == pd_timestamp(sample_market.timestamps[start + 2])  # open execution: realised at t + 2
+    assert frame.index[-1] == pd_timestamp(sample_market.timestamps[stop - 1 + 2])
     # Compounding the file's returns gives each strategy's total return in report.json.
     report = json.loads((out / "report.json").read_text())
     for name in frame.columns:
@@ -249,7 +254,7 @@ def test_tearsheet_in_report_json_and_html_matches_returns_csv(backtest):
 
     result, out = backtest
     report = json.loads((out / "report.json").read_text())
-    frame = pd.read_csv(out / "returns.csv", index_col=0)
+    frame = pd.read_csv(out / "returns.csv", index_col=0).drop(columns="decided")
     ppy = report["data"]["bars_per_year"]
     assert "tracking_error" in report["metric_conventions"] and "fee_share" in report["metric_conventions"]
     b = frame["equal_weight"].to_numpy()

@@ -47,8 +47,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(t
     evil = tmp_path / "evil.pt"
     torch.save({"format": "differentiable_market.checkpoint", "payload": _Exploit()}, evil)
     # sanity: unrestricted unpickling would indeed run it
-    with pytest.raises(CheckpointError, match="Refused to load .*evil.pt.*could run code"):
+    with pytest.raises(CheckpointError, match="evil.pt is not a differentiable_market checkpoint.*could run code") as err:
         load_checkpoint(evil)
+    assert "weights_only" not in str(err.value)  # torch's advice to load it unsafely is not repeated
     assert not MARKER.exists()
     torch.load(evil, weights_only=False)
     assert MARKER.exists()
@@ -66,6 +67,27 @@ def test_truncated_and_foreign_files_get_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint\n", b"", b"\x00\x01binary", b"PK\x03\x04junk"])
+def test_a_file_that_is_not_a_checkpoint_is_named_so_without_torchs_advice(tmp_path, content):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert "notes.pt" in text and "weights_only" not in text and "Traceback" not in text
+    assert "not a differentiable_market checkpoint" in text or "truncated or damaged" in text
+
+
+def test_a_plain_pickle_of_python_objects_is_refused_with_the_object_it_names(tmp_path):
+    import pickle
+
+    path = tmp_path / "obj.pt"
+    path.write_bytes(pickle.dumps({"f": print}, protocol=2))
+    with pytest.raises(CheckpointError, match=r"obj.pt is not a differentiable_market checkpoint.*GLOBAL print") as e:
+        load_checkpoint(path)
+    assert "weights_only" not in str(e.value) and "add_safe_globals" not in str(e.value)
 
 
 def test_mismatched_symbols_and_cash_layout_are_named(tmp_path):

@@ -346,11 +346,7 @@ def test_backtest_flags_parse_to_valid_options_or_a_named_error(window, stride, 
     if args is None:
         return
     try:
-        opts = BacktestOptions(
-            checkpoint=args.checkpoint, window_length=args.window_length, stride=args.stride, split=args.split,
-            data_root=args.data_root, data_glob=args.data_glob, cost_bps=args.cost_bps,
-            include_cash=args.include_cash, trades=not args.no_trades,
-        )
+        opts, _ = backtest_cli.resolve_options(args)
     except ConfigError as exc:
         assert _names_flag(str(exc), argv[2:]), (argv, str(exc))
         return

@@ -118,12 +118,15 @@ def test_explicit_holdings_are_what_the_last_decision_is_shown(cut, run_dir, tmp
     assert q.turnover == pytest.approx(2 * (1 - q.target[0]), rel=1e-9)  # sell AAPL down, buy the other three
 
 
-def test_cli_writes_json_next_to_the_run_and_never_replaces_a_file(cut, run_dir, backtest, capsys):
+def test_cli_writes_json_into_the_current_folder_and_never_replaces_a_file(cut, run_dir, backtest, capsys, tmp_path,
+                                                                           monkeypatch):
     t, data = cut
+    monkeypatch.chdir(tmp_path)  # the default output folder is ./predictions, not the run folder
     assert main(["--checkpoint", str(run_dir), "--data-root", str(data)]) == 0
     out = capsys.readouterr().out
     day = str(backtest.timestamps[t])[:10]  # daily bars: the file is named by the plain date
-    first = run_dir / "predictions" / f"{day}.json"
+    first = Path("predictions") / f"{day}.json"
+    assert not (run_dir / "predictions").exists()
     assert f"Wrote {first}" in out and "Expected turnover" in out and "AAPL" in out
     doc = json.loads(first.read_text())
     assert doc["format"] == "differentiable_market.prediction" and doc["decision_bar"] == day
@@ -140,8 +143,13 @@ def test_cli_writes_json_next_to_the_run_and_never_replaces_a_file(cut, run_dir,
     # Again: a numbered file, the first one untouched.
     before = first.read_bytes()
     assert main(["--checkpoint", str(run_dir), "--data-root", str(data)]) == 0
-    assert first.read_bytes() == before and (run_dir / "predictions" / f"{day}-1.json").exists()
-    assert not list((run_dir / "predictions").glob(".*"))  # no temp files left
+    assert first.read_bytes() == before and (tmp_path / "predictions" / f"{day}-1.json").exists()
+    assert not list((tmp_path / "predictions").glob(".*"))  # no temp files left
+    # --out-dir names the folder; the old --out names the file
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(data), "--out-dir", "elsewhere"]) == 0
+    assert (tmp_path / "elsewhere" / f"{day}.json").is_file()
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(data), "--out", "exact.json"]) == 0
+    assert json.loads((tmp_path / "exact.json").read_text())["decision_bar"] == day
 
 
 def test_stale_data_and_missing_symbols_are_refused_with_exit_2(run_dir, backtest, tmp_path, capsys):

@@ -282,7 +282,11 @@ def test_study_cli_takes_every_train_flag_and_its_own():
                                             "rolling", "--train-bars", "500", "--encoder", "gru"])
     assert (args.folds, args.seeds, args.lookback, args.window, args.train_bars, args.encoder) == \
         (3, 2, 64, "rolling", 500, "gru")
-    assert math.isclose(args.ci_level, 0.9)
+    from differentiable_market.study.run import resolve_study
+
+    cfg, settings, _ = resolve_study(args)
+    assert (settings.folds, settings.seeds, settings.window, settings.train_bars) == (3, 2, "rolling", 500)
+    assert math.isclose(settings.ci_level, 0.9) and cfg.train.lookback == 64 and cfg.train.save_dir == "studies"
 
 
 def _study_cli(data_root, save_dir, *extra):

@@ -132,9 +132,9 @@ def test_user_errors_exit_2_with_a_message_not_a_traceback(tmp_path, capsys):
 
 
 def test_help_explains_every_flag_with_units():
-    text = build_parser().format_help()
+    text = build_parser().format_help_all()
     for flag in ("--data-root", "--data-glob", "--lookback", "--batch-windows", "--rollout-groups", "--epochs",
-                 "--device", "--dtype", "--no-muon", "--no-compile", "--save-dir", "--microbatch-windows",
+                 "--device", "--dtype", "--no-muon", "--compile", "--out-dir", "--microbatch-windows",
                  "--gradient-checkpointing", "--risk-aversion", "--drawdown-lambda", "--include-cash", "--cost-bps",
                  "--seed", "--eval-interval", "--resume", "--init-checkpoint"):
         assert flag in text, flag
