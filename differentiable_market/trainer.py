@@ -447,11 +447,19 @@ def score_split(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, s
     ``excess_vs_equal_weight`` holds the excess log growth over the split and its autocorrelation-robust t-statistic
     (``gate.hac_t``: Newey-West standard error).
     """
-    from .gate import hac_t
-
     start, stop = tensors.decision_range(split)
     if stop - start < 2:
         raise DataError(f"The {split} split has {stop - start} scorable bars; use smaller --lookback or more data.")
+    return score_range(policy, tensors, cfg, start, stop, split)
+
+
+@torch.no_grad()
+def score_range(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, start: int, stop: int,
+                label: str) -> SplitScore:
+    """``score_split`` over the decision bars [start, stop) (every price they earn lies before bar stop + horizon),
+    as one path from cash at ``start``; ``label`` names the range in the summary ("split")."""
+    from .gate import hac_t
+
     was_training = policy.training
     policy.eval()
     growth = tensors.growth[start:stop][None]
@@ -465,7 +473,7 @@ def score_split(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, s
     equal = torch.zeros(policy.n_out, device=growth.device)
     equal[: policy.n_assets] = 1.0 / policy.n_assets
     out: dict[str, Any] = {
-        "split": split,
+        "split": label,
         "first_bar": str(tensors.timestamps[start])[:19],
         "last_bar": str(tensors.timestamps[stop - 1])[:19],
         "bars": stop - start,

@@ -111,10 +111,9 @@ def cut(market: MarketData, through: str) -> MarketData:
 
 def market_record(spec: MarketSpec, market: MarketData) -> dict[str, Any]:
     """What the checkpoint records of a corpus market: its spec, size, dates and price hash."""
-    fp = market.fingerprint()
     return {**spec.to_dict(), "n_assets": market.n_assets, "n_bars": market.n_bars,
-            "first_timestamp": fp["first_timestamp"], "last_timestamp": fp["last_timestamp"],
-            "ohlc_sha256": fp["ohlc_sha256"]}
+            "first_timestamp": str(market.timestamps[0])[:19], "last_timestamp": str(market.timestamps[-1])[:19],
+            "ohlc_sha256": market.fingerprint()["ohlc_sha256"]}
 
 
 def corpus_hash(records: list[dict[str, Any]]) -> str:

@@ -107,8 +107,10 @@ def load_corpus(specs: list[MarketSpec], policy_cfg: PolicyConfig, features: Fea
     return out
 
 
-def run_pretraining(settings: PretrainSettings, resume: Path | None = None, log=print) -> Path:
-    """Pretrain (or continue the pretraining folder ``resume``) and return the folder."""
+def run_pretraining(settings: PretrainSettings, resume: Path | None = None, log=print,
+                    specs: list[MarketSpec] | None = None) -> Path:
+    """Pretrain (or continue the pretraining folder ``resume``) and return the folder. ``specs`` replaces the corpus
+    the settings describe (tests, experiments); a resumed folder must be given the same."""
     device = resolve_device(settings.device)
     if resume is not None:
         saved = json.loads((resume / "pretrain.json").read_text(encoding="utf-8"))
@@ -118,7 +120,7 @@ def run_pretraining(settings: PretrainSettings, resume: Path | None = None, log=
     policy_cfg, features, train = PolicyConfig(), FeatureConfig(), settings.train_config()
     if policy_cfg.architecture != "cross":
         raise ConfigError("Pretraining needs the cross-sectional policy (it runs on any universe).")
-    specs = settings.corpus()
+    specs = settings.corpus() if specs is None else specs
     first = prepare(specs[0], build_market(specs[0]), policy_cfg, features, train, settings.include_cash, None, device)
     n_features = first.tensors.features.shape[-1]
     trainer = CorpusTrainer(policy_cfg, features, train, settings.include_cash, n_features, device,
