@@ -57,6 +57,9 @@ class PretrainSettings:
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
     save_dir: str = "pretrained"
+    # a pretrained checkpoint to start from (e.g. the policy without cash, continued with --include-cash: its cash
+    # token starts fresh); None: a fresh policy
+    init: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_interval", "markets_per_step", "windows_per_market", "train_markets",
@@ -132,6 +135,8 @@ def run_pretraining(settings: PretrainSettings, resume: Path | None = None, log=
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
               "corpus": corpus.records, "corpus_sha256": corpus_hash(corpus.records),
               "last_real_date": last_real_date(corpus.records)}
+    if resume is None and settings.init:
+        _start_from(trainer, settings.init, log)
     if resume is None:
         folder = new_timestamped_dir(settings.save_dir)
         (folder / "checkpoints").mkdir()
@@ -203,4 +208,22 @@ def model_card_from_folder(folder: Path) -> str:
     from .card import model_card
 
     return model_card(load_checkpoint(folder / "checkpoints" / "best.pt"))
+
+
+def _start_from(trainer: CorpusTrainer, path: str, log) -> None:
+    """Load a pretrained checkpoint's weights into the trainer's policy and reference. A policy pretrained without
+    cash starts one with cash: every weight but the cash token (which keeps its fresh initialisation) is loaded."""
+    from ..checkpoint import load_checkpoint
+
+    start = load_checkpoint(path)
+    if start.pretraining is None:
+        raise ConfigError(f"{path} is not a pretrained checkpoint; --init continues a pretraining's best.pt.")
+    own = trainer.policy.state_dict()
+    missing = sorted(set(own) - set(start.policy_state))
+    unexpected = sorted(set(start.policy_state) - set(own))
+    if unexpected or any(m != "cash_token" for m in missing):
+        raise ConfigError(f"{path} holds another policy shape (missing {missing}, extra {unexpected}).")
+    trainer.policy.load_state_dict({**own, **start.policy_state})
+    trainer.reference.load_state_dict(trainer.policy.state_dict())
+    log(f"Starting from {path}" + (" (the cash token starts fresh)" if missing else ""))
 
