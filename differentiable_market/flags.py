@@ -69,6 +69,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "seed": ("train", "seed"),
     "eval_interval": ("train", "eval_interval"),
     "select_min_t": ("train", "select_min_t"),
+    "patience": ("train", "patience"),
     "log_interval": ("train", "log_interval"),
     "save_dir": ("train", "save_dir"),
     "tensorboard": ("train", "tensorboard"),
@@ -82,6 +83,15 @@ class _Off:
 
 
 OFF = _Off()
+
+
+def _int_or_off(text: str) -> int | _Off:
+    if text.strip().lower() == "off":
+        return OFF
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'off', got {text!r}") from None
 
 
 def _float_or_off(text: str) -> float | _Off:
@@ -213,6 +223,9 @@ def add_training_flags(ap: Parser, study: bool = False) -> None:
                    "only where its validation excess log growth over equal weight has a t-statistic of at least T; "
                    "until one does, best.pt is the untrained policy (step 0: equal weight seen through the action). "
                    f"'off': the best validation objective of any trained checkpoint (default: {t.select_min_t:g})")
+    g.add_argument("--patience", type=_int_or_off, metavar="N|off", help="stop early once N evaluations in a row "
+                   "bring no better validation objective than the best so far; the run records where it stopped "
+                   "(default: off, train every step)")
     expert(g.add_argument("--rollout-groups", type=int, metavar="G", help="rollouts per window, the GRPO group "
                           f"(default: {t.rollout_groups})"))
     expert(g.add_argument("--microbatch-windows", type=int, metavar="N", help="windows per forward/backward; "

@@ -277,10 +277,13 @@ def run_training(
         if on_eval is not None and on_eval(step, val, improved):
             console.say(f"step {step:>6}  stopped by the search's pruner")
             return True
-        return False
+        return recorder.stopped_at is not None
 
     try:
-        stopped = trainer.step_count == 0 and validate(0)  # the untrained policy: what best.pt is until beaten
+        stopped = recorder.stopped_at is not None  # a resumed run that had stopped early stays stopped
+        if stopped:
+            console.say(f"The run stopped early at step {recorder.stopped_at} (--patience); nothing to resume.")
+        stopped = stopped or (trainer.step_count == 0 and validate(0))  # the untrained policy: best.pt until beaten
         t_mark = time.perf_counter()
         while trainer.step_count < tc.epochs and not stopped:
             stats = trainer.step()

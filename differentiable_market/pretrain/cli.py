@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--include-cash", action="store_true", help="pretrain a policy that also holds cash")
     g.add_argument("--init", metavar="CKPT", help="start from a pretrained checkpoint (for example the policy without "
                    "cash, continued with --include-cash: its cash token starts fresh)")
+    g.add_argument("--autocorr-windows", type=lambda t: tuple(int(x) for x in t.split(",") if x.strip()),
+                   default=s.autocorr_windows, metavar="W[,W...]", help="trailing windows of the autocorrelation "
+                   f"features (default: {','.join(map(str, s.autocorr_windows))})")
     g = ap.add_argument_group("training")
     g.add_argument("--steps", type=int, default=s.steps, help=f"optimizer steps (default: {s.steps})")
     g.add_argument("--eval-interval", type=int, default=s.eval_interval, help="steps between validations and "
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, corpus_seed=args.corpus_seed, train_markets=args.train_markets,
             validation_markets=args.validation_markets, nyse=args.nyse, folders=tuple(args.add_folder),
             folders_through=args.folders_through, lr=args.lr, muon_lr=args.muon_lr, device=args.device,
-            dtype=args.dtype, save_dir=args.save_dir, init=args.init)
+            dtype=args.dtype, save_dir=args.save_dir, init=args.init, autocorr_windows=args.autocorr_windows)
         run_pretraining(settings, Path(args.resume) if args.resume else None)
     except DifferentiableMarketError as exc:
         print(f"error: {exc}", file=sys.stderr)

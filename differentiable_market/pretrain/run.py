@@ -60,6 +60,9 @@ class PretrainSettings:
     # a pretrained checkpoint to start from (e.g. the policy without cash, continued with --include-cash: its cash
     # token starts fresh); None: a fresh policy
     init: str | None = None
+    # trailing windows (bars) of the autocorrelation features the policy reads (FeatureConfig.autocorr_windows); a long
+    # one lets it tell a market whose returns revert or persist from one where they do not
+    autocorr_windows: tuple[int, ...] = FeatureConfig().autocorr_windows
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_interval", "markets_per_step", "windows_per_market", "train_markets",
@@ -120,7 +123,8 @@ def run_pretraining(settings: PretrainSettings, resume: Path | None = None, log=
         settings = config_from_dict(PretrainSettings, {**saved["settings"], "device": settings.device,
                                                        "steps": max(settings.steps, saved["settings"]["steps"])},
                                     "pretrain.json settings")
-    policy_cfg, features, train = PolicyConfig(), FeatureConfig(), settings.train_config()
+    policy_cfg, train = PolicyConfig(), settings.train_config()
+    features = FeatureConfig(autocorr_windows=tuple(settings.autocorr_windows))
     if policy_cfg.architecture != "cross":
         raise ConfigError("Pretraining needs the cross-sectional policy (it runs on any universe).")
     specs = settings.corpus() if specs is None else specs

@@ -93,7 +93,7 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
           console.verbosity(console.NORMAL)):
         if latest.exists():
             ckpt = load_checkpoint(latest)
-            if ckpt.step < cfg.train.epochs:
+            if not _done_training(ckpt, cfg.train.epochs):
                 run_training(cfg, resume=ckpt, progress=False, argv=["study job", folder.name], data_root=data_root,
                              on_step=on_step)
         else:
@@ -105,13 +105,21 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
 
 def _summary(folder: Path) -> dict[str, Any]:
     best = load_checkpoint(folder / "checkpoints" / "best.pt")
+    latest = load_checkpoint(folder / "checkpoints" / "latest.pt")
+    stopped = ((latest.training_state or {}).get("recorder") or {}).get("stopped_at")
     return {"run_dir": folder.name, "best_step": best.step, "untrained": best.is_untrained,
-            "best_validation_objective": best.best_score}
+            "best_validation_objective": best.best_score, "steps_trained": latest.step, "stopped_early": stopped}
 
 
 def _finished(folder: Path, epochs: int) -> bool:
     latest = folder / "checkpoints" / "latest.pt"
-    return latest.exists() and load_checkpoint(latest).step >= epochs
+    return latest.exists() and _done_training(load_checkpoint(latest), epochs)
+
+
+def _done_training(latest: Any, epochs: int) -> bool:
+    """Whether a run whose latest.pt is ``latest`` has nothing left to train: every step, or stopped early."""
+    recorder = (latest.training_state or {}).get("recorder") or {}
+    return latest.step >= epochs or recorder.get("stopped_at") is not None
 
 
 # (jobs, study folder, done(job, summary), on_step(job name, step, steps) or None) -> None
