@@ -14,6 +14,8 @@ import difflib
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
+from . import __version__
+
 EXPERT = "_dm_expert"  # attribute set on an action shown only by --help-all
 HIDDEN = "_dm_hidden"  # attribute: option strings of an action that help never shows (old names kept working)
 
@@ -112,6 +114,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._show_all = False
         self.add_argument("--help-all", action=_HelpAll, help="show every flag, the expert ones too, and exit")
+        self.add_argument("--version", action="version", version=f"differentiable-market {__version__}",
+                          help=argparse.SUPPRESS)
 
     # --- help ------------------------------------------------------------------------------------------------------
     def format_help(self) -> str:

@@ -124,6 +124,20 @@ def uncompiled_kernels(modules: Iterable[ModuleType]) -> list[str]:
     return out
 
 
+def package_kernels(baselines: bool = False) -> list[ModuleType]:
+    """The modules of numba kernels that training on the CPU calls (the policies' loops, the band action, the
+    digamma), and with ``baselines`` the online-portfolio baselines' loops (a backtest)."""
+    from . import actions, special
+    from .policy import kernels
+
+    out = [kernels, actions, special]
+    if baselines:
+        from .baselines import kernels as olps
+
+        out.append(olps)
+    return out
+
+
 def compile_notice(modules: Iterable[ModuleType]) -> str | None:
     """A one-line notice when the next steps compile numba kernels (first use after install or an update)."""
     names = uncompiled_kernels(modules)

@@ -382,7 +382,9 @@ def summary(prediction: Prediction) -> str:
              f"{p.window_bars[1] - p.window_bars[0] + 1} bars from {iso(p.market.timestamps[p.window_bars[0]])}.",
              "", f"{'symbol':<{width}}  {'target':>8}  {'holding':>8}  {'trade':>8}"]
     for name, w, h in zip(p.names, p.target, p.holdings.weights):
-        lines.append(f"{name:<{width}}  {100 * w:7.2f}%  {100 * h:7.2f}%  {100 * (w - h):+7.2f}%")
+        trade = 100 * (w - h)
+        trade_text = f"{trade:+7.2f}%" if round(trade, 2) != 0 else f"{0:7.2f}%"  # no "-0.00%"
+        lines.append(f"{name:<{width}}  {100 * w:7.2f}%  {100 * h:7.2f}%  {trade_text}")
     if p.excluded:
         lines += ["", f"Not tradeable after {p.decision_bar} (target 0):"]
         lines += [f"  {sym}: {why}" for sym, why in p.excluded.items()]

@@ -34,14 +34,6 @@ from .recorder import RunMeta, RunRecorder
 from .trainer import TRAIN_STATS, Trainer, env_steps_per_step, peak_memory_gb, prepare_market, resolve_device
 
 
-def kernel_modules() -> list:
-    """The modules whose numba kernels a training run on the CPU calls (compiled on first use)."""
-    from . import actions, special
-    from .policy import kernels
-
-    return [kernels, actions, special]
-
-
 def execution_advice(cfg: ExperimentConfig, given: bool) -> str | None:
     """A line to print before a run whose default execution deserves one (None otherwise); it never changes the
     execution: the default stays "open" whatever the files hold.
@@ -242,7 +234,7 @@ def run_training(
     console.say(f"dtype: {dtype_name} ({trainer.autocast_reason}); compile: {'on' if trainer.compiled else 'off'} "
                 f"({trainer.compile_reason})")
     if device.type == "cpu":
-        notice = console.compile_notice(kernel_modules())
+        notice = console.compile_notice(console.package_kernels())
         if notice is not None:
             console.say(notice)
 

@@ -58,6 +58,7 @@ from ..env import (account, decision_growth, execution_horizon, growth_where_tra
 from ..errors import CheckpointError, ConfigError, DataError
 from ..features import compute_features
 from ..metrics import bars_per_year, path_metrics
+from ..console import compile_notice, package_kernels
 from ..outcome import untrained_label
 from ..rollout import deterministic_weights
 from ..splits import make_splits, through_cutoff, train_end_cutoff
@@ -360,8 +361,15 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     market = load_market(cfg.data, min_bars=horizon + 2, universe_cutoff=cutoff)
     fills = execution_note(market, cfg.env.execution)
     notes = list(market.notes) + ([fills] if fills else []) + checkpoint_notes(ckpt, market)
+    if not options.transfer_universe:  # refuse other symbols before printing notes about data that will not be used
+        check_market_matches(ckpt, market.symbols, ckpt.feature_spec, hint=(
+            ", or pass --transfer-universe to run this cross-sectional policy on these symbols."
+            if transferable(ckpt) else "."))
     for note in notes:
         log(note)
+    notice = compile_notice(package_kernels(baselines=True))
+    if notice is not None:
+        log(notice)
     if options.transfer_universe:  # the features are the checkpoint's spec computed on these data
         if market.symbols != ckpt.symbols:
             overrides["universe"] = universe_difference(ckpt.symbols, market.symbols)
@@ -371,10 +379,6 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
                          f"{market.n_assets} ({len(u['shared'])} shared, {len(u['new'])} new: {u['new'][:10]}"
                          f"{' ...' if len(u['new']) > 10 else ''}).")
             log(notes[-1])
-    else:
-        check_market_matches(ckpt, market.symbols, ckpt.feature_spec, hint=(
-            ", or pass --transfer-universe to run this cross-sectional policy on these symbols."
-            if transferable(ckpt) else "."))
     policy = build_policy(ckpt, include_cash, market.n_assets)
     fingerprint = market.fingerprint()
     same_data = _same_data(fingerprint, ckpt.data_fingerprint)

@@ -132,12 +132,13 @@ def answer(result: BacktestResult) -> dict[str, Any]:
     in_sample = any(n.startswith("WARNING") for n in result.notes)
     call = "cannot tell" if iv.low <= 0 <= iv.high else "above" if iv.low > 0 else "below"
     pct = lambda x: f"{100 * x:+.1f}"  # noqa: E731
-    figure = (f"excess log growth over equal weight is {pct(iv.estimate)}%/yr ({iv.level:.0%} CI "
-              f"[{pct(iv.low)}, {pct(iv.high)}], {policy.size:,} bars)")
+    numbers = f"{pct(iv.estimate)}%/yr ({iv.level:.0%} CI [{pct(iv.low)}, {pct(iv.high)}], {policy.size:,} bars)"
+    figure = f"excess log growth over equal weight is {numbers}"
     if untrained:
-        text = (f"Untrained policy: this checkpoint is {result.policy.label}, not a trained policy. Its {figure} is "
-                "what the action does to equal weight, not anything learned: there is nothing trained to judge. "
-                "Train longer or on a market with an edge, or run the study (differentiable-market study).")
+        text = (f"Untrained policy: this checkpoint is {result.policy.label}, not a trained policy. Its excess log "
+                f"growth over equal weight, {numbers}, is what the action does to equal weight, not anything "
+                "learned: there is nothing trained to judge. Train longer or on a market with an edge, or run the "
+                "study (differentiable-market study).")
     elif call == "cannot tell":
         text = (f"The policy's {figure}: one path cannot tell it from zero. Run the study "
                 "(differentiable-market study) to judge the method over folds and seeds.")
@@ -631,10 +632,11 @@ def report_html(result: BacktestResult, report: dict[str, Any], charts: dict[str
     ans = report["answer"]
     banner = ""
     if ans["untrained"]:
+        held = result.policy.label.removesuffix(" (untrained policy)")
         banner = (f"<div class='banner'><strong>Untrained policy.</strong> This checkpoint (step {ck['step']}) is "
-                  f"{esc(result.policy.label)}: no trained checkpoint of its run beat equal weight on validation, so "
-                  "best.pt kept the untrained policy. The 'policy' row below is that benchmark, not a trained "
-                  "model.</div>")
+                  f"{esc(held)}: no trained checkpoint of its run passed the selection gate on validation (beating "
+                  "both equal weight and the untrained policy), so best.pt kept the untrained policy. The 'policy' "
+                  "row below is that benchmark, not a trained model.</div>")
     elif ans["in_sample"]:
         banner = ("<div class='banner'><strong>In-sample.</strong> The scored bars overlap the bars this checkpoint "
                   "was trained or selected on (see Notes): nothing here is out of sample.</div>")

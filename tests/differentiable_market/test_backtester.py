@@ -564,3 +564,56 @@ def test_signal_closes_hold_each_asset_flat_outside_its_tradeable_life():
                            [12.0, 21.0, 6.0, 1.0],
                            [12.0, 22.0, 8.0, 1.0]], dtype=torch.float64)
     assert torch.equal(signal_closes(close, mask), expect)
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory) -> Path:
+    """A run whose best.pt is the untrained policy: one training step cannot pass the selection gate."""
+    from differentiable_market.train import run_training
+
+    cfg = ExperimentConfig(
+        data=DataConfig(root=str(bundled_sample_dir())),
+        policy=PolicyConfig(architecture="flat", action="band", hidden_size=8, head_hidden=8),
+        train=TrainConfig(lookback=32, batch_windows=2, rollout_groups=2, epochs=1, eval_interval=1, log_interval=1,
+                          device="cpu", dtype="float32", compile="off",
+                          save_dir=str(tmp_path_factory.mktemp("runs"))),
+    )
+    return run_training(cfg, progress=False, argv=[])
+
+
+def test_an_untrained_checkpoint_gets_a_banner_a_named_row_and_an_answer_first(untrained_run, tmp_path, capsys):
+    from differentiable_market import cli
+
+    assert load_checkpoint(untrained_run).is_untrained
+    assert cli.main(["backtest", "--checkpoint", str(untrained_run), "--out-dir", str(tmp_path / "bt"),
+                     "--no-trades"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    (folder,) = list((tmp_path / "bt").iterdir())
+    assert lines[-1] == f"Report: {folder / 'report.html'}"
+    assert lines[-2].startswith("Untrained policy: this checkpoint is equal weight through the band (untrained "
+                                "policy), not a trained policy.")
+    assert any(line.startswith("policy (untrained) ") for line in lines)  # the console table's row
+    report = json.loads((folder / "report.json").read_text())
+    assert report["answer"]["untrained"] and report["checkpoint"]["untrained"]
+    assert report["answer"]["text"] == lines[-2]
+    assert report["strategies"]["policy"]["label"] == "equal weight through the band (untrained policy)"
+    page = (folder / "report.html").read_text()
+    banner, facts = page.index("<div class='banner'><strong>Untrained policy.</strong>"), page.index('class="facts"')
+    assert page.index("<h1>") < banner < page.index('<p class="answer">') < facts  # at the top, before any table
+    assert "equal weight through the band (untrained policy)" in page[facts:]  # the row's label
+    assert "cash asset: False" not in page and "matches checkpoint: True" not in page
+
+
+def test_a_backtest_replays_from_its_report_folder(untrained_run, tmp_path):
+    from differentiable_market import cli
+
+    assert cli.main(["backtest", "--checkpoint", str(untrained_run), "--out-dir", str(tmp_path / "bt"), "--split",
+                     "validation", "--window-length", "40", "--cost-bps", "5", "--baselines", "core,eg",
+                     "--no-trades", "-q"]) == 0
+    (first,) = list((tmp_path / "bt").iterdir())
+    assert cli.main(["backtest", "--config", str(first), "-q"]) == 0
+    second = next(p for p in (tmp_path / "bt").iterdir() if p != first)
+    a, b = (json.loads((p / "report.json").read_text()) for p in (first, second))
+    assert a["options"] == b["options"] and a["options"]["window_length"] == 40 and a["options"]["cost_bps"] == 5.0
+    assert a["strategies"]["policy"]["mean"] == b["strategies"]["policy"]["mean"]
+    assert set(a["strategies"]) == set(b["strategies"]) and "eg" in a["strategies"]

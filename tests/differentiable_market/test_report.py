@@ -78,3 +78,55 @@ def test_trades_jsonl_streams_to_disk_in_constant_memory(tmp_path: Path) -> None
     assert peak < 2e5, f"writing {size / 1e6:.1f} MB of trades held {peak / 1e6:.2f} MB at once"
     with open(path, encoding="utf-8") as fh:
         assert sum(1 for _ in fh) == 8_000
+
+
+def _answer_result(policy_lg: np.ndarray, bench_lg: np.ndarray, untrained: bool = False, notes: tuple = (),
+                   length: int | None = None) -> SimpleNamespace:
+    """What ``answer`` reads of a BacktestResult: the chain of windows, two strategies' log growth, bars per year."""
+    n = policy_lg.shape[-1] if length is None else length
+    lg_p, lg_b = policy_lg.reshape(-1, n), bench_lg.reshape(-1, n)
+    plan = SimpleNamespace(chain=lambda: list(range(lg_p.shape[0])))
+    policy = SimpleNamespace(log_growth=lg_p, label="equal weight through the band (untrained policy)")
+    return SimpleNamespace(plan=plan, policy=policy, periods_per_year=252.0, notes=list(notes),
+                           checkpoint={"untrained": untrained},
+                           strategies={"policy": policy, "equal_weight": SimpleNamespace(log_growth=lg_b)})
+
+
+def test_the_backtest_answers_its_question_with_an_interval_of_the_excess_over_equal_weight() -> None:
+    from differentiable_market.marketsimulator.report import answer
+    from differentiable_market.study.stats import mean_growth_ci
+
+    rng = np.random.default_rng(0)
+    bench = rng.normal(0.0003, 0.01, 600)
+    edge = bench + 0.002 + rng.normal(0, 0.002, 600)  # a clear edge: +0.2% per bar
+    a = answer(_answer_result(edge, bench))
+    iv = mean_growth_ci(edge - bench, 252.0, level=0.9, reps=2000, seed=0)
+    ex = a["excess_log_growth_per_year"]
+    assert ex["estimate"] == pytest.approx((edge - bench).mean() * 252, rel=1e-12)
+    assert (ex["low"], ex["high"]) == (iv.low, iv.high) and ex["low"] < ex["estimate"] < ex["high"]
+    assert a["call"] == "above" and a["bars"] == 600 and not a["untrained"]
+    assert a["policy_log_growth_per_year"] == pytest.approx(edge.mean() * 252)
+    assert a["text"].startswith(f"The policy's excess log growth over equal weight is {100 * ex['estimate']:+.1f}%/yr "
+                                f"(90% CI [{100 * ex['low']:+.1f}, {100 * ex['high']:+.1f}], 600 bars): above")
+    noise = bench + rng.normal(0, 0.002, 600)  # no edge
+    b = answer(_answer_result(noise, bench))
+    assert b["call"] == "cannot tell" and b["excess_log_growth_per_year"]["low"] < 0 < \
+        b["excess_log_growth_per_year"]["high"]
+    assert "one path cannot tell it from zero. Run the study (differentiable-market study)" in b["text"]
+    worse = answer(_answer_result(bench - 0.002 + rng.normal(0, 0.002, 600), bench))
+    assert worse["call"] == "below" and "below equal weight on this path" in worse["text"]
+
+
+def test_the_answer_names_an_untrained_checkpoint_and_in_sample_bars() -> None:
+    from differentiable_market.marketsimulator.report import answer
+
+    bench = np.random.default_rng(1).normal(0, 0.01, 200)
+    a = answer(_answer_result(bench.copy(), bench, untrained=True))
+    assert a["untrained"] and a["excess_log_growth_per_year"]["estimate"] == 0.0
+    assert a["text"].startswith("Untrained policy: this checkpoint is equal weight through the band (untrained "
+                                "policy), not a trained policy.")
+    b = answer(_answer_result(bench + 0.001, bench, notes=("WARNING: the policy was trained on bars up to ...",)))
+    assert b["in_sample"] and b["text"].startswith("In-sample: ")
+    # a chain of two windows is one path of their bars
+    c = answer(_answer_result(np.concatenate([bench, bench]) + 0.001, np.concatenate([bench, bench]), length=200))
+    assert c["bars"] == 400

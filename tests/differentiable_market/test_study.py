@@ -361,8 +361,14 @@ def test_worker_processes_give_the_study_of_one_process(tmp_path, write_ohlc_csv
         local = run_study(cfg, settings, log=lambda *_: None)
     finally:
         torch.set_num_threads(threads)
-    pooled = run_study(cfg, settings, executor=process_executor(2), log=lambda *_: None)
+    said: list[str] = []
+    pooled = run_study(cfg, settings, executor=process_executor(2), log=said.append)
     a, b = (json.loads((f / "study.json").read_text()) for f in (local, pooled))
+    # the workers' training steps reach the study's progress lines through a queue
+    for job in ("fold0-seed0", "fold1-seed0"):
+        assert [line.split(";")[0] for line in said if line.startswith(f"  job {job}: step")] == \
+            [f"  job {job}: step {k}/4" for k in (1, 2, 3)]
+    assert any("study 100% done" in line for line in said)
     if (os.cpu_count() or 1) // 2 == 1:
         assert a["jobs"] == b["jobs"] and a["results"] == b["results"]
     else:  # workers get more threads than the local run: the last bits may differ
