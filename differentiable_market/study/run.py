@@ -289,7 +289,7 @@ def build_study_parser(prog: str = PROG) -> Parser:
                    "(the policy pretrained on a corpus of markets that ships with the package) or a path. With "
                    "--epochs 0 the study scores the pretrained policy as it is (zero-shot): one candidate per fold, "
                    "judged against equal weight and the untrained policy on the fold's validation bars and every "
-                   "earlier out-of-sample bar; otherwise each member is fine-tuned from it, and the zero-shot policy "
+                   "out-of-sample bar before it; otherwise each member is fine-tuned from it, and the zero-shot policy "
                    "and members trained from scratch are shown beside them (default: from scratch)")
     expert(g.add_argument("--no-scratch", dest="scratch", action="store_const", const=False, help="with --init and "
                           "training steps, do not also train the members from scratch (halves the training)"))
