@@ -50,6 +50,16 @@ class Checkpoint:
     # whether this is a run's untrained policy (best.pt where no trained checkpoint passed the selection gate);
     # None in checkpoints written before it was recorded: ``is_untrained`` infers it from the step
     untrained: bool | None = None
+    # a pretrained policy's record (``pretrain.run``): the corpus, its hashes and dates, the last real date it
+    # learned from, its validation; None for a checkpoint of an ordinary run
+    pretraining: dict[str, Any] | None = None
+
+    @property
+    def refits_normaliser(self) -> bool:
+        """Whether the features of a market this policy is applied to are normalised by a normaliser fitted on that
+        market's own training bars (a pretrained policy, which learned each corpus market that way) rather than by
+        the checkpoint's."""
+        return self.pretraining is not None
 
     @property
     def is_untrained(self) -> bool:
@@ -86,6 +96,7 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
     validated_through: str | None = None,
     untrained: bool | None = None,
+    pretraining: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically. Pass the uncompiled policy, or its state dict. ``trained_through`` and
     ``validated_through`` are ISO timestamps (``YYYY-MM-DDTHH:MM:SS``, UTC) of the last training and the last
@@ -109,6 +120,7 @@ def save_checkpoint(
         "validated_through": validated_through,
         "training_state": training_state,
         "untrained": untrained,
+        "pretraining": pretraining,
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -170,6 +182,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
         untrained=payload.get("untrained"),
+        pretraining=payload.get("pretraining"),
     )
 
 
@@ -200,6 +213,54 @@ def _with_legacy_defaults(config: dict) -> dict:
         config = {**config, "features": {"ma_windows": [], "cross_sectional": False, "autocorr_windows": [],
                                          **features}}
     return {**config, "policy": policy}
+
+
+PRETRAINED = "pretrained"  # the name that --init / --checkpoint accept for the shipped pretrained policy
+
+
+def resolve_checkpoint_name(text: str | Path, include_cash: bool = False) -> Path:
+    """A checkpoint argument as a path: ``pretrained`` is the policy shipped with the package (its cash variant when
+    ``include_cash``); anything else is taken as a path (a .pt file or a run folder)."""
+    if str(text) == PRETRAINED:
+        from .pretrained import shipped_path
+
+        return shipped_path(include_cash)
+    return Path(text)
+
+
+def pretraining_cutoff(ckpt: Checkpoint) -> str | None:
+    """The last timestamp of real data a pretrained policy learned from (None: not pretrained, or synthetic only)."""
+    return None if ckpt.pretraining is None else ckpt.pretraining.get("last_real_date")
+
+
+def check_after_pretraining(ckpt: Checkpoint, first_scored: str, what: str) -> None:
+    """Refuse to score a pretrained policy on bars from before the end of the real data it learned from: markets move
+    together, so its weights may have learned those very days' moves. ``first_scored`` is the ISO timestamp of the
+    first bar scored (a validation split's first bar, a study's first evidence bar); ``what`` names it."""
+    cutoff = pretraining_cutoff(ckpt)
+    if cutoff is not None and first_scored[:19] <= cutoff[:19]:
+        raise CheckpointError(
+            f"{ckpt.path} is a pretrained policy that learned from real prices up to {cutoff[:10]}, and {what} starts "
+            f"at {first_scored[:10]}: it would be scored on days whose market moves it may have learned. Use data "
+            f"whose {what} starts after {cutoff[:10]} (later dates, or larger --val-fraction/--test-fraction or "
+            "--oos-fraction), or pretrain your own policy on an earlier corpus (python -m differentiable_market."
+            "pretrain --folders-through DATE)."
+        )
+
+
+def feature_spec_for(ckpt: Checkpoint, market: MarketData, fit_end: int) -> FeatureSpec:
+    """The feature spec that computes ``ckpt``'s inputs on ``market``: its own, or, for a pretrained policy (which
+    learned every market with a normaliser fitted on that market's own past), one fitted on bars [0, fit_end) of
+    ``market`` with the checkpoint's feature config."""
+    if not ckpt.refits_normaliser:
+        return ckpt.feature_spec
+    from .features import fit_feature_spec
+
+    spec = fit_feature_spec(market, ckpt.config.features, fit_end)
+    if spec.names != ckpt.feature_spec.names:
+        raise CheckpointError(f"{ckpt.path} expects the features {list(ckpt.feature_spec.names)}; these data give "
+                              f"{list(spec.names)}.")
+    return spec
 
 
 def build_policy(ckpt: Checkpoint, include_cash: bool | None = None, n_assets: int | None = None) -> Policy:

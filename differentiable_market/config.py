@@ -262,6 +262,9 @@ class TrainConfig:
     # least this t-statistic; until one does, best.pt is the untrained policy (scored at step 0), equal weight seen
     # through the action. None: the best validation objective of any trained checkpoint (runs before the gate)
     select_min_t: float | None = 2.0
+    # early stopping: end the run once this many evaluations in a row brought no better validation objective than
+    # the best so far (the untrained policy's included); None: train every step of --epochs
+    patience: int | None = None
     log_interval: int = 10  # optimizer steps between metric reads (one host sync each)
     save_dir: str = "runs"  # parent of run folders, relative to the current folder
     max_nonfinite_steps: int = 10  # consecutive non-finite steps that stop the run
@@ -292,6 +295,8 @@ class TrainConfig:
             raise ConfigError(f"train.universe_sample must be >= 2 assets, got {self.universe_sample}.")
         if self.updates_per_batch < 1:
             raise ConfigError(f"train.updates_per_batch must be >= 1, got {self.updates_per_batch}.")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"train.patience must be >= 1 evaluations (or None), got {self.patience}.")
         if self.eval_interval < 1 or self.log_interval < 1:
             raise ConfigError("train.eval_interval and train.log_interval must be >= 1.")
         _check_choices(self, "train", (("reference", ReferenceMode), ("device", DeviceName), ("dtype", DTypeName),

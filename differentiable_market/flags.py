@@ -69,6 +69,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "seed": ("train", "seed"),
     "eval_interval": ("train", "eval_interval"),
     "select_min_t": ("train", "select_min_t"),
+    "patience": ("train", "patience"),
     "log_interval": ("train", "log_interval"),
     "save_dir": ("train", "save_dir"),
     "tensorboard": ("train", "tensorboard"),
@@ -82,6 +83,15 @@ class _Off:
 
 
 OFF = _Off()
+
+
+def _int_or_off(text: str) -> int | _Off:
+    if text.strip().lower() == "off":
+        return OFF
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'off', got {text!r}") from None
 
 
 def _float_or_off(text: str) -> float | _Off:
@@ -213,6 +223,9 @@ def add_training_flags(ap: Parser, study: bool = False) -> None:
                    "only where its validation excess log growth over equal weight has a t-statistic of at least T; "
                    "until one does, best.pt is the untrained policy (step 0: equal weight seen through the action). "
                    f"'off': the best validation objective of any trained checkpoint (default: {t.select_min_t:g})")
+    g.add_argument("--patience", type=_int_or_off, metavar="N|off", help="stop early once N evaluations in a row "
+                   "bring no better validation objective than the best so far; the run records where it stopped "
+                   "(default: off, train every step)")
     expert(g.add_argument("--rollout-groups", type=int, metavar="G", help="rollouts per window, the GRPO group "
                           f"(default: {t.rollout_groups})"))
     expert(g.add_argument("--microbatch-windows", type=int, metavar="N", help="windows per forward/backward; "
@@ -310,9 +323,13 @@ def build_parser(run_folder_flags: bool = True, prog: str = "differentiable-mark
     g.add_argument("--resume", metavar="RUN", help="continue a run from its checkpoints/latest.pt (a run folder or a "
                    "latest.pt); only --epochs, --data-root, --data-glob, --device, --tensorboard and --cpu-heap may "
                    "change")
-    g.add_argument("--init-checkpoint", metavar="CKPT", help="start from this checkpoint's policy weights and "
-                   "feature normaliser (new optimiser, new run folder); a cross-sectional checkpoint may start a run "
-                   "on other symbols")
+    g.add_argument("--init", "--init-checkpoint", dest="init_checkpoint", metavar="pretrained|CKPT",
+                   help="start from a checkpoint's policy weights (new optimiser, new run folder): 'pretrained', the "
+                   "policy pretrained on a corpus of markets that ships with the package (its policy settings are "
+                   "used; the normaliser is fitted on this run's training split), or a run folder or .pt file (its "
+                   "feature normaliser too; a cross-sectional one may start a run on other symbols). With --epochs 0 "
+                   "the run only scores it: best.pt keeps it where validation evidence says it beats equal weight and "
+                   "the untrained policy")
     g.add_argument("--tensorboard", action="store_const", const=True, help="also write the training curves and the "
                    "run's hyperparameters as TensorBoard event files in <run folder>/tensorboard "
                    f"(needs: {INSTALL_HINT})")

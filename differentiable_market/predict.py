@@ -40,8 +40,9 @@ import torch
 from . import __version__, console
 from .argparsing import Parser
 from .atomic import atomic_write_new, json_safe
-from .checkpoint import Checkpoint, build_policy, check_market_matches, checkpoint_notes, load_checkpoint
-from .config import Execution
+from .checkpoint import (Checkpoint, build_policy, check_market_matches, checkpoint_notes, feature_spec_for,
+                         load_checkpoint, resolve_checkpoint_name)
+from .config import DataConfig, Execution
 from .configfile import check_sections, dump, read_config_file, section_values
 from .data import MarketData, execution_note, load_market, resolve_data_root
 from .env import account, decision_growth, execution_horizon, growth_where_tradeable, observed_growth, tradeable_columns
@@ -258,16 +259,21 @@ def decide(policy: Policy, features: torch.Tensor, held: torch.Tensor, holdings:
 def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | None = None,
             data_glob: str | None = None, log: Any = print) -> Prediction:
     """Load the checkpoint and its data up to the last bar, and decide the next fill (see the module docstring)."""
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(resolve_checkpoint_name(checkpoint))
     cfg = ckpt.config
-    data_cfg = dataclasses.replace(cfg.data, root=data_root or cfg.data.root, glob=data_glob or cfg.data.glob)
+    pretrained = ckpt.pretraining is not None  # learned from a corpus: runs on the data's symbols, whatever they are
+    default_root = DataConfig().root if pretrained else cfg.data.root
+    data_cfg = dataclasses.replace(cfg.data, root=data_root or default_root, glob=data_glob or cfg.data.glob)
     include_cash, lookback = cfg.env.include_cash, cfg.train.lookback
-    policy = build_policy(ckpt)
-    # The universe is decided on the checkpoint's training bars only, as in the backtester.
-    cutoff = (through_cutoff(ckpt.trained_through) if ckpt.trained_through and data_cfg.universe_through is None
+    # The universe is decided on the checkpoint's training bars only, as in the backtester (a pretrained policy's
+    # on the training split of these data).
+    cutoff = (through_cutoff(ckpt.trained_through)
+              if ckpt.trained_through and data_cfg.universe_through is None and not pretrained
               else train_end_cutoff(data_cfg, lookback))
     market = load_market(data_cfg, min_bars=lookback, universe_cutoff=cutoff)
-    check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
+    if not pretrained:
+        check_market_matches(ckpt, market.symbols, ckpt.feature_spec)
+    policy = build_policy(ckpt, n_assets=market.n_assets)
     last = str(market.timestamps[-1])[:19]
     if ckpt.trained_through is not None and last < ckpt.trained_through:
         raise DataError(
@@ -294,7 +300,13 @@ def predict(checkpoint: str, holdings_file: str | None = None, data_root: str | 
     n_bars = market.n_bars
     first = n_bars - lookback
     history = 0 if cfg.policy.context == "history" else first  # what the encoder reads
-    features = torch.as_tensor(compute_features(market, ckpt.feature_spec)[history:])
+    # a pretrained policy's normaliser is fitted on every bar of these data: all of them lie before the decision
+    spec = feature_spec_for(ckpt, market, market.n_bars)
+    if pretrained:
+        notes.append("Pretrained policy: its feature normaliser is fitted on every bar of these data (all before the "
+                     "decision), as it was on every market it learned from.")
+        log(notes[-1])
+    features = torch.as_tensor(compute_features(market, spec)[history:])
     if features.shape[-1] != ckpt.n_features:
         raise CheckpointError(f"The features have {features.shape[-1]} columns; {ckpt.path} expects {ckpt.n_features}.")
     window_prices = torch.tensor(market.open[first:]), torch.tensor(market.close[first:])

@@ -62,6 +62,10 @@ class RunRecorder:
         self.untrained_path: np.ndarray | None = None  # per-bar validation log growth of the untrained policy
         self.untrained_objective: float | None = None
         self.best: int | None = -1  # the look best.pt holds (None: the untrained policy; -1: not written yet)
+        # early stopping: the best validation objective so far (untrained policy included) and the evaluations since
+        self.best_objective: float | None = None
+        self.stale = 0
+        self.stopped_at: int | None = None  # the step at which the run stopped early, if it did
         if untrained is not None:
             score = score_split(untrained, tensors, meta.config, "validation")
             self.untrained_path, self.untrained_objective = score.policy, score.summary["policy"]["objective"]
@@ -79,7 +83,8 @@ class RunRecorder:
         return {"gate": self.gate.state_dict(), "states": {str(k): v for k, v in self.states.items()},
                 "untrained_path": None if self.untrained_path is None else self.untrained_path.tolist(),
                 "untrained_objective": self.untrained_objective,
-                "untrained_state": self.untrained_state, "best": self.best}
+                "untrained_state": self.untrained_state, "best": self.best, "best_objective": self.best_objective,
+                "stale": self.stale, "stopped_at": self.stopped_at}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if not state:  # a checkpoint written before the gate kept its looks: later looks start a new record
@@ -93,17 +98,27 @@ class RunRecorder:
         self.untrained_objective = state["untrained_objective"]
         self.untrained_state = state["untrained_state"]
         self.best = state["best"]
+        self.best_objective, self.stale = state.get("best_objective"), state.get("stale", 0)
+        self.stopped_at = state.get("stopped_at")
 
     # --- one evaluation --------------------------------------------------------------------------------------------
     def evaluate(self, step: int, policy: Policy, training_state: Callable[[], dict[str, Any]] | None,
                  is_untrained: bool) -> tuple[dict[str, Any], bool]:
-        """Score ``policy`` (at ``step``) on validation, let the gate decide, write best.pt if its choice changed and
-        latest.pt when ``training_state`` is given (it returns the trainer's state; the recorder adds its own), record
+        """Score ``policy`` (at ``step``) on validation, let the gate decide, count the evaluations without progress
+        (``--patience``: ``stopped_at`` is set where the run should stop), write best.pt if the gate's choice changed
+        and latest.pt when ``training_state`` is given (it returns the trainer's state; the recorder adds its own), record
         the row and print the line. ``is_untrained``: this is the run's own untrained policy (step 0 from scratch),
         the benchmark rather than a candidate. Returns the row and whether this look is now best.pt."""
         cfg = self.meta.config
         score = score_split(policy, self.tensors, cfg, "validation")
         objective = score.summary["policy"]["objective"]
+        if self.best_objective is None or objective > self.best_objective:
+            self.best_objective, self.stale = objective, 0
+        else:
+            self.stale += 1
+        patience = cfg.train.patience
+        if patience is not None and self.stale >= patience and step < cfg.train.epochs:
+            self.stopped_at = step  # early stopping: recorded in latest.pt, so a resumed run does not go on
         if is_untrained:
             self.untrained_path, self.untrained_objective = score.policy, objective
             self.untrained_state = _state(policy)
@@ -123,6 +138,11 @@ class RunRecorder:
         row = self._row(step, score, decision, is_untrained)
         self.record(row)
         self.echo(self._line(step, row, decision, is_untrained, changed))
+        if self.stopped_at == step:
+            self.record({"type": "stopped", "step": step, "patience": patience,
+                         "best_objective": self.best_objective})
+            self.echo(f"step {step:>6}  stopped early: {patience} evaluations without a better validation objective "
+                      "(--patience)")
         return row, (chosen is None and is_untrained) or chosen == step
 
     def _write_best(self, chosen: int | None) -> None:

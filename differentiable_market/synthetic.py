@@ -1,6 +1,6 @@
-"""Synthetic OHLC markets for tests and benchmarks: pure random walks, a market with a planted, learnable edge, a
-many-asset market with a cross-sectional reversal edge, and a universe whose members list, delist and halt (written
-as a folder, for the union calendar)."""
+"""Synthetic OHLC markets for tests, benchmarks and pretraining: pure random walks, a market with a planted,
+learnable edge, many-asset markets with a cross-sectional reversal or momentum edge, a market whose regime switches
+between them, and a universe whose members list, delist and halt (written as a folder, for the union calendar)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,97 @@ def reversal_market(
     for t in range(1, n_bars):  # a recurrence over bars, vectorised over the assets
         x[t] = rho * x[t - 1] + noise[t]
     log_ret = beta * market + walk + np.diff(x, axis=0, prepend=0.0)  # bar 0's "return" sets its level
+    return _ohlc_from_log_returns(log_ret, rng, trading_days("2000-01-03", n_bars))
+
+
+def momentum_market(
+    n_bars: int = 2520,
+    n_assets: int = 32,
+    seed: int = 0,
+    *,
+    market_vol: float = 0.01,
+    market_drift: float = 2e-4,
+    loading_range: tuple[float, float] = (0.5, 1.5),
+    idio_vol: float = 0.012,
+    trend_std: float = 1e-3,
+    trend_rho: float = 0.98,
+) -> MarketData:
+    """Many assets on one market factor whose idiosyncratic drifts persist: a cross-sectional momentum edge.
+
+    Log return of asset i at bar t (per bar, log units):
+
+        r[t, i] = beta_i * m_t + mu[t, i] + e[t, i],   m_t ~ N(market_drift, market_vol^2), beta_i ~ U(loading_range),
+        mu[t, i] = trend_rho * mu[t-1, i] + sqrt(1 - trend_rho^2) * trend_std * z,   e ~ N(0, idio_vol^2).
+
+    The drift mu is a stationary AR(1) with standard deviation ``trend_std`` (10 bps a bar by default, about 25%/yr)
+    and half-life log(0.5) / log(trend_rho) bars (34 at 0.98): an asset that has risen relative to the others tends
+    to keep rising for weeks, so buying the recent winners earns the drift spread, while equal weight and every
+    single asset do not. A trailing mean of n returns estimates mu with noise idio_vol / sqrt(n), so the edge is weak
+    bar by bar and shows over many assets. NYSE-like trading days from 2000-01-03; open = previous close.
+    """
+    if not 0.0 <= trend_rho < 1.0:
+        raise ValueError(f"trend_rho must lie in [0, 1), got {trend_rho}")
+    rng = np.random.default_rng(seed)
+    beta = rng.uniform(*loading_range, size=n_assets)
+    market = rng.normal(market_drift, market_vol, size=(n_bars, 1))
+    shocks = rng.normal(0.0, trend_std * np.sqrt(1.0 - trend_rho**2), size=(n_bars, n_assets))
+    mu = np.empty((n_bars, n_assets))
+    mu[0] = rng.normal(0.0, trend_std, size=n_assets)
+    for t in range(1, n_bars):  # a recurrence over bars, vectorised over the assets
+        mu[t] = trend_rho * mu[t - 1] + shocks[t]
+    log_ret = beta * market + mu + rng.normal(0.0, idio_vol, size=(n_bars, n_assets))
+    return _ohlc_from_log_returns(log_ret, rng, trading_days("2000-01-03", n_bars))
+
+
+def regime_market(
+    n_bars: int = 2520,
+    n_assets: int = 24,
+    seed: int = 0,
+    *,
+    regime_bars: tuple[int, int] = (250, 750),
+    rho: float = 0.8,
+    idio_vol: float = 0.01,
+    trend_std: float = 1e-3,
+    trend_rho: float = 0.98,
+    vol_range: tuple[float, float] = (0.6, 1.6),
+) -> MarketData:
+    """A market whose idiosyncratic dynamics switch between regimes: reversal, momentum and none.
+
+    The bars are cut into consecutive regimes of ``regime_bars`` (uniform) bars; each regime is, with equal chance,
+    "reversal" (the AR(1) price deviation of ``reversal_market`` with ``rho``), "momentum" (the persistent drift of
+    ``momentum_market``) or "none" (a pure idiosyncratic walk), and scales the idiosyncratic returns by a volatility
+    multiple drawn from ``vol_range``. On top, one market factor (beta ~ U(0.5, 1.5), steps N(2e-4, 0.01^2)). What
+    pays in one regime costs in the next, so a policy must read the regime from recent bars (autocorrelation,
+    trailing returns) rather than assume one. NYSE-like trading days from 2000-01-03; open = previous close. The
+    regimes are not returned: they are what a learner has to infer.
+    """
+    rng = np.random.default_rng(seed)
+    beta = rng.uniform(0.5, 1.5, size=n_assets)
+    market = rng.normal(2e-4, 0.01, size=(n_bars, 1))
+    kind = np.empty(n_bars, dtype=np.int64)
+    scale = np.empty(n_bars)
+    t = 0
+    while t < n_bars:
+        length = int(rng.integers(regime_bars[0], regime_bars[1] + 1))
+        kind[t : t + length] = rng.integers(0, 3)
+        scale[t : t + length] = rng.uniform(*vol_range)
+        t += length
+    # each component over the whole span, then kept where its regime holds
+    noise = rng.normal(0.0, idio_vol, size=(n_bars, n_assets))
+    x = np.empty((n_bars, n_assets))
+    x[0] = noise[0] / np.sqrt(1.0 - rho**2)
+    for i in range(1, n_bars):
+        x[i] = rho * x[i - 1] + noise[i]
+    reversal = np.diff(x, axis=0, prepend=x[:1])
+    shocks = rng.normal(0.0, trend_std * np.sqrt(1.0 - trend_rho**2), size=(n_bars, n_assets))
+    mu = np.empty((n_bars, n_assets))
+    mu[0] = rng.normal(0.0, trend_std, size=n_assets)
+    for i in range(1, n_bars):
+        mu[i] = trend_rho * mu[i - 1] + shocks[i]
+    momentum = mu + rng.normal(0.0, idio_vol, size=(n_bars, n_assets))
+    walk = rng.normal(0.0, idio_vol, size=(n_bars, n_assets))
+    idio = np.where(kind[:, None] == 0, reversal, np.where(kind[:, None] == 1, momentum, walk))
+    log_ret = beta * market + scale[:, None] * idio
     return _ohlc_from_log_returns(log_ret, rng, trading_days("2000-01-03", n_bars))
 
 

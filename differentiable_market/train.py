@@ -9,11 +9,13 @@ printed says what best.pt is (a trained policy, or the untrained one) and what t
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 from . import console
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_name
+from .config import ExperimentConfig
 from .configfile import TREE, check_sections, dump, experiment_config, read_config_file, tree_sections
 from .errors import CheckpointError, ConfigError, DifferentiableMarketError
 # The flags and the run are re-exported here: scripts import them from this module.
@@ -38,6 +40,15 @@ def report_error(exc: BaseException) -> int:
     """Print a command's error (config fields named with their flags) and return the exit status 2."""
     print(f"error: {with_flag_names(str(exc))}", file=sys.stderr)
     return 2
+
+
+def with_pretrained_policy(cfg: ExperimentConfig, init: Checkpoint) -> ExperimentConfig:
+    """``cfg`` with the policy and feature settings of the pretrained checkpoint ``init`` (a pretrained policy has one
+    shape and one feature set; the run's other settings stay as given)."""
+    if (cfg.policy, cfg.features) != (init.config.policy, init.config.features):
+        console.say(f"Policy and feature settings from the pretrained policy {init.path} (architecture "
+                    f"{init.config.policy.architecture}, action {init.config.policy.action}).")
+    return dataclasses.replace(cfg, policy=init.config.policy, features=init.config.features)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -90,7 +101,10 @@ def _train(args, argv: list[str]) -> int:
         why = execution_advice(cfg, "execution" in given_flags(args) or "execution" in from_file)
         if why is not None:
             console.say(why)
-        init = load_checkpoint(args.init_checkpoint) if args.init_checkpoint else None
+        init = (load_checkpoint(resolve_checkpoint_name(args.init_checkpoint, cfg.env.include_cash))
+                if args.init_checkpoint else None)
+        if init is not None and init.pretraining is not None:
+            cfg = with_pretrained_policy(cfg, init)
         if init is not None and init.config.env.include_cash != cfg.env.include_cash:
             raise CheckpointError(f"{init.path} was trained with include_cash={init.config.env.include_cash}; "
                                   "pass the same --include-cash setting to start from it.")

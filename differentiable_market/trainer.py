@@ -447,11 +447,19 @@ def score_split(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, s
     ``excess_vs_equal_weight`` holds the excess log growth over the split and its autocorrelation-robust t-statistic
     (``gate.hac_t``: Newey-West standard error).
     """
-    from .gate import hac_t
-
     start, stop = tensors.decision_range(split)
     if stop - start < 2:
         raise DataError(f"The {split} split has {stop - start} scorable bars; use smaller --lookback or more data.")
+    return score_range(policy, tensors, cfg, start, stop, split)
+
+
+@torch.no_grad()
+def score_range(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, start: int, stop: int,
+                label: str) -> SplitScore:
+    """``score_split`` over the decision bars [start, stop) (every price they earn lies before bar stop + horizon),
+    as one path from cash at ``start``; ``label`` names the range in the summary ("split")."""
+    from .gate import hac_t
+
     was_training = policy.training
     policy.eval()
     growth = tensors.growth[start:stop][None]
@@ -465,7 +473,7 @@ def score_split(policy: Policy, tensors: MarketTensors, cfg: ExperimentConfig, s
     equal = torch.zeros(policy.n_out, device=growth.device)
     equal[: policy.n_assets] = 1.0 / policy.n_assets
     out: dict[str, Any] = {
-        "split": split,
+        "split": label,
         "first_bar": str(tensors.timestamps[start])[:19],
         "last_bar": str(tensors.timestamps[stop - 1])[:19],
         "bars": stop - start,
@@ -503,6 +511,33 @@ def peak_memory_gb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports KiB
+
+
+def sample_windows(tensors: MarketTensors, batch: int, first_start: int, last_start: int, offsets: torch.Tensor,
+                   universe_sample: int | None, sampler: torch.Generator) -> Windows:
+    """``batch`` random windows of ``tensors`` whose first decision bar lies in [first_start, last_start] and whose
+    bars are that start plus ``offsets`` [L]: their bars [B, L], assets (``universe_sample`` of them per window, in
+    their original order; None: every asset), growth and observed growth [B, L, A_out], tradeable columns. The window
+    starts and asset subsets are drawn from ``sampler``."""
+    device = offsets.device
+    starts = torch.randint(first_start, last_start + 1, (batch,), generator=sampler).to(device)
+    bars = starts[:, None] + offsets
+    growth, observed = tensors.growth[bars], tensors.observed[bars]
+    n_assets = tensors.features.shape[1]
+    include_cash = growth.shape[-1] > n_assets
+    if universe_sample is None:
+        return Windows(bars, None, growth, observed, tensors.decision_columns(bars, include_cash))
+    # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
+    pick = torch.rand(len(starts), n_assets, generator=sampler).argsort(-1)[:, :universe_sample].sort(-1).values
+    pick = pick.to(device)
+    cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if include_cash else pick
+    rows = torch.arange(len(starts), device=device)[:, None, None]
+    steps = torch.arange(bars.shape[1], device=device)[None, :, None]
+    picked = cols[:, None]
+    mask = None
+    if tensors.tradeable is not None:
+        mask = tradeable_columns(tensors.tradeable[bars[:, :, None], pick[:, None, :]], include_cash)
+    return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked], mask)
 
 
 class Trainer:
@@ -546,27 +581,8 @@ class Trainer:
     def sample_windows(self) -> Windows:
         """Random training windows: their bars [B, L], assets (with --universe-sample), growth and observed growth
         [B, L, A_out]."""
-        starts = torch.randint(
-            self._first_start, self._last_start + 1, (self.cfg.train.batch_windows,), generator=self.sampler
-        ).to(self.device)
-        bars = starts[:, None] + self._offsets
-        growth, observed = self.tensors.growth[bars], self.tensors.observed[bars]
-        k = self.cfg.train.universe_sample
-        n_assets = self.tensors.features.shape[1]
-        include_cash = growth.shape[-1] > n_assets
-        if k is None:
-            return Windows(bars, None, growth, observed, self.tensors.decision_columns(bars, include_cash))
-        # Each window trades its own random k assets (in their original order; cash, the last column, is kept).
-        pick = torch.rand(len(starts), n_assets, generator=self.sampler).argsort(-1)[:, :k].sort(-1).values
-        pick = pick.to(self.device)
-        cols = torch.cat([pick, torch.full_like(pick[:, :1], n_assets)], -1) if include_cash else pick
-        rows = torch.arange(len(starts), device=self.device)[:, None, None]
-        steps = torch.arange(bars.shape[1], device=self.device)[None, :, None]
-        picked = cols[:, None]
-        mask = None
-        if self.tensors.tradeable is not None:
-            mask = tradeable_columns(self.tensors.tradeable[bars[:, :, None], pick[:, None, :]], include_cash)
-        return Windows(bars, pick, growth[rows, steps, picked], observed[rows, steps, picked], mask)
+        return sample_windows(self.tensors, self.cfg.train.batch_windows, self._first_start, self._last_start,
+                              self._offsets, self.cfg.train.universe_sample, self.sampler)
 
     def step(self) -> torch.Tensor | None:
         """One batch of rollouts and ``updates_per_batch`` optimizer steps on it (gradients accumulated over

@@ -18,7 +18,8 @@ import torch
 
 from . import console
 from .atomic import atomic_write_json
-from .checkpoint import Checkpoint, check_market_matches, transferable, universe_difference
+from .checkpoint import (Checkpoint, check_after_pretraining, check_market_matches, transferable,
+                         universe_difference)
 from .config import ExperimentConfig, config_to_dict
 from .data import (MarketData, UniverseCutoff, execution_note, load_market, resolve_data_root,
                    symbols_without_open)
@@ -99,7 +100,8 @@ def _load_market(cfg: ExperimentConfig, resume: Checkpoint | None, init: Checkpo
         check_market_matches(init, None)  # a cross-sectional policy may start on other symbols
         if market.symbols != init.symbols:
             u = universe_difference(init.symbols, market.symbols)
-            console.say(f"Starting from {init.path}, trained on {len(init.symbols)} symbols, on {market.n_assets} "
+            trained_on = "a pretraining corpus" if init.pretraining else f"{len(init.symbols)} symbols"
+            console.say(f"Starting from {init.path}, trained on {trained_on}, on {market.n_assets} "
                         f"({len(u['shared'])} shared, {len(u['new'])} new).")
     elif source is not None:
         hint = ", or use --include to select its symbols."
@@ -184,11 +186,16 @@ def run_training(
     if fills is not None:
         console.say(fills)
     source = resume or init
-    tensors, spec = prepare_market(cfg, market, device, source.feature_spec if source else None)
+    # a pretrained policy learned each market with a normaliser of that market's own: this run fits its own too
+    inherited = None if source is None or (resume is None and init.refits_normaliser) else source.feature_spec
+    tensors, spec = prepare_market(cfg, market, device, inherited)
     train_end = tensors.splits.train[1]
     trained_through = str(market.timestamps[train_end - 1])[:19]
     validated_through = str(market.timestamps[tensors.splits.validation[1] - 1])[:19]  # the bars that pick best.pt
-    if init is not None:
+    if init is not None and init.refits_normaliser:
+        check_after_pretraining(init, str(market.timestamps[tensors.splits.validation[0]])[:19],
+                                "this run's validation split")
+    elif init is not None:
         check_init_split(init, trained_through)
     trainer = Trainer(cfg, tensors, device)
     run_dir = _open_run_folder(cfg, trainer, resume, init, run_dir)
@@ -262,10 +269,13 @@ def run_training(
         if on_eval is not None and on_eval(step, val, improved):
             console.say(f"step {step:>6}  stopped by the search's pruner")
             return True
-        return False
+        return recorder.stopped_at is not None
 
     try:
-        stopped = trainer.step_count == 0 and validate(0)  # the untrained policy: what best.pt is until beaten
+        stopped = recorder.stopped_at is not None  # a resumed run that had stopped early stays stopped
+        if stopped:
+            console.say(f"The run stopped early at step {recorder.stopped_at} (--patience); nothing to resume.")
+        stopped = stopped or (trainer.step_count == 0 and validate(0))  # the untrained policy: best.pt until beaten
         t_mark = time.perf_counter()
         while trainer.step_count < tc.epochs and not stopped:
             stats = trainer.step()

@@ -48,9 +48,10 @@ import torch
 
 from .. import baselines
 from ..baselines import registry
-from ..checkpoint import (Checkpoint, build_policy, check_market_matches, checkpoint_notes, load_checkpoint,
-                          transferable, universe_difference)
-from ..config import Execution, ExperimentConfig, SplitName
+from ..checkpoint import (Checkpoint, build_policy, check_after_pretraining, check_market_matches, checkpoint_notes,
+                          feature_spec_for, load_checkpoint, resolve_checkpoint_name, transferable,
+                          universe_difference)
+from ..config import DataConfig, Execution, ExperimentConfig, SplitName
 from ..data import MarketData, execution_note, load_market, resolve_data_root
 from ..env import (account, decision_growth, execution_horizon, growth_where_tradeable, initial_holdings,
                    observed_growth, restrict_to_tradeable, tradeable_columns)
@@ -341,7 +342,11 @@ def _resolve(options: BacktestOptions, ckpt: Checkpoint) -> tuple[ExperimentConf
 def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     """Load the checkpoint and its data, plan the windows, run the policy and the baselines, compute metrics."""
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(options.checkpoint)
+    ckpt = load_checkpoint(resolve_checkpoint_name(options.checkpoint, bool(options.include_cash)))
+    if ckpt.pretraining is not None and not options.transfer_universe:
+        # a pretrained policy learned from a corpus, not from these symbols: it always runs on the data's universe
+        options = dataclasses.replace(options, transfer_universe=True,
+                                      data_root=options.data_root or DataConfig().root)
     cfg, overrides = _resolve(options, ckpt)
     for name, o in overrides.items():
         log(f"override: {name} = {o['used']!r} (checkpoint: {o['checkpoint']!r})")
@@ -369,14 +374,15 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
         if market.symbols != ckpt.symbols:
             overrides["universe"] = universe_difference(ckpt.symbols, market.symbols)
             u = overrides["universe"]
-            notes.append(f"Universe transfer: the policy was trained on {len(ckpt.symbols)} symbols and runs here on "
+            trained_on = "a pretraining corpus" if ckpt.pretraining else f"{len(ckpt.symbols)} symbols"
+            notes.append(f"Universe transfer: the policy was trained on {trained_on} and runs here on "
                          f"{market.n_assets} ({len(u['shared'])} shared, {len(u['new'])} new: {u['new'][:10]}"
                          f"{' ...' if len(u['new']) > 10 else ''}).")
             log(notes[-1])
     policy = build_policy(ckpt, include_cash, market.n_assets)
     fingerprint = market.fingerprint()
     same_data = _same_data(fingerprint, ckpt.data_fingerprint)
-    if not same_data:
+    if not same_data and ckpt.pretraining is None:
         notes.append("The data differ from the data the checkpoint was trained on (fingerprint mismatch); the split "
                      "boundaries are recomputed on these data and may not line up with the training run's.")
         log("warning: " + notes[-1])
@@ -384,7 +390,9 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
     validated_through = ckpt.validation_end(market.timestamps, same_data)
     bounds = splits.bounds(options.split)
     split_dates = (str(market.timestamps[bounds[0]])[:19], str(market.timestamps[bounds[1] - 1])[:19])
-    for note in in_sample_notes(options.split, split_dates, ckpt.trained_through, validated_through):
+    # a pretrained policy was chosen on corpus markets, not on these data: check_after_pretraining dates it below
+    for note in ([] if ckpt.pretraining else
+                 in_sample_notes(options.split, split_dates, ckpt.trained_through, validated_through)):
         notes.append(note)
         log(note)
     plan = plan_windows(options.split, splits.bounds(options.split), horizon, options.window_length, options.stride)
@@ -393,7 +401,17 @@ def run_backtest(options: BacktestOptions, log: Any = print) -> BacktestResult:
         log(note)
     t_load = time.perf_counter()
 
-    features = torch.as_tensor(compute_features(market, ckpt.feature_spec))
+    if ckpt.refits_normaliser:
+        notes.append(f"Pretrained policy: its feature normaliser is fitted on the training split of these data (bars "
+                     f"up to {str(market.timestamps[splits.train[1] - 1])[:10]}), as it was on every market it "
+                     "learned from.")
+        log(notes[-1])
+        try:
+            check_after_pretraining(ckpt, split_dates[0], f"the {options.split} split")
+        except CheckpointError as exc:
+            notes.append(f"WARNING: {exc}")
+            log(notes[-1])
+    features = torch.as_tensor(compute_features(market, feature_spec_for(ckpt, market, splits.train[1])))
     if features.shape[-1] != ckpt.n_features:
         raise CheckpointError(f"The features have {features.shape[-1]} columns; {ckpt.path} expects {ckpt.n_features}.")
     close_ta, growth_ta, seen_ta, mask_ta, cols_ta = replay_inputs(market, cfg.env.execution, include_cash)

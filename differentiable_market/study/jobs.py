@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
-from ..checkpoint import load_checkpoint
+from ..checkpoint import PRETRAINED, load_checkpoint, resolve_checkpoint_name
 from ..config import ExperimentConfig, config_from_dict, config_to_dict
 from ..data import DATA_SUFFIXES, resolve_data_root
 from ..errors import ConfigError
@@ -34,19 +34,26 @@ from .plan import Fold
 
 @dataclass(frozen=True)
 class Job:
+    """One member of a study: fold x seed, trained from scratch or from ``init`` (a checkpoint path, or
+    "pretrained"); ``variant`` names a group of members besides the study's own (its run folders get the suffix)."""
+
     fold: int
     seed: int
     config: ExperimentConfig
+    init: str | None = None
+    variant: str = ""
 
     @property
     def name(self) -> str:
-        return f"fold{self.fold}-seed{self.seed}"
+        return f"fold{self.fold}-seed{self.seed}" + (f"-{self.variant}" if self.variant else "")
 
 
 def make_jobs(base: ExperimentConfig, folds: list[Fold], seeds: int,
-              per_fold: dict[int, ExperimentConfig] | None = None) -> list[Job]:
+              per_fold: dict[int, ExperimentConfig] | None = None, init: str | None = None,
+              variant: str = "") -> list[Job]:
     """Every fold x seed, folds outermost; seeds are ``base.train.seed`` .. ``base.train.seed + seeds - 1``.
-    ``per_fold`` replaces the base config of the folds it names (the flags a fold's search chose)."""
+    ``per_fold`` replaces the base config of the folds it names (the flags a fold's search chose); ``init`` and
+    ``variant`` go to every job."""
     jobs = []
     for fold in folds:
         cfg_fold = (per_fold or {}).get(fold.index, base)
@@ -57,14 +64,16 @@ def make_jobs(base: ExperimentConfig, folds: list[Fold], seeds: int,
                 data=dataclasses.replace(cfg_fold.data, split_bars=fold.split_bars),
                 train=dataclasses.replace(cfg_fold.train, seed=seed),
             )
-            jobs.append(Job(fold.index, seed, cfg))
+            jobs.append(Job(fold.index, seed, cfg, init, variant))
     return jobs
 
 
 def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
-            data_root: str | None = None, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+            data_root: str | None = None, on_step: Callable[[int, int], None] | None = None,
+            init: str | None = None) -> dict[str, Any]:
     """Train (or finish) one job in ``run_dir`` and return its summary. Takes and returns plain data so that it can
-    run in another process or on another machine; ``data_root`` is where that machine holds the config's data.
+    run in another process or on another machine; ``data_root`` is where that machine holds the config's data,
+    ``init`` the checkpoint a new run starts from ("pretrained" or a path; None: from scratch).
     ``on_step(step, steps)`` hears of every training step (the study's progress). The job's own log, train.log,
     gets every line whatever the study's console verbosity."""
     import torch
@@ -84,24 +93,33 @@ def run_job(config: dict[str, Any], run_dir: str, threads: int | None = None,
           console.verbosity(console.NORMAL)):
         if latest.exists():
             ckpt = load_checkpoint(latest)
-            if ckpt.step < cfg.train.epochs:
+            if not _done_training(ckpt, cfg.train.epochs):
                 run_training(cfg, resume=ckpt, progress=False, argv=["study job", folder.name], data_root=data_root,
                              on_step=on_step)
         else:
-            run_training(cfg, progress=False, argv=["study job", folder.name], run_dir=folder, data_root=data_root,
-                         on_step=on_step)
+            start = None if init is None else load_checkpoint(resolve_checkpoint_name(init, cfg.env.include_cash))
+            run_training(cfg, init=start, progress=False, argv=["study job", folder.name], run_dir=folder,
+                         data_root=data_root, on_step=on_step)
     return _summary(folder)
 
 
 def _summary(folder: Path) -> dict[str, Any]:
     best = load_checkpoint(folder / "checkpoints" / "best.pt")
+    latest = load_checkpoint(folder / "checkpoints" / "latest.pt")
+    stopped = ((latest.training_state or {}).get("recorder") or {}).get("stopped_at")
     return {"run_dir": folder.name, "best_step": best.step, "untrained": best.is_untrained,
-            "best_validation_objective": best.best_score}
+            "best_validation_objective": best.best_score, "steps_trained": latest.step, "stopped_early": stopped}
 
 
 def _finished(folder: Path, epochs: int) -> bool:
     latest = folder / "checkpoints" / "latest.pt"
-    return latest.exists() and load_checkpoint(latest).step >= epochs
+    return latest.exists() and _done_training(load_checkpoint(latest), epochs)
+
+
+def _done_training(latest: Any, epochs: int) -> bool:
+    """Whether a run whose latest.pt is ``latest`` has nothing left to train: every step, or stopped early."""
+    recorder = (latest.training_state or {}).get("recorder") or {}
+    return latest.step >= epochs or recorder.get("stopped_at") is not None
 
 
 # (jobs, study folder, done(job, summary), on_step(job name, step, steps) or None) -> None
@@ -114,7 +132,7 @@ def run_local(jobs: list[Job], study_dir: Path, done: Callable[[Job, dict[str, A
     """One job after another in this process."""
     for job in jobs:
         report = None if on_step is None else functools.partial(on_step, job.name)
-        done(job, run_job(config_to_dict(job.config), str(study_dir / job.name), on_step=report))
+        done(job, run_job(config_to_dict(job.config), str(study_dir / job.name), on_step=report, init=job.init))
 
 
 def process_executor(workers: int) -> Executor:
@@ -135,7 +153,7 @@ def process_executor(workers: int) -> Executor:
             steps = stack.enter_context(ctx.Manager()).Queue() if on_step is not None else None
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=ctx))
             futures = {pool.submit(run_job, config_to_dict(j.config), str(study_dir / j.name), threads, None,
-                                   None if steps is None else QueueReporter(steps, j.name)): j for j in jobs}
+                                   None if steps is None else QueueReporter(steps, j.name), j.init): j for j in jobs}
             pending = set(futures)
 
             def drain() -> None:
@@ -224,7 +242,8 @@ def _run_on_ray(ray: Any, jobs: list[Job], study_dir: Path, done: Callable[[Job,
             device = job.config.train.device
             gpus = 1 if device == "cuda" or (device == "auto" and has_gpus) else 0
             ref = task.options(num_cpus=cpus_per_job, num_gpus=gpus).remote(
-                config_to_dict(job.config), job.name, data, run_files, cpus_per_job)
+                config_to_dict(job.config), job.name, data, run_files, cpus_per_job, _init_file(job.init),
+                job.init)
             pending[ref] = job
         recorded = 0
         while recorded < len(jobs):
@@ -243,14 +262,28 @@ def _run_on_ray(ray: Any, jobs: list[Job], study_dir: Path, done: Callable[[Job,
 
 
 def _run_job_in_temp_folder(config: dict[str, Any], name: str, data_files: dict[str, bytes],
-                            run_files: dict[str, bytes], threads: int) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """A Ray task: ``run_job`` in a temporary folder of the worker holding the data and the run folder so far."""
+                            run_files: dict[str, bytes], threads: int, init_file: bytes | None = None,
+                            init: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A Ray task: ``run_job`` in a temporary folder of the worker holding the data, the run folder so far and the
+    checkpoint the job starts from (sent as bytes; "pretrained" is the worker's own installed one)."""
     with tempfile.TemporaryDirectory(prefix="differentiable_market-job-") as tmp:
         data_root, run_dir = Path(tmp) / "data", Path(tmp) / "runs" / name
         _write_files(data_root, data_files)
         _write_files(run_dir, run_files)
-        summary = run_job(config, str(run_dir), threads, str(data_root))
+        if init_file is not None:
+            init = str(Path(tmp) / "init.pt")
+            Path(init).write_bytes(init_file)
+        summary = run_job(config, str(run_dir), threads, str(data_root), init=init)
         return summary, _read_files(run_dir)
+
+
+def _init_file(init: str | None) -> bytes | None:
+    """The bytes of the checkpoint a job starts from, for a worker without this file system (None for "pretrained",
+    which every installation has, or a job from scratch)."""
+    if init is None or init == PRETRAINED:
+        return None
+    path = Path(init)
+    return (path / "checkpoints" / "best.pt" if path.is_dir() else path).read_bytes()
 
 
 def _data_files(cfg: ExperimentConfig) -> dict[str, bytes]:

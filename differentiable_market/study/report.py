@@ -8,6 +8,7 @@ counted twice. Assumptions are written next to each statistic in study.json.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections.abc import Sequence
@@ -53,6 +54,11 @@ class StudySettings:
     search_epochs: int | None = None  # optimizer steps of each trial (None: --epochs / 6, study.run.trial_config)
     search_pruner: Literal["median", "halving", "none"] = "median"
     search_storage: str | None = None  # Optuna database URL; None: a journal file in the study folder
+    # a checkpoint every member starts from: "pretrained" (the shipped pretrained policy) or a path; None: from
+    # scratch. With --epochs 0 the study scores it per fold without training (zero-shot, evidence pooled over the
+    # folds before; study/zeroshot.py)
+    init: str | None = None
+    scratch: bool = True  # with init and training steps: also train the members from scratch, for comparison
 
     def __post_init__(self) -> None:
         registry.resolve(self.baselines)  # refuses unknown names with the valid ones
@@ -140,16 +146,29 @@ def format_pvalue(p: float, reps: int) -> str:
     return f"p < {1 / reps:.2g}" if p <= 0 else f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
 
 
+VARIANT_LABELS = {"zero_shot": "Pretrained, zero-shot", "scratch": "Trained from scratch"}
+
+
 def study_results(market: MarketData, folds: list[Fold], members: dict[int, list[tuple[int, Checkpoint]]],
                   cfg: ExperimentConfig, settings: StudySettings, search: dict[str, Any] | None = None,
-                  trial_checkpoints: dict[int, dict[int, Checkpoint]] | None = None) -> dict[str, Any]:
+                  trial_checkpoints: dict[int, dict[int, Checkpoint]] | None = None,
+                  variants: dict[str, dict[int, list[tuple[int, Checkpoint]]]] | None = None) -> dict[str, Any]:
     """Everything the study concludes, as JSON-able data (deterministic: fixed bootstrap seed).
 
     ``search``: the study's search record (``search.run_search``), whose every trial the DSR counts;
-    ``trial_checkpoints``: fold -> trial number -> its best.pt, stitched by validation rank into the SPA test's models."""
+    ``trial_checkpoints``: fold -> trial number -> its best.pt, stitched by validation rank into the SPA test's models;
+    ``variants``: other groups of members (name -> members, e.g. "zero_shot" and "scratch" beside a fine-tuned
+    study): each group's seed ensemble becomes a strategy, compared with equal weight and the best causal baseline,
+    and counted as a trial by the SPA and the DSR."""
     include_cash = cfg.env.include_cash
     paths, bars = stitched_paths(market, folds, members, cfg.env.cost_rate, include_cash, cfg.env.execution,
                                  baselines=settings.baselines)
+    for name, group in (variants or {}).items():
+        extra, _ = stitched_paths(market, folds, group, cfg.env.cost_rate, include_cash, cfg.env.execution,
+                                  baselines="equal_weight")
+        n_seeds = len(next(iter(group.values())))
+        count = "" if name == "zero_shot" else f" ({n_seeds} seed{'s' if n_seeds > 1 else ''})"
+        paths[name] = dataclasses.replace(extra["ensemble"], name=name, label=VARIANT_LABELS.get(name, name) + count)
     ppy = bars_per_year(market.timestamps)
     level, reps = settings.ci_level, settings.bootstrap_reps
     lg = {name: p.log_growth for name, p in paths.items()}
@@ -163,7 +182,7 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
     causal = [n for n, p in paths.items() if p.kind == "baseline"]
     best = max(causal, key=lambda n: strategies[n]["log_growth"])
     seeds = [n for n in paths if n.startswith("seed")]
-    trials = seeds + ["ensemble"]
+    trials = seeds + ["ensemble"] + list(variants or {})
     ens = lg["ensemble"]
     searched = n_search_trials(search)
     trial_lg = _trial_models(market, folds, search, trial_checkpoints, cfg)  # [T, M], M = 0 without search
@@ -205,6 +224,13 @@ def study_results(market: MarketData, folds: list[Fold], members: dict[int, list
                 stats.sharpe_difference_ci(ens, lg[bench], ppy, level, reps, BOOTSTRAP_SEED)),
             "spa": _spa(stats.spa_test(-lg[bench], -spa_models, None, reps, BOOTSTRAP_SEED)),
         }
+    if variants:  # the other groups of members against the same two benchmarks, and against the study's ensemble
+        statistics["variants"] = {
+            name: {"label": paths[name].label, **{
+                key: _interval(stats.mean_growth_ci(lg[name] - lg[bench], ppy, level, reps, BOOTSTRAP_SEED))
+                for key, bench in (("excess_vs_equal_weight", "equal_weight"),
+                                   ("excess_vs_best_causal_baseline", best), ("excess_vs_ensemble", "ensemble"))}}
+            for name in variants}
     trial_sharpes = np.array([stats.sharpe_per_bar(np.expm1(lg[t])) for t in trials]
                              + [stats.sharpe_per_bar(np.expm1(trial_lg[:, m])) for m in range(trial_lg.shape[1])])
     ew_sr = float(stats.sharpe_per_bar(np.expm1(lg["equal_weight"])))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import console
 from ..atomic import atomic_write_json
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, resolve_checkpoint_name
 from ..config import ExperimentConfig, config_from_dict, config_to_dict
 from ..data import MarketData, execution_note
 from ..env import execution_horizon
@@ -28,6 +28,7 @@ from ..configfile import (TREE, check_sections, dataclass_section, dump, experim
                           section, tree_sections)
 from ..flags import add_config_flags, add_output_flags, add_training_flags, config_from_args, given_flags, with_flag_names
 from ..metrics import bars_per_year
+from ..train import with_pretrained_policy
 from ..training_run import execution_advice, load_data
 from . import search
 from . import space as space_mod
@@ -35,6 +36,7 @@ from .jobs import Executor, Job, make_jobs, process_executor, ray_executor, run_
 from .plan import Fold, plan_folds
 from .progress import StudyProgress
 from .report import StudySettings, study_results, write_study_report
+from .zeroshot import zero_shot_members
 
 FORMAT = "differentiable_market.study"
 FORMAT_VERSION = 1
@@ -82,6 +84,18 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     as progress (``progress.StudyProgress``): bars on a terminal when ``bars``, otherwise lines through ``log``."""
     result_log = result_log or log
     resuming = study_dir is not None and (study_dir / "study.json").exists()
+    init = None
+    if settings.init:
+        init = load_checkpoint(resolve_checkpoint_name(settings.init, cfg.env.include_cash))
+        if init.pretraining is not None:
+            cfg = with_pretrained_policy(cfg, init)
+        elif cfg.train.epochs == 0:
+            raise ConfigError(f"--epochs 0 scores a pretrained policy as it is (zero-shot); {init.path} is a run's "
+                              "checkpoint, trained on its own data. Give --epochs N to train every member from it.")
+        if settings.search:
+            raise ConfigError("--search and --init do not combine yet: search from scratch, or give the flags to "
+                              "train from the checkpoint.")
+    zero_shot_only = init is not None and cfg.train.epochs == 0
     horizon = execution_horizon(cfg.env.execution)
     space: tuple[space_mod.Param, ...] = ()
     if settings.search:
@@ -117,7 +131,9 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     fills = execution_note(market, cfg.env.execution)
     if fills is not None:
         log(fills)
-    jobs = make_jobs(cfg, folds, settings.seeds)
+    jobs = [] if zero_shot_only else make_jobs(cfg, folds, settings.seeds, init=settings.init)
+    if init is not None and not zero_shot_only and settings.scratch:
+        jobs += make_jobs(cfg, folds, settings.seeds, variant="scratch")
     if study_dir is None:
         study_dir = new_timestamped_dir(cfg.train.save_dir)
     if space and not resuming:
@@ -130,7 +146,9 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
         "data": fingerprint,
         "execution_note": fills,
         "plan": plan_dict(market, folds),
-        "jobs": [{"fold": j.fold, "seed": j.seed, "run_dir": j.name, "status": "pending"} for j in jobs],
+        "jobs": [{"fold": j.fold, "seed": j.seed, **({"variant": j.variant} if j.variant else {}), "run_dir": j.name,
+                  "status": "pending"} for j in jobs],
+        "zero_shot": None,
         "search": None,
         "results": None,
     }
@@ -142,8 +160,17 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     atomic_write_json(study_dir / "study.json", state)
     log(f"Study folder: {study_dir}")
     dates = state["plan"]
-    log(f"{len(folds)} folds x {settings.seeds} seeds = {len(jobs)} jobs; out-of-sample decisions "
-        f"{dates[0]['decisions_dates'][0][:10]} .. {dates[-1]['decisions_dates'][1][:10]}")
+    oos = f"out-of-sample decisions {dates[0]['decisions_dates'][0][:10]} .. {dates[-1]['decisions_dates'][1][:10]}"
+    if zero_shot_only:
+        log(f"{len(folds)} folds, the pretrained policy {init.path} scored as it is (zero-shot); {oos}")
+    else:
+        variants = " (and as many from scratch, for comparison)" if any(j.variant for j in jobs) else ""
+        start = f" from {init.path}" if init is not None else ""
+        log(f"{len(folds)} folds x {settings.seeds} seeds = {len(jobs)} jobs{start}{variants}; {oos}")
+    zero_shot = None
+    if init is not None and init.pretraining is not None:
+        zero_shot, state["zero_shot"] = zero_shot_members(market, folds, cfg, init, study_dir, log)
+        atomic_write_json(study_dir / "study.json", state)
     if space:
         log(f"Search: {settings.search} trials per fold over {', '.join(p.describe() for p in space)}; scored on "
             f"each fold's validation bars ({settings.search_pruner} pruning, batches of {settings.search_batch})")
@@ -161,14 +188,16 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
             log(f"  fold {f['fold']} chose trial {f['chosen']['number']}: "
                 + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in f["chosen"]["params"].items()))
         jobs = make_jobs(cfg, folds, settings.seeds, search.fold_configs(cfg, state["search"]))
-    index = {(j.fold, j.seed): i for i, j in enumerate(jobs)}
+    index = {j.name: i for i, j in enumerate(jobs)}
     started = time.perf_counter()
-    finished = {(j["fold"], j["seed"]) for j in state["jobs"] if j.get("status") == "done"}
-    progress = StudyProgress(((j.name, j.config.train.epochs, j.config.train.epochs if (j.fold, j.seed) in finished
+    finished = {j["run_dir"] for j in state["jobs"] if j.get("status") == "done"}
+    progress = StudyProgress(((j.name, j.config.train.epochs, j.config.train.epochs if j.name in finished
                                else 0) for j in jobs), bars, log)
 
     def done(job: Job, summary: dict[str, Any]) -> None:
-        state["jobs"][index[(job.fold, job.seed)]] = {"fold": job.fold, "seed": job.seed, **summary, "status": "done"}
+        state["jobs"][index[job.name]] = {"fold": job.fold, "seed": job.seed,
+                                          **({"variant": job.variant} if job.variant else {}), **summary,
+                                          "status": "done"}
         atomic_write_json(study_dir / "study.json", state)
         progress.job_done(job.name)
         n_done = sum(j["status"] == "done" for j in state["jobs"])
@@ -180,13 +209,26 @@ def run_study(cfg: ExperimentConfig, settings: StudySettings, study_dir: Path | 
     if any(j.get("status") != "done" for j in state["jobs"]):
         log(f"  each job's training log: {study_dir}/<fold>-<seed>/train.log")
     try:
-        (executor or run_local)(jobs, study_dir, done, progress.step)
+        if jobs:
+            (executor or run_local)(jobs, study_dir, done, progress.step)
     finally:
         progress.close()
-    members = {f.index: [(j.seed, load_checkpoint(study_dir / j.name / "checkpoints" / "best.pt"))
-                         for j in jobs if j.fold == f.index] for f in folds}
+
+    def members_of(variant: str) -> dict[int, list[tuple[int, Any]]]:
+        return {f.index: [(j.seed, load_checkpoint(study_dir / j.name / "checkpoints" / "best.pt"))
+                          for j in jobs if j.fold == f.index and j.variant == variant] for f in folds}
+
+    variants = {}
+    if zero_shot_only:
+        members = zero_shot
+    else:
+        members = members_of("")
+        if zero_shot is not None:
+            variants["zero_shot"] = zero_shot
+        if any(j.variant == "scratch" for j in jobs):
+            variants["scratch"] = members_of("scratch")
     state["results"] = study_results(market, folds, members, cfg, settings, state["search"],
-                                     _trial_checkpoints(study_dir, state["search"]))
+                                     _trial_checkpoints(study_dir, state["search"]), variants)
     atomic_write_json(study_dir / "study.json", state)
     write_study_report(study_dir, state)
     result_log(state["results"]["verdict"])
@@ -218,7 +260,8 @@ def load_study(study_dir: Path) -> dict[str, Any]:
 
 PROG = "differentiable-market study"
 STUDY_FLAGS = ("folds", "seeds", "oos_fraction", "window", "train_bars", "bootstrap_reps", "ci_level", "baselines",
-               "search", "space", "search_batch", "search_epochs", "search_pruner", "search_storage")
+               "search", "space", "search_batch", "search_epochs", "search_pruner", "search_storage", "init",
+               "scratch")
 EXECUTION_FLAGS = ("workers", "ray_address", "ray_cpus_per_job")
 
 
@@ -242,6 +285,14 @@ def build_study_parser(prog: str = PROG) -> Parser:
     g = ap.add_argument_group("study")
     g.add_argument("--folds", type=int, metavar="N", help=f"test blocks tiling the out-of-sample range (default: "
                    f"{s.folds})")
+    g.add_argument("--init", metavar="pretrained|CKPT", help="start every member from a checkpoint: 'pretrained' "
+                   "(the policy pretrained on a corpus of markets that ships with the package) or a path. With "
+                   "--epochs 0 the study scores the pretrained policy as it is (zero-shot): one candidate per fold, "
+                   "judged against equal weight and the untrained policy on the fold's validation bars and every "
+                   "out-of-sample bar before it; otherwise each member is fine-tuned from it, and the zero-shot policy "
+                   "and members trained from scratch are shown beside them (default: from scratch)")
+    expert(g.add_argument("--no-scratch", dest="scratch", action="store_const", const=False, help="with --init and "
+                          "training steps, do not also train the members from scratch (halves the training)"))
     g.add_argument("--seeds", type=int, metavar="N", help=f"seeds per fold: --seed .. --seed + N - 1 (default: "
                    f"{s.seeds})")
     g.add_argument("--oos-fraction", type=float, metavar="F", help="share of the scorable bars, at the end of the "

@@ -434,3 +434,31 @@ def test_a_run_that_trains_nothing_keeps_the_untrained_policy_and_says_so_where_
         assert notes == []
     else:
         assert len(notes) == 1 and "is the untrained policy" in notes[0] and "--select-min-t" in notes[0]
+
+
+def test_patience_stops_a_run_without_progress_and_a_resumed_run_stays_stopped(tmp_path, capsys, synthetic_ohlc,
+                                                                                 write_ohlc_csvs):
+    data = write_ohlc_csvs(synthetic_ohlc(700, 3, seed=5), tmp_path / "data")  # a random walk: nothing to learn
+    args = TINY + ["--epochs", "40", "--eval-interval", "2", "--patience", "2", "--lr", "0.02", "--data-root",
+                   str(data), "--save-dir", str(tmp_path / "runs")]
+    assert main(args) == 0
+    (run_dir,) = _run_dirs(tmp_path / "runs")
+    rows = _rows(run_dir)
+    val = [r for r in rows if r["type"] == "validation"]
+    stopped = [r for r in rows if r["type"] == "stopped"]
+    # the stopping rule, replayed on the recorded objectives: the first step with 2 evaluations in a row below the best
+    best, stale, expected = None, 0, None
+    for r in val:
+        if best is None or r["score"] > best:
+            best, stale = r["score"], 0
+        else:
+            stale += 1
+        if stale >= 2:
+            expected = r["step"]
+            break
+    assert expected is not None, "a tiny run on the sample should stall within 40 steps"
+    assert [r["step"] for r in stopped] == [expected] and val[-1]["step"] == expected
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt").step == expected
+    assert main(["--resume", str(run_dir), "--no-progress"]) == 0
+    assert "stopped early at step" in capsys.readouterr().out
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt").step == expected
