@@ -27,7 +27,15 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
     except ModuleNotFoundError:
         cli = None
     if cli is not None and hasattr(cli, "command_parsers"):
-        return dict(cli.command_parsers())
+        parsers = dict(cli.command_parsers())
+        if "pretrain" not in parsers:  # pretraining has its own entry point, python -m differentiable_market.pretrain
+            try:
+                from differentiable_market.pretrain import cli as pretrain_cli
+            except ImportError:
+                pretrain_cli = None
+            if pretrain_cli is not None:
+                parsers["pretrain"] = pretrain_cli.build_parser()
+        return parsers
     from differentiable_market import predict, train
     from differentiable_market.marketsimulator import run as backtest
     from differentiable_market.study import run as study
